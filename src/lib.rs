@@ -1,0 +1,13 @@
+//! jamba-wgpu: a portable runtime for AI21's Jamba language models (Mamba-1 state-space layers interleaved with
+//! attention, mixture-of-experts MLPs), running WGSL compute shaders through wgpu on Vulkan, Metal and DX12.
+//!
+//! The data flow: checkpoint directory -> [`config`] + memory-mapped [`weights`] -> GPU buffers -> per-layer plan
+//! -> encoded compute passes -> sampled token -> text. Every GPU kernel in [`kernels`] has a CPU twin in
+//! [`reference`], and tests hold each to the other.
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+
+pub use error::{Error, Result};
