@@ -1,1 +1,13 @@
 //! The GPU layer: adapter and device ([`Context`]), tensors in buffers, the kernel harness and its pipeline cache.
+
+mod context;
+mod graph;
+mod kernel;
+mod pipeline;
+mod tensor;
+
+pub use context::{Context, ContextOptions, GpuFeatures, Tuning};
+pub use graph::{Graph, OpId, Plan};
+pub use kernel::{read, read_write, Access, Binding, Kernel, Params, ParamsLayout, Shader, PRELUDE};
+pub use pipeline::Pipeline;
+pub use tensor::{DType, Tensor};

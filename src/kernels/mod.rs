@@ -1,1 +1,148 @@
-//! One typed wrapper per WGSL shader family, named like its shader file in `shaders/`.
+//! One typed wrapper per WGSL shader family, named like its shader file in `shaders/`: each declares its
+//! kernels (entry point, parameters, bindings, variants) and offers a constructor per operation that checks
+//! shapes and dtypes, then records the dispatch into a [`Graph`](crate::gpu::Graph).
+
+pub mod argmax;
+pub mod elementwise;
+pub mod embed;
+pub mod matmul;
+pub mod rms_norm;
+
+use crate::gpu::{DType, Kernel, Tensor};
+use crate::{Error, Result};
+
+/// Every kernel, for the tests that validate each shader and layout without a GPU.
+pub fn all() -> Vec<&'static Kernel> {
+    vec![
+        &matmul::MATVEC,
+        &matmul::TILED,
+        &rms_norm::RMS_NORM,
+        &elementwise::SILU_MUL,
+        &elementwise::ADD_ASSIGN,
+        &elementwise::SOFTPLUS,
+        &embed::EMBED,
+        &argmax::ARGMAX,
+    ]
+}
+
+/// The row-reduction widths every reducing kernel is built for.
+pub const ROW_THREADS: [u32; 3] = [1, 32, 64];
+
+/// The weight storage types every weight-reading kernel is built for.
+pub const WEIGHT_DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+fn no_variants() -> Vec<Vec<(&'static str, f64)>> {
+    vec![vec![]]
+}
+
+fn row_variants() -> Vec<Vec<(&'static str, f64)>> {
+    ROW_THREADS.iter().map(|&r| vec![("ROW_THREADS", r as f64)]).collect()
+}
+
+fn weight_variants() -> Vec<Vec<(&'static str, f64)>> {
+    WEIGHT_DTYPES.iter().map(|d| vec![("W_DTYPE", d.shader_code())]).collect()
+}
+
+fn weight_row_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let mut out = Vec::new();
+    for d in WEIGHT_DTYPES {
+        for r in ROW_THREADS {
+            out.push(vec![("W_DTYPE", d.shader_code()), ("ROW_THREADS", r as f64)]);
+        }
+    }
+    out
+}
+
+/// Columns `offset..offset + width` of the first `rows` rows of a 2-D f32 tensor `[rows, cols]`: how kernels
+/// read and write slices such as the xs and z halves of Mamba's in_proj output without copies.
+#[derive(Clone, Copy, Debug)]
+pub struct Cols<'a> {
+    pub tensor: &'a Tensor,
+    pub rows: usize,
+    pub offset: usize,
+    pub width: usize,
+}
+
+impl<'a> Cols<'a> {
+    /// Columns `offset..offset + width` of every row.
+    pub fn slice(tensor: &'a Tensor, offset: usize, width: usize) -> Result<Self> {
+        let [rows, cols] = dims2(tensor)?;
+        if offset + width > cols {
+            return Err(Error::shape(
+                format!("slice of `{}`", tensor.label()),
+                format!("columns {offset}..{} of {cols}", offset + width),
+            ));
+        }
+        Ok(Cols { tensor, rows, offset, width })
+    }
+
+    /// The first `rows` rows only (a shorter prefill chunk in a buffer sized for the longest).
+    pub fn rows(self, rows: usize) -> Result<Self> {
+        if rows > self.tensor.shape()[0] {
+            return Err(Error::shape(
+                format!("rows of `{}`", self.tensor.label()),
+                format!("{rows} rows asked of {:?}", self.tensor.shape()),
+            ));
+        }
+        Ok(Cols { rows, ..self })
+    }
+
+    /// Elements between consecutive rows.
+    pub fn stride(&self) -> usize {
+        self.tensor.shape()[1]
+    }
+}
+
+/// What a kernel accepts where it reads or writes columns: a whole matrix, or a [`Cols`] slice of one.
+pub trait AsCols<'a> {
+    fn as_cols(self) -> Result<Cols<'a>>;
+}
+
+impl<'a> AsCols<'a> for Cols<'a> {
+    fn as_cols(self) -> Result<Cols<'a>> {
+        Ok(self)
+    }
+}
+
+impl<'a> AsCols<'a> for &'a Tensor {
+    fn as_cols(self) -> Result<Cols<'a>> {
+        let [_, cols] = dims2(self)?;
+        Cols::slice(self, 0, cols)
+    }
+}
+
+/// The two dimensions of a matrix.
+pub fn dims2(t: &Tensor) -> Result<[usize; 2]> {
+    match *t.shape() {
+        [rows, cols] => Ok([rows, cols]),
+        _ => Err(Error::shape(format!("`{}`", t.label()), format!("expected a matrix, found shape {:?}", t.shape()))),
+    }
+}
+
+/// Fails unless `t` holds `dtype`.
+pub fn expect_dtype(op: &str, t: &Tensor, dtypes: &[DType]) -> Result<()> {
+    if dtypes.contains(&t.dtype()) {
+        return Ok(());
+    }
+    Err(Error::shape(op, format!("`{}` is {:?}, expected one of {dtypes:?}", t.label(), t.dtype())))
+}
+
+/// Fails unless `t` has exactly `shape`.
+pub fn expect_shape(op: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.shape() == shape {
+        return Ok(());
+    }
+    Err(Error::shape(op, format!("`{}` is {:?}, expected {shape:?}", t.label(), t.shape())))
+}
+
+/// Fails unless `t` holds at least `len` elements.
+pub fn expect_len(op: &str, t: &Tensor, len: usize) -> Result<()> {
+    if t.len() >= len {
+        return Ok(());
+    }
+    Err(Error::shape(op, format!("`{}` holds {} elements, needs {len}", t.label(), t.len())))
+}
+
+fn u32_of(op: &str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::shape(op, format!("{what} = {v} does not fit in u32")))
+}

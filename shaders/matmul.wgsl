@@ -1,0 +1,134 @@
+// matmul.wgsl: y = x W^T (+ y when accumulating), the Linear layer without bias.
+// Reference: reference::matmul. x: [t, k] f32 rows at x[r * x_stride + x_offset + c];
+// W: [n, k] row-major, packed as W_DTYPE, starting at element w_offset; y: [t, n] f32 at
+// y[r * y_stride + y_offset + j]. With accumulate = 1, y += x W^T (the residual connection fused in).
+//
+// Two entry points:
+// - matvec (decode, small t): ROW_THREADS invocations per output element, striding over k.
+//   Grid: t * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
+// - tiled (prefill): 32 x 32 output tiles, each invocation computing 4 x 4 outputs, k in steps of 16
+//   through workgroup memory. Grid: ceil(t / 32) * ceil(n / 32) workgroups, linear.
+
+struct MatmulParams {
+    t: u32,
+    n: u32,
+    k: u32,
+    w_offset: u32,
+    x_stride: u32,
+    x_offset: u32,
+    y_stride: u32,
+    y_offset: u32,
+    accumulate: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+fn w_at(i: u32) -> f32 {
+    let e = p.w_offset + i;
+    return unpack_weight(w[weight_word(e)], e);
+}
+
+fn store(r: u32, j: u32, value: f32) {
+    let i = r * p.y_stride + p.y_offset + j;
+    if p.accumulate != 0u {
+        y[i] += value;
+    } else {
+        y[i] = value;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matvec(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let rows_per_group = WG / ROW_THREADS;
+    let groups_per_token = (p.n + rows_per_group - 1u) / rows_per_group;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let r = g / groups_per_token;
+    let j = (g % groups_per_token) * rows_per_group + lane / ROW_THREADS;
+    let live = r < p.t && j < p.n;
+
+    var acc = 0.0;
+    if live {
+        let x0 = r * p.x_stride + p.x_offset;
+        let w0 = j * p.k;
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            acc += x[x0 + c] * w_at(w0 + c);
+        }
+    }
+    let total = row_sum(lane, acc);
+    if live && lane % ROW_THREADS == 0u {
+        store(r, j, total);
+    }
+}
+
+const TILE: u32 = 32u;
+const TILE_K: u32 = 16u;
+
+var<workgroup> x_tile: array<f32, 512>; // [TILE rows of x][TILE_K]
+var<workgroup> w_tile: array<f32, 512>; // [TILE rows of W][TILE_K]
+
+@compute @workgroup_size(WG)
+fn tiled(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let tiles_n = (p.n + TILE - 1u) / TILE;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let r0 = (g / tiles_n) * TILE;
+    let j0 = (g % tiles_n) * TILE;
+    // This invocation's 4 x 4 block: rows r0 + 4 * ty + a, columns j0 + 4 * tx + b.
+    let tx = lane % 8u;
+    let ty = lane / 8u;
+
+    var acc: array<f32, 16>;
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var e = lane; e < TILE * TILE_K; e += WG) {
+            let row = e / TILE_K;
+            let c = k0 + e % TILE_K;
+            var xv = 0.0;
+            if r0 + row < p.t && c < p.k {
+                xv = x[(r0 + row) * p.x_stride + p.x_offset + c];
+            }
+            x_tile[e] = xv;
+            var wv = 0.0;
+            if j0 + row < p.n && c < p.k {
+                wv = w_at((j0 + row) * p.k + c);
+            }
+            w_tile[e] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = x_tile[(ty * 4u + i) * TILE_K + kk];
+                b[i] = w_tile[(tx * 4u + i) * TILE_K + kk];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var jj = 0u; jj < 4u; jj++) {
+                    acc[i * 4u + jj] += a[i] * b[jj];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        for (var jj = 0u; jj < 4u; jj++) {
+            let r = r0 + ty * 4u + i;
+            let j = j0 + tx * 4u + jj;
+            if r < p.t && j < p.n {
+                store(r, j, acc[i * 4u + jj]);
+            }
+        }
+    }
+}

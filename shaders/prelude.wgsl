@@ -1,0 +1,102 @@
+// prelude.wgsl: helpers shared by every kernel. The harness (src/gpu/kernel.rs) prepends this file to each
+// shader, so nothing here is ever pasted into a kernel file.
+//
+// Conventions:
+// - Binding 0 is the kernel's parameter struct (uniform); storage bindings follow in the order that the
+//   kernel's Rust declaration lists them.
+// - Workgroups hold 64 invocations. Grids larger than the per-dimension limit are laid out in 2D; a kernel
+//   recovers its linear workgroup index with `linear_workgroup`.
+// - Weights are `array<u32>`: f32 one per word, f16 / bf16 two per word (element 2i in the low half). The
+//   `W_DTYPE` override picks the decoding; constant folding removes the other branches.
+
+const WG: u32 = 64u;
+
+const DTYPE_F32: u32 = 0u;
+const DTYPE_F16: u32 = 1u;
+const DTYPE_BF16: u32 = 2u;
+
+// The storage type of the kernel's weight binding (one of DTYPE_*).
+override W_DTYPE: u32 = DTYPE_F32;
+
+// Invocations that cooperate on one row in row-reduction kernels: a power of two dividing WG. 1 on CPU
+// adapters, where each barrier is a context switch; 32 or 64 on GPUs, for coalesced loads.
+override ROW_THREADS: u32 = 1u;
+
+fn linear_workgroup(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>) -> u32 {
+    return workgroup_id.x + workgroup_id.y * num_workgroups.x;
+}
+
+// The word that holds element `i` of a packed weight array.
+fn weight_word(i: u32) -> u32 {
+    if W_DTYPE == DTYPE_F32 {
+        return i;
+    }
+    return i >> 1u;
+}
+
+// An IEEE half in the low 16 bits, widened exactly to f32 (normals, subnormals, zeros, infinities, NaN).
+// Written with integer ops so it needs no f16 capability, and without f32 denormals, which GPUs may flush.
+fn f16_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let magnitude = h & 0x7fffu;
+    var bits: u32;
+    if magnitude < 0x0400u {
+        // Subnormal or zero: magnitude * 2^-24.
+        bits = bitcast<u32>(f32(magnitude) * 5.9604644775390625e-8);
+    } else if magnitude < 0x7c00u {
+        // Normal: move exponent and mantissa into place and rebias the exponent by 127 - 15.
+        bits = (magnitude << 13u) + (112u << 23u);
+    } else {
+        bits = 0x7f800000u | ((magnitude & 0x3ffu) << 13u);
+    }
+    return bitcast<f32>(sign | bits);
+}
+
+// Element `i` of a packed weight array, given the word that holds it.
+fn unpack_weight(word: u32, i: u32) -> f32 {
+    let half = select(word & 0xffffu, word >> 16u, (i & 1u) == 1u);
+    switch W_DTYPE {
+        case DTYPE_F16: {
+            return f16_to_f32(half);
+        }
+        case DTYPE_BF16: {
+            return bitcast<f32>(half << 16u);
+        }
+        default: {
+            return bitcast<f32>(word);
+        }
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    return x / (1.0 + exp(-x));
+}
+
+// ln(1 + e^x), as PyTorch's softplus with threshold 20.
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        return x;
+    }
+    return log(1.0 + exp(x));
+}
+
+var<workgroup> row_scratch: array<f32, WG>;
+
+// The sum of `value` over the ROW_THREADS consecutive invocations that share a row. Every invocation of the
+// workgroup must call it (it holds barriers when ROW_THREADS > 1).
+fn row_sum(lane: u32, value: f32) -> f32 {
+    if ROW_THREADS == 1u {
+        return value;
+    }
+    row_scratch[lane] = value;
+    workgroupBarrier();
+    for (var stride = ROW_THREADS / 2u; stride > 0u; stride >>= 1u) {
+        if lane % ROW_THREADS < stride {
+            row_scratch[lane] += row_scratch[lane + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = row_scratch[lane - lane % ROW_THREADS];
+    workgroupBarrier();
+    return total;
+}

@@ -1,0 +1,252 @@
+//! Adapter selection and the device: one [`Context`] per process, built once, dispatched many times.
+//!
+//! The device is opened with the adapter's real limits (not wgpu's conservative defaults), and with
+//! SHADER_F16, SUBGROUP and TIMESTAMP_QUERY when the adapter offers them; no kernel requires them. wgpu's
+//! uncaptured errors and device loss are recorded here and surface as typed errors at the next sync point
+//! ([`Context::check`], every readback), never as a panic or a hang.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::gpu::pipeline::PipelineCache;
+use crate::{Error, Result};
+
+/// How to choose an adapter. Empty options take the best adapter of any backend.
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Backends to consider; `None` reads `WGPU_BACKEND` (e.g. `vulkan`, `metal,dx12`) and falls back to all.
+    pub backends: Option<wgpu::Backends>,
+    /// A case-insensitive substring of the adapter's name (e.g. `llvmpipe`, `H100`).
+    pub adapter: Option<String>,
+    /// Longest wait for one submission before [`Error::Timeout`]; default 10 minutes (software adapters are slow).
+    pub timeout: Option<Duration>,
+}
+
+impl ContextOptions {
+    /// Parses a backend name as the CLI's `--backend` takes it: vulkan, metal, dx12 or gl.
+    pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+        match name.to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+            "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+            "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+            "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+            other => Err(Error::Input(format!(
+                "unknown backend `{other}`; expected one of vulkan, metal, dx12, gl"
+            ))),
+        }
+    }
+}
+
+/// Optional adapter features the kernels can use; each kernel also runs without them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuFeatures {
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamps: bool,
+}
+
+/// Choices that shape kernels for an adapter. [`Context::tuning`] picks them; a [`Graph`](crate::gpu::Graph)
+/// carries a copy that tests change to exercise every variant on one adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Invocations per row in row reductions (`ROW_THREADS` in prelude.wgsl): 1, 2, 4, ..., 64.
+    pub row_threads: u32,
+    /// Matmuls with at least this many rows of activations take the tiled path instead of matvec.
+    pub tiled_min_rows: usize,
+}
+
+/// The GPU: device, queue, what the adapter is and allows, and the pipeline cache.
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: GpuFeatures,
+    /// First error wgpu reported outside an error scope, or the reason the device was lost.
+    fault: Arc<Mutex<Option<Error>>>,
+    timeout: Duration,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
+}
+
+impl Context {
+    /// Opens the best adapter that matches `options`.
+    pub fn new(options: &ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    async fn new_async(options: &ContextOptions) -> Result<Self> {
+        let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
+        descriptor.backends = options.backends.unwrap_or_else(|| wgpu::Backends::all().with_env());
+        let backends = descriptor.backends;
+        let instance = wgpu::Instance::new(descriptor);
+        let adapters = instance.enumerate_adapters(backends).await;
+        let adapter = choose_adapter(adapters, backends, options.adapter.as_deref())?;
+        let info = adapter.get_info();
+
+        let offered = adapter.features();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let required_features = offered & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("jamba-wgpu"),
+                required_features,
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+
+        let fault = Arc::new(Mutex::new(None::<Error>));
+        let on_error = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = on_error.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(Error::Gpu { context: "running".into(), message: e.to_string() });
+        }));
+        let on_lost = fault.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                let mut slot = on_lost.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(Error::DeviceLost(format!("{reason:?}: {message}")));
+            }
+        });
+
+        Ok(Context {
+            device,
+            queue,
+            features: GpuFeatures {
+                shader_f16: required_features.contains(wgpu::Features::SHADER_F16),
+                subgroups: required_features.contains(wgpu::Features::SUBGROUP),
+                timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            },
+            info,
+            limits,
+            fault,
+            timeout: options.timeout.unwrap_or(Duration::from_secs(600)),
+            pipelines: PipelineCache::default(),
+            readback: Mutex::new(None),
+        })
+    }
+
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    pub fn features(&self) -> GpuFeatures {
+        self.features
+    }
+
+    /// A CPU adapter (lavapipe, llvmpipe, WARP): barriers are costly there, so row reductions use one thread per row.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Kernel choices for this adapter: CPU adapters pay a context switch per barrier, so they reduce rows with
+    /// one invocation each; GPUs spread a row over 32 invocations for coalesced loads.
+    pub fn tuning(&self) -> Tuning {
+        Tuning { row_threads: if self.is_cpu() { 1 } else { 32 }, tiled_min_rows: 8 }
+    }
+
+    /// Returns the first error wgpu reported since the last check, if any.
+    pub fn check(&self) -> Result<()> {
+        let mut slot = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            None => Ok(()),
+            // Device loss is permanent: keep reporting it.
+            Some(Error::DeviceLost(m)) => {
+                *slot = Some(Error::DeviceLost(m.clone()));
+                Err(Error::DeviceLost(m))
+            }
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Blocks until all submitted work is done, then reports any error it raised.
+    pub fn wait(&self, context: &str) -> Result<()> {
+        let poll = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.timeout) });
+        self.check()?;
+        match poll {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => {
+                Err(Error::Timeout { context: context.to_string(), seconds: self.timeout.as_secs() })
+            }
+            Err(e) => Err(Error::Gpu { context: context.to_string(), message: e.to_string() }),
+        }
+    }
+
+    /// Runs `f` inside a validation + out-of-memory error scope and returns what it raised as a typed error.
+    pub fn scoped<T>(&self, context: impl FnOnce() -> String, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let errors = [pollster::block_on(validation.pop()), pollster::block_on(oom.pop())];
+        match errors.into_iter().flatten().next() {
+            None => Ok(value),
+            Some(e) => Err(Error::Gpu { context: context(), message: e.to_string() }),
+        }
+    }
+
+    /// A multi-line description of the adapter, its limits and features, for `jamba-wgpu info`.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        let l = &self.limits;
+        let f = self.features;
+        let mib = |b: u64| format!("{} MiB", b >> 20);
+        [
+            format!("adapter:  {} ({:?})", i.name, i.device_type),
+            format!("backend:  {:?}", i.backend),
+            format!("driver:   {} {}", i.driver, i.driver_info),
+            format!("vendor:   {:#06x}, device {:#06x}", i.vendor, i.device),
+            format!("max_buffer_size:                  {}", mib(l.max_buffer_size)),
+            format!("max_storage_buffer_binding_size:  {}", mib(l.max_storage_buffer_binding_size)),
+            format!("max_storage_buffers_per_stage:    {}", l.max_storage_buffers_per_shader_stage),
+            format!("max_compute_workgroup_storage:    {} bytes", l.max_compute_workgroup_storage_size),
+            format!("max_compute_invocations:          {}", l.max_compute_invocations_per_workgroup),
+            format!("max_workgroups_per_dimension:     {}", l.max_compute_workgroups_per_dimension),
+            format!("min_uniform_buffer_offset_align:  {}", l.min_uniform_buffer_offset_alignment),
+            format!("features: shader_f16={} subgroups={} timestamps={}", f.shader_f16, f.subgroups, f.timestamps),
+        ]
+        .join("\n")
+    }
+}
+
+/// Picks an adapter: matching `name` if given, preferring real GPUs, then a non-GL backend.
+fn choose_adapter(adapters: Vec<wgpu::Adapter>, backends: wgpu::Backends, name: Option<&str>) -> Result<wgpu::Adapter> {
+    let found: Vec<String> = adapters.iter().map(|a| describe_short(&a.get_info())).collect();
+    let wanted = name.map(str::to_lowercase);
+    let rank = |info: &wgpu::AdapterInfo| {
+        let kind = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Cpu => 3,
+            wgpu::DeviceType::Other => 4,
+        };
+        (kind, info.backend == wgpu::Backend::Gl)
+    };
+    adapters
+        .into_iter()
+        .filter(|a| wanted.as_ref().is_none_or(|w| a.get_info().name.to_lowercase().contains(w.as_str())))
+        .min_by_key(|a| rank(&a.get_info()))
+        .ok_or_else(|| {
+            let what = match name {
+                Some(n) => format!("none named like `{n}`"),
+                None => "none found".into(),
+            };
+            let seen = if found.is_empty() { "no adapters at all".into() } else { format!("found: {}", found.join("; ")) };
+            Error::NoAdapter(format!(
+                "{what} on backends {backends:?} ({seen}). Without a GPU, install Mesa's software Vulkan \
+                 (apt-get install mesa-vulkan-drivers); set WGPU_BACKEND or --backend to choose a backend"
+            ))
+        })
+}
+
+fn describe_short(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}

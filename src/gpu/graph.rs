@@ -1,0 +1,206 @@
+//! Recording and replaying dispatches.
+//!
+//! A [`Graph`] records dispatches (kernel, constants, parameters, tensors, grid) and checks each against the
+//! kernel's declaration and the device's limits. [`Graph::build`] turns it into a [`Plan`]: every bind group
+//! created once, every dispatch's parameters packed into one uniform arena. Running a plan again costs one
+//! `write_buffer` of the arena and one compute pass, with no allocation, so a decode step can be replayed
+//! per token with only its changed parameters rewritten through [`Plan::params_mut`].
+
+use std::sync::Arc;
+
+use crate::gpu::{Context, Kernel, Params, Pipeline, Tensor, Tuning};
+use crate::{Error, Result};
+
+/// A handle to one recorded dispatch, for updating its parameters later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpId(usize);
+
+struct Op {
+    kernel: &'static Kernel,
+    pipeline: Arc<Pipeline>,
+    params: std::ops::Range<usize>,
+    tensors: Vec<Tensor>,
+    grid: [u32; 3],
+}
+
+/// Dispatches being recorded.
+pub struct Graph<'c> {
+    ctx: &'c Context,
+    /// Kernel choices for the dispatches recorded from now on; starts as [`Context::tuning`].
+    pub tuning: Tuning,
+    ops: Vec<Op>,
+    arena: Vec<u8>,
+}
+
+impl<'c> Graph<'c> {
+    pub fn new(ctx: &'c Context) -> Self {
+        Graph { ctx, tuning: ctx.tuning(), ops: Vec::new(), arena: Vec::new() }
+    }
+
+    pub fn context(&self) -> &'c Context {
+        self.ctx
+    }
+
+    /// Records one dispatch of `kernel` over `grid` workgroups, with `tensors` bound to bindings 1.. in order.
+    pub fn dispatch<P: Params>(
+        &mut self,
+        kernel: &'static Kernel,
+        constants: &[(&'static str, f64)],
+        params: &P,
+        tensors: &[&Tensor],
+        grid: [u32; 3],
+    ) -> Result<OpId> {
+        let name = kernel.name();
+        if P::LAYOUT.wgsl_name != kernel.params.wgsl_name {
+            return Err(Error::shape(&name, format!("takes {}, given {}", kernel.params.wgsl_name, P::LAYOUT.wgsl_name)));
+        }
+        if tensors.len() != kernel.bindings.len() {
+            let names: Vec<_> = kernel.bindings.iter().map(|b| b.name).collect();
+            return Err(Error::shape(&name, format!("binds {names:?}, given {} tensors", tensors.len())));
+        }
+        // wgpu rejects a buffer bound both for writing and for anything else in one dispatch: say which.
+        for i in 0..tensors.len() {
+            for j in i + 1..tensors.len() {
+                let written = [i, j].iter().any(|&b| kernel.bindings[b].access == crate::gpu::Access::ReadWrite);
+                if written && tensors[i].same_buffer(tensors[j]) {
+                    let label = tensors[i].label();
+                    return Err(Error::shape(&name, format!("`{label}` is bound twice and written")));
+                }
+            }
+        }
+        let max = self.ctx.limits().max_compute_workgroups_per_dimension;
+        if let Some(&too_many) = grid.iter().find(|&&g| g > max) {
+            return Err(Error::DispatchTooLarge { kernel: name, workgroups: too_many as u64, limit: max });
+        }
+        let pipeline = self.ctx.pipeline(kernel, constants)?;
+        let align = self.ctx.limits().min_uniform_buffer_offset_alignment as usize;
+        let start = self.arena.len().next_multiple_of(align);
+        self.arena.resize(start, 0);
+        self.arena.extend_from_slice(bytemuck::bytes_of(params));
+        self.ops.push(Op {
+            kernel,
+            pipeline,
+            params: start..self.arena.len(),
+            tensors: tensors.iter().map(|&t| t.clone()).collect(),
+            grid,
+        });
+        Ok(OpId(self.ops.len() - 1))
+    }
+
+    /// A grid of `n` workgroups laid out in two dimensions when `n` exceeds the per-dimension limit; shaders
+    /// recover the linear index with `linear_workgroup` (prelude.wgsl).
+    pub fn linear_grid(&self, n: u64) -> Result<[u32; 3]> {
+        linear_grid(self.ctx, n)
+    }
+
+    /// Creates the bind groups and the parameter arena.
+    pub fn build(self) -> Result<Plan> {
+        let ctx = self.ctx;
+        let arena_size = (self.arena.len().max(16) as u64).next_multiple_of(16);
+        let arena = ctx.scoped(
+            || "allocating the parameter arena".into(),
+            || {
+                ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params arena"),
+                    size: arena_size,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            },
+        )?;
+        let mut steps = Vec::with_capacity(self.ops.len());
+        for op in &self.ops {
+            let params = wgpu::BufferBinding {
+                buffer: &arena,
+                offset: op.params.start as u64,
+                size: wgpu::BufferSize::new(op.params.len() as u64),
+            };
+            let entries: Vec<_> = std::iter::once(wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(params) })
+                .chain(op.tensors.iter().enumerate().map(|(i, t)| wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: t.buffer().as_entire_binding(),
+                }))
+                .collect();
+            let name = op.kernel.name();
+            let bind_group = ctx.scoped(
+                || format!("binding {name}"),
+                || {
+                    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(&name),
+                        layout: &op.pipeline.layout,
+                        entries: &entries,
+                    })
+                },
+            )?;
+            steps.push(Step { pipeline: op.pipeline.clone(), bind_group, grid: op.grid, params: op.params.clone() });
+        }
+        Ok(Plan { steps, arena, arena_bytes: self.arena, _tensors: self.ops.into_iter().flat_map(|o| o.tensors).collect() })
+    }
+
+    /// Builds and runs the graph once, without waiting for it.
+    pub fn run(self) -> Result<()> {
+        let ctx = self.ctx;
+        self.build()?.run(ctx)
+    }
+}
+
+pub(crate) fn linear_grid(ctx: &Context, n: u64) -> Result<[u32; 3]> {
+    let max = ctx.limits().max_compute_workgroups_per_dimension as u64;
+    let n = n.max(1);
+    let y = n.div_ceil(max);
+    if y > max {
+        return Err(Error::DispatchTooLarge { kernel: "linear grid".into(), workgroups: n, limit: max as u32 });
+    }
+    Ok([n.div_ceil(y) as u32, y as u32, 1])
+}
+
+struct Step {
+    pipeline: Arc<Pipeline>,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 3],
+    params: std::ops::Range<usize>,
+}
+
+/// A built sequence of dispatches, replayable with new parameters.
+pub struct Plan {
+    steps: Vec<Step>,
+    arena: wgpu::Buffer,
+    arena_bytes: Vec<u8>,
+    /// Keeps every bound buffer alive as long as the plan.
+    _tensors: Vec<Tensor>,
+}
+
+impl Plan {
+    /// The parameters of dispatch `op`, to change before the next run.
+    pub fn params_mut<P: Params>(&mut self, op: OpId) -> &mut P {
+        let range = self.steps[op.0].params.clone();
+        bytemuck::from_bytes_mut(&mut self.arena_bytes[range])
+    }
+
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Uploads the parameters and records every dispatch into `encoder`, in one compute pass.
+    pub fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) {
+        ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for step in &self.steps {
+            pass.set_pipeline(&step.pipeline.pipeline);
+            pass.set_bind_group(0, &step.bind_group, &[]);
+            pass.dispatch_workgroups(step.grid[0], step.grid[1], step.grid[2]);
+        }
+    }
+
+    /// Encodes and submits the plan; does not wait.
+    pub fn run(&self, ctx: &Context) -> Result<()> {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        self.encode(ctx, &mut encoder);
+        ctx.queue.submit([encoder.finish()]);
+        ctx.check()
+    }
+}

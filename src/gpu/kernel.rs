@@ -1,0 +1,105 @@
+//! How a kernel is declared: its shader, entry point, parameter struct and binding list, written once.
+//!
+//! Binding 0 of every kernel is its parameter struct (a uniform); bindings 1.. are storage buffers in the order
+//! of [`Kernel::bindings`]. The Rust parameter struct is declared with [`params!`](crate::params), which records its
+//! layout so a test (tests/no_gpu.rs) can hold it against the WGSL struct of the same name through naga.
+
+/// The shared WGSL helpers, prepended to every shader.
+pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+
+/// One WGSL source file of shaders/.
+#[derive(Debug)]
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+impl Shader {
+    /// The full module text: the prelude, then the file.
+    pub fn wgsl(&self) -> String {
+        format!("{PRELUDE}\n// ---- {}.wgsl ----\n{}", self.name, self.source)
+    }
+}
+
+/// Declares a shader of shaders/ by file stem: `shader!(MATMUL, "matmul")`.
+#[macro_export]
+macro_rules! shader {
+    ($const_name:ident, $file:literal) => {
+        pub static $const_name: $crate::gpu::Shader = $crate::gpu::Shader {
+            name: $file,
+            source: include_str!(concat!("../../shaders/", $file, ".wgsl")),
+        };
+    };
+}
+
+/// How a storage binding is accessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Binding {
+    pub name: &'static str,
+    pub access: Access,
+}
+
+pub const fn read(name: &'static str) -> Binding {
+    Binding { name, access: Access::Read }
+}
+
+pub const fn read_write(name: &'static str) -> Binding {
+    Binding { name, access: Access::ReadWrite }
+}
+
+/// The layout of a `#[repr(C)]` parameter struct: its WGSL name, size, and field offsets.
+#[derive(Debug)]
+pub struct ParamsLayout {
+    pub wgsl_name: &'static str,
+    pub size: usize,
+    pub fields: &'static [(&'static str, usize)],
+}
+
+/// A parameter struct declared with [`params!`](crate::params).
+pub trait Params: bytemuck::Pod {
+    const LAYOUT: ParamsLayout;
+}
+
+/// A compute kernel: one entry point of one shader, with its parameters and bindings.
+#[derive(Debug)]
+pub struct Kernel {
+    pub shader: &'static Shader,
+    pub entry: &'static str,
+    pub params: &'static ParamsLayout,
+    /// Storage bindings 1, 2, ... in order.
+    pub bindings: &'static [Binding],
+    /// Every set of override constants the kernel is built with; tests compile each one.
+    pub variants: fn() -> Vec<Vec<(&'static str, f64)>>,
+}
+
+impl Kernel {
+    pub fn name(&self) -> String {
+        format!("{}::{}", self.shader.name, self.entry)
+    }
+}
+
+/// Declares a `#[repr(C)]` parameter struct whose layout is checked against the WGSL struct of the same name.
+/// Fields are 4-byte scalars (u32, i32, f32); pad to a multiple of 16 bytes with `_padN` fields.
+#[macro_export]
+macro_rules! params {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+
+        impl $crate::gpu::Params for $name {
+            const LAYOUT: $crate::gpu::ParamsLayout = $crate::gpu::ParamsLayout {
+                wgsl_name: stringify!($name),
+                size: ::core::mem::size_of::<$name>(),
+                fields: &[$((stringify!($field), ::core::mem::offset_of!($name, $field))),*],
+            };
+        }
+    };
+}

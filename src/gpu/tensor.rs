@@ -1,0 +1,215 @@
+//! Tensors in GPU buffers: a buffer, a shape, an element type and a label. Upload, zero-fill and readback.
+
+use std::sync::Arc;
+
+use crate::gpu::Context;
+use crate::{Error, Result};
+
+/// How elements are stored in a buffer. Half-precision elements are packed two per u32 word (element 2i in the
+/// low half), which is how WGSL reads them without the f16 extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    U32,
+}
+
+impl DType {
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// The value of the `W_DTYPE` override constant that makes a kernel read this type (see prelude.wgsl).
+    pub fn shader_code(self) -> f64 {
+        match self {
+            DType::F32 | DType::U32 => 0.0,
+            DType::F16 => 1.0,
+            DType::BF16 => 2.0,
+        }
+    }
+}
+
+/// A tensor living in one GPU buffer. Cloning shares the buffer.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    buffer: Arc<wgpu::Buffer>,
+    shape: Vec<usize>,
+    dtype: DType,
+    label: Arc<str>,
+}
+
+impl Tensor {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of data (the buffer itself is padded up to a whole u32 word).
+    pub fn size_bytes(&self) -> u64 {
+        (self.len() * self.dtype.size_bytes()) as u64
+    }
+
+    /// The same buffer seen with another shape of the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if shape.iter().product::<usize>() != self.len() {
+            return Err(Error::shape("reshape", format!("{} {:?} cannot become {shape:?}", self.label, self.shape)));
+        }
+        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+    }
+
+    pub(crate) fn same_buffer(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.buffer, &other.buffer)
+    }
+}
+
+impl Context {
+    /// Creates a storage tensor with the given initial bytes (or zeros when `data` is `None`), checking the size
+    /// against the device's buffer and binding limits.
+    pub fn tensor(&self, label: &str, shape: &[usize], dtype: DType, data: Option<&[u8]>) -> Result<Tensor> {
+        let bytes = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
+        if let Some(data) = data {
+            if data.len() as u64 != bytes {
+                return Err(Error::shape(
+                    format!("upload of `{label}`"),
+                    format!("{shape:?} {dtype:?} needs {bytes} bytes, got {}", data.len()),
+                ));
+            }
+        }
+        let size = bytes.max(4).next_multiple_of(4);
+        self.check_buffer_size(label, size)?;
+        let buffer = self.scoped(
+            || format!("allocating `{label}` ({size} bytes)"),
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: data.is_some(),
+                })
+            },
+        )?;
+        if let Some(data) = data {
+            let mut view = buffer
+                .get_mapped_range_mut(..)
+                .map_err(|e| Error::Gpu { context: format!("filling `{label}`"), message: e.to_string() })?;
+            view.slice(..data.len()).copy_from_slice(data);
+            drop(view);
+            buffer.unmap();
+        }
+        Ok(Tensor { buffer: Arc::new(buffer), shape: shape.to_vec(), dtype, label: label.into() })
+    }
+
+    /// A zero-filled tensor.
+    pub fn zeros(&self, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.tensor(label, shape, dtype, None)
+    }
+
+    pub fn upload_f32(&self, label: &str, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        self.tensor(label, shape, DType::F32, Some(bytemuck::cast_slice(data)))
+    }
+
+    pub fn upload_u32(&self, label: &str, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        self.tensor(label, shape, DType::U32, Some(bytemuck::cast_slice(data)))
+    }
+
+    /// Overwrites the start of a tensor with `data` (queued; takes effect before the next submission).
+    pub fn write(&self, tensor: &Tensor, data: &[u8]) -> Result<()> {
+        if data.len() as u64 > tensor.buffer.size() {
+            return Err(Error::shape(
+                format!("write to `{}`", tensor.label),
+                format!("{} bytes do not fit in {} bytes", data.len(), tensor.buffer.size()),
+            ));
+        }
+        let padded;
+        let data = if data.len() % 4 == 0 {
+            data
+        } else {
+            padded = [data, &[0u8; 3][..4 - data.len() % 4]].concat();
+            &padded
+        };
+        self.queue.write_buffer(&tensor.buffer, 0, data);
+        Ok(())
+    }
+
+    /// Copies a tensor back to the host, waiting for all queued work. The staging buffer is reused across calls.
+    pub fn read_bytes(&self, tensor: &Tensor) -> Result<Vec<u8>> {
+        let bytes = tensor.size_bytes();
+        let size = bytes.max(4).next_multiple_of(4);
+        let mut slot = self.readback.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|b| b.size() < size) {
+            self.check_buffer_size("readback staging", size)?;
+            *slot = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback staging"),
+                size: size.next_power_of_two().min(self.limits().max_buffer_size).max(size),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = slot.as_ref().expect("staging buffer was just created");
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&tensor.buffer, 0, staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+
+        let (sender, receiver) = std::sync::mpsc::channel();
+        staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        let context = format!("reading back `{}`", tensor.label);
+        self.wait(&context)?;
+        match receiver.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Gpu { context, message: e.to_string() }),
+            Err(_) => return Err(Error::Gpu { context, message: "the map callback never ran".into() }),
+        }
+        let view = staging.slice(..size).get_mapped_range().map_err(|e| Error::Gpu { context, message: e.to_string() })?;
+        let data = view[..bytes as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(data)
+    }
+
+    pub fn read_f32(&self, tensor: &Tensor) -> Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(tensor)?))
+    }
+
+    pub fn read_u32(&self, tensor: &Tensor) -> Result<Vec<u32>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(tensor)?))
+    }
+
+    /// Every kernel binds whole buffers as storage, so a buffer must fit both limits.
+    pub fn check_buffer_size(&self, label: &str, size: u64) -> Result<()> {
+        let l = self.limits();
+        let too_large = |limit_name, limit| Error::BufferTooLarge { name: label.to_string(), size, limit_name, limit };
+        if size > l.max_buffer_size {
+            return Err(too_large("max_buffer_size", l.max_buffer_size));
+        }
+        if size > l.max_storage_buffer_binding_size as u64 {
+            return Err(too_large("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size as u64));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! Tier 2: the basic kernels (matmul, RMSNorm, pointwise, embedding, argmax) against their CPU references on
+//! whatever adapter is present, for every weight dtype and every tuning variant, on shapes that are not
+//! multiples of the workgroup or tile sizes. Tolerances are stated per case.
+
+mod common;
+
+use common::{assert_close, gpu, Rng};
+use half::{bf16, f16};
+use jamba_wgpu::gpu::{Context, DType, Graph, Tensor, Tuning};
+use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, ROW_THREADS, WEIGHT_DTYPES};
+use jamba_wgpu::{reference, Error};
+
+/// Rounds `values` to `dtype` and uploads them; returns the tensor and the rounded values.
+fn upload_weights(ctx: &Context, label: &str, shape: &[usize], values: &[f32], dtype: DType) -> (Tensor, Vec<f32>) {
+    let (bytes, rounded): (Vec<u8>, Vec<f32>) = match dtype {
+        DType::F32 => (bytemuck::cast_slice(values).to_vec(), values.to_vec()),
+        DType::F16 => {
+            let h: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
+        }
+        DType::BF16 => {
+            let h: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
+        }
+        DType::U32 => unreachable!("weights are floating point"),
+    };
+    (ctx.tensor(label, shape, dtype, Some(&bytes)).expect("upload"), rounded)
+}
+
+/// Every tuning a kernel is built with on this adapter: each row width, matvec and tiled matmul.
+fn tunings() -> Vec<Tuning> {
+    let mut out = Vec::new();
+    for row_threads in ROW_THREADS {
+        for tiled_min_rows in [1, usize::MAX] {
+            out.push(Tuning { row_threads, tiled_min_rows });
+        }
+    }
+    out
+}
+
+#[test]
+fn matmul_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    let shapes = [(1, 1, 1), (1, 37, 65), (2, 100, 33), (3, 64, 64), (33, 70, 130), (65, 31, 17)];
+    let mut rng = Rng::new(1);
+    for &(t, n, k) in &shapes {
+        let x = rng.vec(t * k, 1.0);
+        let x_gpu = ctx.upload_f32("x", &[t, k], &x).unwrap();
+        for dtype in WEIGHT_DTYPES {
+            let (w, w_rounded) = upload_weights(ctx, "w", &[n, k], &rng.vec(n * k, 1.0), dtype);
+            let want = reference::matmul(&x, &w_rounded, t, n, k);
+            for tuning in tunings() {
+                let y = ctx.zeros("y", &[t, n], DType::F32).unwrap();
+                let mut g = Graph::new(ctx);
+                g.tuning = tuning;
+                matmul::matmul(&mut g, &x_gpu, &w, &y, false).unwrap();
+                g.run().unwrap();
+                let got = ctx.read_f32(&y).unwrap();
+                // f32 accumulation in another order: error grows with k.
+                assert_close(&format!("matmul {t}x{n}x{k} {dtype:?} {tuning:?}"), &got, &want, 2e-6 * k as f32, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_accumulates_into_column_slices() {
+    let Some(ctx) = gpu() else { return };
+    let (t, n, k) = (9, 24, 40);
+    let mut rng = Rng::new(2);
+    // x is columns 5..45 of a [t, 50] tensor; y is columns 3..27 of a [t, 30] tensor that already holds values.
+    let x_wide = rng.vec(t * 50, 1.0);
+    let y_wide = rng.vec(t * 30, 1.0);
+    let w = rng.vec(n * k, 1.0);
+    let x: Vec<f32> = x_wide.chunks(50).flat_map(|r| r[5..45].to_vec()).collect();
+    let product = reference::matmul(&x, &w, t, n, k);
+    let mut want = y_wide.clone();
+    for r in 0..t {
+        for j in 0..n {
+            want[r * 30 + 3 + j] += product[r * n + j];
+        }
+    }
+    for tuning in tunings() {
+        let x_gpu = ctx.upload_f32("x", &[t, 50], &x_wide).unwrap();
+        let w_gpu = ctx.upload_f32("w", &[n, k], &w).unwrap();
+        let y_gpu = ctx.upload_f32("y", &[t, 30], &y_wide).unwrap();
+        let mut g = Graph::new(ctx);
+        g.tuning = tuning;
+        let x_cols = Cols::slice(&x_gpu, 5, 40).unwrap();
+        let y_cols = Cols::slice(&y_gpu, 3, 24).unwrap();
+        matmul::matmul(&mut g, x_cols, &w_gpu, y_cols, true).unwrap();
+        g.run().unwrap();
+        assert_close(&format!("accumulate {tuning:?}"), &ctx.read_f32(&y_gpu).unwrap(), &want, 1e-4, 1e-5);
+    }
+}
+
+#[test]
+fn rms_norm_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(3);
+    for &(rows, cols) in &[(1, 1), (1, 192), (5, 7), (64, 64), (65, 300), (3, 4096)] {
+        let x = rng.vec(rows * cols, 3.0);
+        let w = rng.vec(cols, 1.0);
+        let want = reference::rms_norm(&x, &w, 1e-6);
+        for tuning in tunings() {
+            let x_gpu = ctx.upload_f32("x", &[rows, cols], &x).unwrap();
+            let w_gpu = ctx.upload_f32("w", &[cols], &w).unwrap();
+            let y = ctx.zeros("y", &[rows, cols], DType::F32).unwrap();
+            let mut g = Graph::new(ctx);
+            g.tuning = tuning;
+            rms_norm::rms_norm(&mut g, &x_gpu, &w_gpu, 1e-6, &y).unwrap();
+            g.run().unwrap();
+            assert_close(&format!("rms_norm {rows}x{cols} {tuning:?}"), &ctx.read_f32(&y).unwrap(), &want, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn rms_norm_of_column_slices() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(4);
+    // Mamba's dt/B/C norms: columns 8..24 of a [7, 40] x_proj output, into the same columns of another tensor.
+    let x = rng.vec(7 * 40, 2.0);
+    let w = rng.vec(16, 1.0);
+    let slice: Vec<f32> = x.chunks(40).flat_map(|r| r[8..24].to_vec()).collect();
+    let want = reference::rms_norm(&slice, &w, 1e-6);
+    let x_gpu = ctx.upload_f32("x", &[7, 40], &x).unwrap();
+    let w_gpu = ctx.upload_f32("w", &[16], &w).unwrap();
+    let y = ctx.zeros("y", &[7, 40], DType::F32).unwrap();
+    let mut g = Graph::new(ctx);
+    rms_norm::rms_norm(&mut g, Cols::slice(&x_gpu, 8, 16).unwrap(), &w_gpu, 1e-6, Cols::slice(&y, 8, 16).unwrap())
+        .unwrap();
+    g.run().unwrap();
+    let got: Vec<f32> = ctx.read_f32(&y).unwrap().chunks(40).flat_map(|r| r[8..24].to_vec()).collect();
+    assert_close("rms_norm slice", &got, &want, 1e-5, 1e-5);
+}
+
+#[test]
+fn pointwise_kernels_match_reference() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(5);
+    for n in [1, 63, 64, 65, 1000] {
+        let a = rng.vec(n, 30.0); // spans softplus's threshold at 20
+        let b = rng.vec(n, 2.0);
+        let run = |f: &dyn Fn(&mut Graph, &Tensor, &Tensor), a: &[f32], b: &[f32]| {
+            let a_gpu = ctx.upload_f32("a", &[n], a).unwrap();
+            let b_gpu = ctx.upload_f32("b", &[n], b).unwrap();
+            let mut g = Graph::new(ctx);
+            f(&mut g, &a_gpu, &b_gpu);
+            g.run().unwrap();
+            ctx.read_f32(&a_gpu).unwrap()
+        };
+        let got = run(&|g, gate, up| drop(elementwise::silu_mul(g, gate, up).unwrap()), &a, &b);
+        assert_close("silu_mul", &got, &reference::silu_mul(&a, &b), 1e-5, 1e-5);
+
+        let got = run(&|g, x, y| drop(elementwise::add_assign(g, x, y).unwrap()), &a, &b);
+        let mut want = a.clone();
+        reference::add_assign(&mut want, &b);
+        assert_close("add_assign", &got, &want, 1e-6, 0.0);
+
+        let got = run(&|g, out, x| drop(elementwise::softplus(g, x, out).unwrap()), &b, &a);
+        let want: Vec<f32> = a.iter().map(|&v| reference::softplus(v)).collect();
+        assert_close("softplus", &got, &want, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn embed_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(6);
+    let (vocab, dim) = (37, 19);
+    let ids: Vec<u32> = vec![0, 36, 5, 5, 17, 1, 36];
+    for dtype in WEIGHT_DTYPES {
+        let (table, rounded) = upload_weights(ctx, "table", &[vocab, dim], &rng.vec(vocab * dim, 1.0), dtype);
+        let ids_gpu = ctx.upload_u32("ids", &[ids.len()], &ids).unwrap();
+        let y = ctx.zeros("y", &[ids.len(), dim], DType::F32).unwrap();
+        let mut g = Graph::new(ctx);
+        embed::embed(&mut g, &table, &ids_gpu, &y).unwrap();
+        g.run().unwrap();
+        // A lookup is exact: no arithmetic.
+        assert_close(&format!("embed {dtype:?}"), &ctx.read_f32(&y).unwrap(), &reference::embed(&rounded, dim, &ids), 0.0, 0.0);
+    }
+}
+
+#[test]
+fn argmax_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(7);
+    for &(rows, cols) in &[(1, 1), (1, 65), (3, 1000), (2, 70_000)] {
+        let mut x = rng.vec(rows * cols, 5.0);
+        if cols > 10 {
+            // A tie between two maxima: the lower index must win.
+            x[7] = 100.0;
+            x[cols - 2] = 100.0;
+        }
+        let x_gpu = ctx.upload_f32("x", &[rows, cols], &x).unwrap();
+        let out = ctx.zeros("out", &[rows], DType::U32).unwrap();
+        let mut g = Graph::new(ctx);
+        argmax::argmax(&mut g, &x_gpu, &out).unwrap();
+        g.run().unwrap();
+        assert_eq!(ctx.read_u32(&out).unwrap(), reference::argmax(&x, cols), "argmax {rows}x{cols}");
+    }
+}
+
+#[test]
+fn bad_calls_are_typed_errors() {
+    let Some(ctx) = gpu() else { return };
+    let x = ctx.zeros("x", &[2, 8], DType::F32).unwrap();
+    let w = ctx.zeros("w", &[4, 9], DType::F32).unwrap();
+    let y = ctx.zeros("y", &[2, 4], DType::F32).unwrap();
+    let mut g = Graph::new(ctx);
+    let e = matmul::matmul(&mut g, &x, &w, &y, false).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("`w` [4, 9]"), "{e}");
+
+    // The same buffer as input and output of one dispatch.
+    let sq = ctx.zeros("square", &[4, 4], DType::F32).unwrap();
+    let w4 = ctx.zeros("w4", &[4, 4], DType::F32).unwrap();
+    let e = matmul::matmul(&mut g, &sq, &w4, &sq, false).unwrap_err();
+    assert!(e.to_string().contains("`square` is bound twice"), "{e}");
+
+    // A buffer over the device's binding limit.
+    let limit = ctx.limits().max_storage_buffer_binding_size;
+    let e = ctx.zeros("huge", &[(limit / 4 + 1) as usize], DType::F32).unwrap_err();
+    assert!(matches!(e, Error::BufferTooLarge { .. }) && e.to_string().contains("`huge`"), "{e}");
+}
+
+#[test]
+fn a_broken_shader_is_a_typed_error_on_the_device() {
+    let Some(ctx) = gpu() else { return };
+    static BROKEN: jamba_wgpu::gpu::Shader = jamba_wgpu::gpu::Shader {
+        name: "broken",
+        source: "@compute @workgroup_size(1) fn main() { let v: f32 = not_defined; }",
+    };
+    static KERNEL: jamba_wgpu::gpu::Kernel = jamba_wgpu::gpu::Kernel {
+        shader: &BROKEN,
+        entry: "main",
+        params: &<elementwise::ElementwiseParams as jamba_wgpu::gpu::Params>::LAYOUT,
+        bindings: &[],
+        variants: || vec![vec![]],
+    };
+    let e = ctx.pipeline(&KERNEL, &[]).err().expect("a broken shader must not compile");
+    assert!(e.to_string().contains("shaders/broken.wgsl"), "{e}");
+    ctx.check().expect("the error was reported once, through the scope");
+}

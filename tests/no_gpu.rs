@@ -1,0 +1,104 @@
+//! Tier 1: no GPU needed. Every shader parses and validates with naga in every variant it is built with
+//! (override constants applied, then written to SPIR-V), and every kernel's Rust declaration agrees with its
+//! WGSL: the parameter struct's size and field offsets, and each binding's name, index and access.
+
+use jamba_wgpu::gpu::{Access, Kernel};
+use jamba_wgpu::kernels;
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+fn parse(kernel: &Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
+    let source = kernel.shader.wgsl();
+    let module = naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
+    (module, info)
+}
+
+#[test]
+fn every_kernel_variant_compiles_to_spirv() {
+    for kernel in kernels::all() {
+        let (module, info) = parse(kernel);
+        assert!(
+            module.entry_points.iter().any(|e| e.name == kernel.entry),
+            "{}: no entry point `{}`",
+            kernel.name(),
+            kernel.entry
+        );
+        for constants in (kernel.variants)() {
+            let constants: naga::back::PipelineConstants =
+                constants.iter().map(|&(name, value)| (name.to_string(), value)).collect();
+            let (module, info) =
+                naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                    .unwrap_or_else(|e| panic!("{} with {constants:?}: {e}", kernel.name()));
+            let options = naga::back::spv::Options::default();
+            let pipeline = naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: kernel.entry.to_string(),
+            };
+            naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+                .unwrap_or_else(|e| panic!("{} with {constants:?}: SPIR-V: {e}", kernel.name()));
+        }
+    }
+}
+
+#[test]
+fn params_structs_match_wgsl() {
+    for kernel in kernels::all() {
+        let (module, _) = parse(kernel);
+        let layout = kernel.params;
+        let (_, ty) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some(layout.wgsl_name))
+            .unwrap_or_else(|| panic!("{}: no WGSL struct {}", kernel.name(), layout.wgsl_name));
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{}: {} is not a struct", kernel.name(), layout.wgsl_name)
+        };
+        assert_eq!(*span as usize, layout.size, "{}: size of {}", kernel.name(), layout.wgsl_name);
+        let wgsl: Vec<(&str, usize)> =
+            members.iter().map(|m| (m.name.as_deref().unwrap_or("?"), m.offset as usize)).collect();
+        assert_eq!(wgsl, layout.fields.to_vec(), "{}: fields of {}", kernel.name(), layout.wgsl_name);
+    }
+}
+
+#[test]
+fn bindings_match_wgsl() {
+    for kernel in kernels::all() {
+        let (module, _) = parse(kernel);
+        let global = |binding: u32| {
+            module
+                .global_variables
+                .iter()
+                .map(|(_, g)| g)
+                .find(|g| g.binding.as_ref().is_some_and(|b| b.group == 0 && b.binding == binding))
+                .unwrap_or_else(|| panic!("{}: nothing at @binding({binding})", kernel.name()))
+        };
+        let params = global(0);
+        assert_eq!(params.space, naga::AddressSpace::Uniform, "{}: binding 0 must be the uniform params", kernel.name());
+        assert_eq!(module.types[params.ty].name.as_deref(), Some(kernel.params.wgsl_name));
+        for (i, binding) in kernel.bindings.iter().enumerate() {
+            let g = global(i as u32 + 1);
+            assert_eq!(g.name.as_deref(), Some(binding.name), "{}: name of @binding({})", kernel.name(), i + 1);
+            let naga::AddressSpace::Storage { access } = g.space else {
+                panic!("{}: @binding({}) is not a storage buffer", kernel.name(), i + 1)
+            };
+            let wants = match binding.access {
+                Access::Read => naga::StorageAccess::LOAD,
+                Access::ReadWrite => naga::StorageAccess::LOAD | naga::StorageAccess::STORE,
+            };
+            assert_eq!(access, wants, "{}: access of `{}`", kernel.name(), binding.name);
+        }
+        let declared = module.global_variables.iter().filter(|(_, g)| g.binding.is_some()).count();
+        assert_eq!(declared, kernel.bindings.len() + 1, "{}: the shader declares other bindings", kernel.name());
+    }
+}
+
+#[test]
+fn a_broken_shader_is_reported_with_its_name() {
+    let broken = jamba_wgpu::gpu::Shader { name: "broken", source: "fn f() -> f32 { return undefined_name; }" };
+    let source = broken.wgsl();
+    let error = naga::front::wgsl::parse_str(&source).expect_err("an undefined name must not parse");
+    assert!(error.emit_to_string(&source).contains("undefined_name"));
+}
