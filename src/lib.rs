@@ -5,9 +5,12 @@
 //! -> encoded compute passes -> sampled token -> text. Every GPU kernel in [`kernels`] has a CPU twin in
 //! [`reference`], and tests hold each to the other.
 
+pub mod config;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod reference;
+pub mod tokenizer;
+pub mod weights;
 
 pub use error::{Error, Result};

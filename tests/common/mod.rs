@@ -1,22 +1,141 @@
-//! Shared by the integration tests: the GPU context, seeded random data, and tolerance checks.
+//! Helpers shared by the integration tests: the GPU context, seeded random data, tolerance checks, fixture paths,
+//! reading expected.safetensors, comparing logits.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use jamba_wgpu::gpu::{Context, ContextOptions};
+use anyhow::{anyhow, bail, Context, Result};
+use jamba_wgpu::config::JambaConfig;
+use jamba_wgpu::gpu::{Context as GpuContext, ContextOptions};
+use jamba_wgpu::reference::ReferenceModel;
+use jamba_wgpu::weights::Checkpoint;
+use safetensors::{Dtype, SafeTensors};
+
+/// The transformers fixtures copied into the repository.
+pub const FIXTURES: [&str; 4] = ["tiny", "tiny-bf16", "tiny-sharded", "v01-shape-lite"];
+
+pub fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn default_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/jamba-tiny-quotes")
+}
+
+/// Config and reference model of a checkpoint directory.
+pub fn load_model(dir: &Path) -> Result<(JambaConfig, ReferenceModel)> {
+    let cfg = JambaConfig::from_file(dir.join("config.json"))?;
+    let checkpoint = Checkpoint::open(dir)?;
+    let model = ReferenceModel::new(&cfg, &checkpoint)?;
+    Ok((cfg, model))
+}
+
+/// expected.safetensors, read whole (it is small) so tests can index it by key.
+pub struct Expected {
+    bytes: Vec<u8>,
+}
+
+impl Expected {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_file(&dir.join("expected.safetensors"))
+    }
+
+    /// Any safetensors file, e.g. one written by the CLI.
+    pub fn open_file(path: &Path) -> Result<Self> {
+        Ok(Expected { bytes: std::fs::read(path).with_context(|| path.display().to_string())? })
+    }
+
+    fn view(&self, key: &str) -> Result<safetensors::tensor::TensorView<'_>> {
+        let st = SafeTensors::deserialize(&self.bytes)?;
+        st.tensor(key).map_err(|e| anyhow!("expected.safetensors `{key}`: {e}"))
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.view(key).is_ok()
+    }
+
+    /// An f32 tensor, flattened, with its shape.
+    pub fn f32(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let view = self.view(key)?;
+        if view.dtype() != Dtype::F32 {
+            bail!("`{key}` is {:?}, not F32", view.dtype());
+        }
+        let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        Ok((view.shape().to_vec(), data))
+    }
+
+    /// An i64 id tensor, flattened to u32.
+    pub fn ids(&self, key: &str) -> Result<Vec<u32>> {
+        let view = self.view(key)?;
+        if view.dtype() != Dtype::I64 {
+            bail!("`{key}` is {:?}, not I64", view.dtype());
+        }
+        view.data()
+            .chunks_exact(8)
+            .map(|b| {
+                let id = i64::from_le_bytes(b.try_into()?);
+                Ok(u32::try_from(id)?)
+            })
+            .collect()
+    }
+}
+
+/// Largest |a - b|; errors when the lengths differ.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32> {
+    if a.len() != b.len() {
+        bail!("length {} vs {}", a.len(), b.len());
+    }
+    Ok(a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+}
+
+/// Fails with `what` and the difference when it is above `tol`; returns the difference for reporting.
+pub fn check_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> Result<f32> {
+    let diff = max_abs_diff(got, want).with_context(|| what.to_string())?;
+    if !(diff <= tol) {
+        bail!("{what}: max abs diff {diff:e} > {tol:e}");
+    }
+    Ok(diff)
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this process and `tag`. Removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("jamba-wgpu-test-{}-{tag}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---- GPU, random data, tolerances ----
 
 /// The adapter every GPU test runs on, opened once per test binary (WGPU_BACKEND and JAMBA_WGPU_ADAPTER
 /// choose it). With no adapter the test FAILS, naming the cause; only JAMBA_WGPU_SKIP_GPU=1 skips GPU tests,
 /// and then each says so.
-pub fn gpu() -> Option<&'static Context> {
+pub fn gpu() -> Option<&'static GpuContext> {
     if std::env::var("JAMBA_WGPU_SKIP_GPU").is_ok_and(|v| v == "1") {
         eprintln!("GPU test skipped: JAMBA_WGPU_SKIP_GPU=1");
         return None;
     }
-    static CONTEXT: OnceLock<Result<Context, String>> = OnceLock::new();
+    static CONTEXT: OnceLock<Result<GpuContext, String>> = OnceLock::new();
     let ctx = CONTEXT.get_or_init(|| {
         let options = ContextOptions { adapter: std::env::var("JAMBA_WGPU_ADAPTER").ok(), ..Default::default() };
-        Context::new(&options).map_err(|e| e.to_string())
+        GpuContext::new(&options).map_err(|e| e.to_string())
     });
     match ctx {
         Ok(ctx) => Some(ctx),
@@ -72,9 +191,4 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         want[i],
         (got[i] - want[i]).abs()
     );
-}
-
-/// max |a - b|.
-pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
