@@ -11,7 +11,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{assert_close, fixture_dir, load_model, Expected, FIXTURES};
+use common::{check_close, fixture_dir, load_model, Expected, FIXTURES};
 
 const LOGIT_TOL: f32 = 1e-4;
 const PROMPTS: [&str; 5] = ["p1", "p7", "p64", "p300", "text"];
