@@ -6,6 +6,7 @@
 //! [`reference`], and tests hold each to the other.
 
 pub mod config;
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

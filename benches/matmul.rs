@@ -1,0 +1,41 @@
+//! Matmul and RMSNorm at Jamba's shapes, scaled to what the adapter holds: achieved GB/s (decode, bound by
+//! reading the weights) and GFLOP/s (prefill). `cargo bench --bench matmul`; JAMBA_BENCH_SCALE=1 runs
+//! Jamba-v0.1's full hidden size (4096), the default 8 divides every dimension by 8 for software adapters.
+
+use jamba_wgpu::bench::{report, time_plan};
+use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph};
+use jamba_wgpu::kernels::{matmul, rms_norm};
+
+fn main() -> anyhow::Result<()> {
+    let ctx = Context::new(&ContextOptions::default())?;
+    let scale: usize = std::env::var("JAMBA_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    println!("adapter: {} ({:?}), dims divided by {scale}", ctx.info().name, ctx.info().backend);
+    let (h, inter) = (4096 / scale, 14336 / scale);
+    for (name, n, k) in [("in_proj", 4 * h, h), ("expert up", inter, h), ("expert down", h, inter)] {
+        for dtype in [DType::F32, DType::BF16] {
+            let w = ctx.zeros("w", &[n, k], dtype)?;
+            for t in [1, 64] {
+                let x = ctx.zeros("x", &[t, k], DType::F32)?;
+                let y = ctx.zeros("y", &[t, n], DType::F32)?;
+                let mut g = Graph::new(&ctx);
+                matmul::matmul(&mut g, &x, &w, &y, false)?;
+                let plan = g.build()?;
+                let timing = time_plan(&ctx, &plan, 2, if t == 1 { 10 } else { 3 })?;
+                let bytes = w.size_bytes() + x.size_bytes() + y.size_bytes();
+                let flops = 2 * (t * n * k) as u64;
+                println!("{}", report(&format!("matmul {name} [{t}x{k}]x[{n}x{k}]^T {dtype:?}"), &timing, Some(bytes), Some(flops)));
+            }
+        }
+    }
+    for t in [1, 64] {
+        let x = ctx.zeros("x", &[t, h], DType::F32)?;
+        let w = ctx.zeros("w", &[h], DType::F32)?;
+        let y = ctx.zeros("y", &[t, h], DType::F32)?;
+        let mut g = Graph::new(&ctx);
+        rms_norm::rms_norm(&mut g, &x, &w, 1e-6, &y)?;
+        let plan = g.build()?;
+        let timing = time_plan(&ctx, &plan, 2, 10)?;
+        println!("{}", report(&format!("rms_norm [{t}x{h}]"), &timing, Some(x.size_bytes() * 2), None));
+    }
+    Ok(())
+}
