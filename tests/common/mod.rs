@@ -35,8 +35,12 @@ pub struct Expected {
 
 impl Expected {
     pub fn open(dir: &Path) -> Result<Self> {
-        let path = dir.join("expected.safetensors");
-        Ok(Expected { bytes: std::fs::read(&path).with_context(|| path.display().to_string())? })
+        Self::open_file(&dir.join("expected.safetensors"))
+    }
+
+    /// Any safetensors file, e.g. one written by the CLI.
+    pub fn open_file(path: &Path) -> Result<Self> {
+        Ok(Expected { bytes: std::fs::read(path).with_context(|| path.display().to_string())? })
     }
 
     fn view(&self, key: &str) -> Result<safetensors::tensor::TensorView<'_>> {
@@ -89,4 +93,28 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> Result<f
         bail!("{what}: max abs diff {diff:e} > {tol:e}");
     }
     Ok(diff)
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this process and `tag`. Removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("jamba-wgpu-test-{}-{tag}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
