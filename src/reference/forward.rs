@@ -254,7 +254,7 @@ impl ReferenceModel {
 
     fn check_input(&self, state: &State, ids: &[u32]) -> Result<()> {
         if ids.is_empty() {
-            return Err(Error::Input("empty input: at least one token id is needed".to_string()));
+            return Err(Error::Input("no token ids: at least one is needed".to_string()));
         }
         let vocab = self.cfg.vocab_size;
         if let Some((at, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
@@ -262,7 +262,7 @@ impl ReferenceModel {
         }
         if state.layers.len() != self.cfg.num_hidden_layers {
             return Err(Error::Input(format!(
-                "the state has {} layers, the model {}",
+                "the state has {} layers, the model {}: it belongs to another model",
                 state.layers.len(),
                 self.cfg.num_hidden_layers
             )));
