@@ -117,6 +117,10 @@ fn every_bad_input_is_a_clear_error() -> Result<()> {
     std::fs::write(dir.join("model.safetensors"), b"abc")?;
     cases.push(case("3-byte file", "Checkpoint", &["model.safetensors", "no header"], move || load(&dir)));
 
+    let dir = write_checkpoint(tmp.path(), "empty-file", &good)?;
+    std::fs::write(dir.join("model.safetensors"), b"")?;
+    cases.push(case("empty file", "Checkpoint", &["model.safetensors", "0 bytes"], move || load(&dir)));
+
     let dir = write_checkpoint(tmp.path(), "bad-json", &good)?;
     let mut bytes = 16u64.to_le_bytes().to_vec();
     bytes.extend_from_slice(b"{not json at all");

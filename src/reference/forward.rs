@@ -129,13 +129,14 @@ impl ReferenceModel {
     }
 
     /// JAMBA.md, "The network".
-    fn run(&self, state: &mut State, ids: &[u32], mut trace: Option<&mut Trace>) -> Result<Vec<f32>> {
+    fn run(&self, state: &mut State, ids: &[u32], trace: Option<&mut Trace>) -> Result<Vec<f32>> {
         self.check_input(state, ids)?;
         let (cfg, p) = (&self.cfg, &self.params);
         let (t, h, eps) = (ids.len(), cfg.hidden_size, cfg.rms_norm_eps);
 
         // x = embed_tokens[ids]
         let mut x = embed(&p.embed_tokens, h, ids); // [T, H]
+        let embeddings = trace.is_some().then(|| x.clone());
         let mut layer_outputs = Vec::new();
         let mut router_logits = Vec::new();
 
@@ -172,8 +173,8 @@ impl ReferenceModel {
         let logits = matmul(&x_final, lm_head, t, cfg.vocab_size, h); // [T, V]
         state.position += t;
 
-        if let Some(trace) = trace.as_deref_mut() {
-            trace.hidden_states.push(embed(&p.embed_tokens, h, ids));
+        if let Some(trace) = trace {
+            trace.hidden_states.extend(embeddings);
             trace.hidden_states.extend(layer_outputs.iter().take(cfg.num_hidden_layers - 1).cloned());
             trace.hidden_states.push(x_final);
             trace.layer_outputs = layer_outputs;

@@ -21,6 +21,8 @@ pub struct LayerParams {
     pub ffn: FfnParams,
 }
 
+// One per layer, so the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum MixerParams {
     Attention(AttentionParams),
     Mamba(MambaParams),
