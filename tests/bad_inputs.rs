@@ -149,7 +149,12 @@ fn every_bad_input_is_a_clear_error() -> Result<()> {
     cases.push(case("index names the wrong shard", "Checkpoint", &message, move || load(&dir)));
 
     let config_cases: [(&'static str, &str, Option<serde_json::Value>, &[&str]); 8] = [
-        ("attention offset >= period", "attn_layer_offset", Some(4.into()), &["attn_layer_offset", "attn_layer_period"]),
+        (
+            "attention offset >= period",
+            "attn_layer_offset",
+            Some(4.into()),
+            &["attn_layer_offset", "attn_layer_period"],
+        ),
         ("expert offset >= period", "expert_layer_offset", Some(2.into()), &["expert_layer_offset"]),
         ("kv heads do not divide heads", "num_key_value_heads", Some(3.into()), &["num_key_value_heads", "divide"]),
         ("top-k > experts", "num_experts_per_tok", Some(5.into()), &["num_experts_per_tok", "num_experts (4)"]),
@@ -183,7 +188,8 @@ fn every_bad_input_is_a_clear_error() -> Result<()> {
                 println!("{:<40} {shown}", c.name);
                 let missing: Vec<&String> = c.message.iter().filter(|m| !shown.contains(m.as_str())).collect();
                 if !debug.starts_with(c.variant) || !missing.is_empty() {
-                    failures.push(format!("{}: got {debug} / `{shown}`, wanted {} with {missing:?}", c.name, c.variant));
+                    failures
+                        .push(format!("{}: got {debug} / `{shown}`, wanted {} with {missing:?}", c.name, c.variant));
                 }
             }
         }

@@ -66,7 +66,9 @@ fn expected_tensors_follow_the_config_flags() -> Result<()> {
     cfg.mamba_proj_bias = true;
     let changed = names(&cfg);
     assert!(!changed.contains("lm_head.weight") && !changed.contains("model.layers.0.mamba.conv1d.bias"));
-    assert!(changed.contains("model.layers.0.mamba.in_proj.bias") && changed.contains("model.layers.7.mamba.out_proj.bias"));
+    assert!(
+        changed.contains("model.layers.0.mamba.in_proj.bias") && changed.contains("model.layers.7.mamba.out_proj.bias")
+    );
     // One expert means a dense MLP in every layer, as transformers builds it.
     cfg.num_experts = 1;
     cfg.num_experts_per_tok = 1;
