@@ -261,7 +261,14 @@ impl ReferenceModel {
         if let Some((at, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
             return Err(Error::Input(format!("token id {id} (at index {at}) is not below vocab_size {vocab}")));
         }
-        if state.layers.len() != self.cfg.num_hidden_layers {
+        let kinds_match = self.cfg.layers().iter().zip(&state.layers).all(|(kind, layer)| {
+            matches!(
+                (kind.mixer, layer),
+                (Mixer::Attention, LayerState::Attention(_)) | (Mixer::Mamba, LayerState::Mamba(_))
+            )
+        });
+        // Checked before anything runs, so a foreign state is never left half-updated.
+        if state.layers.len() != self.cfg.num_hidden_layers || !kinds_match {
             return Err(Error::Input(format!(
                 "the state has {} layers, the model {}: it belongs to another model",
                 state.layers.len(),
