@@ -87,8 +87,8 @@ impl JambaConfig {
 
     /// Parses and validates the text of a `config.json`.
     pub fn from_json_str(json: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(json)
-            .map_err(|e| config_error("config.json", format!("not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| config_error("config.json", format!("not valid JSON: {e}")))?;
         let Value::Object(map) = value else {
             return Err(config_error("config.json", "expected a JSON object"));
         };
@@ -170,7 +170,10 @@ impl JambaConfig {
         if self.num_attention_heads % self.num_key_value_heads != 0 {
             return Err(config_error(
                 "num_key_value_heads",
-                format!("{} does not divide num_attention_heads ({})", self.num_key_value_heads, self.num_attention_heads),
+                format!(
+                    "{} does not divide num_attention_heads ({})",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
             ));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
@@ -260,13 +263,19 @@ impl Fields<'_> {
 
     fn opt_f32(&self, field: &str) -> Result<Option<f32>> {
         self.get(field)
-            .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| config_error(field, format!("expected a number, found {v}"))))
+            .map(|v| {
+                v.as_f64().map(|x| x as f32).ok_or_else(|| config_error(field, format!("expected a number, found {v}")))
+            })
             .transpose()
     }
 
     fn opt_string(&self, field: &str) -> Result<Option<String>> {
         self.get(field)
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| config_error(field, format!("expected a string, found {v}"))))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| config_error(field, format!("expected a string, found {v}")))
+            })
             .transpose()
     }
 

@@ -141,7 +141,8 @@ fn gather_special_tokens(tokenizer: &tokenizers::Tokenizer, side: SideFiles<'_>)
         special.pad = special.pad.or(ids_field(&json, "pad_token_id").first().copied());
         special.eos.extend(ids_field(&json, "eos_token_id"));
     }
-    let string_sources = [("tokenizer_config.json", side.tokenizer_config), ("special_tokens_map.json", side.special_tokens_map)];
+    let string_sources =
+        [("tokenizer_config.json", side.tokenizer_config), ("special_tokens_map.json", side.special_tokens_map)];
     for (file, text) in string_sources {
         let Some(json) = parse_side_file(file, text)? else { continue };
         let resolve = |field: &str| token_field(tokenizer, file, &json, field);
@@ -150,7 +151,14 @@ fn gather_special_tokens(tokenizer: &tokenizers::Tokenizer, side: SideFiles<'_>)
         special.eos.extend(resolve("eos_token")?);
     }
     let mut seen = Vec::new();
-    special.eos.retain(|id| if seen.contains(id) { false } else { seen.push(*id); true });
+    special.eos.retain(|id| {
+        if seen.contains(id) {
+            false
+        } else {
+            seen.push(*id);
+            true
+        }
+    });
     Ok(special)
 }
 

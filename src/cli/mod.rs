@@ -1,8 +1,9 @@
 //! Subcommands, one module each.
 
 mod info;
+mod logits;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use jamba_wgpu::gpu::{Context, ContextOptions};
 
 #[derive(Parser, Debug)]
@@ -16,11 +17,23 @@ pub struct Cli {
 pub enum Command {
     /// Show the GPU adapter, its backend, driver, limits and features.
     Info(info::InfoArgs),
+    /// Write the logits of every position of a prompt to a safetensors file.
+    Logits(logits::LogitsArgs),
+}
+
+/// Where a command computes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The f32 CPU reference (exact, slow; for small models and checks).
+    Cpu,
+    /// WGSL compute shaders through wgpu.
+    Gpu,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info::run(args),
+        Command::Logits(args) => logits::run(args),
     }
 }
 

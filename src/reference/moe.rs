@@ -10,7 +10,7 @@ use super::ops::softmax;
 pub fn route(logits: &[f32], e: usize, top_k: usize) -> (Vec<u32>, Vec<f32>) {
     assert!(top_k <= e, "route: top_k is more than the number of experts");
     assert_eq!(logits.len() % e.max(1), 0, "route: logits are not [t, e]");
-    let t = if e == 0 { 0 } else { logits.len() / e };
+    let t = logits.len().checked_div(e).unwrap_or(0);
     let mut ids = Vec::with_capacity(t * top_k); // [T, k]
     let mut weights = Vec::with_capacity(t * top_k); // [T, k]
     for row in logits.chunks_exact(e) {

@@ -21,6 +21,8 @@ pub struct LayerParams {
     pub ffn: FfnParams,
 }
 
+// One per layer, so the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum MixerParams {
     Attention(AttentionParams),
     Mamba(MambaParams),
@@ -34,19 +36,19 @@ pub struct AttentionParams {
 }
 
 pub struct MambaParams {
-    pub in_proj: Vec<f32>,              // [2 * d_inner, H]
-    pub in_proj_bias: Option<Vec<f32>>, // [2 * d_inner], only with mamba_proj_bias
-    pub conv_weight: Vec<f32>,          // [d_inner, d_conv] (HF [d_inner, 1, d_conv])
-    pub conv_bias: Vec<f32>,            // [d_inner], zeros without mamba_conv_bias
-    pub x_proj: Vec<f32>,               // [dt_rank + 2 * d_state, d_inner]
-    pub dt_norm: Vec<f32>,              // [dt_rank]
-    pub b_norm: Vec<f32>,               // [d_state]
-    pub c_norm: Vec<f32>,               // [d_state]
-    pub dt_proj: Vec<f32>,              // [d_inner, dt_rank]
-    pub dt_bias: Vec<f32>,              // [d_inner]
-    pub a_log: Vec<f32>,                // [d_inner, d_state]
-    pub d: Vec<f32>,                    // [d_inner]
-    pub out_proj: Vec<f32>,             // [H, d_inner]
+    pub in_proj: Vec<f32>,               // [2 * d_inner, H]
+    pub in_proj_bias: Option<Vec<f32>>,  // [2 * d_inner], only with mamba_proj_bias
+    pub conv_weight: Vec<f32>,           // [d_inner, d_conv] (HF [d_inner, 1, d_conv])
+    pub conv_bias: Vec<f32>,             // [d_inner], zeros without mamba_conv_bias
+    pub x_proj: Vec<f32>,                // [dt_rank + 2 * d_state, d_inner]
+    pub dt_norm: Vec<f32>,               // [dt_rank]
+    pub b_norm: Vec<f32>,                // [d_state]
+    pub c_norm: Vec<f32>,                // [d_state]
+    pub dt_proj: Vec<f32>,               // [d_inner, dt_rank]
+    pub dt_bias: Vec<f32>,               // [d_inner]
+    pub a_log: Vec<f32>,                 // [d_inner, d_state]
+    pub d: Vec<f32>,                     // [d_inner]
+    pub out_proj: Vec<f32>,              // [H, d_inner]
     pub out_proj_bias: Option<Vec<f32>>, // [H], only with mamba_proj_bias
 }
 

@@ -82,8 +82,18 @@ mod tests {
         for (s, len) in [(0, 4), (4, 1), (5, 1)] {
             let (ti, tn) = (s * i..(s + len) * i, s * n..(s + len) * n);
             pieces.extend(selective_scan(
-                &x[ti.clone()], &dt[ti.clone()], &dt_bias, &a_log, &b[tn.clone()], &c[tn], &d, &z[ti],
-                &mut state, len, i, n,
+                &x[ti.clone()],
+                &dt[ti.clone()],
+                &dt_bias,
+                &a_log,
+                &b[tn.clone()],
+                &c[tn],
+                &d,
+                &z[ti],
+                &mut state,
+                len,
+                i,
+                n,
             ));
         }
         assert_eq!(whole, pieces);

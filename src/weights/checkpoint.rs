@@ -50,10 +50,7 @@ impl Checkpoint {
         for shard in index.shard_files() {
             let path = dir.join(shard);
             if !path.is_file() {
-                return Err(Error::Checkpoint {
-                    path,
-                    message: format!("shard named in {INDEX_FILE} is missing"),
-                });
+                return Err(Error::Checkpoint { path, message: format!("shard named in {INDEX_FILE} is missing") });
             }
             files.push(SafetensorsFile::open(&path)?);
         }

@@ -89,9 +89,9 @@ fn describe(e: &SafeTensorError, file_len: usize) -> String {
         SafeTensorError::InvalidHeaderLength => {
             format!("not a safetensors file, or truncated: the header length runs past the end ({file_len} bytes)")
         }
-        SafeTensorError::MetadataIncompleteBuffer => format!(
-            "truncated or padded: the header's tensors do not cover the {file_len} bytes of the file exactly"
-        ),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            format!("truncated or padded: the header's tensors do not cover the {file_len} bytes of the file exactly")
+        }
         other => format!("invalid safetensors header: {other}"),
     }
 }

@@ -86,13 +86,14 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> Result<f32> {
     if a.len() != b.len() {
         bail!("length {} vs {}", a.len(), b.len());
     }
-    Ok(a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+    // f32::max would skip a NaN; a NaN anywhere must fail the comparison.
+    Ok(a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, |m, d| if d.is_nan() { f32::NAN } else { m.max(d) }))
 }
 
 /// Fails with `what` and the difference when it is above `tol`; returns the difference for reporting.
 pub fn check_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> Result<f32> {
     let diff = max_abs_diff(got, want).with_context(|| what.to_string())?;
-    if !(diff <= tol) {
+    if diff.is_nan() || diff > tol {
         bail!("{what}: max abs diff {diff:e} > {tol:e}");
     }
     Ok(diff)

@@ -1,0 +1,79 @@
+//! `jamba-wgpu logits` end to end: the binary writes [T, vocab] logits that match transformers, for prompts of
+//! more than 1,000 tokens too.
+
+mod common;
+
+use std::process::Command;
+
+use anyhow::{ensure, Result};
+use common::{check_close, fixture_dir, Expected, TempDir};
+
+fn jamba_wgpu() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jamba-wgpu"))
+}
+
+/// 1,200 ids: p300 four times. By causality the first 300 rows are transformers' p300 logits.
+#[test]
+fn long_prompt_ids_write_every_position() -> Result<()> {
+    let dir = fixture_dir("tiny");
+    let expected = Expected::open(&dir)?;
+    let p300 = expected.ids("p300.input_ids")?;
+    let ids: Vec<String> = p300.iter().cycle().take(4 * p300.len()).map(u32::to_string).collect();
+    let tmp = TempDir::new("cli-long")?;
+    let out = tmp.path().join("logits.safetensors");
+    let status = jamba_wgpu()
+        .args(["logits", "--device", "cpu", "--prompt-ids", &ids.join(",")])
+        .arg("--model")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .status()?;
+    ensure!(status.success(), "jamba-wgpu logits failed: {status}");
+
+    let written = Expected::open_file(&out)?;
+    let (shape, logits) = written.f32("logits")?;
+    assert_eq!(shape, vec![1200, 512]);
+    let (_, want) = expected.f32("p300.logits")?;
+    check_close("first 300 rows of a 1,200-token prompt", &logits[..want.len()], &want, 1e-4)?;
+    Ok(())
+}
+
+/// --prompt TEXT goes through the tokenizer; with --no-bos it is the fixture's text prompt exactly.
+#[test]
+fn text_prompt_matches_fixture() -> Result<()> {
+    let dir = fixture_dir("tiny");
+    let expected = Expected::open(&dir)?;
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
+    let text = json["text_prompt"].as_str().unwrap_or_default();
+    let tmp = TempDir::new("cli-text")?;
+    let out = tmp.path().join("logits.safetensors");
+    let status = jamba_wgpu()
+        .args(["logits", "--no-bos", "--prompt", text])
+        .arg("--model")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .status()?;
+    ensure!(status.success(), "jamba-wgpu logits failed: {status}");
+    let (_, logits) = Expected::open_file(&out)?.f32("logits")?;
+    let (_, want) = expected.f32("text.logits")?;
+    check_close("text prompt logits", &logits, &want, 1e-4)?;
+    Ok(())
+}
+
+#[test]
+fn gpu_device_is_a_clear_error() -> Result<()> {
+    let tmp = TempDir::new("cli-gpu")?;
+    let output = jamba_wgpu()
+        .args(["logits", "--device", "gpu", "--prompt-ids", "5,17,42"])
+        .arg("--model")
+        .arg(fixture_dir("tiny"))
+        .arg("--out")
+        .arg(tmp.path().join("x.safetensors"))
+        .env("RUST_BACKTRACE", "0")
+        .output()?;
+    ensure!(!output.status.success(), "--device gpu should fail for now");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(stderr.contains("GPU path not built yet"), "stderr: {stderr}");
+    Ok(())
+}
