@@ -1,13 +1,14 @@
 // embed.wgsl: y[t, :] = table[ids[t], :], the embedding lookup, converting the table's W_DTYPE to f32.
-// Reference: reference::embed. table: [vocab, dim] packed as W_DTYPE; ids: [t] u32 (checked < vocab on the
-// host; clamped here so a bad id can never read out of bounds); y: [t, dim] f32.
+// Reference: reference::embed. A table too large for one binding is split by rows: this dispatch holds rows
+// row0 .. row0 + rows and writes only the tokens whose id falls there (every id falls in exactly one part).
+// table: [rows, dim] packed as W_DTYPE; ids: [t] u32 (checked < vocab on the host); y: [t, dim] f32.
 // Grid: ceil(t * dim / WG) workgroups, linear.
 
 struct EmbedParams {
     t: u32,
     dim: u32,
-    vocab: u32,
-    _pad0: u32,
+    rows: u32,
+    row0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: EmbedParams;
@@ -25,7 +26,10 @@ fn embed(
     if i >= p.t * p.dim {
         return;
     }
-    let id = min(ids[i / p.dim], p.vocab - 1u);
-    let e = id * p.dim + i % p.dim;
+    let id = ids[i / p.dim];
+    if id < p.row0 || id - p.row0 >= p.rows {
+        return;
+    }
+    let e = (id - p.row0) * p.dim + i % p.dim;
     y[i] = unpack_weight(table[weight_word(e)], e);
 }

@@ -242,3 +242,22 @@ fn a_broken_shader_is_a_typed_error_on_the_device() {
     assert!(e.to_string().contains("shaders/broken.wgsl"), "{e}");
     ctx.check().expect("the error was reported once, through the scope");
 }
+
+#[test]
+fn embed_from_a_row_split_table() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(8);
+    let (vocab, dim) = (50, 12);
+    let table = rng.vec(vocab * dim, 1.0);
+    let ids: Vec<u32> = vec![49, 0, 20, 21, 7, 33];
+    let ids_gpu = ctx.upload_u32("ids", &[ids.len()], &ids).unwrap();
+    let y = ctx.zeros("y", &[ids.len(), dim], DType::F32).unwrap();
+    let mut g = Graph::new(ctx);
+    // Three parts, as a table over the binding limit is uploaded: rows 0..21, 21..40, 40..50.
+    for (row0, row1) in [(0, 21), (21, 40), (40, 50)] {
+        let part = ctx.upload_f32("part", &[row1 - row0, dim], &table[row0 * dim..row1 * dim]).unwrap();
+        embed::embed_rows(&mut g, &part, row0, &ids_gpu, &y).unwrap();
+    }
+    g.run().unwrap();
+    assert_close("embed parts", &ctx.read_f32(&y).unwrap(), &reference::embed(&table, dim, &ids), 0.0, 0.0);
+}

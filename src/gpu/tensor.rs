@@ -90,15 +90,40 @@ impl Context {
     /// Creates a storage tensor with the given initial bytes (or zeros when `data` is `None`), checking the size
     /// against the device's buffer and binding limits.
     pub fn tensor(&self, label: &str, shape: &[usize], dtype: DType, data: Option<&[u8]>) -> Result<Tensor> {
-        let bytes = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
-        if let Some(data) = data {
-            if data.len() as u64 != bytes {
-                return Err(Error::shape(
-                    format!("upload of `{label}`"),
-                    format!("{shape:?} {dtype:?} needs {bytes} bytes, got {}", data.len()),
-                ));
-            }
+        match data {
+            Some(data) => self.tensor_from_parts(label, shape, dtype, &[data]),
+            None => self.allocate(label, shape, dtype, false),
         }
+    }
+
+    /// Creates a tensor whose bytes are `parts` one after another (fused projections, stacked experts), copying
+    /// each part straight into the mapped buffer, with no staging copy on the host.
+    pub fn tensor_from_parts(&self, label: &str, shape: &[usize], dtype: DType, parts: &[&[u8]]) -> Result<Tensor> {
+        let bytes = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
+        let given: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if given != bytes {
+            return Err(Error::shape(
+                format!("upload of `{label}`"),
+                format!("{shape:?} {dtype:?} needs {bytes} bytes, the parts hold {given}"),
+            ));
+        }
+        let tensor = self.allocate(label, shape, dtype, true)?;
+        let mut view = tensor
+            .buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| Error::Gpu { context: format!("filling `{label}`"), message: e.to_string() })?;
+        let mut at = 0;
+        for part in parts {
+            view.slice(at..at + part.len()).copy_from_slice(part);
+            at += part.len();
+        }
+        drop(view);
+        tensor.buffer.unmap();
+        Ok(tensor)
+    }
+
+    fn allocate(&self, label: &str, shape: &[usize], dtype: DType, mapped: bool) -> Result<Tensor> {
+        let bytes = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
         let size = bytes.max(4).next_multiple_of(4);
         self.check_buffer_size(label, size)?;
         let buffer = self.scoped(
@@ -108,18 +133,10 @@ impl Context {
                     label: Some(label),
                     size,
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: data.is_some(),
+                    mapped_at_creation: mapped,
                 })
             },
         )?;
-        if let Some(data) = data {
-            let mut view = buffer
-                .get_mapped_range_mut(..)
-                .map_err(|e| Error::Gpu { context: format!("filling `{label}`"), message: e.to_string() })?;
-            view.slice(..data.len()).copy_from_slice(data);
-            drop(view);
-            buffer.unmap();
-        }
         Ok(Tensor { buffer: Arc::new(buffer), shape: shape.to_vec(), dtype, label: label.into() })
     }
 

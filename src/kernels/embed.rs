@@ -10,8 +10,8 @@ params! {
     pub struct EmbedParams {
         pub t: u32,
         pub dim: u32,
-        pub vocab: u32,
-        pub _pad0: u32,
+        pub rows: u32,
+        pub row0: u32,
     }
 }
 
@@ -24,11 +24,17 @@ pub static EMBED: Kernel = Kernel {
 };
 
 /// y[i] = table[ids[i]] for the first `y.rows` ids. table: [vocab, dim]; ids: u32, checked < vocab by the
-/// caller (the kernel clamps); y: [t, dim] f32.
+/// caller; y: [t, dim] f32.
 pub fn embed<'a>(g: &mut Graph, table: &Tensor, ids: &Tensor, y: impl AsCols<'a>) -> Result<OpId> {
+    embed_rows(g, table, 0, ids, y)
+}
+
+/// The lookup for one part of a row-split table holding rows `row0..row0 + table.rows`: writes only the tokens
+/// whose id falls in the part.
+pub fn embed_rows<'a>(g: &mut Graph, table: &Tensor, row0: usize, ids: &Tensor, y: impl AsCols<'a>) -> Result<OpId> {
     let y = y.as_cols()?;
     let op = "embed";
-    let [vocab, dim] = dims2(table)?;
+    let [rows, dim] = dims2(table)?;
     expect_dtype(op, table, &WEIGHT_DTYPES)?;
     expect_dtype(op, ids, &[DType::U32])?;
     expect_len(op, ids, y.rows)?;
@@ -38,8 +44,8 @@ pub fn embed<'a>(g: &mut Graph, table: &Tensor, ids: &Tensor, y: impl AsCols<'a>
     let params = EmbedParams {
         t: u32_of(op, "t", y.rows)?,
         dim: u32_of(op, "dim", dim)?,
-        vocab: u32_of(op, "vocab", vocab)?,
-        _pad0: 0,
+        rows: u32_of(op, "rows", rows)?,
+        row0: u32_of(op, "row0", row0)?,
     };
     let grid = g.linear_grid((y.rows * dim).div_ceil(64) as u64)?;
     g.dispatch(&EMBED, &[("W_DTYPE", table.dtype().shader_code())], &params, &[table, ids, y.tensor], grid)
