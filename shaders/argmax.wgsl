@@ -1,12 +1,12 @@
 // argmax.wgsl: the index of the largest value of each row (greedy sampling); ties go to the lowest index.
-// Reference: reference::argmax. x: [rows, cols] f32 at x[r * x_stride + c]; out: [rows] u32.
+// Reference: reference::argmax. x: [rows, cols] f32 at x[r * x_stride + x_offset + c]; out: [rows] u32.
 // Grid: rows workgroups, linear; the WG invocations of a workgroup stride over the row, then reduce.
 
 struct ArgmaxParams {
     rows: u32,
     cols: u32,
     x_stride: u32,
-    _pad0: u32,
+    x_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ArgmaxParams;
@@ -31,7 +31,7 @@ fn argmax(
     var v = bitcast<f32>(0xff800000u); // -inf
     var i = 0xffffffffu;
     if row < p.rows {
-        let x0 = row * p.x_stride;
+        let x0 = row * p.x_stride + p.x_offset;
         for (var c = lane; c < p.cols; c += WG) {
             if beats(x[x0 + c], c, v, i) {
                 v = x[x0 + c];

@@ -5,13 +5,20 @@
 //! -> encoded compute passes -> sampled token -> text. Every GPU kernel in [`kernels`] has a CPU twin in
 //! [`reference`], and tests hold each to the other.
 
-pub mod config;
 pub mod bench;
+pub mod config;
+pub mod default_model;
 pub mod error;
+pub mod generate;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod reference;
+pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use generate::{generate, FinishReason, Forward, GenerateOptions, Generated, Generation, ReferenceSession, Timings};
+pub use model::{LoadOptions, Model, Session, SessionOptions};
+pub use sampling::SamplingOptions;

@@ -2,17 +2,19 @@
 //! `logits` of shape [T, vocab]. Used to compare backends and to check against transformers.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::tokenizer::Tokenizer;
 use jamba_wgpu::weights::Checkpoint;
+use jamba_wgpu::{LoadOptions, Model, SessionOptions};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
-use super::Device;
+use super::{Device, GpuArgs};
 
 #[derive(Args, Debug)]
 pub struct LogitsArgs {
@@ -33,6 +35,11 @@ pub struct LogitsArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// With --device gpu: most tokens per prefill pass.
+    #[arg(long, default_value_t = 256)]
+    pub chunk: usize,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
 }
 
 pub fn run(args: LogitsArgs) -> Result<()> {
@@ -44,7 +51,13 @@ pub fn run(args: LogitsArgs) -> Result<()> {
             let model = ReferenceModel::new(&cfg, &checkpoint)?;
             model.forward(&mut model.new_state(), &ids)? // [T, V]
         }
-        Device::Gpu => bail!("--device gpu: GPU path not built yet (use --device cpu)"),
+        Device::Gpu => {
+            let checkpoint = Checkpoint::open(&args.model)?;
+            let ctx = Arc::new(args.gpu.context()?);
+            let model = Model::from_checkpoint(ctx, cfg.clone(), &checkpoint, None, &LoadOptions::default())?;
+            let options = SessionOptions { max_len: ids.len().max(1), chunk: args.chunk };
+            model.session(options)?.feed_all_logits(&ids)? // [T, V]
+        }
     };
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = TensorView::new(Dtype::F32, vec![ids.len(), cfg.vocab_size], &bytes)?;

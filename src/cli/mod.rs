@@ -2,9 +2,15 @@
 
 mod info;
 mod logits;
+mod run;
+
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::gpu::{Context, ContextOptions};
+use jamba_wgpu::tokenizer::Tokenizer;
+use jamba_wgpu::weights::Checkpoint;
 
 #[derive(Parser, Debug)]
 #[command(name = "jamba-wgpu", version, about = "Run Jamba language models with WGSL compute shaders")]
@@ -15,6 +21,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Generate text from a prompt (the embedded default model unless --model is given).
+    Run(run::RunArgs),
     /// Show the GPU adapter, its backend, driver, limits and features.
     Info(info::InfoArgs),
     /// Write the logits of every position of a prompt to a safetensors file.
@@ -32,6 +40,7 @@ pub enum Device {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Info(args) => info::run(args),
         Command::Logits(args) => logits::run(args),
     }
@@ -53,5 +62,28 @@ impl GpuArgs {
         let backends = self.backend.as_deref().map(ContextOptions::parse_backend).transpose()?;
         let options = ContextOptions { backends, adapter: self.adapter.clone(), timeout: None };
         Ok(Context::new(&options)?)
+    }
+}
+
+/// Which model, shared by every subcommand that runs one.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// Checkpoint directory (config.json, safetensors, tokenizer.json); default: the embedded jamba-tiny-quotes.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The config, the memory-mapped weights and the tokenizer (when there is one).
+    pub fn open(&self) -> anyhow::Result<(JambaConfig, Checkpoint, Option<Tokenizer>)> {
+        use jamba_wgpu::default_model;
+        Ok(match &self.model {
+            None => (default_model::config()?, default_model::checkpoint()?, Some(default_model::tokenizer()?)),
+            Some(dir) => {
+                let cfg = JambaConfig::from_file(dir.join("config.json"))?;
+                let tokenizer = if dir.join("tokenizer.json").is_file() { Some(Tokenizer::from_dir(dir)?) } else { None };
+                (cfg, Checkpoint::open(dir)?, tokenizer)
+            }
+        })
     }
 }

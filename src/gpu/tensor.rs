@@ -172,10 +172,19 @@ impl Context {
         Ok(())
     }
 
-    /// Copies a tensor back to the host, waiting for all queued work. The staging buffer is reused across calls.
+    /// Copies a tensor back to the host, waiting for all queued work.
     pub fn read_bytes(&self, tensor: &Tensor) -> Result<Vec<u8>> {
-        let bytes = tensor.size_bytes();
-        let size = bytes.max(4).next_multiple_of(4);
+        self.read_range(tensor, 0, tensor.size_bytes())
+    }
+
+    /// Copies bytes `offset..offset + len` of a tensor back to the host (both multiples of 4), waiting for all
+    /// queued work. The staging buffer is kept and reused, so a per-token readback allocates nothing.
+    pub fn read_range(&self, tensor: &Tensor, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let context = format!("reading back `{}`", tensor.label);
+        if offset % 4 != 0 || offset + len > tensor.buffer.size() {
+            return Err(Error::Gpu { context, message: format!("bytes {offset}..{} out of range", offset + len) });
+        }
+        let size = len.max(4).next_multiple_of(4);
         let mut slot = self.readback.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_none_or(|b| b.size() < size) {
             self.check_buffer_size("readback staging", size)?;
@@ -188,14 +197,13 @@ impl Context {
         }
         let staging = slot.as_ref().expect("staging buffer was just created");
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&tensor.buffer, 0, staging, 0, size);
+        encoder.copy_buffer_to_buffer(&tensor.buffer, offset, staging, 0, size.min(tensor.buffer.size() - offset));
         self.queue.submit([encoder.finish()]);
 
         let (sender, receiver) = std::sync::mpsc::channel();
         staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| {
             let _ = sender.send(r);
         });
-        let context = format!("reading back `{}`", tensor.label);
         self.wait(&context)?;
         match receiver.try_recv() {
             Ok(Ok(())) => {}
@@ -203,7 +211,7 @@ impl Context {
             Err(_) => return Err(Error::Gpu { context, message: "the map callback never ran".into() }),
         }
         let view = staging.slice(..size).get_mapped_range().map_err(|e| Error::Gpu { context, message: e.to_string() })?;
-        let data = view[..bytes as usize].to_vec();
+        let data = view[..len as usize].to_vec();
         drop(view);
         staging.unmap();
         Ok(data)

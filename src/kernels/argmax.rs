@@ -11,7 +11,7 @@ params! {
         pub rows: u32,
         pub cols: u32,
         pub x_stride: u32,
-        pub _pad0: u32,
+        pub x_offset: u32,
     }
 }
 
@@ -23,21 +23,21 @@ pub static ARGMAX: Kernel = Kernel {
     variants: no_variants,
 };
 
-/// out[r] = argmax of row r of x (ties to the lowest index). x: [rows, cols] f32 (offset 0); out: u32.
+/// out[r] = argmax of row r of x (ties to the lowest index). x: [rows, cols] f32 columns; out: u32.
 pub fn argmax<'a>(g: &mut Graph, x: impl AsCols<'a>, out: &Tensor) -> Result<OpId> {
     let x = x.as_cols()?;
     let op = "argmax";
     expect_dtype(op, x.tensor, &[DType::F32])?;
     expect_dtype(op, out, &[DType::U32])?;
     expect_len(op, out, x.rows)?;
-    if x.offset != 0 || x.width == 0 {
-        return Err(Error::shape(op, format!("x `{}` must be whole non-empty rows", x.tensor.label())));
+    if x.width == 0 {
+        return Err(Error::shape(op, format!("x `{}` has no columns", x.tensor.label())));
     }
     let params = ArgmaxParams {
         rows: u32_of(op, "rows", x.rows)?,
         cols: u32_of(op, "cols", x.width)?,
         x_stride: u32_of(op, "x stride", x.stride())?,
-        _pad0: 0,
+        x_offset: u32_of(op, "x offset", x.offset)?,
     };
     let grid = g.linear_grid(x.rows as u64)?;
     g.dispatch(&ARGMAX, &[], &params, &[x.tensor, out], grid)

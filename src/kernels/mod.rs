@@ -5,6 +5,7 @@
 pub mod argmax;
 pub mod elementwise;
 pub mod embed;
+pub mod fill;
 pub mod matmul;
 pub mod rms_norm;
 
@@ -22,6 +23,7 @@ pub fn all() -> Vec<&'static Kernel> {
         &elementwise::SOFTPLUS,
         &embed::EMBED,
         &argmax::ARGMAX,
+        &fill::FILL_RANDOM,
     ]
 }
 

@@ -128,15 +128,15 @@ impl Drop for TempDir {
 /// The adapter every GPU test runs on, opened once per test binary (WGPU_BACKEND and JAMBA_WGPU_ADAPTER
 /// choose it). With no adapter the test FAILS, naming the cause; only JAMBA_WGPU_SKIP_GPU=1 skips GPU tests,
 /// and then each says so.
-pub fn gpu() -> Option<&'static GpuContext> {
+pub fn gpu() -> Option<&'static std::sync::Arc<GpuContext>> {
     if std::env::var("JAMBA_WGPU_SKIP_GPU").is_ok_and(|v| v == "1") {
         eprintln!("GPU test skipped: JAMBA_WGPU_SKIP_GPU=1");
         return None;
     }
-    static CONTEXT: OnceLock<Result<GpuContext, String>> = OnceLock::new();
+    static CONTEXT: OnceLock<Result<std::sync::Arc<GpuContext>, String>> = OnceLock::new();
     let ctx = CONTEXT.get_or_init(|| {
         let options = ContextOptions { adapter: std::env::var("JAMBA_WGPU_ADAPTER").ok(), ..Default::default() };
-        GpuContext::new(&options).map_err(|e| e.to_string())
+        GpuContext::new(&options).map(std::sync::Arc::new).map_err(|e| e.to_string())
     });
     match ctx {
         Ok(ctx) => Some(ctx),

@@ -1,0 +1,176 @@
+//! `jamba-wgpu run`: generate text from a prompt, streamed to the terminal as it is made, or as one JSON object.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use jamba_wgpu::reference::ReferenceModel;
+use jamba_wgpu::{generate, Forward, GenerateOptions, LoadOptions, Model, ReferenceSession, SamplingOptions, SessionOptions};
+
+use super::{Device, GpuArgs, ModelArgs};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text to continue; BOS is prepended (unless --no-bos). Without a prompt, generation starts from BOS alone.
+    #[arg(long, conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Token ids to continue, comma-separated, used exactly as given.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Vec<u32>,
+    /// With --prompt: do not prepend BOS.
+    #[arg(long)]
+    pub no_bos: bool,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens holding this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop once the output contains this text (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Keep generating past the model's eos ids.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Context length to allocate (0: max_position_embeddings, at most 4096).
+    #[arg(long, default_value_t = 0)]
+    pub context: usize,
+    /// Most prompt tokens per prefill pass.
+    #[arg(long, default_value_t = 256)]
+    pub chunk: usize,
+    #[arg(long, value_enum, default_value_t = Device::Gpu)]
+    pub device: Device,
+    /// Print one JSON object (ids, text, timings) instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let (cfg, checkpoint, tokenizer) = args.model.open()?;
+    let bos = tokenizer.as_ref().and_then(|t| t.special_tokens().bos).or(cfg.bos_token_id);
+    let prompt: Vec<u32> = match (&args.prompt, args.prompt_ids.is_empty()) {
+        (Some(text), _) => {
+            let Some(tokenizer) = &tokenizer else { bail!("--prompt needs a tokenizer.json beside the model; use --prompt-ids") };
+            bos.filter(|_| !args.no_bos).into_iter().chain(tokenizer.encode(text)?).collect()
+        }
+        (None, false) => args.prompt_ids.clone(),
+        (None, true) => match bos {
+            Some(bos) => vec![bos],
+            None => bail!("the model has no BOS token: give --prompt or --prompt-ids"),
+        },
+    };
+    let stop_ids = if args.ignore_eos {
+        vec![]
+    } else {
+        tokenizer.as_ref().map(|t| t.special_tokens().eos.clone()).unwrap_or_else(|| cfg.eos_token_id.clone())
+    };
+    let options = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        sampling: SamplingOptions {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: args.repetition_penalty,
+            seed: args.seed,
+        },
+        stop_ids,
+        stop_strings: args.stop.clone(),
+    };
+    let session_options = SessionOptions { chunk: args.chunk, ..SessionOptions::for_model(&cfg, args.context) };
+    if prompt.len() + args.max_new_tokens > session_options.max_len {
+        bail!(
+            "the prompt ({} tokens) and --max-new-tokens {} exceed the context of {} tokens (--context, at most max_position_embeddings = {})",
+            prompt.len(),
+            args.max_new_tokens,
+            session_options.max_len,
+            cfg.max_position_embeddings
+        );
+    }
+    match args.device {
+        Device::Gpu => {
+            let ctx = Arc::new(args.gpu.context()?);
+            let adapter = format!("{} ({:?})", ctx.info().name, ctx.info().backend);
+            let model = Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json })?;
+            let mut session = model.session(session_options)?;
+            emit(&mut session, &prompt, options, model.tokenizer(), args.json, &adapter)
+        }
+        Device::Cpu => {
+            let model = ReferenceModel::new(&cfg, &checkpoint)?;
+            let mut session = ReferenceSession::new(&model, session_options.max_len);
+            emit(&mut session, &prompt, options, tokenizer.as_ref(), args.json, "cpu reference")
+        }
+    }
+}
+
+fn emit<F: Forward>(
+    forward: &mut F,
+    prompt: &[u32],
+    options: GenerateOptions,
+    tokenizer: Option<&jamba_wgpu::tokenizer::Tokenizer>,
+    json: bool,
+    device: &str,
+) -> Result<()> {
+    let mut generation = generate(forward, prompt, options, tokenizer)?;
+    let mut ids = prompt.to_vec();
+    let mut stdout = std::io::stdout().lock();
+    if !json {
+        if let Some(t) = tokenizer {
+            write!(stdout, "{}", t.decode(&prompt[prompt.len().min(1)..]).unwrap_or_default())?;
+        }
+    }
+    for token in generation.by_ref() {
+        let token = token?;
+        ids.push(token.id);
+        if !json {
+            if tokenizer.is_some() {
+                write!(stdout, "{}", token.text)?;
+            } else {
+                write!(stdout, "{} ", token.id)?;
+            }
+            stdout.flush()?;
+        }
+    }
+    let t = generation.timings();
+    if json {
+        let object = serde_json::json!({
+            "prompt_ids": prompt,
+            "output_ids": ids,
+            "text": generation.text(),
+            "finish_reason": format!("{:?}", generation.finish_reason()),
+            "device": device,
+            "timings": {
+                "prompt_tokens": t.prompt_tokens,
+                "generated_tokens": t.generated_tokens,
+                "prefill_ms": t.prefill.as_secs_f64() * 1e3,
+                "decode_ms": t.decode.as_secs_f64() * 1e3,
+                "prefill_tokens_per_s": t.prefill_tokens_per_s(),
+                "decode_tokens_per_s": t.decode_tokens_per_s(),
+            }
+        });
+        writeln!(stdout, "{object}")?;
+    } else {
+        writeln!(stdout)?;
+        eprintln!(
+            "[{device}] prefill {} tokens at {:.1} tokens/s, decode {} tokens at {:.1} tokens/s",
+            t.prompt_tokens,
+            t.prefill_tokens_per_s(),
+            t.generated_tokens,
+            t.decode_tokens_per_s()
+        );
+    }
+    Ok(())
+}

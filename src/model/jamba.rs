@@ -1,0 +1,145 @@
+//! The interleaved layer stack: the per-layer plan read from the config's schedule, encoded into one graph
+//! per forward step. transformers: `JambaModel.forward`; JAMBA.md, "The network".
+
+use super::attention::{self, AttentionOps};
+use super::state::{LayerState, SequenceState};
+use super::weights::{GpuWeights, MixerWeights};
+use super::{ffn, mamba};
+use crate::config::JambaConfig;
+use crate::gpu::{Context, DType, Graph, Tensor};
+use crate::kernels::attention::DecodeScratch;
+use crate::kernels::moe::MoeScratch;
+use crate::kernels::{argmax::argmax, embed, rms_norm::rms_norm, AsCols, Cols};
+use crate::Result;
+
+/// The first `t` rows of a matrix.
+pub(crate) fn rows(tensor: &Tensor, t: usize) -> Result<Cols<'_>> {
+    tensor.as_cols()?.rows(t)
+}
+
+/// Activations for up to `max_t` tokens, allocated once per session and shared by every layer and step.
+pub struct Scratch {
+    pub max_t: usize,
+    pub ids: Tensor,    // [max_t] u32
+    pub x: Tensor,      // [max_t, H], the residual stream
+    pub normed: Tensor, // [max_t, H]
+    // Mamba
+    pub xz: Tensor,         // [max_t, 2I]: xs | z
+    pub xs: Tensor,         // [max_t, I], after the conv
+    pub dbc: Tensor,        // [max_t, R + 2N]: dt | B | C
+    pub dbc_normed: Tensor, // [max_t, R + 2N]
+    pub dt: Tensor,         // [max_t, I]
+    pub y: Tensor,          // [max_t, I]
+    // attention
+    pub qkv: Tensor,  // [max_t, q_dim + 2 kv_dim]
+    pub attn: Tensor, // [max_t, q_dim]
+    /// Split-k partials for single-token decode over the whole cache.
+    pub decode: Option<DecodeScratch>,
+    // FFN
+    pub router_logits: Tensor,  // [max_t, E]
+    pub expert_ids: Tensor,     // [max_t * top_k] u32
+    pub expert_weights: Tensor, // [max_t * top_k]
+    pub moe: MoeScratch,
+    // head
+    pub last: Tensor,   // [1, H], the final-normed last row
+    pub logits: Tensor, // [max_t, V]
+    pub next: Tensor,   // [1] u32, the greedy token
+}
+
+impl Scratch {
+    pub fn new(ctx: &Context, cfg: &JambaConfig, max_t: usize, max_len: usize) -> Result<Self> {
+        let (h, i, n, r) = (cfg.hidden_size, cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank());
+        let (e, k, v) = (cfg.num_experts.max(1), cfg.num_experts_per_tok.max(1), cfg.vocab_size);
+        let shape = attention::shape(cfg);
+        let (q_dim, kv_dim) = (shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim);
+        let f32s = |label: &str, shape: &[usize]| ctx.zeros(label, shape, DType::F32);
+        let has_attention = cfg.layers().iter().any(|l| l.mixer == crate::config::Mixer::Attention);
+        Ok(Scratch {
+            max_t,
+            ids: ctx.zeros("ids", &[max_t], DType::U32)?,
+            x: f32s("x", &[max_t, h])?,
+            normed: f32s("normed", &[max_t, h])?,
+            xz: f32s("xz", &[max_t, 2 * i])?,
+            xs: f32s("xs", &[max_t, i])?,
+            dbc: f32s("dbc", &[max_t, r + 2 * n])?,
+            dbc_normed: f32s("dbc_normed", &[max_t, r + 2 * n])?,
+            dt: f32s("dt", &[max_t, i])?,
+            y: f32s("y", &[max_t, i])?,
+            qkv: f32s("qkv", &[max_t, q_dim + 2 * kv_dim])?,
+            attn: f32s("attn", &[max_t, q_dim])?,
+            decode: if has_attention { Some(DecodeScratch::new(ctx, shape, max_len)?) } else { None },
+            router_logits: f32s("router_logits", &[max_t, e])?,
+            expert_ids: ctx.zeros("expert_ids", &[max_t * k], DType::U32)?,
+            expert_weights: f32s("expert_weights", &[max_t * k])?,
+            moe: MoeScratch::new(ctx, max_t, h, cfg.intermediate_size, e, k)?,
+            last: f32s("last", &[1, h])?,
+            logits: f32s("logits", &[max_t, v])?,
+            next: ctx.zeros("next", &[1], DType::U32)?,
+        })
+    }
+}
+
+/// What a step computes after the last layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// The logits of the last token into row 0 of `logits`, and its argmax into `next`.
+    Last,
+    /// The logits of every token into rows 0..t of `logits`, and the argmax of the last into `next`.
+    All,
+}
+
+/// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer.
+pub(crate) struct StepOps {
+    pub attention: Vec<AttentionOps>,
+}
+
+/// Records one forward step over `t` tokens (already in `sc.ids`) at positions `pos..pos + t`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode(
+    g: &mut Graph,
+    cfg: &JambaConfig,
+    w: &GpuWeights,
+    state: &SequenceState,
+    sc: &Scratch,
+    t: usize,
+    pos: usize,
+    head: Head,
+) -> Result<StepOps> {
+    let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+    // x = embed_tokens[ids]
+    for (row0, part) in &w.embed_tokens.parts {
+        embed::embed_rows(g, part, *row0, &sc.ids, rows(&sc.x, t)?)?;
+    }
+    let mut attention_ops = Vec::new();
+    for (layer, layer_state) in w.layers.iter().zip(&state.layers) {
+        // x = x + mixer(rms_norm(x, input_layernorm))
+        rms_norm(g, rows(&sc.x, t)?, &layer.input_norm, eps, rows(&sc.normed, t)?)?;
+        match (&layer.mixer, layer_state) {
+            (MixerWeights::Attention(aw), LayerState::Attention { k, v }) => {
+                attention_ops.push(attention::encode(g, cfg, aw, k, v, sc, t, pos)?);
+            }
+            (MixerWeights::Mamba(mw), LayerState::Mamba { conv, ssm }) => mamba::encode(g, cfg, mw, conv, ssm, sc, t)?,
+            _ => unreachable!("weights and state are built from the same config"),
+        }
+        // x = x + ffn(rms_norm(x, pre_ff_layernorm))
+        rms_norm(g, rows(&sc.x, t)?, &layer.pre_ff_norm, eps, rows(&sc.normed, t)?)?;
+        ffn::encode(g, cfg, &layer.ffn, sc, t)?;
+    }
+    // logits = rms_norm(x, final_layernorm) lm_head^T
+    let v = cfg.vocab_size;
+    match head {
+        Head::All => {
+            rms_norm(g, rows(&sc.x, t)?, &w.final_norm, eps, rows(&sc.normed, t)?)?;
+            w.lm_head().matmul(g, rows(&sc.normed, t)?, rows(&sc.logits, t)?, false)?;
+            let flat = sc.logits.reshape(&[1, sc.max_t * v])?;
+            argmax(g, Cols::slice(&flat, (t - 1) * v, v)?, &sc.next)?;
+        }
+        Head::Last => {
+            let flat = sc.x.reshape(&[1, sc.max_t * h])?;
+            rms_norm(g, Cols::slice(&flat, (t - 1) * h, h)?, &w.final_norm, eps, &sc.last)?;
+            w.lm_head().matmul(g, &sc.last, rows(&sc.logits, 1)?, false)?;
+            argmax(g, rows(&sc.logits, 1)?, &sc.next)?;
+        }
+    }
+    Ok(StepOps { attention: attention_ops })
+}

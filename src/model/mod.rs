@@ -1,0 +1,274 @@
+//! The Jamba model on the GPU: weights uploaded once ([`Model`]), and sequences ([`Session`]) that feed tokens
+//! through prebuilt plans.
+//!
+//! A prefill is cut into chunks of at most [`SessionOptions::chunk`] tokens, each one graph of dispatches; a
+//! decode step replays one plan built on the first step, with only the position-dependent parameters rewritten,
+//! so a step allocates nothing. No forward reads anything back: the greedy token (4 bytes) or the logits, when
+//! asked for, are the one readback of a step.
+
+mod attention;
+mod ffn;
+mod jamba;
+mod mamba;
+mod state;
+mod weights;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use jamba::{Head, Scratch};
+pub use state::{LayerState, SequenceState};
+pub use weights::{GpuWeights, Matrix};
+
+use crate::config::JambaConfig;
+use crate::gpu::{Context, Graph, Plan};
+use crate::tokenizer::Tokenizer;
+use crate::weights::Checkpoint;
+use crate::{default_model, Error, Result};
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Show a progress bar on stderr while uploading.
+    pub progress: bool,
+}
+
+/// A model on the GPU: config, weights, tokenizer.
+pub struct Model {
+    ctx: Arc<Context>,
+    cfg: JambaConfig,
+    weights: GpuWeights,
+    tokenizer: Option<Tokenizer>,
+}
+
+impl Model {
+    /// Loads a Hugging Face checkpoint directory: config.json, safetensors (one file or sharded), and
+    /// tokenizer.json when present.
+    pub fn load(ctx: Arc<Context>, dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
+        let dir = dir.as_ref();
+        let cfg = JambaConfig::from_file(dir.join("config.json"))?;
+        let checkpoint = Checkpoint::open(dir)?;
+        let tokenizer = if dir.join("tokenizer.json").is_file() { Some(Tokenizer::from_dir(dir)?) } else { None };
+        Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, options)
+    }
+
+    /// The model embedded in the binary (see [`default_model`]).
+    pub fn load_default(ctx: Arc<Context>, options: &LoadOptions) -> Result<Model> {
+        let checkpoint = default_model::checkpoint()?;
+        Model::from_checkpoint(ctx, default_model::config()?, &checkpoint, Some(default_model::tokenizer()?), options)
+    }
+
+    /// A model of `cfg`'s shapes with pseudo-random weights generated on the GPU (matrices in `dtype`), for
+    /// benchmarking full-size configurations without a download. It has no tokenizer.
+    pub fn random(ctx: Arc<Context>, cfg: JambaConfig, dtype: crate::gpu::DType, seed: u32) -> Result<Model> {
+        let weights = weights::random(&ctx, &cfg, dtype, seed)?;
+        Ok(Model { ctx, cfg, weights, tokenizer: None })
+    }
+
+    pub fn from_checkpoint(
+        ctx: Arc<Context>,
+        cfg: JambaConfig,
+        checkpoint: &Checkpoint,
+        tokenizer: Option<Tokenizer>,
+        options: &LoadOptions,
+    ) -> Result<Model> {
+        cfg.validate()?;
+        let weights = weights::upload(&ctx, &cfg, checkpoint, options.progress)?;
+        ctx.check()?;
+        Ok(Model { ctx, cfg, weights, tokenizer })
+    }
+
+    pub fn config(&self) -> &JambaConfig {
+        &self.cfg
+    }
+
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub fn weights(&self) -> &GpuWeights {
+        &self.weights
+    }
+
+    /// Opens a sequence able to hold `options.max_len` tokens.
+    pub fn session(&self, options: SessionOptions) -> Result<Session<'_>> {
+        Session::new(self, options)
+    }
+}
+
+/// The shape of a session's buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Longest context (prompt and generated tokens); at most the config's max_position_embeddings.
+    pub max_len: usize,
+    /// Most tokens per prefill graph.
+    pub chunk: usize,
+}
+
+impl SessionOptions {
+    /// A context of `max_len` tokens (0: the config's max_position_embeddings, capped at 4096) in chunks of 256.
+    pub fn for_model(cfg: &JambaConfig, max_len: usize) -> Self {
+        let max_len = if max_len == 0 { cfg.max_position_embeddings.min(4096) } else { max_len };
+        SessionOptions { max_len, chunk: 256.min(max_len) }
+    }
+}
+
+/// One sequence: its GPU state, activations, and the decode plan once built.
+pub struct Session<'m> {
+    model: &'m Model,
+    options: SessionOptions,
+    state: SequenceState,
+    scratch: Scratch,
+    decode: Option<(Plan, jamba::StepOps)>,
+    position: usize,
+    /// The row of `scratch.logits` holding the last fed token's logits, once any token was fed.
+    last_row: Option<usize>,
+}
+
+impl<'m> Session<'m> {
+    fn new(model: &'m Model, options: SessionOptions) -> Result<Self> {
+        let cfg = &model.cfg;
+        if options.max_len == 0 || options.max_len > cfg.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "a context of {} tokens is not in 1..={} (max_position_embeddings)",
+                options.max_len, cfg.max_position_embeddings
+            )));
+        }
+        if options.chunk == 0 {
+            return Err(Error::Input("the prefill chunk must hold at least one token".into()));
+        }
+        let chunk = options.chunk.min(options.max_len);
+        let state = SequenceState::new(&model.ctx, cfg, options.max_len)?;
+        let scratch = Scratch::new(&model.ctx, cfg, chunk, options.max_len)?;
+        Ok(Session { model, options: SessionOptions { chunk, ..options }, state, scratch, decode: None, position: 0, last_row: None })
+    }
+
+    pub(crate) fn last_logits_len(&self) -> usize {
+        self.model.cfg.vocab_size
+    }
+
+    /// Tokens fed so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    pub fn options(&self) -> SessionOptions {
+        self.options
+    }
+
+    /// Feeds `ids` after what the session has seen; the next token's logits are then ready on the GPU.
+    pub fn feed(&mut self, ids: &[u32]) -> Result<()> {
+        self.feed_with(ids, Head::Last, None)
+    }
+
+    /// Feeds `ids` and returns the logits of every one of them: [ids.len(), vocab].
+    pub fn feed_all_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(ids.len() * self.model.cfg.vocab_size);
+        self.feed_with(ids, Head::All, Some(&mut out))?;
+        Ok(out)
+    }
+
+    fn feed_with(&mut self, ids: &[u32], head: Head, mut sink: Option<&mut Vec<f32>>) -> Result<()> {
+        self.check_input(ids)?;
+        let ctx = &*self.model.ctx;
+        let v = self.model.cfg.vocab_size;
+        for chunk in ids.chunks(self.options.chunk) {
+            let t = chunk.len();
+            ctx.write(&self.scratch.ids, bytemuck::cast_slice(chunk))?;
+            if t == 1 && head == Head::Last {
+                self.decode_step()?;
+            } else {
+                let mut g = Graph::new(ctx);
+                jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state, &self.scratch, t, self.position, head)?;
+                g.run()?;
+            }
+            self.last_row = Some(if head == Head::All { t - 1 } else { 0 });
+            self.position += t;
+            if let Some(sink) = sink.as_deref_mut() {
+                let bytes = ctx.read_range(&self.scratch.logits, 0, (t * v * 4) as u64)?;
+                sink.extend(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
+            }
+        }
+        ctx.check()
+    }
+
+    /// One token through the decode plan, built on first use and replayed with the new position.
+    fn decode_step(&mut self) -> Result<()> {
+        let (ctx, cfg, pos) = (&*self.model.ctx, &self.model.cfg, self.position);
+        if self.decode.is_none() {
+            let mut g = Graph::new(ctx);
+            let ops = jamba::encode(&mut g, cfg, &self.model.weights, &self.state, &self.scratch, 1, pos, Head::Last)?;
+            self.decode = Some((g.build()?, ops));
+        }
+        let (plan, ops) = self.decode.as_mut().expect("the decode plan was just built");
+        for a in &ops.attention {
+            crate::kernels::attention::set_append_pos(plan, a.append, pos);
+            if let Some(d) = &a.decode {
+                d.set_kv_len(plan, pos + 1)?;
+            }
+        }
+        plan.run(ctx)
+    }
+
+    fn check_input(&self, ids: &[u32]) -> Result<()> {
+        let cfg = &self.model.cfg;
+        if ids.is_empty() {
+            return Err(Error::Input("no token ids: at least one is needed".into()));
+        }
+        if let Some((at, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= cfg.vocab_size) {
+            return Err(Error::Input(format!("token id {id} (at index {at}) is not below vocab_size {}", cfg.vocab_size)));
+        }
+        if self.position + ids.len() > self.options.max_len {
+            return Err(Error::Input(format!(
+                "{} tokens after {} already fed exceed the session's context of {} tokens",
+                ids.len(),
+                self.position,
+                self.options.max_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// The argmax of the last fed token's logits, computed on the GPU: a 4-byte readback.
+    pub fn greedy_token(&self) -> Result<u32> {
+        self.last_row.ok_or_else(|| Error::Input("no token was fed yet".into()))?;
+        let bytes = self.model.ctx.read_range(&self.scratch.next, 0, 4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    /// The logits of the last fed token: [vocab].
+    pub fn last_logits(&self) -> Result<Vec<f32>> {
+        let row = self.last_row.ok_or_else(|| Error::Input("no token was fed yet".into()))?;
+        let v = self.model.cfg.vocab_size as u64;
+        let bytes = self.model.ctx.read_range(&self.scratch.logits, row as u64 * v * 4, v * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Forgets everything fed: back to an empty sequence.
+    pub fn reset(&mut self) {
+        self.state.clear(&self.model.ctx);
+        self.position = 0;
+        self.last_row = None;
+    }
+
+    /// An independent copy of this sequence (its state and position), e.g. to continue one prompt two ways.
+    pub fn fork(&self) -> Result<Session<'m>> {
+        let mut copy = Session::new(self.model, self.options)?;
+        copy.state = self.state.fork(&self.model.ctx, &self.model.cfg, self.position)?;
+        copy.position = self.position;
+        if self.last_row.is_some() {
+            // The copy has its own activations: recompute nothing, but carry the logits over.
+            let mut encoder = self.model.ctx.device.create_command_encoder(&Default::default());
+            let (from, to) = (&self.scratch, &copy.scratch);
+            encoder.copy_buffer_to_buffer(from.logits.buffer(), 0, to.logits.buffer(), 0, from.logits.size_bytes());
+            encoder.copy_buffer_to_buffer(from.next.buffer(), 0, to.next.buffer(), 0, 4);
+            self.model.ctx.queue.submit([encoder.finish()]);
+            copy.last_row = self.last_row;
+        }
+        Ok(copy)
+    }
+}

@@ -1,0 +1,230 @@
+//! Tier 3: the whole model on the GPU, against transformers' fixtures and against the CPU reference.
+//!
+//! Tolerances: 1e-3 on logits for f32 weights (the CPU reference is within 4e-5 of transformers), the same
+//! for bf16 weights (both compute in f32 from the same rounded weights). Greedy ids must be identical where the
+//! fixture guarantees a margin (gen0; the default model's prompts).
+
+mod common;
+
+use std::sync::Arc;
+
+use anyhow::{ensure, Context as _, Result};
+use common::{check_close, default_model_dir, fixture_dir, gpu, Expected, Rng, FIXTURES};
+use jamba_wgpu::config::JambaConfig;
+use jamba_wgpu::gpu::Context;
+use jamba_wgpu::reference::ReferenceModel;
+use jamba_wgpu::weights::Checkpoint;
+use jamba_wgpu::{generate, GenerateOptions, LoadOptions, Model, ReferenceSession, SessionOptions};
+
+const LOGIT_TOL: f32 = 1e-3;
+
+fn load(ctx: &Arc<Context>, dir: &std::path::Path) -> Result<Model> {
+    Ok(Model::load(ctx.clone(), dir, &LoadOptions::default())?)
+}
+
+fn options(max_len: usize, chunk: usize) -> SessionOptions {
+    SessionOptions { max_len, chunk }
+}
+
+#[test]
+fn fixture_logits_match_transformers() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    for name in FIXTURES {
+        let dir = fixture_dir(name);
+        let model = load(ctx, &dir)?;
+        let expected = Expected::open(&dir)?;
+        for prompt in ["p1", "p7", "p64", "p300", "text"] {
+            let ids = expected.ids(&format!("{prompt}.input_ids"))?;
+            let mut session = model.session(options(ids.len(), 128))?;
+            let logits = session.feed_all_logits(&ids)?;
+            let (_, want) = expected.f32(&format!("{prompt}.logits"))?;
+            let diff = check_close(&format!("{name} {prompt}"), &logits, &want, LOGIT_TOL)?;
+            println!("{name} {prompt}: max |gpu - transformers| = {diff:e}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn gen0_greedy_ids_identical_and_gen1_step_logits_close() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    for name in FIXTURES {
+        let dir = fixture_dir(name);
+        let model = load(ctx, &dir)?;
+        let expected = Expected::open(&dir)?;
+        let prompt = expected.ids("gen0.prompt_ids")?;
+        let want = expected.ids("gen0.output_ids")?;
+        let mut session = model.session(options(want.len(), 64))?;
+        let opts = GenerateOptions { max_new_tokens: 32, sampling: Default::default(), stop_ids: vec![], stop_strings: vec![] };
+        let ids: Vec<u32> = generate(&mut session, &prompt, opts, None)?.map(|g| g.map(|g| g.id)).collect::<jamba_wgpu::Result<_>>()?;
+        ensure!(ids == want[prompt.len()..], "{name}: gen0 ids {ids:?} != {:?}", &want[prompt.len()..]);
+
+        // gen1: cached decode, comparing the logits that chose each step.
+        let prompt = expected.ids("gen1.prompt_ids")?;
+        let output = expected.ids("gen1.output_ids")?;
+        let (_, want) = expected.f32("gen1.step_logits")?;
+        let v = model.config().vocab_size;
+        let mut session = model.session(options(output.len(), 64))?;
+        session.feed(&prompt)?;
+        let mut got = session.last_logits()?;
+        for &id in &output[prompt.len()..output.len() - 1] {
+            session.feed(&[id])?;
+            got.extend(session.last_logits()?);
+        }
+        let diff = check_close(&format!("{name} gen1 step logits"), &got, &want[..got.len()], LOGIT_TOL)?;
+        ensure!(got.len() == 32 * v);
+        println!("{name}: gen1 step logits max diff {diff:e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn chunked_prefill_and_decode_equal_one_shot() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let dir = fixture_dir("v01-shape-lite");
+    let model = load(ctx, &dir)?;
+    let expected = Expected::open(&dir)?;
+    let ids = expected.ids("p300.input_ids")?;
+    let one_shot = model.session(options(300, 300))?.feed_all_logits(&ids)?;
+    for chunk in [1, 7, 64, 65] {
+        let chunked = model.session(options(300, chunk))?.feed_all_logits(&ids)?;
+        check_close(&format!("chunk {chunk}"), &chunked, &one_shot, 1e-4)?;
+    }
+    // Prefill 200, then decode one token at a time through the replayed plan.
+    let v = model.config().vocab_size;
+    let mut session = model.session(options(300, 64))?;
+    session.feed(&ids[..200])?;
+    for (i, &id) in ids[200..].iter().enumerate() {
+        session.feed(&[id])?;
+        let row = &one_shot[(200 + i) * v..(201 + i) * v];
+        check_close(&format!("decode step {i}"), &session.last_logits()?, row, 1e-4)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn default_model_generates_the_same_text_on_gpu_and_cpu() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let model = Model::load_default(ctx.clone(), &LoadOptions::default())?;
+    let cfg = model.config().clone();
+    let reference = ReferenceModel::new(&cfg, &jamba_wgpu::default_model::checkpoint()?)?;
+    let tokenizer = model.tokenizer().context("the default model has a tokenizer")?;
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(default_model_dir().join("expected.json"))?)?;
+    for p in json["prompts"].as_array().context("prompts")? {
+        let text = p["prompt"].as_str().context("prompt")?;
+        let prompt: Vec<u32> = std::iter::once(1).chain(tokenizer.encode(text)?).collect();
+        let want: Vec<u32> = serde_json::from_value(p["greedy_ids_40_no_eos_stop"].clone())?;
+        let opts = GenerateOptions { max_new_tokens: 40, sampling: Default::default(), stop_ids: vec![], stop_strings: vec![] };
+
+        let mut session = model.session(options(64, 64))?;
+        let mut gpu_run = generate(&mut session, &prompt, opts.clone(), Some(tokenizer))?;
+        let gpu_ids: Vec<u32> = gpu_run.by_ref().map(|g| g.map(|g| g.id)).collect::<jamba_wgpu::Result<_>>()?;
+        let gpu_text = gpu_run.text().to_string();
+
+        let mut cpu = ReferenceSession::new(&reference, 64);
+        let mut cpu_run = generate(&mut cpu, &prompt, opts, Some(tokenizer))?;
+        let cpu_ids: Vec<u32> = cpu_run.by_ref().map(|g| g.map(|g| g.id)).collect::<jamba_wgpu::Result<_>>()?;
+        ensure!(gpu_ids == want, "{text}: GPU ids {gpu_ids:?} != transformers {want:?}");
+        ensure!(cpu_ids == want, "{text}: CPU ids {cpu_ids:?} != transformers {want:?}");
+        ensure!(gpu_text == cpu_run.text(), "{text}: GPU and CPU texts differ");
+        println!("{text}{gpu_text}");
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint of random weights for `cfg` into `dir` (config.json + model.safetensors).
+fn random_checkpoint(dir: &std::path::Path, config_json: &serde_json::Value, seed: u64) -> Result<JambaConfig> {
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(config_json)?)?;
+    let cfg = JambaConfig::from_file(dir.join("config.json"))?;
+    let mut rng = Rng::new(seed);
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = jamba_wgpu::weights::expected_tensors(&cfg)
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if name.ends_with("A_log") {
+                (0..n).map(|_| rng.uniform(1.0).abs().ln_1p()).collect()
+            } else if name.contains("norm") || name.ends_with(".D") {
+                (0..n).map(|_| 1.0 + rng.uniform(0.2)).collect()
+            } else {
+                let fan_in = *shape.last().unwrap_or(&1) as f32;
+                rng.vec(n, 1.5 / fan_in.sqrt())
+            };
+            (name, shape, bytemuck::cast_slice(&values).to_vec())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?)))
+        .collect::<Result<_>>()?;
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))?;
+    Ok(cfg)
+}
+
+#[test]
+fn random_configs_match_the_cpu_reference() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    // (attn period, offset, expert period, offset, heads, kv heads, d_state, experts, top-k, layers)
+    let cases = [
+        (2, 1, 2, 0, 4, 1, 4, 8, 1, 4),   // MQA, attention every other layer, top-1 of 8
+        (3, 0, 3, 2, 6, 3, 32, 4, 3, 5),  // d_state 32, top-3
+        (4, 3, 1, 0, 2, 2, 16, 2, 2, 4),  // MoE on every layer, MHA
+        (8, 7, 2, 1, 4, 2, 8, 1, 1, 3),   // no attention layer at all; one expert = dense
+    ];
+    for (n, &(ap, ao, ep, eo, heads, kv, d_state, experts, top_k, layers)) in cases.iter().enumerate() {
+        let dir = common::TempDir::new(&format!("random-{n}"))?;
+        let config = serde_json::json!({
+            "vocab_size": 97, "hidden_size": 24, "intermediate_size": 40, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv,
+            "attn_layer_period": ap, "attn_layer_offset": ao, "expert_layer_period": ep, "expert_layer_offset": eo,
+            "num_experts": experts, "num_experts_per_tok": top_k, "mamba_d_state": d_state, "mamba_d_conv": 4,
+            "mamba_expand": 2, "mamba_dt_rank": "auto", "rms_norm_eps": 1e-6, "max_position_embeddings": 512,
+            "tie_word_embeddings": n % 2 == 1,
+        });
+        let cfg = random_checkpoint(dir.path(), &config, 100 + n as u64)?;
+        let checkpoint = Checkpoint::open(dir.path())?;
+        let reference = ReferenceModel::new(&cfg, &checkpoint)?;
+        let model = Model::from_checkpoint(ctx.clone(), cfg.clone(), &checkpoint, None, &LoadOptions::default())?;
+        let mut rng = Rng::new(7 + n as u64);
+        let ids: Vec<u32> = (0..70).map(|_| rng.below(97)).collect();
+        let want = reference.forward(&mut reference.new_state(), &ids)?;
+        let got = model.session(options(80, 32))?.feed_all_logits(&ids)?;
+        let diff = check_close(&format!("random config {n}"), &got, &want, LOGIT_TOL)?;
+        println!("random config {n}: max diff {diff:e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn fork_and_reset() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let model = load(ctx, &fixture_dir("tiny"))?;
+    let mut a = model.session(options(64, 16))?;
+    a.feed(&[5, 17, 42, 7])?;
+    let mut b = a.fork()?;
+    a.feed(&[9])?;
+    b.feed(&[9])?;
+    check_close("fork", &b.last_logits()?, &a.last_logits()?, 0.0)?;
+    let after = a.last_logits()?;
+    a.reset();
+    a.feed(&[5, 17, 42, 7, 9])?;
+    check_close("reset", &a.last_logits()?, &after, 1e-5)?;
+    Ok(())
+}
+
+#[test]
+fn bad_requests_are_clear_errors() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let model = load(ctx, &fixture_dir("tiny"))?;
+    let mut s = model.session(options(8, 4))?;
+    let e = s.feed(&[1; 9]).unwrap_err().to_string();
+    ensure!(e.contains("context of 8 tokens"), "{e}");
+    let e = s.feed(&[512]).unwrap_err().to_string();
+    ensure!(e.contains("token id 512") && e.contains("vocab_size 512"), "{e}");
+    let e = s.feed(&[]).unwrap_err().to_string();
+    ensure!(e.contains("no token ids"), "{e}");
+    let e = model.session(options(1 << 20, 4)).err().context("a context over max_position_embeddings")?.to_string();
+    ensure!(e.contains("max_position_embeddings"), "{e}");
+    // Nothing was consumed by the refused requests.
+    ensure!(s.position() == 0);
+    Ok(())
+}
