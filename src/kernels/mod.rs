@@ -3,11 +3,13 @@
 //! shapes and dtypes, then records the dispatch into a [`Graph`](crate::gpu::Graph).
 
 pub mod argmax;
+pub mod conv1d;
 pub mod elementwise;
 pub mod embed;
 pub mod fill;
 pub mod matmul;
 pub mod rms_norm;
+pub mod ssm_scan;
 
 use crate::gpu::{DType, Kernel, Tensor};
 use crate::{Error, Result};
@@ -24,6 +26,12 @@ pub fn all() -> Vec<&'static Kernel> {
         &embed::EMBED,
         &argmax::ARGMAX,
         &fill::FILL_RANDOM,
+        &conv1d::CONV,
+        &conv1d::CONV_STATE,
+        &ssm_scan::STEPS,
+        &ssm_scan::CHUNK_LOCAL,
+        &ssm_scan::CHUNK_CARRY,
+        &ssm_scan::CHUNK_OUTPUT,
     ]
 }
 

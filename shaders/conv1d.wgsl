@@ -1,0 +1,78 @@
+// conv1d.wgsl: Mamba's causal depthwise conv1d over time, plus bias, then SiLU; with a rolling state of the
+// last K-1 pre-conv inputs so that a prefill can come in pieces and decode is the case T = 1.
+// Reference: reference::conv1d::causal_conv1d_silu.
+//
+//   window = state ++ x                                   // [K-1 + T, C], state oldest first
+//   out[t, ch] = silu(sum_j weight[ch, j] * window[t + j, ch] + bias[ch])
+//   state      = window[T .. T + K-1]                     // the last K-1 rows
+//
+// Layout: x[t * x_stride + x_offset + ch] (x may be the first C columns of in_proj's [T, 2C] output),
+// state[j * C + ch], weight[ch * K + j] (HF's [C, 1, K]), bias[ch], out[t * C + ch].
+//
+// Two entry points, recorded as two dispatches in this order (the second overwrites what the first reads):
+// - conv:        one invocation per output element (t, ch); grid ceil(T * C / WG) workgroups, linear.
+//                Consecutive invocations take consecutive channels, so every load and store is coalesced.
+// - conv_state:  one invocation per channel, moving the window's last K-1 rows into the state;
+//                grid ceil(C / WG) workgroups.
+
+struct ConvParams {
+    t: u32,
+    c: u32,
+    k: u32,
+    x_stride: u32,
+    x_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;              // [T, C] columns of a wider matrix
+@group(0) @binding(2) var<storage, read> weight: array<f32>;         // [C, K]
+@group(0) @binding(3) var<storage, read> bias: array<f32>;           // [C]
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;    // [K-1, C]
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;      // [>=T, C]
+
+// Row `row` of the window state ++ x, channel `ch`.
+fn window(row: u32, ch: u32) -> f32 {
+    let remembered = p.k - 1u;
+    if row < remembered {
+        return state[row * p.c + ch];
+    }
+    return x[(row - remembered) * p.x_stride + p.x_offset + ch];
+}
+
+@compute @workgroup_size(WG)
+fn conv(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let e = linear_workgroup(workgroup_id, num_workgroups) * WG + lane;
+    if e >= p.t * p.c {
+        return;
+    }
+    let t = e / p.c;
+    let ch = e % p.c;
+    var acc = 0.0;
+    for (var j = 0u; j < p.k; j++) {
+        acc += weight[ch * p.k + j] * window(t + j, ch);
+    }
+    out[t * p.c + ch] = silu(acc + bias[ch]);
+}
+
+@compute @workgroup_size(WG)
+fn conv_state(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let ch = linear_workgroup(workgroup_id, num_workgroups) * WG + lane;
+    if ch >= p.c {
+        return;
+    }
+    // In place: row j takes window row T + j > j, which this loop has not overwritten yet (T >= 1).
+    for (var j = 0u; j + 1u < p.k; j++) {
+        state[j * p.c + ch] = window(p.t + j, ch);
+    }
+}

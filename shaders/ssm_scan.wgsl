@@ -1,0 +1,215 @@
+// ssm_scan.wgsl: Mamba's selective scan with everything around it fused: delta = softplus(dt + dt_bias),
+// A = -exp(a_log), the state update, the C readout, the D skip and the SiLU(z) gate.
+// Reference: reference::ssm::selective_scan. Per token t, channel ch, state index n:
+//
+//   delta       = softplus(dt[t, ch] + dt_bias[ch])
+//   h[ch, n]    = exp(delta * A[ch, n]) * h[ch, n] + delta * B[t, n] * x[t, ch]
+//   out[t, ch]  = (sum_n h[ch, n] * C[t, n] + D[ch] * x[t, ch]) * silu(z[t, ch])
+//
+// Layout (rows of T, I = d_inner, N = d_state = D_STATE):
+//   x[t * I + ch], out[t * I + ch]                  [>=T, I]
+//   dt[t * dt_stride + dt_offset + ch]              [T, I] (dt_proj output, no bias)
+//   z[t * z_stride + z_offset + ch]                 [T, I] (the second half of in_proj's [T, 2I] output)
+//   b[t * b_stride + b_offset + n], c likewise      [T, N] (column slices of x_proj's [T, R + 2N] output)
+//   a_log[ch * N + n], state[ch * N + n]            [I, N]
+//   chunk_h[(k * N + n) * I + ch]                   [chunks, N, I] scratch of the chunked path
+//   chunk_delta[k * I + ch]                         [chunks, I]    scratch of the chunked path
+//
+// Each invocation owns one channel and keeps its N state values in registers; B and C rows are shared by
+// the workgroup's 64 channels through workgroup memory, TILE_STEPS rows at a time.
+//
+// The recurrence h_t = a_t h_{t-1} + b_t is linear, so a chunk of L steps maps h_in to
+// exp(A * sum(delta)) * h_in + S, where S is the chunk's scan from zero. Entry points:
+// - scan_steps:    all T rows in order, from and back to `state`. The decode step (T = 1), and the serial
+//                  baseline for benchmarks. Grid: ceil(I / WG) workgroups.
+// - chunk_local:   (1) per chunk k of chunk_len rows, in parallel: S into chunk_h[k], sum(delta) into
+//                  chunk_delta[k]. Grid: chunks * ceil(I / WG) workgroups, linear.
+// - chunk_carry:   (2) one invocation per (n, ch), serial over the chunks: replaces chunk_h[k] by the state
+//                  entering chunk k and writes the final state. Grid: ceil(N * I / WG) workgroups.
+// - chunk_output:  (3) per chunk in parallel, from the state entering it: the outputs. Grid as (1).
+
+struct ScanParams {
+    t: u32,
+    i: u32,
+    chunk_len: u32,
+    chunks: u32,
+    dt_stride: u32,
+    dt_offset: u32,
+    z_stride: u32,
+    z_offset: u32,
+    b_stride: u32,
+    b_offset: u32,
+    c_stride: u32,
+    c_offset: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ScanParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;                   // [>=T, I] post-conv
+@group(0) @binding(2) var<storage, read> dt: array<f32>;                  // [T, I] columns
+@group(0) @binding(3) var<storage, read> dt_bias: array<f32>;             // [I]
+@group(0) @binding(4) var<storage, read> a_log: array<f32>;               // [I, N]
+@group(0) @binding(5) var<storage, read> b: array<f32>;                   // [T, N] columns
+@group(0) @binding(6) var<storage, read> c: array<f32>;                   // [T, N] columns
+@group(0) @binding(7) var<storage, read> d: array<f32>;                   // [I]
+@group(0) @binding(8) var<storage, read> z: array<f32>;                   // [T, I] columns
+@group(0) @binding(9) var<storage, read_write> state: array<f32>;         // [I, N]
+@group(0) @binding(10) var<storage, read_write> out: array<f32>;          // [>=T, I]
+@group(0) @binding(11) var<storage, read_write> chunk_h: array<f32>;      // [chunks, N, I]
+@group(0) @binding(12) var<storage, read_write> chunk_delta: array<f32>;  // [chunks, I]
+
+// d_state, fixed when the pipeline is built so the loops over n unroll and h stays in registers.
+override D_STATE: u32 = 16u;
+// The largest d_state the register arrays hold.
+const MAX_D_STATE: u32 = 64u;
+// Rows of B and C staged in workgroup memory at a time.
+const TILE_STEPS: u32 = 16u;
+
+var<workgroup> b_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
+var<workgroup> c_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
+
+// Advances the state `h` of channel `ch` over rows [t_begin, t_end), writing out[t, ch] when `emit`; returns
+// the sum of delta over those rows. Every invocation of the workgroup must call it with the same rows (it holds
+// barriers); `live` is false for the invocations past the last channel.
+fn advance(ch: u32, live: bool, lane: u32, t_begin: u32, t_end: u32, emit: bool, h: ptr<function, array<f32, MAX_D_STATE>>) -> f32 {
+    var a: array<f32, MAX_D_STATE>; // A[ch, :] = -exp(a_log[ch, :])
+    var bias = 0.0;
+    var skip = 0.0;
+    if live {
+        for (var n = 0u; n < D_STATE; n++) {
+            a[n] = -exp(a_log[ch * D_STATE + n]);
+        }
+        bias = dt_bias[ch];
+        skip = d[ch];
+    }
+    var delta_sum = 0.0;
+    for (var t0 = t_begin; t0 < t_end; t0 += TILE_STEPS) {
+        let steps = min(TILE_STEPS, t_end - t0);
+        workgroupBarrier(); // every invocation is done with the previous tile
+        for (var e = lane; e < steps * D_STATE; e += WG) {
+            let row = t0 + e / D_STATE;
+            let n = e % D_STATE;
+            b_tile[e] = b[row * p.b_stride + p.b_offset + n];
+            if emit {
+                c_tile[e] = c[row * p.c_stride + p.c_offset + n];
+            }
+        }
+        workgroupBarrier();
+        if !live {
+            continue;
+        }
+        for (var s = 0u; s < steps; s++) {
+            let t = t0 + s;
+            let x_t = x[t * p.i + ch];
+            let delta = softplus(dt[t * p.dt_stride + p.dt_offset + ch] + bias);
+            delta_sum += delta;
+            var y = 0.0;
+            for (var n = 0u; n < D_STATE; n++) {
+                let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_tile[s * D_STATE + n] * x_t;
+                (*h)[n] = h_n;
+                if emit {
+                    y += h_n * c_tile[s * D_STATE + n];
+                }
+            }
+            if emit {
+                out[t * p.i + ch] = (y + skip * x_t) * silu(z[t * p.z_stride + p.z_offset + ch]);
+            }
+        }
+    }
+    return delta_sum;
+}
+
+@compute @workgroup_size(WG)
+fn scan_steps(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let ch = linear_workgroup(workgroup_id, num_workgroups) * WG + lane;
+    let live = ch < p.i;
+    var h: array<f32, MAX_D_STATE>;
+    if live {
+        for (var n = 0u; n < D_STATE; n++) {
+            h[n] = state[ch * D_STATE + n];
+        }
+    }
+    advance(ch, live, lane, 0u, p.t, true, &h);
+    if live {
+        for (var n = 0u; n < D_STATE; n++) {
+            state[ch * D_STATE + n] = h[n];
+        }
+    }
+}
+
+// The chunk and channel of an invocation of chunk_local / chunk_output, and the chunk's rows.
+struct ChunkLane {
+    k: u32,
+    ch: u32,
+    t_begin: u32,
+    t_end: u32,
+}
+
+fn chunk_lane(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> ChunkLane {
+    let groups_per_chunk = (p.i + WG - 1u) / WG;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let k = g / groups_per_chunk;
+    let t_begin = k * p.chunk_len;
+    return ChunkLane(k, (g % groups_per_chunk) * WG + lane, t_begin, min(t_begin + p.chunk_len, p.t));
+}
+
+@compute @workgroup_size(WG)
+fn chunk_local(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let q = chunk_lane(workgroup_id, num_workgroups, lane);
+    let live = q.ch < p.i;
+    var h: array<f32, MAX_D_STATE>; // zeros
+    let delta_sum = advance(q.ch, live, lane, q.t_begin, q.t_end, false, &h);
+    if live {
+        for (var n = 0u; n < D_STATE; n++) {
+            chunk_h[(q.k * D_STATE + n) * p.i + q.ch] = h[n];
+        }
+        chunk_delta[q.k * p.i + q.ch] = delta_sum;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn chunk_carry(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let e = linear_workgroup(workgroup_id, num_workgroups) * WG + lane; // n * I + ch
+    if e >= D_STATE * p.i {
+        return;
+    }
+    let n = e / p.i;
+    let ch = e % p.i;
+    let a = -exp(a_log[ch * D_STATE + n]);
+    var h = state[ch * D_STATE + n];
+    for (var k = 0u; k < p.chunks; k++) {
+        let i = (k * D_STATE + n) * p.i + ch;
+        let local_end = chunk_h[i];
+        chunk_h[i] = h;
+        h = exp(a * chunk_delta[k * p.i + ch]) * h + local_end;
+    }
+    state[ch * D_STATE + n] = h;
+}
+
+@compute @workgroup_size(WG)
+fn chunk_output(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let q = chunk_lane(workgroup_id, num_workgroups, lane);
+    let live = q.ch < p.i;
+    var h: array<f32, MAX_D_STATE>;
+    if live {
+        for (var n = 0u; n < D_STATE; n++) {
+            h[n] = chunk_h[(q.k * D_STATE + n) * p.i + q.ch];
+        }
+    }
+    advance(q.ch, live, lane, q.t_begin, q.t_end, true, &h);
+}

@@ -1,0 +1,94 @@
+//! conv1d.wgsl: Mamba's causal depthwise conv1d + bias + SiLU, carrying the last K-1 inputs as state.
+
+use crate::gpu::{read, read_write, Binding, DType, Graph, Kernel, Tensor};
+use crate::kernels::{dims2, expect_dtype, expect_shape, no_variants, u32_of, AsCols};
+use crate::{params, shader, Error, Result};
+
+shader!(CONV1D, "conv1d");
+
+params! {
+    pub struct ConvParams {
+        pub t: u32,
+        pub c: u32,
+        pub k: u32,
+        pub x_stride: u32,
+        pub x_offset: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
+    }
+}
+
+const BINDINGS: &[Binding] = &[read("x"), read("weight"), read("bias"), read_write("state"), read_write("out")];
+
+/// The convolution: one invocation per output element; reads the old state.
+pub static CONV: Kernel = Kernel {
+    shader: &CONV1D,
+    entry: "conv",
+    params: &<ConvParams as crate::gpu::Params>::LAYOUT,
+    bindings: BINDINGS,
+    variants: no_variants,
+};
+
+/// The state update: the last K-1 rows of state ++ x, one invocation per channel. Runs after [`CONV`].
+pub static CONV_STATE: Kernel = Kernel {
+    shader: &CONV1D,
+    entry: "conv_state",
+    params: &<ConvParams as crate::gpu::Params>::LAYOUT,
+    bindings: BINDINGS,
+    variants: no_variants,
+};
+
+/// out = silu(causal_conv1d(state ++ x) + bias), then state = the last K-1 rows of state ++ x
+/// (reference::conv1d::causal_conv1d_silu). K comes from `weight`'s shape; T from `x`'s rows.
+///
+/// x: [T, C] columns (e.g. the first C columns of in_proj's [T, 2C] output); state: [K-1, C] f32, read and
+/// updated; weight: [C, K] f32; bias: [C] f32; out: [>=T, C] f32. Records two dispatches (the conv, then the
+/// state update), so the update never races with the conv reading the old state.
+pub fn causal_conv1d_silu<'a>(
+    g: &mut Graph,
+    x: impl AsCols<'a>,
+    state: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let x = x.as_cols()?;
+    let op = "causal_conv1d_silu";
+    let [c, k] = dims2(weight)?;
+    for t in [x.tensor, state, weight, bias, out] {
+        expect_dtype(op, t, &[DType::F32])?;
+    }
+    if x.width != c {
+        return Err(Error::shape(op, format!("x has {} columns but weight `{}` is [{c}, {k}]", x.width, weight.label())));
+    }
+    if k == 0 {
+        return Err(Error::shape(op, format!("weight `{}` is [{c}, 0]: the conv needs at least one tap", weight.label())));
+    }
+    expect_shape(op, state, &[k - 1, c])?;
+    expect_shape(op, bias, &[c])?;
+    let [out_rows, out_cols] = dims2(out)?;
+    if out_cols != c || out_rows < x.rows {
+        return Err(Error::shape(op, format!("out `{}` is [{out_rows}, {out_cols}], needs [>={}, {c}]", out.label(), x.rows)));
+    }
+    if x.rows == 0 {
+        return Ok(());
+    }
+    let params = ConvParams {
+        t: u32_of(op, "t", x.rows)?,
+        c: u32_of(op, "c", c)?,
+        k: u32_of(op, "k", k)?,
+        x_stride: u32_of(op, "x stride", x.stride())?,
+        x_offset: u32_of(op, "x offset", x.offset)?,
+        ..Default::default()
+    };
+    u32_of(op, "t * c", x.rows * c)?;
+    let tensors = [x.tensor, weight, bias, state, out];
+    let grid = g.linear_grid((x.rows * c).div_ceil(64) as u64)?;
+    g.dispatch(&CONV, &[], &params, &tensors, grid)?;
+    if k > 1 {
+        let grid = g.linear_grid(c.div_ceil(64) as u64)?;
+        g.dispatch(&CONV_STATE, &[], &params, &tensors, grid)?;
+    }
+    Ok(())
+}

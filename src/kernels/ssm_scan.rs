@@ -1,0 +1,216 @@
+//! ssm_scan.wgsl: Mamba's selective scan with softplus(dt + dt_bias), A = -exp(a_log), the D skip and the
+//! SiLU(z) gate fused; the decode step and the chunked prefill.
+
+use crate::gpu::{read, read_write, Binding, DType, Graph, Kernel, Tensor};
+use crate::kernels::{dims2, expect_dtype, expect_shape, u32_of, AsCols, Cols};
+use crate::{params, shader, Error, Result};
+
+shader!(SSM_SCAN, "ssm_scan");
+
+params! {
+    pub struct ScanParams {
+        pub t: u32,
+        pub i: u32,
+        pub chunk_len: u32,
+        pub chunks: u32,
+        pub dt_stride: u32,
+        pub dt_offset: u32,
+        pub z_stride: u32,
+        pub z_offset: u32,
+        pub b_stride: u32,
+        pub b_offset: u32,
+        pub c_stride: u32,
+        pub c_offset: u32,
+    }
+}
+
+const BINDINGS: &[Binding] = &[
+    read("x"),
+    read("dt"),
+    read("dt_bias"),
+    read("a_log"),
+    read("b"),
+    read("c"),
+    read("d"),
+    read("z"),
+    read_write("state"),
+    read_write("out"),
+    read_write("chunk_h"),
+    read_write("chunk_delta"),
+];
+
+/// The d_state values each kernel is validated with; any N up to [`MAX_D_STATE`] builds.
+pub const D_STATES: [u32; 5] = [4, 8, 16, 32, 64];
+
+/// The largest d_state the shader's register arrays hold (`MAX_D_STATE` in ssm_scan.wgsl).
+pub const MAX_D_STATE: usize = 64;
+
+/// Rows per chunk of the chunked prefill (more when T needs more chunks than the scratch binding holds).
+pub const CHUNK_LEN: usize = 64;
+
+fn d_state_variants() -> Vec<Vec<(&'static str, f64)>> {
+    D_STATES.iter().map(|&n| vec![("D_STATE", n as f64)]).collect()
+}
+
+macro_rules! scan_kernel {
+    ($name:ident, $entry:literal, $doc:literal) => {
+        #[doc = $doc]
+        pub static $name: Kernel = Kernel {
+            shader: &SSM_SCAN,
+            entry: $entry,
+            params: &<ScanParams as crate::gpu::Params>::LAYOUT,
+            bindings: BINDINGS,
+            variants: d_state_variants,
+        };
+    };
+}
+
+scan_kernel!(STEPS, "scan_steps", "All rows in order, one invocation per channel: the decode step, and the serial baseline.");
+scan_kernel!(CHUNK_LOCAL, "chunk_local", "Chunked prefill (1): each chunk's scan from a zero state, chunks in parallel.");
+scan_kernel!(CHUNK_CARRY, "chunk_carry", "Chunked prefill (2): the state entering each chunk, serial over chunks.");
+scan_kernel!(CHUNK_OUTPUT, "chunk_output", "Chunked prefill (3): each chunk's outputs from its entering state.");
+
+/// How [`selective_scan_with`] runs the recurrence over T.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanPath {
+    /// One invocation per channel, one step: needs T = 1.
+    Decode,
+    /// Chunks of rows scanned in parallel, their carries chained, then their outputs in parallel. Any T.
+    Chunked,
+    /// One invocation per channel looping over all of T: the naive baseline, for benchmarks only.
+    Serial,
+}
+
+/// The selective scan (reference::ssm::selective_scan): decode for T = 1, chunked prefill otherwise. T is the
+/// row count of `dt`.
+///
+/// x: [>=T, I] post-conv; dt: [T, I] dt_proj output without bias; dt_bias: [I]; a_log: [I, N]; b, c: [T, N]
+/// (columns of the normalised x_proj output); d: [I]; z: [T, I] (the second half of in_proj's output);
+/// state: [I, N], read and updated; out: [>=T, I]. All f32.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan<'a>(
+    g: &mut Graph,
+    x: &Tensor,
+    dt: impl AsCols<'a>,
+    dt_bias: &Tensor,
+    a_log: &Tensor,
+    b: impl AsCols<'a>,
+    c: impl AsCols<'a>,
+    d: &Tensor,
+    z: impl AsCols<'a>,
+    state: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    let dt = dt.as_cols()?;
+    let path = if dt.rows == 1 { ScanPath::Decode } else { ScanPath::Chunked };
+    selective_scan_with(g, x, dt, dt_bias, a_log, b, c, d, z, state, out, path)
+}
+
+/// [`selective_scan`] on a chosen path.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan_with<'a>(
+    g: &mut Graph,
+    x: &Tensor,
+    dt: impl AsCols<'a>,
+    dt_bias: &Tensor,
+    a_log: &Tensor,
+    b: impl AsCols<'a>,
+    c: impl AsCols<'a>,
+    d: &Tensor,
+    z: impl AsCols<'a>,
+    state: &Tensor,
+    out: &Tensor,
+    path: ScanPath,
+) -> Result<()> {
+    let op = "selective_scan";
+    let (dt, b, c, z) = (dt.as_cols()?, b.as_cols()?, c.as_cols()?, z.as_cols()?);
+    let [i, n] = dims2(a_log)?;
+    let t = dt.rows;
+    for tensor in [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out] {
+        expect_dtype(op, tensor, &[DType::F32])?;
+    }
+    if n == 0 || n > MAX_D_STATE {
+        return Err(Error::shape(op, format!("d_state N = {n} from a_log `{}`; supported: 1..={MAX_D_STATE}", a_log.label())));
+    }
+    expect_cols(op, "dt", &dt, t, i)?;
+    expect_cols(op, "z", &z, t, i)?;
+    expect_cols(op, "b", &b, t, n)?;
+    expect_cols(op, "c", &c, t, n)?;
+    expect_rows(op, x, t, i)?;
+    expect_rows(op, out, t, i)?;
+    expect_shape(op, dt_bias, &[i])?;
+    expect_shape(op, d, &[i])?;
+    expect_shape(op, state, &[i, n])?;
+    if path == ScanPath::Decode && t != 1 {
+        return Err(Error::shape(op, format!("the decode path takes one row, given {t}")));
+    }
+    if t == 0 {
+        return Ok(());
+    }
+
+    // The chunked path's scratch: [chunks, N, I] states and [chunks, I] delta sums. Longer chunks when T would
+    // need more chunks than one binding holds.
+    let ctx = g.context();
+    let max_chunks = (ctx.limits().max_storage_buffer_binding_size as usize / (4 * n * i)).max(1);
+    let chunk_len = CHUNK_LEN.max(t.div_ceil(max_chunks));
+    let chunks = t.div_ceil(chunk_len);
+    // The other paths never touch the scratch but the layout binds it: one word each then.
+    let (h_shape, delta_shape) = match path {
+        ScanPath::Chunked => ([chunks, n, i], [chunks, i]),
+        ScanPath::Decode | ScanPath::Serial => ([1, 1, 1], [1, 1]),
+    };
+    let chunk_h = ctx.zeros("ssm chunk_h", &h_shape, DType::F32)?;
+    let chunk_delta = ctx.zeros("ssm chunk_delta", &delta_shape, DType::F32)?;
+
+    let params = ScanParams {
+        t: u32_of(op, "t", t)?,
+        i: u32_of(op, "i", i)?,
+        chunk_len: u32_of(op, "chunk length", chunk_len)?,
+        chunks: u32_of(op, "chunks", chunks)?,
+        dt_stride: u32_of(op, "dt stride", dt.stride())?,
+        dt_offset: u32_of(op, "dt offset", dt.offset)?,
+        z_stride: u32_of(op, "z stride", z.stride())?,
+        z_offset: u32_of(op, "z offset", z.offset)?,
+        b_stride: u32_of(op, "b stride", b.stride())?,
+        b_offset: u32_of(op, "b offset", b.offset)?,
+        c_stride: u32_of(op, "c stride", c.stride())?,
+        c_offset: u32_of(op, "c offset", c.offset)?,
+    };
+    u32_of(op, "t * i", t * i)?;
+    u32_of(op, "chunks * n * i", chunks * n * i)?;
+    let constants = [("D_STATE", n as f64)];
+    let tensors = [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out, &chunk_h, &chunk_delta];
+    let channel_groups = i.div_ceil(64);
+    match path {
+        ScanPath::Decode | ScanPath::Serial => {
+            let grid = g.linear_grid(channel_groups as u64)?;
+            g.dispatch(&STEPS, &constants, &params, &tensors, grid)?;
+        }
+        ScanPath::Chunked => {
+            let per_chunk = g.linear_grid((chunks * channel_groups) as u64)?;
+            g.dispatch(&CHUNK_LOCAL, &constants, &params, &tensors, per_chunk)?;
+            let grid = g.linear_grid((n * i).div_ceil(64) as u64)?;
+            g.dispatch(&CHUNK_CARRY, &constants, &params, &tensors, grid)?;
+            g.dispatch(&CHUNK_OUTPUT, &constants, &params, &tensors, per_chunk)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `cols` is `rows` x `width`.
+fn expect_cols(op: &str, what: &str, cols: &Cols, rows: usize, width: usize) -> Result<()> {
+    if cols.rows == rows && cols.width == width {
+        return Ok(());
+    }
+    let label = cols.tensor.label();
+    Err(Error::shape(op, format!("{what} `{label}` is [{}, {}] columns, expected [{rows}, {width}]", cols.rows, cols.width)))
+}
+
+/// Fails unless `t` is a matrix of `width` columns and at least `rows` rows.
+fn expect_rows(op: &str, t: &Tensor, rows: usize, width: usize) -> Result<()> {
+    let [r, w] = dims2(t)?;
+    if w == width && r >= rows {
+        return Ok(());
+    }
+    Err(Error::shape(op, format!("`{}` is [{r}, {w}], expected [>={rows}, {width}]", t.label())))
+}
