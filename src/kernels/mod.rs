@@ -3,6 +3,7 @@
 //! shapes and dtypes, then records the dispatch into a [`Graph`](crate::gpu::Graph).
 
 pub mod argmax;
+pub mod attention;
 pub mod elementwise;
 pub mod embed;
 pub mod matmul;
@@ -22,6 +23,10 @@ pub fn all() -> Vec<&'static Kernel> {
         &elementwise::SOFTPLUS,
         &embed::EMBED,
         &argmax::ARGMAX,
+        &attention::APPEND_KV,
+        &attention::PREFILL,
+        &attention::DECODE_SPLIT,
+        &attention::DECODE_COMBINE,
     ]
 }
 
