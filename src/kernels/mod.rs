@@ -4,6 +4,7 @@
 
 pub mod argmax;
 pub mod conv1d;
+pub mod attention;
 pub mod elementwise;
 pub mod embed;
 pub mod fill;
@@ -32,6 +33,10 @@ pub fn all() -> Vec<&'static Kernel> {
         &ssm_scan::CHUNK_LOCAL,
         &ssm_scan::CHUNK_CARRY,
         &ssm_scan::CHUNK_OUTPUT,
+        &attention::APPEND_KV,
+        &attention::PREFILL,
+        &attention::DECODE_SPLIT,
+        &attention::DECODE_COMBINE,
     ]
 }
 

@@ -1,0 +1,151 @@
+// attention_decode.wgsl: attention of one new token over a KV cache of any length, split along the sequence
+// (split-k, "flash decoding"), in two dispatches. Jamba has no positional encoding.
+// Reference: reference::attention::attention with t = 1 (the query sits at position kv_len - 1 and sees every row).
+// Layout: q[q_offset + h * HEAD_DIM + d] (row 0 of a fused qkv projection, or a whole [1, n_heads * HEAD_DIM] matrix);
+// k_cache, v_cache: [max_len, n_kv_heads * HEAD_DIM] rows, the first kv_len valid; head h reads kv head h / group.
+// partials: [n_heads * n_splits, HEAD_DIM + 2], row h * n_splits + split = (m, l, o[HEAD_DIM]): the split's maximum
+// score, its sum of exp(score - m), and its unnormalised output sum_j exp(s_j - m) v_j. out: [>= 1, n_heads * HEAD_DIM],
+// row 0 written.
+// - decode_split: one workgroup per (head h, split); the split covers keys [split * keys_per_split, ... + keys_per_split)
+//   clipped to kv_len, possibly none (then it writes l = 0). Tiles of WG keys: invocation j scores key j (q staged in
+//   workgroup memory), then the invocations, one per output element d, accumulate the tile's weighted values (coalesced
+//   reads of V rows). Grid: n_heads * n_splits workgroups, linear (workgroup = h * n_splits + split).
+// - decode_combine: one workgroup per head, one invocation per d: out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s
+//   over the splits with l_s > 0, M their largest m_s. Grid: n_heads workgroups, linear.
+// n_splits is fixed by the cache's length; keys_per_split follows kv_len, so a plan replays with a growing kv_len.
+
+override HEAD_DIM: u32;
+
+const MAX_HEAD_DIM: u32 = 256u;
+const D_PER_LANE: u32 = MAX_HEAD_DIM / WG;
+// The running maximum before any key: finite, so exp(m_old - m_new) is 0 without infinities.
+const NEG_BIG: f32 = -3.0e38;
+
+struct DecodeParams {
+    kv_len: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    q_offset: u32,
+    n_splits: u32,
+    keys_per_split: u32,
+    scale: f32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: DecodeParams;
+@group(0) @binding(1) var<storage, read> q: array<f32>; // [1, >= q_offset + n_heads * HEAD_DIM]
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>; // [max_len, n_kv_heads * HEAD_DIM]
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>; // [max_len, n_kv_heads * HEAD_DIM]
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>; // [n_heads * n_splits, HEAD_DIM + 2]
+@group(0) @binding(5) var<storage, read_write> out: array<f32>; // [>= 1, n_heads * HEAD_DIM]
+
+var<workgroup> q_head: array<f32, MAX_HEAD_DIM>; // [HEAD_DIM] q * scale of this workgroup's head
+var<workgroup> scores: array<f32, WG>; // [WG] scores of the tile's keys
+
+@compute @workgroup_size(WG)
+fn decode_split(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let workgroup = linear_workgroup(workgroup_id, num_workgroups);
+    let h = workgroup / p.n_splits;
+    let split = workgroup % p.n_splits;
+    if h >= p.n_heads {
+        return; // padding of a 2-D grid: the whole workgroup leaves
+    }
+    let first = min(split * p.keys_per_split, p.kv_len);
+    let end = min(first + p.keys_per_split, p.kv_len);
+    let kv_dim = p.n_kv_heads * HEAD_DIM;
+    let kv_col = (h / (p.n_heads / p.n_kv_heads)) * HEAD_DIM;
+    for (var d = lane; d < HEAD_DIM; d += WG) {
+        q_head[d] = q[p.q_offset + h * HEAD_DIM + d] * p.scale;
+    }
+
+    var o: array<f32, D_PER_LANE>; // o[c] is element lane + c * WG
+    var m = NEG_BIG;
+    var l = 0.0;
+    for (var j0 = first; j0 < end; j0 += WG) {
+        workgroupBarrier(); // q_head is written; every invocation is done with the previous tile's scores
+        let j = j0 + lane;
+        var score = NEG_BIG;
+        if j < end {
+            score = 0.0;
+            let k0 = j * kv_dim + kv_col;
+            for (var d = 0u; d < HEAD_DIM; d++) {
+                score += q_head[d] * k_cache[k0 + d];
+            }
+        }
+        scores[lane] = score;
+        workgroupBarrier();
+        let n = min(WG, end - j0);
+        var m_new = m;
+        for (var jj = 0u; jj < n; jj++) {
+            m_new = max(m_new, scores[jj]);
+        }
+        let alpha = exp(m - m_new);
+        l *= alpha;
+        for (var c = 0u; c < D_PER_LANE; c++) {
+            o[c] *= alpha;
+        }
+        for (var jj = 0u; jj < n; jj++) {
+            let weight = exp(scores[jj] - m_new);
+            l += weight;
+            let v0 = (j0 + jj) * kv_dim + kv_col;
+            for (var c = 0u; c < D_PER_LANE; c++) {
+                let d = lane + c * WG;
+                if d < HEAD_DIM {
+                    o[c] += weight * v_cache[v0 + d];
+                }
+            }
+        }
+        m = m_new;
+    }
+    let row = (h * p.n_splits + split) * (HEAD_DIM + 2u);
+    if lane == 0u {
+        partials[row] = m;
+        partials[row + 1u] = l;
+    }
+    for (var c = 0u; c < D_PER_LANE; c++) {
+        let d = lane + c * WG;
+        if d < HEAD_DIM {
+            partials[row + 2u + d] = o[c];
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn decode_combine(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let h = linear_workgroup(workgroup_id, num_workgroups);
+    if h >= p.n_heads {
+        return;
+    }
+    let first_row = h * p.n_splits;
+    let width = HEAD_DIM + 2u;
+    // Empty splits (l = 0: no keys for this kv_len) have m = NEG_BIG and contribute nothing.
+    var m_max = NEG_BIG;
+    for (var s = 0u; s < p.n_splits; s++) {
+        let row = (first_row + s) * width;
+        if partials[row + 1u] > 0.0 {
+            m_max = max(m_max, partials[row]);
+        }
+    }
+    for (var d = lane; d < HEAD_DIM; d += WG) {
+        var numerator = 0.0;
+        var denominator = 0.0;
+        for (var s = 0u; s < p.n_splits; s++) {
+            let row = (first_row + s) * width;
+            let l_s = partials[row + 1u];
+            if l_s > 0.0 {
+                let weight = exp(partials[row] - m_max);
+                numerator += weight * partials[row + 2u + d];
+                denominator += weight * l_s;
+            }
+        }
+        out[h * HEAD_DIM + d] = numerator / denominator;
+    }
+}

@@ -1,0 +1,373 @@
+//! Attention with a KV cache: appending a chunk's keys and values, causal GQA for prefill chunks, and split-k
+//! attention for single-token decode. Jamba has no positional encoding, so nothing rotates q or k.
+//!
+//! Three shader files, because each declares one binding list for all its entry points:
+//! - kv_cache.wgsl: `append_kv` copies the new rows of K and V into the caches;
+//! - attention.wgsl: `prefill`, flash style (online softmax over key tiles, no score matrix in memory);
+//! - attention_decode.wgsl: `decode_split` (each workgroup one head and one range of keys, writing a partial
+//!   max / sum / weighted value) and `decode_combine` (merges the partials).
+//!
+//! Reference: `reference::attention::attention`.
+
+use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Plan, Tensor};
+use crate::kernels::{dims2, expect_dtype, u32_of, AsCols, Cols};
+use crate::{params, shader, Error, Result};
+
+shader!(KV_CACHE_SHADER, "kv_cache");
+shader!(ATTENTION_SHADER, "attention");
+shader!(ATTENTION_DECODE_SHADER, "attention_decode");
+
+/// The largest head size the kernels hold in registers (`MAX_HEAD_DIM` in the shaders).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Head sizes the shader tests compile (any size up to [`MAX_HEAD_DIM`] gets its own pipeline when used).
+const TESTED_HEAD_DIMS: [usize; 6] = [8, 16, 24, 64, 128, 256];
+
+/// The decode split count grows with the cache length, one split per this many rows, up to [`MAX_SPLITS`].
+const ROWS_PER_SPLIT: usize = 256;
+const MAX_SPLITS: usize = 64;
+/// Invocations per workgroup (`WG` in prelude.wgsl); decode splits cover whole tiles of this many keys.
+const WG: usize = 64;
+
+fn head_dim_variants() -> Vec<Vec<(&'static str, f64)>> {
+    TESTED_HEAD_DIMS.iter().map(|&d| vec![("HEAD_DIM", d as f64)]).collect()
+}
+
+params! {
+    pub struct AppendKvParams {
+        pub rows: u32,
+        pub kv_dim: u32,
+        pub pos: u32,
+        pub max_len: u32,
+        pub k_stride: u32,
+        pub k_offset: u32,
+        pub v_stride: u32,
+        pub v_offset: u32,
+    }
+}
+
+params! {
+    pub struct PrefillParams {
+        pub t: u32,
+        pub kv_len: u32,
+        pub n_heads: u32,
+        pub n_kv_heads: u32,
+        pub q_stride: u32,
+        pub q_offset: u32,
+        pub out_stride: u32,
+        pub scale: f32,
+    }
+}
+
+params! {
+    pub struct DecodeParams {
+        pub kv_len: u32,
+        pub n_heads: u32,
+        pub n_kv_heads: u32,
+        pub q_offset: u32,
+        pub n_splits: u32,
+        pub keys_per_split: u32,
+        pub scale: f32,
+        pub _pad0: u32,
+    }
+}
+
+pub static APPEND_KV: Kernel = Kernel {
+    shader: &KV_CACHE_SHADER,
+    entry: "append_kv",
+    params: &<AppendKvParams as crate::gpu::Params>::LAYOUT,
+    bindings: &[read("k_new"), read("v_new"), read_write("k_cache"), read_write("v_cache")],
+    variants: super::no_variants,
+};
+
+pub static PREFILL: Kernel = Kernel {
+    shader: &ATTENTION_SHADER,
+    entry: "prefill",
+    params: &<PrefillParams as crate::gpu::Params>::LAYOUT,
+    bindings: &[read("q"), read("k_cache"), read("v_cache"), read_write("out")],
+    variants: head_dim_variants,
+};
+
+const DECODE_BINDINGS: &[Binding] =
+    &[read("q"), read("k_cache"), read("v_cache"), read_write("partials"), read_write("out")];
+
+pub static DECODE_SPLIT: Kernel = Kernel {
+    shader: &ATTENTION_DECODE_SHADER,
+    entry: "decode_split",
+    params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
+    bindings: DECODE_BINDINGS,
+    variants: head_dim_variants,
+};
+
+pub static DECODE_COMBINE: Kernel = Kernel {
+    shader: &ATTENTION_DECODE_SHADER,
+    entry: "decode_combine",
+    params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
+    bindings: DECODE_BINDINGS,
+    variants: head_dim_variants,
+};
+
+/// The head layout of an attention layer: query heads, key/value heads (GQA; 1 is multi-query), head size.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    /// Fails unless kv heads divide heads and 0 < head_dim <= [`MAX_HEAD_DIM`].
+    pub fn validate(&self) -> Result<()> {
+        let Self { n_heads, n_kv_heads, head_dim } = *self;
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::shape("attention", format!("{n_kv_heads} kv heads do not divide {n_heads} heads")));
+        }
+        if head_dim == 0 || head_dim > MAX_HEAD_DIM {
+            return Err(Error::shape("attention", format!("head_dim {head_dim} is not in 1..={MAX_HEAD_DIM}")));
+        }
+        Ok(())
+    }
+
+    /// Columns of q and of the output: n_heads * head_dim.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Columns of k, v and of the caches: n_kv_heads * head_dim.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+
+    fn head_dim_constant(&self) -> [(&'static str, f64); 1] {
+        [("HEAD_DIM", self.head_dim as f64)]
+    }
+}
+
+/// The rows of a KV cache pair, after checking both are f32 [max_len, kv_dim] of the same shape.
+fn cache_rows(op: &str, k_cache: &Tensor, v_cache: &Tensor, kv_dim: usize) -> Result<usize> {
+    for cache in [k_cache, v_cache] {
+        expect_dtype(op, cache, &[DType::F32])?;
+        let [_, cols] = dims2(cache)?;
+        if cols != kv_dim {
+            return Err(Error::shape(op, format!("cache `{}` has {cols} columns, expected kv_dim {kv_dim}", cache.label())));
+        }
+    }
+    if k_cache.shape() != v_cache.shape() {
+        return Err(Error::shape(op, format!("k cache {:?} and v cache {:?} differ", k_cache.shape(), v_cache.shape())));
+    }
+    Ok(k_cache.shape()[0])
+}
+
+/// Fails unless `x` is f32 with `width` columns.
+fn expect_cols(op: &str, what: &str, x: &Cols, width: usize) -> Result<()> {
+    expect_dtype(op, x.tensor, &[DType::F32])?;
+    if x.width != width {
+        return Err(Error::shape(op, format!("{what} `{}` has {} columns, expected {width}", x.tensor.label(), x.width)));
+    }
+    Ok(())
+}
+
+/// Fails unless `out` is an f32 [>= rows, q_dim] matrix.
+fn expect_out(op: &str, out: &Tensor, rows: usize, q_dim: usize) -> Result<()> {
+    expect_dtype(op, out, &[DType::F32])?;
+    let [out_rows, cols] = dims2(out)?;
+    if out_rows < rows || cols != q_dim {
+        return Err(Error::shape(op, format!("out `{}` is [{out_rows}, {cols}], expected [>= {rows}, {q_dim}]", out.label())));
+    }
+    Ok(())
+}
+
+/// Copies k_new and v_new ([T, kv_dim] each; they may be column slices of one fused qkv tensor) into rows
+/// pos..pos + T of k_cache and v_cache ([max_len, kv_dim] f32).
+pub fn append_kv<'a>(
+    g: &mut Graph,
+    k_new: impl AsCols<'a>,
+    v_new: impl AsCols<'a>,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    pos: usize,
+) -> Result<OpId> {
+    let (k_new, v_new) = (k_new.as_cols()?, v_new.as_cols()?);
+    let op = "append_kv";
+    let [_, kv_dim] = dims2(k_cache)?;
+    let max_len = cache_rows(op, k_cache, v_cache, kv_dim)?;
+    expect_cols(op, "k_new", &k_new, kv_dim)?;
+    expect_cols(op, "v_new", &v_new, kv_dim)?;
+    let t = k_new.rows;
+    if v_new.rows != t {
+        return Err(Error::shape(op, format!("k_new has {t} rows but v_new has {}", v_new.rows)));
+    }
+    if pos + t > max_len {
+        return Err(Error::shape(
+            op,
+            format!("rows {pos}..{} do not fit the cache `{}` of {max_len} rows", pos + t, k_cache.label()),
+        ));
+    }
+    let params = AppendKvParams {
+        rows: u32_of(op, "rows", t)?,
+        kv_dim: u32_of(op, "kv_dim", kv_dim)?,
+        pos: u32_of(op, "pos", pos)?,
+        max_len: u32_of(op, "max_len", max_len)?,
+        k_stride: u32_of(op, "k_new stride", k_new.stride())?,
+        k_offset: u32_of(op, "k_new offset", k_new.offset)?,
+        v_stride: u32_of(op, "v_new stride", v_new.stride())?,
+        v_offset: u32_of(op, "v_new offset", v_new.offset)?,
+    };
+    let grid = g.linear_grid((t * kv_dim).div_ceil(WG) as u64)?;
+    g.dispatch(&APPEND_KV, &[], &params, &[k_new.tensor, v_new.tensor, k_cache, v_cache], grid)
+}
+
+/// Moves a recorded [`append_kv`] to cache row `pos` before the plan is replayed (decode: pos = tokens so far).
+/// Rows that would land at or past the cache's end are dropped by the shader, never written out of bounds;
+/// `pos` beyond u32 saturates, which drops every row.
+pub fn set_append_pos(plan: &mut Plan, op: OpId, pos: usize) {
+    plan.params_mut::<AppendKvParams>(op).pos = u32::try_from(pos).unwrap_or(u32::MAX);
+}
+
+/// Causal GQA of a prefill chunk: q [T, n_heads * head_dim] (columns, possibly of a fused qkv tensor) over cache rows
+/// 0..kv_len, where kv_len counts this chunk's T rows, already appended. Writes rows 0..T of out [>= T, q_dim].
+#[allow(clippy::too_many_arguments)]
+pub fn prefill<'a>(
+    g: &mut Graph,
+    q: impl AsCols<'a>,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    kv_len: usize,
+    shape: AttentionShape,
+    out: &Tensor,
+) -> Result<OpId> {
+    let q = q.as_cols()?;
+    let op = "attention prefill";
+    shape.validate()?;
+    let max_len = cache_rows(op, k_cache, v_cache, shape.kv_dim())?;
+    expect_cols(op, "q", &q, shape.q_dim())?;
+    let t = q.rows;
+    if t == 0 || t > kv_len || kv_len > max_len {
+        return Err(Error::shape(
+            op,
+            format!("{t} queries over kv_len {kv_len} need 1 <= T <= kv_len <= cache rows {max_len}"),
+        ));
+    }
+    expect_out(op, out, t, shape.q_dim())?;
+    let params = PrefillParams {
+        t: u32_of(op, "T", t)?,
+        kv_len: u32_of(op, "kv_len", kv_len)?,
+        n_heads: u32_of(op, "n_heads", shape.n_heads)?,
+        n_kv_heads: u32_of(op, "n_kv_heads", shape.n_kv_heads)?,
+        q_stride: u32_of(op, "q stride", q.stride())?,
+        q_offset: u32_of(op, "q offset", q.offset)?,
+        out_stride: u32_of(op, "out stride", shape.q_dim())?,
+        scale: shape.scale(),
+    };
+    let group = shape.n_heads / shape.n_kv_heads;
+    let grid = g.linear_grid((shape.n_kv_heads * (t * group).div_ceil(WG)) as u64)?;
+    g.dispatch(&PREFILL, &shape.head_dim_constant(), &params, &[q.tensor, k_cache, v_cache, out], grid)
+}
+
+/// The partial results of split-k decode, allocated once for the longest context: per head and split, the split's
+/// maximum score, its sum of exponentials and its unnormalised output.
+pub struct DecodeScratch {
+    /// [n_heads * n_splits, head_dim + 2]: (m, l, o[head_dim]) per row.
+    pub partials: Tensor,
+    pub shape: AttentionShape,
+    pub n_splits: usize,
+}
+
+impl DecodeScratch {
+    /// Scratch for caches of up to `max_len` rows. The split count depends on `max_len` only, so plans built with
+    /// this scratch replay for any kv_len up to it.
+    pub fn new(ctx: &Context, shape: AttentionShape, max_len: usize) -> Result<Self> {
+        shape.validate()?;
+        if max_len == 0 {
+            return Err(Error::shape("DecodeScratch", "max_len must be at least 1"));
+        }
+        let n_splits = max_len.div_ceil(ROWS_PER_SPLIT).min(MAX_SPLITS);
+        let partials = ctx.zeros("attention decode partials", &[shape.n_heads * n_splits, shape.head_dim + 2], DType::F32)?;
+        Ok(DecodeScratch { partials, shape, n_splits })
+    }
+}
+
+/// The two dispatches of one [`decode`], to update when a plan is replayed with a longer cache.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeOps {
+    pub split: OpId,
+    pub combine: OpId,
+    /// Rows of the cache the ops read: the largest kv_len they accept.
+    pub max_len: usize,
+    pub n_splits: usize,
+}
+
+impl DecodeOps {
+    /// Sets the number of valid cache rows (1..=max_len) for the next replay of `plan`.
+    pub fn set_kv_len(&self, plan: &mut Plan, kv_len: usize) -> Result<()> {
+        let op = "attention decode";
+        if kv_len == 0 || kv_len > self.max_len {
+            return Err(Error::shape(op, format!("kv_len {kv_len} is not in 1..={} (the cache's rows)", self.max_len)));
+        }
+        let kv_len_u32 = u32_of(op, "kv_len", kv_len)?;
+        let keys_per_split = u32_of(op, "keys per split", keys_per_split(kv_len, self.n_splits))?;
+        for id in [self.split, self.combine] {
+            let params = plan.params_mut::<DecodeParams>(id);
+            params.kv_len = kv_len_u32;
+            params.keys_per_split = keys_per_split;
+        }
+        Ok(())
+    }
+}
+
+/// Keys per split: kv_len spread over the splits in whole tiles of WG keys; trailing splits may get none.
+fn keys_per_split(kv_len: usize, n_splits: usize) -> usize {
+    kv_len.div_ceil(n_splits).next_multiple_of(WG)
+}
+
+/// Attention of one token: q [1, n_heads * head_dim] (columns, possibly of a fused qkv tensor) over cache rows
+/// 0..kv_len, split along the sequence into `scratch`, then combined into row 0 of out [>= 1, q_dim].
+#[allow(clippy::too_many_arguments)]
+pub fn decode<'a>(
+    g: &mut Graph,
+    q: impl AsCols<'a>,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    kv_len: usize,
+    shape: AttentionShape,
+    scratch: &DecodeScratch,
+    out: &Tensor,
+) -> Result<DecodeOps> {
+    let q = q.as_cols()?;
+    let op = "attention decode";
+    shape.validate()?;
+    let s = scratch.shape;
+    if (s.n_heads, s.n_kv_heads, s.head_dim) != (shape.n_heads, shape.n_kv_heads, shape.head_dim) {
+        return Err(Error::shape(op, format!("scratch was made for {s:?}, not {shape:?}")));
+    }
+    let max_len = cache_rows(op, k_cache, v_cache, shape.kv_dim())?;
+    expect_cols(op, "q", &q, shape.q_dim())?;
+    if q.rows != 1 {
+        return Err(Error::shape(op, format!("q `{}` has {} rows; decode takes one token", q.tensor.label(), q.rows)));
+    }
+    if kv_len == 0 || kv_len > max_len {
+        return Err(Error::shape(op, format!("kv_len {kv_len} is not in 1..={max_len} (the cache's rows)")));
+    }
+    expect_out(op, out, 1, shape.q_dim())?;
+    let params = DecodeParams {
+        kv_len: u32_of(op, "kv_len", kv_len)?,
+        n_heads: u32_of(op, "n_heads", shape.n_heads)?,
+        n_kv_heads: u32_of(op, "n_kv_heads", shape.n_kv_heads)?,
+        q_offset: u32_of(op, "q offset", q.offset)?,
+        n_splits: u32_of(op, "n_splits", scratch.n_splits)?,
+        keys_per_split: u32_of(op, "keys per split", keys_per_split(kv_len, scratch.n_splits))?,
+        scale: shape.scale(),
+        _pad0: 0,
+    };
+    let constants = shape.head_dim_constant();
+    let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out];
+    let split_grid = g.linear_grid((shape.n_heads * scratch.n_splits) as u64)?;
+    let split = g.dispatch(&DECODE_SPLIT, &constants, &params, &tensors, split_grid)?;
+    let combine_grid = g.linear_grid(shape.n_heads as u64)?;
+    let combine = g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
+    Ok(DecodeOps { split, combine, max_len, n_splits: scratch.n_splits })
+}
