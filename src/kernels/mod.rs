@@ -6,6 +6,7 @@ pub mod argmax;
 pub mod elementwise;
 pub mod embed;
 pub mod matmul;
+pub mod moe;
 pub mod rms_norm;
 
 use crate::gpu::{DType, Kernel, Tensor};
@@ -22,6 +23,13 @@ pub fn all() -> Vec<&'static Kernel> {
         &elementwise::SOFTPLUS,
         &embed::EMBED,
         &argmax::ARGMAX,
+        &moe::ROUTE,
+        &moe::GROUP,
+        &moe::SWIGLU_MATVEC,
+        &moe::DOWN_MATVEC,
+        &moe::SWIGLU_TILED,
+        &moe::DOWN_TILED,
+        &moe::COMBINE,
     ]
 }
 
