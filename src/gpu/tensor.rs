@@ -81,6 +81,17 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
     }
 
+    /// The first `rows` rows of a tensor [R, ...] as a tensor [rows, ...] on the same buffer: a shorter chunk in
+    /// a buffer sized for the longest, so pointwise kernels that take their extent from the shape touch only it.
+    pub fn first_rows(&self, rows: usize) -> Result<Tensor> {
+        match self.shape.split_first() {
+            Some((&all, rest)) if rows <= all => {
+                Ok(Tensor { shape: std::iter::once(rows).chain(rest.iter().copied()).collect(), ..self.clone() })
+            }
+            _ => Err(Error::shape("first_rows", format!("{rows} rows asked of `{}` {:?}", self.label, self.shape))),
+        }
+    }
+
     pub(crate) fn same_buffer(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.buffer, &other.buffer)
     }

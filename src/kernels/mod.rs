@@ -3,12 +3,13 @@
 //! shapes and dtypes, then records the dispatch into a [`Graph`](crate::gpu::Graph).
 
 pub mod argmax;
-pub mod conv1d;
 pub mod attention;
+pub mod conv1d;
 pub mod elementwise;
 pub mod embed;
 pub mod fill;
 pub mod matmul;
+pub mod moe;
 pub mod rms_norm;
 pub mod ssm_scan;
 
@@ -37,6 +38,13 @@ pub fn all() -> Vec<&'static Kernel> {
         &attention::PREFILL,
         &attention::DECODE_SPLIT,
         &attention::DECODE_COMBINE,
+        &moe::ROUTE,
+        &moe::GROUP,
+        &moe::SWIGLU_MATVEC,
+        &moe::DOWN_MATVEC,
+        &moe::SWIGLU_TILED,
+        &moe::DOWN_TILED,
+        &moe::COMBINE,
     ]
 }
 

@@ -1,0 +1,293 @@
+// moe.wgsl: the experts of an MoE FFN, expert(x) = down(silu(gate(x)) * up(x)), run only for the routed
+// (token, expert) slots, then out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r]) in j order.
+// Reference: reference::forward's moe_ffn and mlp_forward (JAMBA.md, "FFN").
+//
+// Layout. A slot s = r * top_k + j is token r's j-th choice. x: [>= t, H] f32 (the normalised input);
+// ids, weights: [t * top_k] from moe_route.wgsl; groups: [E + 1 + t * top_k] u32 from moe_group.wgsl.
+// Weights of one stack of experts first..first + count, packed as W_DTYPE: w (gate) and w_up: [count, I, H];
+// w (down): [count, H, I]. act: [t * top_k, I] (silu(gate) * up per slot); y_slots: [t * top_k, H] (each slot's
+// expert output, indexed by slot). Each kernel is dispatched once per stack and touches only its experts.
+//
+// Entry points (all share this file's bindings; the Rust side binds a read-only stand-in where one is unused):
+// - swiglu_matvec / down_matvec (decode, few tokens): ROW_THREADS invocations per output element of a slot,
+//   reading only the weights of the expert in ids[s]. act and y_slots are indexed by slot.
+//   Grid: t * top_k * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
+// - swiglu_tiled / down_tiled (prefill): per expert, 32 x 32 output tiles over that expert's grouped rows, each
+//   invocation computing 4 x 4 outputs (both gate and up for swiglu), k in steps of 16 through workgroup memory.
+//   act is indexed by grouped row, y_slots by slot. Grid: count * ceil(t / 32) * ceil(n / 32) workgroups,
+//   linear (the worst case: every token routed to each expert); tiles past an expert's rows exit at once.
+// - combine: out[r, c] += sum_j weights[r, j] * y_slots[r * top_k + j, c], in j order (no float atomics).
+//   Grid: ceil(t * H / WG) workgroups, linear.
+
+struct MoeParams {
+    t: u32,
+    top_k: u32,
+    n: u32, // outputs per row: I for the SwiGLU kernels, H for down and combine
+    k: u32, // inputs per row: H for the SwiGLU kernels, I for down
+    first: u32,
+    count: u32,
+    n_experts: u32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: MoeParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>; // x, act or y_slots, as the header says
+@group(0) @binding(2) var<storage, read> w: array<u32>; // gate or down weights of the stack
+@group(0) @binding(3) var<storage, read> w_up: array<u32>; // up weights of the stack
+@group(0) @binding(4) var<storage, read> ids: array<u32>;
+@group(0) @binding(5) var<storage, read> groups: array<u32>;
+@group(0) @binding(6) var<storage, read> weights: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>; // act, y_slots or out
+
+fn w_at(i: u32) -> f32 {
+    return unpack_weight(w[weight_word(i)], i);
+}
+
+fn w_up_at(i: u32) -> f32 {
+    return unpack_weight(w_up[weight_word(i)], i);
+}
+
+// The stack-local index of expert e, or count when e belongs to another stack (or to none).
+fn local_expert(e: u32) -> u32 {
+    return select(p.count, e - p.first, e >= p.first && e - p.first < p.count);
+}
+
+// ---- decode: indexed matrix-vector products ----
+
+struct MatvecJob {
+    slot: u32,
+    j: u32,
+    expert_base: u32, // element index of the expert's [n, k] matrix in the stack
+    live: bool,
+}
+
+fn matvec_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> MatvecJob {
+    let rows_per_group = WG / ROW_THREADS;
+    let groups_per_slot = (p.n + rows_per_group - 1u) / rows_per_group;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    var job: MatvecJob;
+    job.slot = g / groups_per_slot;
+    job.j = (g % groups_per_slot) * rows_per_group + lane / ROW_THREADS;
+    var e = p.count;
+    if job.slot < p.t * p.top_k {
+        e = local_expert(ids[job.slot]);
+    }
+    job.expert_base = e * p.n * p.k;
+    job.live = e < p.count && job.j < p.n;
+    return job;
+}
+
+// act[s, j] = silu(x[r] . gate_e[j]) * (x[r] . up_e[j]) for slot s = r * top_k + j'.
+@compute @workgroup_size(WG)
+fn swiglu_matvec(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let job = matvec_job(workgroup_id, num_workgroups, lane);
+    var gate = 0.0;
+    var up = 0.0;
+    if job.live {
+        let x0 = (job.slot / p.top_k) * p.k;
+        let w0 = job.expert_base + job.j * p.k;
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            gate += x[x0 + c] * w_at(w0 + c);
+            up += x[x0 + c] * w_up_at(w0 + c);
+        }
+    }
+    gate = row_sum(lane, gate);
+    up = row_sum(lane, up);
+    if job.live && lane % ROW_THREADS == 0u {
+        y[job.slot * p.n + job.j] = silu(gate) * up;
+    }
+}
+
+// y_slots[s, j] = act[s] . down_e[j].
+@compute @workgroup_size(WG)
+fn down_matvec(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let job = matvec_job(workgroup_id, num_workgroups, lane);
+    var acc = 0.0;
+    if job.live {
+        let x0 = job.slot * p.k;
+        let w0 = job.expert_base + job.j * p.k;
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            acc += x[x0 + c] * w_at(w0 + c);
+        }
+    }
+    acc = row_sum(lane, acc);
+    if job.live && lane % ROW_THREADS == 0u {
+        y[job.slot * p.n + job.j] = acc;
+    }
+}
+
+// ---- prefill: tiled matmuls over each expert's grouped rows ----
+
+const TILE: u32 = 32u;
+const TILE_K: u32 = 16u;
+
+var<workgroup> x_tile: array<f32, 512>; // [TILE rows][TILE_K]
+var<workgroup> w_tile: array<f32, 512>; // [TILE rows of gate or down][TILE_K]
+var<workgroup> w_up_tile: array<f32, 512>; // [TILE rows of up][TILE_K]
+var<workgroup> tile_slot: array<u32, TILE>; // the slot of each of the tile's rows
+var<workgroup> tile_live_rows: u32;
+
+struct TileJob {
+    expert_base: u32, // element index of the expert's [n, k] matrix in the stack
+    row0: u32, // grouped row of the tile's first row
+    j0: u32, // first output column
+}
+
+fn tile_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> TileJob {
+    let tiles_n = (p.n + TILE - 1u) / TILE;
+    let tiles_m = (p.t + TILE - 1u) / TILE;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let e_local = g / (tiles_m * tiles_n);
+    let tile = g % (tiles_m * tiles_n);
+    let m0 = (tile / tiles_n) * TILE;
+    var start = 0u;
+    var rows = 0u;
+    if e_local < p.count {
+        start = groups[p.first + e_local];
+        rows = groups[p.first + e_local + 1u] - start;
+    }
+    var job: TileJob;
+    job.expert_base = e_local * p.n * p.k;
+    job.j0 = (tile % tiles_n) * TILE;
+    job.row0 = start + m0;
+    if lane < TILE && m0 + lane < rows {
+        tile_slot[lane] = groups[p.n_experts + 1u + job.row0 + lane];
+    }
+    if lane == 0u {
+        tile_live_rows = select(0u, min(TILE, rows - m0), m0 < rows);
+    }
+    return job;
+}
+
+// Accumulates one TILE_K step of this invocation's 4 x 4 block (rows 4 ty + a, columns 4 tx + b) of x W^T, and of
+// x W_up^T when `gated`.
+fn tile_step(lane: u32, gated: bool, acc: ptr<function, array<f32, 16>>, acc_up: ptr<function, array<f32, 16>>) {
+    let tx = lane % 8u;
+    let ty = lane / 8u;
+    for (var kk = 0u; kk < TILE_K; kk++) {
+        var a: array<f32, 4>;
+        var b: array<f32, 4>;
+        var b_up: array<f32, 4>;
+        for (var i = 0u; i < 4u; i++) {
+            a[i] = x_tile[(ty * 4u + i) * TILE_K + kk];
+            b[i] = w_tile[(tx * 4u + i) * TILE_K + kk];
+            if gated {
+                b_up[i] = w_up_tile[(tx * 4u + i) * TILE_K + kk];
+            }
+        }
+        for (var i = 0u; i < 4u; i++) {
+            for (var jj = 0u; jj < 4u; jj++) {
+                (*acc)[i * 4u + jj] += a[i] * b[jj];
+                if gated {
+                    (*acc_up)[i * 4u + jj] += a[i] * b_up[jj];
+                }
+            }
+        }
+    }
+}
+
+// The tiled product of one expert over its grouped rows. gated (SwiGLU): rows of x are the slots' tokens, the
+// result silu(x gate^T) * (x up^T) goes to act at the grouped row. Otherwise (down): rows of act are grouped
+// rows, the result goes to y_slots at the row's slot.
+fn expert_tiled(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32, gated: bool) {
+    let job = tile_job(workgroup_id, num_workgroups, lane);
+    // The rows of the tile that hold slots, loaded uniformly (after a barrier), so the whole workgroup leaves
+    // together when the tile is empty.
+    let live_rows = workgroupUniformLoad(&tile_live_rows);
+    if live_rows == 0u {
+        return;
+    }
+    var acc: array<f32, 16>;
+    var acc_up: array<f32, 16>;
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var e = lane; e < TILE * TILE_K; e += WG) {
+            let row = e / TILE_K;
+            let c = k0 + e % TILE_K;
+            var xv = 0.0;
+            if row < live_rows && c < p.k {
+                let x_row = select(job.row0 + row, tile_slot[row] / p.top_k, gated);
+                xv = x[x_row * p.k + c];
+            }
+            x_tile[e] = xv;
+            var wv = 0.0;
+            var wv_up = 0.0;
+            if job.j0 + row < p.n && c < p.k {
+                let i = job.expert_base + (job.j0 + row) * p.k + c;
+                wv = w_at(i);
+                if gated {
+                    wv_up = w_up_at(i);
+                }
+            }
+            w_tile[e] = wv;
+            w_up_tile[e] = wv_up;
+        }
+        workgroupBarrier();
+        tile_step(lane, gated, &acc, &acc_up);
+        workgroupBarrier();
+    }
+    let tx = lane % 8u;
+    let ty = lane / 8u;
+    for (var i = 0u; i < 4u; i++) {
+        let row = ty * 4u + i;
+        for (var jj = 0u; jj < 4u; jj++) {
+            let j = job.j0 + tx * 4u + jj;
+            if row < live_rows && j < p.n {
+                if gated {
+                    y[(job.row0 + row) * p.n + j] = silu(acc[i * 4u + jj]) * acc_up[i * 4u + jj];
+                } else {
+                    y[tile_slot[row] * p.n + j] = acc[i * 4u + jj];
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn swiglu_tiled(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    expert_tiled(workgroup_id, num_workgroups, lane, true);
+}
+
+@compute @workgroup_size(WG)
+fn down_tiled(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    expert_tiled(workgroup_id, num_workgroups, lane, false);
+}
+
+// ---- the weighted sum into the residual stream ----
+
+@compute @workgroup_size(WG)
+fn combine(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let i = linear_workgroup(workgroup_id, num_workgroups) * WG + lane;
+    if i >= p.t * p.n {
+        return;
+    }
+    let r = i / p.n;
+    let c = i % p.n;
+    var sum = 0.0;
+    for (var j = 0u; j < p.top_k; j++) {
+        let s = r * p.top_k + j;
+        if ids[s] < p.n_experts {
+            sum += weights[s] * x[s * p.n + c];
+        }
+    }
+    y[i] += sum;
+}

@@ -1,0 +1,354 @@
+//! moe_route.wgsl, moe_group.wgsl, moe.wgsl: the mixture-of-experts FFN on the GPU, with no CPU round trip, and
+//! the dense SwiGLU MLP. Reference: reference::moe::route and reference::forward's moe_ffn / mlp_forward.
+//!
+//! The MoE block after its router matmul (logits = x router^T, [T, E]):
+//! 1. [`route`]: softmax over all experts and top-k -> ids [T, k], weights [T, k].
+//! 2. prefill only: the routed slots grouped by expert (counts, offsets and a slot list per expert, on the GPU).
+//! 3. per stack of experts: silu(x gate^T) * (x up^T), then down, for the routed slots only (decode: indexed
+//!    matrix-vector products that read just the chosen experts; prefill: one tiled matmul per expert over its
+//!    tokens, all experts in one dispatch).
+//! 4. out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r]), summed in j order (deterministic).
+
+use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Tensor};
+use crate::kernels::elementwise::silu_mul;
+use crate::kernels::matmul::matmul;
+use crate::kernels::{
+    dims2, expect_dtype, expect_len, no_variants, u32_of, weight_row_variants, weight_variants, AsCols, WEIGHT_DTYPES,
+};
+use crate::{params, shader, Error, Result};
+
+shader!(MOE_ROUTE_SHADER, "moe_route");
+shader!(MOE_GROUP_SHADER, "moe_group");
+shader!(MOE_SHADER, "moe");
+
+/// The most experts the grouping kernel handles (its workgroup arrays; `MAX_EXPERTS` in moe_group.wgsl).
+pub const MAX_EXPERTS: usize = 256;
+
+/// Rows of a prefill tile in the expert matmuls (`TILE` in moe.wgsl).
+const TILE: usize = 32;
+
+params! {
+    pub struct RouteParams {
+        pub t: u32,
+        pub n_experts: u32,
+        pub top_k: u32,
+        pub _pad0: u32,
+    }
+}
+
+params! {
+    pub struct GroupParams {
+        pub slots: u32,
+        pub n_experts: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+    }
+}
+
+params! {
+    pub struct MoeParams {
+        pub t: u32,
+        pub top_k: u32,
+        pub n: u32,
+        pub k: u32,
+        pub first: u32,
+        pub count: u32,
+        pub n_experts: u32,
+        pub _pad0: u32,
+    }
+}
+
+/// Softmax over all experts and top-k.
+pub static ROUTE: Kernel = Kernel {
+    shader: &MOE_ROUTE_SHADER,
+    entry: "route",
+    params: &<RouteParams as crate::gpu::Params>::LAYOUT,
+    bindings: &[read("logits"), read_write("ids"), read_write("weights")],
+    variants: no_variants,
+};
+
+/// The routed slots grouped by expert (a counting sort in one workgroup).
+pub static GROUP: Kernel = Kernel {
+    shader: &MOE_GROUP_SHADER,
+    entry: "group",
+    params: &<GroupParams as crate::gpu::Params>::LAYOUT,
+    bindings: &[read("ids"), read_write("groups")],
+    variants: no_variants,
+};
+
+const EXPERT_BINDINGS: &[Binding] =
+    &[read("x"), read("w"), read("w_up"), read("ids"), read("groups"), read("weights"), read_write("y")];
+
+macro_rules! expert_kernel {
+    ($(#[$meta:meta])* $name:ident, $entry:literal, $variants:expr) => {
+        $(#[$meta])*
+        pub static $name: Kernel = Kernel {
+            shader: &MOE_SHADER,
+            entry: $entry,
+            params: &<MoeParams as crate::gpu::Params>::LAYOUT,
+            bindings: EXPERT_BINDINGS,
+            variants: $variants,
+        };
+    };
+}
+
+expert_kernel!(/** Decode: act[s] = silu(x gate_e^T) * (x up_e^T) for the expert in ids[s]. */
+    SWIGLU_MATVEC, "swiglu_matvec", weight_row_variants);
+expert_kernel!(/** Decode: y_slots[s] = act[s] down_e^T. */ DOWN_MATVEC, "down_matvec", weight_row_variants);
+expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its grouped rows. */
+    SWIGLU_TILED, "swiglu_tiled", weight_variants);
+expert_kernel!(/** Prefill: down of every expert of a stack over its grouped rows. */
+    DOWN_TILED, "down_tiled", weight_variants);
+expert_kernel!(/** out += the routing-weighted sum of each token's expert outputs. */ COMBINE, "combine", no_variants);
+
+
+/// ids, weights = top-k of softmax(logits) per token: the MoE router after its matmul.
+/// logits: [>= t, E] f32; ids: [>= t * top_k] u32; weights: [>= t * top_k] f32 (token r's j-th choice at
+/// r * top_k + j, largest probability first, ties to the lower expert index, not renormalised).
+pub fn route(g: &mut Graph, logits: &Tensor, t: usize, top_k: usize, ids: &Tensor, weights: &Tensor) -> Result<OpId> {
+    let op = "moe route";
+    expect_dtype(op, logits, &[DType::F32])?;
+    expect_dtype(op, ids, &[DType::U32])?;
+    expect_dtype(op, weights, &[DType::F32])?;
+    let [rows, n_experts] = dims2(logits)?;
+    if t == 0 || t > rows {
+        return Err(Error::shape(op, format!("t = {t} tokens, `{}` holds {rows} rows of logits", logits.label())));
+    }
+    if top_k == 0 || top_k > n_experts {
+        return Err(Error::shape(op, format!("top_k = {top_k} of {n_experts} experts")));
+    }
+    expect_len(op, ids, t * top_k)?;
+    expect_len(op, weights, t * top_k)?;
+    let params = RouteParams {
+        t: u32_of(op, "t", t)?,
+        n_experts: u32_of(op, "n_experts", n_experts)?,
+        top_k: u32_of(op, "top_k", top_k)?,
+        _pad0: 0,
+    };
+    let grid = g.linear_grid(t.div_ceil(64) as u64)?;
+    g.dispatch(&ROUTE, &[], &params, &[logits, ids, weights], grid)
+}
+
+/// Experts `first..first + count` of a layer, stacked in three tensors (f32, f16 or bf16, all three alike).
+/// A layer's experts are one stack, or several when one would exceed the device's storage binding size.
+#[derive(Clone, Debug)]
+pub struct ExpertStack {
+    /// The layer-wide index of the stack's first expert.
+    pub first: usize,
+    pub count: usize,
+    pub gate: Tensor, // [count, I, H]
+    pub up: Tensor,   // [count, I, H]
+    pub down: Tensor, // [count, H, I]
+}
+
+impl ExpertStack {
+    /// Fails unless the stack holds `count` experts of hidden size `hidden` and intermediate size `inter`.
+    fn check(&self, op: &str, hidden: usize, inter: usize) -> Result<()> {
+        let dtype = self.gate.dtype();
+        for (w, shape) in [(&self.gate, [self.count, inter, hidden]), (&self.up, [self.count, inter, hidden]), (&self.down, [self.count, hidden, inter])] {
+            expect_dtype(op, w, &WEIGHT_DTYPES)?;
+            if w.shape() != shape || w.dtype() != dtype {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "expert stack {}..{}: `{}` is {:?} {:?}, expected {shape:?} {dtype:?}",
+                        self.first,
+                        self.first + self.count,
+                        w.label(),
+                        w.shape(),
+                        w.dtype()
+                    ),
+                ));
+            }
+        }
+        u32_of(op, "elements of an expert stack", self.count * inter * hidden).map(|_| ())
+    }
+}
+
+/// Every intermediate buffer of the MoE FFN and the dense MLP, allocated once for the longest chunk.
+pub struct MoeScratch {
+    max_t: usize,
+    hidden: usize,
+    intermediate: usize,
+    n_experts: usize,
+    top_k: usize,
+    act: Tensor,     // [max_t * max(top_k, 1), I]: silu(gate) * up per routed slot; the dense MLP's gate
+    up: Tensor,      // [max_t, I]: the dense MLP's up projection
+    y_slots: Tensor, // [max_t * top_k, H]: each routed slot's expert output
+    groups: Tensor,  // [E + 1 + max_t * top_k] u32: see moe_group.wgsl
+}
+
+impl MoeScratch {
+    pub fn new(
+        ctx: &Context,
+        max_t: usize,
+        hidden: usize,
+        intermediate: usize,
+        n_experts: usize,
+        top_k: usize,
+    ) -> Result<MoeScratch> {
+        let op = "MoeScratch";
+        if max_t == 0 || hidden == 0 || intermediate == 0 || top_k > n_experts || n_experts > MAX_EXPERTS {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "max_t {max_t}, hidden {hidden}, intermediate {intermediate}, top_k {top_k} of {n_experts} \
+                     experts: need sizes >= 1 and top_k <= experts <= {MAX_EXPERTS}"
+                ),
+            ));
+        }
+        let slots = max_t * top_k;
+        u32_of(op, "routed slots x width", slots * hidden.max(intermediate))?;
+        Ok(MoeScratch {
+            max_t,
+            hidden,
+            intermediate,
+            n_experts,
+            top_k,
+            act: ctx.zeros("moe act", &[max_t * top_k.max(1), intermediate], DType::F32)?,
+            up: ctx.zeros("mlp up", &[max_t, intermediate], DType::F32)?,
+            y_slots: ctx.zeros("moe y_slots", &[slots.max(1), hidden], DType::F32)?,
+            groups: ctx.zeros("moe groups", &[n_experts + 1 + slots], DType::U32)?,
+        })
+    }
+
+    /// Fails unless a chunk of `t` tokens fits this scratch.
+    fn check(&self, op: &str, t: usize, hidden: usize, intermediate: usize) -> Result<()> {
+        if t == 0 || t > self.max_t || hidden != self.hidden || intermediate != self.intermediate {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "t = {t}, H = {hidden}, I = {intermediate}, but the scratch was made for t in 1..={}, H = {}, I = {}",
+                    self.max_t, self.hidden, self.intermediate
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r]) for the first `t` rows, expert(x) = down(silu(gate(x)) *
+/// up(x)). x: [>= t, H] (the normalised input); out: [>= t, H] (the residual stream); ids, weights: from
+/// [`route`]. Decode-sized chunks (t below `g.tuning.tiled_min_rows`) read only the chosen experts' weights;
+/// longer ones group the tokens by expert on the GPU and run one tiled matmul per expert.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_ffn(
+    g: &mut Graph,
+    x: &Tensor,
+    t: usize,
+    experts: &[ExpertStack],
+    ids: &Tensor,
+    weights: &Tensor,
+    top_k: usize,
+    scratch: &MoeScratch,
+    out: &Tensor,
+) -> Result<()> {
+    let op = "moe_ffn";
+    let [_, hidden] = dims2(x)?;
+    let inter = experts.first().map_or(0, |s| s.gate.shape().get(1).copied().unwrap_or(0));
+    scratch.check(op, t, hidden, inter)?;
+    let n_experts = check_stacks(op, experts, hidden, inter)?;
+    if n_experts != scratch.n_experts || top_k == 0 || top_k > scratch.top_k {
+        return Err(Error::shape(
+            op,
+            format!("{n_experts} experts, top_k {top_k}; the scratch was made for {} experts, top_k <= {}", scratch.n_experts, scratch.top_k),
+        ));
+    }
+    for (what, tensor) in [("x", x), ("out", out)] {
+        expect_dtype(op, tensor, &[DType::F32])?;
+        let [rows, cols] = dims2(tensor)?;
+        if rows < t || cols != hidden {
+            return Err(Error::shape(op, format!("{what} `{}` is {:?}, expected [>= {t}, {hidden}]", tensor.label(), tensor.shape())));
+        }
+    }
+    expect_dtype(op, ids, &[DType::U32])?;
+    expect_dtype(op, weights, &[DType::F32])?;
+    expect_len(op, ids, t * top_k)?;
+    expect_len(op, weights, t * top_k)?;
+
+    let slots = t * top_k;
+    let base = MoeParams {
+        t: u32_of(op, "t", t)?,
+        top_k: u32_of(op, "top_k", top_k)?,
+        n_experts: u32_of(op, "n_experts", n_experts)?,
+        ..Default::default()
+    };
+    let s = scratch;
+    let decode = t < g.tuning.tiled_min_rows;
+    if !decode {
+        let params = GroupParams { slots: base.t * base.top_k, n_experts: base.n_experts, ..Default::default() };
+        g.dispatch(&GROUP, &[], &params, &[ids, &s.groups], [1, 1, 1])?;
+    }
+    for stack in experts {
+        let stack_params = MoeParams { first: stack.first as u32, count: stack.count as u32, ..base };
+        let swiglu = MoeParams { n: inter as u32, k: hidden as u32, ..stack_params };
+        let down = MoeParams { n: hidden as u32, k: inter as u32, ..stack_params };
+        let swiglu_bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
+        let down_bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, &s.y_slots];
+        let dtype = ("W_DTYPE", stack.gate.dtype().shader_code());
+        if decode {
+            let rows_per_group = (64 / g.tuning.row_threads) as usize;
+            let row_threads = ("ROW_THREADS", g.tuning.row_threads as f64);
+            let grid = g.linear_grid((slots * inter.div_ceil(rows_per_group)) as u64)?;
+            g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads], &swiglu, &swiglu_bind, grid)?;
+            let grid = g.linear_grid((slots * hidden.div_ceil(rows_per_group)) as u64)?;
+            g.dispatch(&DOWN_MATVEC, &[dtype, row_threads], &down, &down_bind, grid)?;
+        } else {
+            // The worst case: every token routed to each expert of the stack; empty tiles exit at once.
+            let tiles = stack.count * t.div_ceil(TILE);
+            let grid = g.linear_grid((tiles * inter.div_ceil(TILE)) as u64)?;
+            g.dispatch(&SWIGLU_TILED, &[dtype], &swiglu, &swiglu_bind, grid)?;
+            let grid = g.linear_grid((tiles * hidden.div_ceil(TILE)) as u64)?;
+            g.dispatch(&DOWN_TILED, &[dtype], &down, &down_bind, grid)?;
+        }
+    }
+    let combine = MoeParams { n: hidden as u32, ..base };
+    let grid = g.linear_grid((t * hidden).div_ceil(64) as u64)?;
+    // w and w_up are unused by combine: ids stands in for them.
+    g.dispatch(&COMBINE, &[], &combine, &[&s.y_slots, ids, ids, ids, &s.groups, weights, out], grid)?;
+    Ok(())
+}
+
+/// Checks that the stacks hold experts 0, 1, ... in order with no gap, all of one shape; returns how many.
+fn check_stacks(op: &str, experts: &[ExpertStack], hidden: usize, inter: usize) -> Result<usize> {
+    let mut next = 0;
+    for stack in experts {
+        if stack.first != next || stack.count == 0 {
+            return Err(Error::shape(
+                op,
+                format!("expert stack {}..{} does not follow on from expert {next}", stack.first, stack.first + stack.count),
+            ));
+        }
+        stack.check(op, hidden, inter)?;
+        next += stack.count;
+    }
+    if next == 0 || next > MAX_EXPERTS {
+        return Err(Error::shape(op, format!("{next} experts, expected 1..={MAX_EXPERTS}")));
+    }
+    Ok(next)
+}
+
+/// out += down(silu(gate(x)) * up(x)) for the first `t` rows: the dense SwiGLU MLP, through kernels::matmul.
+/// x: [>= t, H]; gate, up: [I, H]; down: [H, I]; out: [>= t, H] (the residual stream).
+#[allow(clippy::too_many_arguments)]
+pub fn dense_mlp(
+    g: &mut Graph,
+    x: &Tensor,
+    t: usize,
+    gate: &Tensor,
+    up: &Tensor,
+    down: &Tensor,
+    scratch: &MoeScratch,
+    out: &Tensor,
+) -> Result<()> {
+    let [inter, hidden] = dims2(gate)?;
+    scratch.check("dense_mlp", t, hidden, inter)?;
+    let gate_out = scratch.act.first_rows(t)?; // [t, I]
+    let up_out = scratch.up.first_rows(t)?; // [t, I]
+    let x = x.as_cols()?.rows(t)?;
+    matmul(g, x, gate, &gate_out, false)?;
+    matmul(g, x, up, &up_out, false)?;
+    silu_mul(g, &gate_out, &up_out)?;
+    matmul(g, &gate_out, down, out.as_cols()?.rows(t)?, true)?;
+    Ok(())
+}
