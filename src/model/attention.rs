@@ -1,12 +1,11 @@
 //! The attention mixer on the GPU. transformers: `JambaAttention`; JAMBA.md, "Attention layer". No positional
 //! encoding of any kind. One kernel per line.
 
-use super::jamba::{rows, Scratch};
+use super::jamba::{cols, rows, Scratch};
 use super::weights::AttentionWeights;
 use crate::config::JambaConfig;
 use crate::gpu::{Graph, OpId, Tensor};
 use crate::kernels::attention::{self, AttentionShape, DecodeOps};
-use crate::kernels::Cols;
 use crate::Result;
 
 /// The dispatches a decode plan updates as the position advances.
@@ -33,7 +32,7 @@ pub(crate) fn encode(
 ) -> Result<AttentionOps> {
     let shape = shape(cfg);
     let (q_dim, kv_dim) = (shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim);
-    let qkv = |offset: usize, width: usize| -> Result<Cols<'_>> { Cols::slice(&sc.qkv, offset, width)?.rows(t) };
+    let qkv = |offset, width| cols(&sc.qkv, offset, width, t);
 
     // q = x Wq^T, k = x Wk^T, v = x Wv^T, in one matmul
     w.qkv.matmul(g, rows(&sc.normed, t)?, rows(&sc.qkv, t)?, false)?;

@@ -17,6 +17,11 @@ pub(crate) fn rows(tensor: &Tensor, t: usize) -> Result<Cols<'_>> {
     tensor.as_cols()?.rows(t)
 }
 
+/// Columns `offset..offset + width` of the first `t` rows of a matrix.
+pub(crate) fn cols(tensor: &Tensor, offset: usize, width: usize, t: usize) -> Result<Cols<'_>> {
+    Cols::slice(tensor, offset, width)?.rows(t)
+}
+
 /// Activations for up to `max_t` tokens, allocated once per session and shared by every layer and step.
 pub struct Scratch {
     pub max_t: usize,

@@ -1,10 +1,10 @@
 //! The Mamba mixer on the GPU. transformers: `JambaMambaMixer`; JAMBA.md, "Mamba layer". One kernel per line.
 
-use super::jamba::{rows, Scratch};
+use super::jamba::{cols, rows, Scratch};
 use super::weights::MambaWeights;
 use crate::config::JambaConfig;
 use crate::gpu::{Graph, Tensor};
-use crate::kernels::{conv1d, rms_norm::rms_norm, ssm_scan, Cols};
+use crate::kernels::{conv1d, rms_norm::rms_norm, ssm_scan};
 use crate::Result;
 
 /// x += mamba(normed) for `t` tokens, continuing from and updating the conv and SSM state.
@@ -18,9 +18,7 @@ pub(crate) fn encode(
     t: usize,
 ) -> Result<()> {
     let (i, n, r, eps) = (cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank(), cfg.rms_norm_eps);
-    let cols = |tensor: &'_ Tensor, offset: usize, width: usize| -> Result<Cols<'_>> {
-        Cols::slice(tensor, offset, width)?.rows(t)
-    };
+    let cols = |tensor, offset, width| cols(tensor, offset, width, t);
 
     // [xs | z] = x in_proj^T
     w.in_proj.matmul(g, rows(&sc.normed, t)?, rows(&sc.xz, t)?, false)?;
