@@ -61,19 +61,27 @@ fn text_prompt_matches_fixture() -> Result<()> {
     Ok(())
 }
 
+/// The same command on the GPU writes the same logits (within the GPU tolerance), prefilled in chunks of 100.
 #[test]
-fn gpu_device_is_a_clear_error() -> Result<()> {
+fn gpu_device_writes_the_same_logits() -> Result<()> {
+    let Some(_) = common::gpu() else { return Ok(()) };
     let tmp = TempDir::new("cli-gpu")?;
-    let output = jamba_wgpu()
-        .args(["logits", "--device", "gpu", "--prompt-ids", "5,17,42"])
+    let dir = fixture_dir("tiny");
+    let expected = Expected::open(&dir)?;
+    let ids = expected.ids("p300.input_ids")?;
+    let out = tmp.path().join("gpu.safetensors");
+    let status = jamba_wgpu()
+        .args(["logits", "--device", "gpu", "--chunk", "100", "--prompt-ids"])
+        .arg(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
         .arg("--model")
-        .arg(fixture_dir("tiny"))
+        .arg(&dir)
         .arg("--out")
-        .arg(tmp.path().join("x.safetensors"))
-        .env("RUST_BACKTRACE", "0")
-        .output()?;
-    ensure!(!output.status.success(), "--device gpu should fail for now");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(stderr.contains("GPU path not built yet"), "stderr: {stderr}");
+        .arg(&out)
+        .status()?;
+    ensure!(status.success(), "jamba-wgpu logits --device gpu failed: {status}");
+    let (shape, logits) = Expected::open_file(&out)?.f32("logits")?;
+    ensure!(shape == [300, 512], "shape {shape:?}");
+    let (_, want) = expected.f32("p300.logits")?;
+    check_close("gpu logits", &logits, &want, 1e-3)?;
     Ok(())
 }
