@@ -60,16 +60,25 @@ pub fn causal_conv1d_silu<'a>(
         expect_dtype(op, t, &[DType::F32])?;
     }
     if x.width != c {
-        return Err(Error::shape(op, format!("x has {} columns but weight `{}` is [{c}, {k}]", x.width, weight.label())));
+        return Err(Error::shape(
+            op,
+            format!("x has {} columns but weight `{}` is [{c}, {k}]", x.width, weight.label()),
+        ));
     }
     if k == 0 {
-        return Err(Error::shape(op, format!("weight `{}` is [{c}, 0]: the conv needs at least one tap", weight.label())));
+        return Err(Error::shape(
+            op,
+            format!("weight `{}` is [{c}, 0]: the conv needs at least one tap", weight.label()),
+        ));
     }
     expect_shape(op, state, &[k - 1, c])?;
     expect_shape(op, bias, &[c])?;
     let [out_rows, out_cols] = dims2(out)?;
     if out_cols != c || out_rows < x.rows {
-        return Err(Error::shape(op, format!("out `{}` is [{out_rows}, {out_cols}], needs [>={}, {c}]", out.label(), x.rows)));
+        return Err(Error::shape(
+            op,
+            format!("out `{}` is [{out_rows}, {out_cols}], needs [>={}, {c}]", out.label(), x.rows),
+        ));
     }
     if x.rows == 0 {
         return Ok(());

@@ -65,8 +65,16 @@ macro_rules! scan_kernel {
     };
 }
 
-scan_kernel!(STEPS, "scan_steps", "All rows in order, one invocation per channel: the decode step, and the serial baseline.");
-scan_kernel!(CHUNK_LOCAL, "chunk_local", "Chunked prefill (1): each chunk's scan from a zero state, chunks in parallel.");
+scan_kernel!(
+    STEPS,
+    "scan_steps",
+    "All rows in order, one invocation per channel: the decode step, and the serial baseline."
+);
+scan_kernel!(
+    CHUNK_LOCAL,
+    "chunk_local",
+    "Chunked prefill (1): each chunk's scan from a zero state, chunks in parallel."
+);
 scan_kernel!(CHUNK_CARRY, "chunk_carry", "Chunked prefill (2): the state entering each chunk, serial over chunks.");
 scan_kernel!(CHUNK_OUTPUT, "chunk_output", "Chunked prefill (3): each chunk's outputs from its entering state.");
 
@@ -130,7 +138,10 @@ pub fn selective_scan_with<'a>(
         expect_dtype(op, tensor, &[DType::F32])?;
     }
     if n == 0 || n > MAX_D_STATE {
-        return Err(Error::shape(op, format!("d_state N = {n} from a_log `{}`; supported: 1..={MAX_D_STATE}", a_log.label())));
+        return Err(Error::shape(
+            op,
+            format!("d_state N = {n} from a_log `{}`; supported: 1..={MAX_D_STATE}", a_log.label()),
+        ));
     }
     expect_cols(op, "dt", &dt, t, i)?;
     expect_cols(op, "z", &z, t, i)?;
@@ -203,7 +214,10 @@ fn expect_cols(op: &str, what: &str, cols: &Cols, rows: usize, width: usize) -> 
         return Ok(());
     }
     let label = cols.tensor.label();
-    Err(Error::shape(op, format!("{what} `{label}` is [{}, {}] columns, expected [{rows}, {width}]", cols.rows, cols.width)))
+    Err(Error::shape(
+        op,
+        format!("{what} `{label}` is [{}, {}] columns, expected [{rows}, {width}]", cols.rows, cols.width),
+    ))
 }
 
 /// Fails unless `t` is a matrix of `width` columns and at least `rows` rows.
