@@ -20,8 +20,8 @@
 //
 // The recurrence h_t = a_t h_{t-1} + b_t is linear, so a chunk of L steps maps h_in to
 // exp(A * sum(delta)) * h_in + S, where S is the chunk's scan from zero. Entry points:
-// - scan_steps:    all T rows in order, from and back to `state`. The decode step (T = 1), and the serial
-//                  baseline for benchmarks. Grid: ceil(I / WG) workgroups.
+// - scan_steps:    all T rows in order, from and back to `state`. The decode step (T = 1), a prefill of one
+//                  chunk (T <= chunk_len), and the serial baseline for benchmarks. Grid: ceil(I / WG) workgroups.
 // - chunk_local:   (1) per chunk k of chunk_len rows, in parallel: S into chunk_h[k], sum(delta) into
 //                  chunk_delta[k]. Grid: chunks * ceil(I / WG) workgroups, linear.
 // - chunk_carry:   (2) one invocation per (n, ch), serial over the chunks: replaces chunk_h[k] by the state
