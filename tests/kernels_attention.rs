@@ -100,12 +100,12 @@ fn attention_prefill_matches_reference() {
     let mut cases: Vec<(AttentionShape, usize, usize)> =
         [1, 2, 63, 64, 65, 300].iter().map(|&t| (shape(4, 2, 16), 0, t)).collect();
     cases.extend([
-        (shape(4, 2, 16), 37, 65),   // a later chunk sees the whole cache
-        (shape(4, 4, 8), 7, 65),     // plain multi-head
-        (shape(8, 1, 24), 3, 63),    // MQA, a head size that is no power of two
-        (shape(3, 1, 64), 0, 65),    // MQA, odd head count
-        (shape(4, 2, 128), 10, 64),  // Jamba's head size
-        (shape(2, 2, 256), 5, 17),   // the largest head size
+        (shape(4, 2, 16), 37, 65),  // a later chunk sees the whole cache
+        (shape(4, 4, 8), 7, 65),    // plain multi-head
+        (shape(8, 1, 24), 3, 63),   // MQA, a head size that is no power of two
+        (shape(3, 1, 64), 0, 65),   // MQA, odd head count
+        (shape(4, 2, 128), 10, 64), // Jamba's head size
+        (shape(2, 2, 256), 5, 17),  // the largest head size
     ]);
     for (i, &(s, past, t)) in cases.iter().enumerate() {
         let seq = Sequence::new(ctx, s, past + t, past + t + 3, 100 + i as u64);
@@ -125,7 +125,7 @@ fn attention_decode_matches_reference() {
     let mut cases: Vec<(AttentionShape, usize, usize)> =
         [1, 2, 65, 300, 1000].iter().map(|&kv| (shape(4, 2, 16), kv, 1000)).collect();
     cases.extend([
-        (shape(4, 2, 16), 3, 20_000),   // 64 splits, all but one empty
+        (shape(4, 2, 16), 3, 20_000),    // 64 splits, all but one empty
         (shape(4, 2, 16), 1000, 20_000), // 64 splits of 64 keys, 16 in use
         (shape(8, 1, 24), 300, 300),     // MQA, head size 24, 2 splits
         (shape(4, 1, 128), 65, 512),     // MQA, Jamba's head size
@@ -146,7 +146,7 @@ fn attention_decode_matches_reference() {
         attention::decode(&mut g, q, &seq.k_cache, &seq.v_cache, kv_len, s, &scratch, &out).unwrap();
         g.run().unwrap();
         let got = ctx.read_f32(&out).unwrap();
-        let what = format!("decode {s:?} kv_len {kv_len} of {max_len} ({} splits)", scratch.n_splits);
+        let what = format!("decode {s:?} kv_len {kv_len} of {max_len} ({} splits)", scratch.n_splits());
         let diff = check(&what, &got, &seq.reference(kv_len - 1..kv_len));
         eprintln!("{what}: max |diff| {diff:e}");
     }
@@ -226,21 +226,48 @@ fn attention_bad_shapes_are_typed_errors() {
     shape_error(shape(4, 2, 300).validate(), "head_dim 300");
     shape_error(DecodeScratch::new(ctx, shape(3, 2, 8), 8).map(drop), "do not divide");
     // The cache holds 8 rows: 4 new rows at 5 overflow it, and the message names the cache.
-    shape_error(attention::append_kv(&mut g, k, v, &seq.k_cache, &seq.v_cache, 5).map(drop), "cache `k_cache` of 8 rows");
-    shape_error(attention::append_kv(&mut g, q, v, &seq.k_cache, &seq.v_cache, 0).map(drop), "k_new `qkv` has 64 columns");
-    shape_error(attention::prefill(&mut g, q, &seq.k_cache, &seq.v_cache, 3, s, &out).map(drop), "4 queries over kv_len 3");
+    shape_error(
+        attention::append_kv(&mut g, k, v, &seq.k_cache, &seq.v_cache, 5).map(drop),
+        "cache `k_cache` of 8 rows",
+    );
+    shape_error(
+        attention::append_kv(&mut g, q, v, &seq.k_cache, &seq.v_cache, 0).map(drop),
+        "k_new `qkv` has 64 columns",
+    );
+    shape_error(
+        attention::prefill(&mut g, q, &seq.k_cache, &seq.v_cache, 3, s, &out).map(drop),
+        "4 queries over kv_len 3",
+    );
     shape_error(attention::prefill(&mut g, q, &seq.k_cache, &seq.v_cache, 9, s, &out).map(drop), "cache rows 8");
-    shape_error(attention::prefill(&mut g, k, &seq.k_cache, &seq.v_cache, 4, s, &out).map(drop), "q `qkv` has 32 columns");
-    shape_error(attention::prefill(&mut g, q, &seq.k_cache, &seq.v_cache, 4, shape(4, 1, 32), &out).map(drop), "q `qkv` has 64 columns, expected 128");
-    shape_error(attention::prefill(&mut g, q, &seq.v_cache, &seq.k_cache, 4, shape(4, 4, 16), &out).map(drop), "expected kv_dim 64");
+    shape_error(
+        attention::prefill(&mut g, k, &seq.k_cache, &seq.v_cache, 4, s, &out).map(drop),
+        "q `qkv` has 32 columns",
+    );
+    shape_error(
+        attention::prefill(&mut g, q, &seq.k_cache, &seq.v_cache, 4, shape(4, 1, 32), &out).map(drop),
+        "q `qkv` has 64 columns, expected 128",
+    );
+    shape_error(
+        attention::prefill(&mut g, q, &seq.v_cache, &seq.k_cache, 4, shape(4, 4, 16), &out).map(drop),
+        "expected kv_dim 64",
+    );
     let short = ctx.zeros("short", &[2, s.q_dim()], DType::F32).unwrap();
-    shape_error(attention::prefill(&mut g, q, &seq.k_cache, &seq.v_cache, 4, s, &short).map(drop), "out `short` is [2, 64]");
-    shape_error(attention::decode(&mut g, q, &seq.k_cache, &seq.v_cache, 4, s, &scratch, &out).map(drop), "decode takes one token");
+    shape_error(
+        attention::prefill(&mut g, q, &seq.k_cache, &seq.v_cache, 4, s, &short).map(drop),
+        "out `short` is [2, 64]",
+    );
+    shape_error(
+        attention::decode(&mut g, q, &seq.k_cache, &seq.v_cache, 4, s, &scratch, &out).map(drop),
+        "decode takes one token",
+    );
     let q1 = q.rows(1).unwrap();
     shape_error(attention::decode(&mut g, q1, &seq.k_cache, &seq.v_cache, 9, s, &scratch, &out).map(drop), "kv_len 9");
     shape_error(attention::decode(&mut g, q1, &seq.k_cache, &seq.v_cache, 0, s, &scratch, &out).map(drop), "kv_len 0");
     let other = DecodeScratch::new(ctx, shape(4, 4, 16), 8).unwrap();
-    shape_error(attention::decode(&mut g, q1, &seq.k_cache, &seq.v_cache, 4, s, &other, &out).map(drop), "scratch was made for");
+    shape_error(
+        attention::decode(&mut g, q1, &seq.k_cache, &seq.v_cache, 4, s, &other, &out).map(drop),
+        "scratch was made for",
+    );
 
     let ops = attention::decode(&mut g, q1, &seq.k_cache, &seq.v_cache, 4, s, &scratch, &out).unwrap();
     let mut plan = g.build().unwrap();
