@@ -140,6 +140,11 @@ impl Context {
         &self.limits
     }
 
+    /// Longest wait for the GPU before [`Error::Timeout`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn features(&self) -> GpuFeatures {
         self.features
     }

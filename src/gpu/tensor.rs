@@ -257,12 +257,18 @@ impl Context {
         staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| {
             let _ = sender.send(r);
         });
-        self.wait(&context)?;
-        match receiver.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Gpu { context, message: e.to_string() }),
-            Err(_) => return Err(Error::Gpu { context, message: "the map callback never ran".into() }),
-        }
+        // Another thread's poll may be the one that runs this callback, and return before it has: wait for the
+        // callback itself, polling again meanwhile.
+        let deadline = std::time::Instant::now() + self.timeout();
+        let mapped = loop {
+            self.wait(&context)?;
+            match receiver.recv_timeout(std::time::Duration::from_millis(5)) {
+                Ok(result) => break result,
+                Err(_) if std::time::Instant::now() < deadline => continue,
+                Err(_) => return Err(Error::Timeout { context, seconds: self.timeout().as_secs() }),
+            }
+        };
+        mapped.map_err(|e| Error::Gpu { context: context.clone(), message: e.to_string() })?;
         let view = staging.slice(..size).get_mapped_range().map_err(|e| Error::Gpu { context, message: e.to_string() })?;
         let data = view[..len as usize].to_vec();
         drop(view);
