@@ -7,7 +7,7 @@ mod common;
 use common::{assert_close, gpu, Rng};
 use half::{bf16, f16};
 use jamba_wgpu::gpu::{Context, DType, Graph, Tensor, Tuning};
-use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, ROW_THREADS, WEIGHT_DTYPES};
+use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, FLOAT_DTYPES, ROW_THREADS};
 use jamba_wgpu::{reference, Error};
 
 /// Rounds `values` to `dtype` and uploads them; returns the tensor and the rounded values.
@@ -22,7 +22,7 @@ fn upload_weights(ctx: &Context, label: &str, shape: &[usize], values: &[f32], d
             let h: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
             (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
         }
-        DType::U32 => unreachable!("weights are floating point"),
+        other => unreachable!("{other:?}: these tests upload float weights"),
     };
     (ctx.tensor(label, shape, dtype, Some(&bytes)).expect("upload"), rounded)
 }
@@ -46,7 +46,7 @@ fn matmul_matches_reference() {
     for &(t, n, k) in &shapes {
         let x = rng.vec(t * k, 1.0);
         let x_gpu = ctx.upload_f32("x", &[t, k], &x).unwrap();
-        for dtype in WEIGHT_DTYPES {
+        for dtype in FLOAT_DTYPES {
             let (w, w_rounded) = upload_weights(ctx, "w", &[n, k], &rng.vec(n * k, 1.0), dtype);
             let want = reference::matmul(&x, &w_rounded, t, n, k);
             for tuning in tunings() {
@@ -170,7 +170,7 @@ fn embed_matches_reference() {
     let mut rng = Rng::new(6);
     let (vocab, dim) = (37, 19);
     let ids: Vec<u32> = vec![0, 36, 5, 5, 17, 1, 36];
-    for dtype in WEIGHT_DTYPES {
+    for dtype in FLOAT_DTYPES {
         let (table, rounded) = upload_weights(ctx, "table", &[vocab, dim], &rng.vec(vocab * dim, 1.0), dtype);
         let ids_gpu = ctx.upload_u32("ids", &[ids.len()], &ids).unwrap();
         let y = ctx.zeros("y", &[ids.len(), dim], DType::F32).unwrap();

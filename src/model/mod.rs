@@ -23,7 +23,7 @@ pub use weights::{GpuWeights, Matrix};
 use crate::config::JambaConfig;
 use crate::gpu::{Context, Graph, Plan};
 use crate::tokenizer::Tokenizer;
-use crate::weights::Checkpoint;
+use crate::weights::{Checkpoint, Quantization};
 use crate::{default_model, Error, Result};
 
 /// How to load a model.
@@ -31,6 +31,10 @@ use crate::{default_model, Error, Result};
 pub struct LoadOptions {
     /// Show a progress bar on stderr while uploading.
     pub progress: bool,
+    /// Quantize the weights it covers while uploading (on the CPU, tensor by tensor from the mmap). None keeps
+    /// the stored types; a checkpoint written quantized (`jamba-wgpu quantize`) loads as it is, and asking to
+    /// quantize it again is an error.
+    pub quantize: Option<Quantization>,
 }
 
 /// A model on the GPU: config, weights, tokenizer.
@@ -73,7 +77,7 @@ impl Model {
         options: &LoadOptions,
     ) -> Result<Model> {
         cfg.validate()?;
-        let weights = weights::upload(&ctx, &cfg, checkpoint, options.progress)?;
+        let weights = weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress)?;
         ctx.check()?;
         Ok(Model { ctx, cfg, weights, tokenizer })
     }
