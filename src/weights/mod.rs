@@ -7,12 +7,14 @@ mod checkpoint;
 mod expected;
 mod index;
 pub mod quant;
+mod write;
 mod safetensors;
 
 pub use checkpoint::Checkpoint;
 pub use expected::expected_tensors;
 pub use index::INDEX_FILE;
 pub use quant::{QuantFormat, QuantView, Quantization};
+pub use write::{write_quantized, QuantizeReport};
 
 use std::path::Path;
 
