@@ -10,8 +10,8 @@
 // state[j * C + ch], weight[ch * K + j] (HF's [C, 1, K]), bias[ch], out[t * C + ch].
 //
 // Two entry points, recorded as two dispatches in this order (the second overwrites what the first reads):
-// - conv:        one invocation per output element (t, ch); grid ceil(T * C / WG) workgroups, linear.
-//                Consecutive invocations take consecutive channels, so every load and store is coalesced.
+// - conv:        one invocation per channel and block of CONV_ROWS rows; grid ceil(T / CONV_ROWS) * ceil(C / WG)
+//                workgroups, linear. Consecutive invocations take consecutive channels: loads and stores coalesce.
 // - conv_state:  one invocation per channel, moving the window's last K-1 rows into the state;
 //                grid ceil(C / WG) workgroups.
 
@@ -42,23 +42,30 @@ fn window(row: u32, ch: u32) -> f32 {
     return x[(row - remembered) * p.x_stride + p.x_offset + ch];
 }
 
+// Rows per invocation of `conv`: its taps and bias are loaded once for all of them.
+const CONV_ROWS: u32 = 16u;
+
 @compute @workgroup_size(WG)
 fn conv(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let e = linear_workgroup(workgroup_id, num_workgroups) * WG + lane;
-    if e >= p.t * p.c {
+    let groups_per_block = (p.c + WG - 1u) / WG;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let ch = (g % groups_per_block) * WG + lane;
+    let t_begin = (g / groups_per_block) * CONV_ROWS;
+    if ch >= p.c {
         return;
     }
-    let t = e / p.c;
-    let ch = e % p.c;
-    var acc = 0.0;
-    for (var j = 0u; j < p.k; j++) {
-        acc += weight[ch * p.k + j] * window(t + j, ch);
+    let b = bias[ch];
+    for (var t = t_begin; t < min(t_begin + CONV_ROWS, p.t); t++) {
+        var acc = 0.0;
+        for (var j = 0u; j < p.k; j++) {
+            acc += weight[ch * p.k + j] * window(t + j, ch);
+        }
+        out[t * p.c + ch] = silu(acc + b);
     }
-    out[t * p.c + ch] = silu(acc + bias[ch]);
 }
 
 @compute @workgroup_size(WG)

@@ -32,7 +32,8 @@ fn append_kv(
     let e = linear_workgroup(workgroup_id, num_workgroups) * WG + lane;
     let r = e / p.kv_dim;
     let c = e % p.kv_dim;
-    if r >= p.rows || p.pos + r >= p.max_len {
+    // Written so that pos + r cannot wrap around u32 (a replayed pos may be anything).
+    if r >= p.rows || p.pos >= p.max_len || r >= p.max_len - p.pos {
         return;
     }
     let dst = (p.pos + r) * p.kv_dim + c;

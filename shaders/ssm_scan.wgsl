@@ -20,8 +20,8 @@
 //
 // The recurrence h_t = a_t h_{t-1} + b_t is linear, so a chunk of L steps maps h_in to
 // exp(A * sum(delta)) * h_in + S, where S is the chunk's scan from zero. Entry points:
-// - scan_steps:    all T rows in order, from and back to `state`. The decode step (T = 1), and the serial
-//                  baseline for benchmarks. Grid: ceil(I / WG) workgroups.
+// - scan_steps:    all T rows in order, from and back to `state`. The decode step (T = 1), a prefill of one
+//                  chunk (T <= chunk_len), and the serial baseline for benchmarks. Grid: ceil(I / WG) workgroups.
 // - chunk_local:   (1) per chunk k of chunk_len rows, in parallel: S into chunk_h[k], sum(delta) into
 //                  chunk_delta[k]. Grid: chunks * ceil(I / WG) workgroups, linear.
 // - chunk_carry:   (2) one invocation per (n, ch), serial over the chunks: replaces chunk_h[k] by the state
@@ -70,7 +70,15 @@ var<workgroup> c_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
 // Advances the state `h` of channel `ch` over rows [t_begin, t_end), writing out[t, ch] when `emit`; returns
 // the sum of delta over those rows. Every invocation of the workgroup must call it with the same rows (it holds
 // barriers); `live` is false for the invocations past the last channel.
-fn advance(ch: u32, live: bool, lane: u32, t_begin: u32, t_end: u32, emit: bool, h: ptr<function, array<f32, MAX_D_STATE>>) -> f32 {
+fn advance(
+    ch: u32,
+    live: bool,
+    lane: u32,
+    t_begin: u32,
+    t_end: u32,
+    emit: bool,
+    h: ptr<function, array<f32, MAX_D_STATE>>,
+) -> f32 {
     var a: array<f32, MAX_D_STATE>; // A[ch, :] = -exp(a_log[ch, :])
     var bias = 0.0;
     var skip = 0.0;
@@ -94,24 +102,24 @@ fn advance(ch: u32, live: bool, lane: u32, t_begin: u32, t_end: u32, emit: bool,
             }
         }
         workgroupBarrier();
-        if !live {
-            continue;
-        }
-        for (var s = 0u; s < steps; s++) {
-            let t = t0 + s;
-            let x_t = x[t * p.i + ch];
-            let delta = softplus(dt[t * p.dt_stride + p.dt_offset + ch] + bias);
-            delta_sum += delta;
-            var y = 0.0;
-            for (var n = 0u; n < D_STATE; n++) {
-                let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_tile[s * D_STATE + n] * x_t;
-                (*h)[n] = h_n;
-                if emit {
-                    y += h_n * c_tile[s * D_STATE + n];
+        // Not `continue`: a barrier must stay in uniform control flow for every WGSL compiler.
+        if live {
+            for (var s = 0u; s < steps; s++) {
+                let t = t0 + s;
+                let x_t = x[t * p.i + ch];
+                let delta = softplus(dt[t * p.dt_stride + p.dt_offset + ch] + bias);
+                delta_sum += delta;
+                var y = 0.0;
+                for (var n = 0u; n < D_STATE; n++) {
+                    let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_tile[s * D_STATE + n] * x_t;
+                    (*h)[n] = h_n;
+                    if emit {
+                        y += h_n * c_tile[s * D_STATE + n];
+                    }
                 }
-            }
-            if emit {
-                out[t * p.i + ch] = (y + skip * x_t) * silu(z[t * p.z_stride + p.z_offset + ch]);
+                if emit {
+                    out[t * p.i + ch] = (y + skip * x_t) * silu(z[t * p.z_stride + p.z_offset + ch]);
+                }
             }
         }
     }

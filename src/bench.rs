@@ -58,3 +58,185 @@ pub fn report(name: &str, timing: &Timing, bytes: Option<u64>, flops: Option<u64
     }
     line
 }
+
+// ---- Whole-model benchmarks (`jamba-wgpu bench`) ----
+
+use crate::config::JambaConfig;
+use crate::gpu::{DType, Graph};
+use crate::model::{FfnWeights, MixerWeights, Model, SessionOptions};
+
+/// The configurations of released Jamba models, by name: `v0.1`, `1.5-mini` (same shapes), `1.5-large`.
+pub fn preset_config(name: &str) -> crate::Result<JambaConfig> {
+    let (h, inter, layers, heads, dt_rank, max_pos) = match name {
+        "v0.1" | "1.5-mini" | "mini" => (4096, 14336, 32, 32, 256, 262144),
+        "1.5-large" | "large" => (8192, 24576, 72, 64, 512, 262144),
+        other => {
+            return Err(crate::Error::Input(format!(
+                "unknown preset `{other}`: expected v0.1, 1.5-mini, 1.5-large or a config.json path"
+            )))
+        }
+    };
+    JambaConfig::from_json_str(&format!(
+        r#"{{"vocab_size": 65536, "hidden_size": {h}, "intermediate_size": {inter}, "num_hidden_layers": {layers},
+            "num_attention_heads": {heads}, "num_key_value_heads": 8, "attn_layer_period": 8, "attn_layer_offset": 4,
+            "expert_layer_period": 2, "expert_layer_offset": 1, "num_experts": 16, "num_experts_per_tok": 2,
+            "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": {dt_rank},
+            "rms_norm_eps": 1e-6, "max_position_embeddings": {max_pos}, "tie_word_embeddings": false}}"#
+    ))
+}
+
+/// What `bench_model` measures.
+#[derive(Clone, Debug)]
+pub struct ModelBenchOptions {
+    pub prompt_len: usize,
+    pub gen_len: usize,
+    pub chunk: usize,
+    pub warmup: usize,
+    pub runs: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelBench {
+    pub adapter: String,
+    pub backend: String,
+    pub prompt_len: usize,
+    pub gen_len: usize,
+    pub runs: usize,
+    /// Median over runs.
+    pub prefill_tokens_per_s: f64,
+    pub time_to_first_token_ms: f64,
+    pub decode_tokens_per_s: f64,
+    /// CPU time to write a decode step's parameters, encode its pass and submit it (no waiting).
+    pub host_us_per_decode_step: f64,
+    pub dispatches_per_decode_step: usize,
+    pub weight_bytes: u64,
+    /// Bytes a decode step must read: the weights it uses (only top-k of the experts) and the state.
+    pub decode_bytes_per_token: u64,
+    pub decode_gb_per_s: f64,
+    /// A streaming kernel's bandwidth on this adapter, the decode roofline.
+    pub copy_gb_per_s: f64,
+    pub peak_gpu_bytes: u64,
+    /// GPU time per kernel family for one decode step (timestamp queries), when the adapter has them.
+    pub decode_kernel_ms: Vec<(String, f64)>,
+}
+
+/// Runs prefill of `prompt_len` pseudo-random tokens and `gen_len` greedy decode steps, `warmup` + `runs` times.
+pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelBench> {
+    let ctx = model.context();
+    let cfg = model.config();
+    let prompt: Vec<u32> = (0..o.prompt_len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % cfg.vocab_size as u32).collect();
+    let options = SessionOptions { max_len: o.prompt_len + o.gen_len + 1, chunk: o.chunk };
+    let (mut prefill, mut decode, mut host) = (Vec::new(), Vec::new(), Vec::new());
+    let mut dispatches = 0;
+    for run in 0..o.warmup + o.runs.max(1) {
+        let mut session = model.session(options)?;
+        let start = Instant::now();
+        session.feed(&prompt)?;
+        let mut token = session.greedy_token()?;
+        let ttft = start.elapsed();
+        let start = Instant::now();
+        let mut host_time = Duration::ZERO;
+        for _ in 1..o.gen_len {
+            let submit = Instant::now();
+            session.feed(&[token])?;
+            host_time += submit.elapsed();
+            token = session.greedy_token()?;
+        }
+        if run >= o.warmup {
+            prefill.push(ttft);
+            decode.push(start.elapsed());
+            host.push(host_time / o.gen_len.saturating_sub(1).max(1) as u32);
+        }
+        if run == 0 && ctx.features().timestamps {
+            dispatches = session.profile_step(token)?.len();
+        }
+    }
+    let median = |v: Vec<Duration>| Timing::of(v).median.as_secs_f64();
+    let (prefill_s, decode_s) = (median(prefill), median(decode));
+    let decode_tokens_per_s = o.gen_len.saturating_sub(1) as f64 / decode_s.max(1e-9);
+
+    let mut families: Vec<(String, f64)> = Vec::new();
+    if ctx.features().timestamps {
+        let mut session = model.session(options)?;
+        session.feed(&prompt)?;
+        for (kernel, time) in session.profile_step(session.greedy_token()?)? {
+            let family = kernel.split("::").next().unwrap_or(&kernel).to_string();
+            match families.iter_mut().find(|(f, _)| *f == family) {
+                Some((_, ms)) => *ms += time.as_secs_f64() * 1e3,
+                None => families.push((family, time.as_secs_f64() * 1e3)),
+            }
+        }
+        families.sort_by(|a, b| b.1.total_cmp(&a.1));
+    }
+    let (weight_bytes, decode_bytes) = decode_bytes(model, o.prompt_len + o.gen_len / 2);
+    Ok(ModelBench {
+        adapter: ctx.info().name.clone(),
+        backend: format!("{:?}", ctx.info().backend),
+        prompt_len: o.prompt_len,
+        gen_len: o.gen_len,
+        runs: o.runs,
+        prefill_tokens_per_s: o.prompt_len as f64 / prefill_s.max(1e-9),
+        time_to_first_token_ms: prefill_s * 1e3,
+        decode_tokens_per_s,
+        host_us_per_decode_step: median(host) * 1e6,
+        dispatches_per_decode_step: dispatches,
+        weight_bytes,
+        decode_bytes_per_token: decode_bytes,
+        decode_gb_per_s: decode_bytes as f64 * decode_tokens_per_s / 1e9,
+        copy_gb_per_s: copy_bandwidth(ctx)?,
+        peak_gpu_bytes: ctx.memory().1,
+        decode_kernel_ms: families,
+    })
+}
+
+/// (all weight bytes, bytes a decode step reads at context `kv_len`).
+fn decode_bytes(model: &Model, kv_len: usize) -> (u64, u64) {
+    let cfg = model.config();
+    let w = model.weights();
+    let (mut all, mut read, mut state_read) = (0u64, 0u64, 0u64);
+    let mut count = |bytes: u64, fraction: f64| {
+        all += bytes;
+        read += (bytes as f64 * fraction) as u64;
+    };
+    let kv_dim = (cfg.num_key_value_heads * cfg.head_dim()) as u64;
+    let state = (cfg.d_inner() * (cfg.mamba_d_state + cfg.mamba_d_conv - 1) * 4) as u64;
+    for layer in &w.layers {
+        match &layer.mixer {
+            MixerWeights::Attention(a) => {
+                count(a.qkv.size_bytes() + a.o_proj.size_bytes(), 1.0);
+                state_read += 2 * kv_len as u64 * kv_dim * 4;
+            }
+            MixerWeights::Mamba(m) => {
+                count(m.in_proj.size_bytes() + m.x_proj.size_bytes() + m.dt_proj.size_bytes() + m.out_proj.size_bytes(), 1.0);
+                state_read += 2 * state;
+            }
+        }
+        match &layer.ffn {
+            FfnWeights::Dense { gate, up, down } => count(gate.size_bytes() + up.size_bytes() + down.size_bytes(), 1.0),
+            FfnWeights::Moe { router, experts } => {
+                count(router.size_bytes(), 1.0);
+                let bytes: u64 = experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum();
+                count(bytes, cfg.num_experts_per_tok as f64 / cfg.num_experts as f64);
+            }
+        }
+    }
+    count(w.embed_tokens.size_bytes(), 1.0 / cfg.vocab_size as f64);
+    match &w.lm_head {
+        Some(head) => count(head.size_bytes(), 1.0),
+        None => state_read += w.embed_tokens.size_bytes(),
+    }
+    (all, read + state_read)
+}
+
+/// GB/s of a kernel that reads two buffers and writes one (the residual add), over buffers of up to 64 MiB.
+pub fn copy_bandwidth(ctx: &crate::gpu::Context) -> crate::Result<f64> {
+    let limit = ctx.limits().max_storage_buffer_binding_size.min(64 << 20) as usize;
+    let n = limit / 4;
+    let a = ctx.zeros("bandwidth a", &[n], DType::F32)?;
+    let b = ctx.zeros("bandwidth b", &[n], DType::F32)?;
+    let mut g = Graph::new(ctx);
+    crate::kernels::elementwise::add_assign(&mut g, &a, &b)?;
+    let plan = g.build()?;
+    let timing = time_plan(ctx, &plan, 1, 5)?;
+    Ok(3.0 * limit as f64 / timing.median.as_secs_f64().max(1e-9) / 1e9)
+}

@@ -87,7 +87,9 @@ fn conv_matches_reference() {
     let Some(ctx) = gpu() else { return };
     let mut rng = Rng::new(10);
     let mut worst = 0.0f32;
-    for &(t, c, k) in &[(1, 24, 4), (2, 40, 2), (1, 40, 2), (63, 24, 3), (64, 40, 4), (65, 24, 2), (300, 40, 4), (2, 24, 4)] {
+    for &(t, c, k) in
+        &[(1, 24, 4), (2, 40, 2), (1, 40, 2), (63, 24, 3), (64, 40, 4), (65, 24, 2), (300, 40, 4), (2, 24, 4)]
+    {
         let mut conv = Conv::new(ctx, &mut rng, c, k);
         let (got, want) = conv.step(ctx, &mut rng, t);
         let what = format!("conv T={t} C={c} K={k}");
@@ -191,7 +193,18 @@ impl Ssm {
         let (b, c) = (columns(&x_proj, r + 2 * n, r, n), columns(&x_proj, r + 2 * n, r + n, n));
         let z = columns(&in_proj, 2 * i, i, i);
         let want = reference::ssm::selective_scan(
-            &x, &dt, &self.dt_bias, &self.a_log, &b, &c, &self.d, &z, &mut self.state, t, i, n,
+            &x,
+            &dt,
+            &self.dt_bias,
+            &self.a_log,
+            &b,
+            &c,
+            &self.d,
+            &z,
+            &mut self.state,
+            t,
+            i,
+            n,
         );
 
         let x_gpu = ctx.upload_f32("x", &[t, i], &x).unwrap();
@@ -237,7 +250,8 @@ fn scan_matches_reference_on_every_path() {
     let Some(ctx) = gpu() else { return };
     let mut rng = Rng::new(20);
     let (mut worst_out, mut worst_state) = (0.0f32, 0.0f32);
-    let shapes = [(1, 24, 4), (1, 40, 32), (2, 40, 8), (63, 24, 16), (64, 40, 32), (65, 24, 8), (300, 40, 16), (300, 24, 4)];
+    let shapes =
+        [(1, 24, 4), (1, 40, 32), (2, 40, 8), (63, 24, 16), (64, 40, 32), (65, 24, 8), (300, 40, 16), (300, 24, 4)];
     for &(t, i, n) in &shapes {
         let mut paths = vec![None, Some(ScanPath::Chunked), Some(ScanPath::Serial)];
         if t == 1 {

@@ -1,5 +1,6 @@
 //! Subcommands, one module each.
 
+mod bench;
 mod info;
 mod logits;
 mod run;
@@ -24,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate text from a prompt (the embedded default model unless --model is given).
     Run(run::RunArgs),
+    /// Measure prefill and decode speed (a checkpoint, or a released configuration with random weights).
+    Bench(bench::BenchArgs),
     /// Show the GPU adapter, its backend, driver, limits and features.
     Info(info::InfoArgs),
     /// Write the logits of every position of a prompt to a safetensors file.
@@ -42,6 +45,7 @@ pub enum Device {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Info(args) => info::run(args),
         Command::Logits(args) => logits::run(args),
     }

@@ -67,6 +67,7 @@ pub struct Context {
     timeout: Duration,
     pub(crate) pipelines: PipelineCache,
     pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
+    pub(crate) memory: Arc<crate::gpu::tensor::MemoryCounter>,
 }
 
 impl Context {
@@ -127,6 +128,7 @@ impl Context {
             timeout: options.timeout.unwrap_or(Duration::from_secs(600)),
             pipelines: PipelineCache::default(),
             readback: Mutex::new(None),
+            memory: Default::default(),
         })
     }
 
@@ -151,6 +153,11 @@ impl Context {
     /// one invocation each; GPUs spread a row over 32 invocations for coalesced loads.
     pub fn tuning(&self) -> Tuning {
         Tuning { row_threads: if self.is_cpu() { 1 } else { 32 }, tiled_min_rows: 8 }
+    }
+
+    /// Bytes of tensors alive now, and the most alive at once since the context was created.
+    pub fn memory(&self) -> (u64, u64) {
+        (self.memory.live(), self.memory.peak())
     }
 
     /// Returns the first error wgpu reported since the last check, if any.

@@ -132,7 +132,13 @@ impl<'c> Graph<'c> {
                     })
                 },
             )?;
-            steps.push(Step { pipeline: op.pipeline.clone(), bind_group, grid: op.grid, params: op.params.clone() });
+            steps.push(Step {
+                kernel: op.kernel,
+                pipeline: op.pipeline.clone(),
+                bind_group,
+                grid: op.grid,
+                params: op.params.clone(),
+            });
         }
         Ok(Plan { steps, arena, arena_bytes: self.arena, _tensors: self.ops.into_iter().flat_map(|o| o.tensors).collect() })
     }
@@ -155,6 +161,7 @@ pub(crate) fn linear_grid(ctx: &Context, n: u64) -> Result<[u32; 3]> {
 }
 
 struct Step {
+    kernel: &'static Kernel,
     pipeline: Arc<Pipeline>,
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
@@ -194,6 +201,53 @@ impl Plan {
             pass.set_bind_group(0, &step.bind_group, &[]);
             pass.dispatch_workgroups(step.grid[0], step.grid[1], step.grid[2]);
         }
+    }
+
+    /// Runs the plan once with a GPU timestamp around every dispatch (each in a pass of its own) and returns the
+    /// time each kernel took, in order. Needs the adapter's TIMESTAMP_QUERY feature.
+    pub fn profile(&self, ctx: &Context) -> Result<Vec<(String, std::time::Duration)>> {
+        if !ctx.features().timestamps {
+            return Err(Error::Gpu { context: "profiling".into(), message: "the adapter has no timestamp queries".into() });
+        }
+        let count = (2 * self.steps.len()).max(2) as u32;
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolved = ctx.zeros("profile timestamps", &[count as usize * 2], crate::gpu::DType::U32)?;
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        for (i, step) in self.steps.iter().enumerate() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            pass.set_pipeline(&step.pipeline.pipeline);
+            pass.set_bind_group(0, &step.bind_group, &[]);
+            pass.dispatch_workgroups(step.grid[0], step.grid[1], step.grid[2]);
+        }
+        encoder.resolve_query_set(&queries, 0..count, &resolve, 0);
+        encoder.copy_buffer_to_buffer(&resolve, 0, resolved.buffer(), 0, count as u64 * 8);
+        ctx.queue.submit([encoder.finish()]);
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&ctx.read_bytes(&resolved)?);
+        let period = ctx.queue.get_timestamp_period() as f64;
+        Ok(self
+            .steps
+            .iter()
+            .zip(ticks.chunks_exact(2))
+            .map(|(step, t)| (step.kernel.name(), std::time::Duration::from_nanos((t[1].saturating_sub(t[0]) as f64 * period) as u64)))
+            .collect())
     }
 
     /// Encodes and submits the plan; does not wait.

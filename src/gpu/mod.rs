@@ -4,7 +4,7 @@ mod context;
 mod graph;
 mod kernel;
 mod pipeline;
-mod tensor;
+pub(crate) mod tensor;
 
 pub use context::{Context, ContextOptions, GpuFeatures, Tuning};
 pub use graph::{Graph, OpId, Plan};

@@ -1,5 +1,6 @@
 //! Tensors in GPU buffers: a buffer, a shape, an element type and a label. Upload, zero-fill and readback.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::gpu::Context;
@@ -53,10 +54,49 @@ impl DType {
     }
 }
 
+/// A buffer that keeps the context's count of allocated bytes up to date.
+#[derive(Debug)]
+struct Allocation {
+    buffer: wgpu::Buffer,
+    memory: Arc<MemoryCounter>,
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.memory.free(self.buffer.size());
+    }
+}
+
+/// Bytes of storage buffers alive now, and the most ever alive at once.
+#[derive(Debug, Default)]
+pub struct MemoryCounter {
+    live: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl MemoryCounter {
+    fn allocate(&self, bytes: u64) {
+        let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(live, Ordering::Relaxed);
+    }
+
+    fn free(&self, bytes: u64) {
+        self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 /// A tensor living in one GPU buffer. Cloning shares the buffer.
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    buffer: Arc<wgpu::Buffer>,
+    buffer: Arc<Allocation>,
     shape: Vec<usize>,
     dtype: DType,
     label: Arc<str>,
@@ -64,7 +104,7 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
+        &self.buffer.buffer
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -141,7 +181,7 @@ impl Context {
         }
         let tensor = self.allocate(label, shape, dtype, true)?;
         let mut view = tensor
-            .buffer
+            .buffer()
             .get_mapped_range_mut(..)
             .map_err(|e| Error::Gpu { context: format!("filling `{label}`"), message: e.to_string() })?;
         let mut at = 0;
@@ -150,7 +190,7 @@ impl Context {
             at += part.len();
         }
         drop(view);
-        tensor.buffer.unmap();
+        tensor.buffer().unmap();
         Ok(tensor)
     }
 
@@ -172,7 +212,9 @@ impl Context {
                 })
             },
         )?;
-        Ok(Tensor { buffer: Arc::new(buffer), shape: shape.to_vec(), dtype, label: label.into() })
+        self.memory.allocate(size);
+        let buffer = Arc::new(Allocation { buffer, memory: self.memory.clone() });
+        Ok(Tensor { buffer, shape: shape.to_vec(), dtype, label: label.into() })
     }
 
     /// A zero-filled tensor.
@@ -190,10 +232,10 @@ impl Context {
 
     /// Overwrites the start of a tensor with `data` (queued; takes effect before the next submission).
     pub fn write(&self, tensor: &Tensor, data: &[u8]) -> Result<()> {
-        if data.len() as u64 > tensor.buffer.size() {
+        if data.len() as u64 > tensor.buffer().size() {
             return Err(Error::shape(
                 format!("write to `{}`", tensor.label),
-                format!("{} bytes do not fit in {} bytes", data.len(), tensor.buffer.size()),
+                format!("{} bytes do not fit in {} bytes", data.len(), tensor.buffer().size()),
             ));
         }
         let padded;
@@ -203,7 +245,7 @@ impl Context {
             padded = [data, &[0u8; 3][..4 - data.len() % 4]].concat();
             &padded
         };
-        self.queue.write_buffer(&tensor.buffer, 0, data);
+        self.queue.write_buffer(tensor.buffer(), 0, data);
         Ok(())
     }
 
@@ -216,7 +258,7 @@ impl Context {
     /// queued work. The staging buffer is kept and reused, so a per-token readback allocates nothing.
     pub fn read_range(&self, tensor: &Tensor, offset: u64, len: u64) -> Result<Vec<u8>> {
         let context = format!("reading back `{}`", tensor.label);
-        if offset % 4 != 0 || offset + len > tensor.buffer.size() {
+        if offset % 4 != 0 || offset + len > tensor.buffer().size() {
             return Err(Error::Gpu { context, message: format!("bytes {offset}..{} out of range", offset + len) });
         }
         let size = len.max(4).next_multiple_of(4);
@@ -232,7 +274,7 @@ impl Context {
         }
         let staging = slot.as_ref().expect("staging buffer was just created");
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&tensor.buffer, offset, staging, 0, size.min(tensor.buffer.size() - offset));
+        encoder.copy_buffer_to_buffer(tensor.buffer(), offset, staging, 0, size.min(tensor.buffer().size() - offset));
         self.queue.submit([encoder.finish()]);
 
         let (sender, receiver) = std::sync::mpsc::channel();

@@ -153,11 +153,17 @@ fn cache_rows(op: &str, k_cache: &Tensor, v_cache: &Tensor, kv_dim: usize) -> Re
         expect_dtype(op, cache, &[DType::F32])?;
         let [_, cols] = dims2(cache)?;
         if cols != kv_dim {
-            return Err(Error::shape(op, format!("cache `{}` has {cols} columns, expected kv_dim {kv_dim}", cache.label())));
+            return Err(Error::shape(
+                op,
+                format!("cache `{}` has {cols} columns, expected kv_dim {kv_dim}", cache.label()),
+            ));
         }
     }
     if k_cache.shape() != v_cache.shape() {
-        return Err(Error::shape(op, format!("k cache {:?} and v cache {:?} differ", k_cache.shape(), v_cache.shape())));
+        return Err(Error::shape(
+            op,
+            format!("k cache {:?} and v cache {:?} differ", k_cache.shape(), v_cache.shape()),
+        ));
     }
     Ok(k_cache.shape()[0])
 }
@@ -166,7 +172,10 @@ fn cache_rows(op: &str, k_cache: &Tensor, v_cache: &Tensor, kv_dim: usize) -> Re
 fn expect_cols(op: &str, what: &str, x: &Cols, width: usize) -> Result<()> {
     expect_dtype(op, x.tensor, &[DType::F32])?;
     if x.width != width {
-        return Err(Error::shape(op, format!("{what} `{}` has {} columns, expected {width}", x.tensor.label(), x.width)));
+        return Err(Error::shape(
+            op,
+            format!("{what} `{}` has {} columns, expected {width}", x.tensor.label(), x.width),
+        ));
     }
     Ok(())
 }
@@ -176,7 +185,10 @@ fn expect_out(op: &str, out: &Tensor, rows: usize, q_dim: usize) -> Result<()> {
     expect_dtype(op, out, &[DType::F32])?;
     let [out_rows, cols] = dims2(out)?;
     if out_rows < rows || cols != q_dim {
-        return Err(Error::shape(op, format!("out `{}` is [{out_rows}, {cols}], expected [>= {rows}, {q_dim}]", out.label())));
+        return Err(Error::shape(
+            op,
+            format!("out `{}` is [{out_rows}, {cols}], expected [>= {rows}, {q_dim}]", out.label()),
+        ));
     }
     Ok(())
 }
@@ -272,9 +284,9 @@ pub fn prefill<'a>(
 /// maximum score, its sum of exponentials and its unnormalised output.
 pub struct DecodeScratch {
     /// [n_heads * n_splits, head_dim + 2]: (m, l, o[head_dim]) per row.
-    pub partials: Tensor,
-    pub shape: AttentionShape,
-    pub n_splits: usize,
+    partials: Tensor,
+    shape: AttentionShape,
+    n_splits: usize,
 }
 
 impl DecodeScratch {
@@ -286,8 +298,18 @@ impl DecodeScratch {
             return Err(Error::shape("DecodeScratch", "max_len must be at least 1"));
         }
         let n_splits = max_len.div_ceil(ROWS_PER_SPLIT).min(MAX_SPLITS);
-        let partials = ctx.zeros("attention decode partials", &[shape.n_heads * n_splits, shape.head_dim + 2], DType::F32)?;
+        let partials =
+            ctx.zeros("attention decode partials", &[shape.n_heads * n_splits, shape.head_dim + 2], DType::F32)?;
         Ok(DecodeScratch { partials, shape, n_splits })
+    }
+
+    /// Splits along the sequence, fixed by the longest context the scratch was made for.
+    pub fn n_splits(&self) -> usize {
+        self.n_splits
+    }
+
+    pub fn shape(&self) -> AttentionShape {
+        self.shape
     }
 }
 
@@ -297,8 +319,8 @@ pub struct DecodeOps {
     pub split: OpId,
     pub combine: OpId,
     /// Rows of the cache the ops read: the largest kv_len they accept.
-    pub max_len: usize,
-    pub n_splits: usize,
+    max_len: usize,
+    n_splits: usize,
 }
 
 impl DecodeOps {

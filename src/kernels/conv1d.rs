@@ -21,7 +21,10 @@ params! {
 
 const BINDINGS: &[Binding] = &[read("x"), read("weight"), read("bias"), read_write("state"), read_write("out")];
 
-/// The convolution: one invocation per output element; reads the old state.
+/// Rows per invocation of [`CONV`] (`CONV_ROWS` in conv1d.wgsl).
+const CONV_ROWS: usize = 16;
+
+/// The convolution: one invocation per channel and block of rows; reads the old state.
 pub static CONV: Kernel = Kernel {
     shader: &CONV1D,
     entry: "conv",
@@ -60,16 +63,25 @@ pub fn causal_conv1d_silu<'a>(
         expect_dtype(op, t, &[DType::F32])?;
     }
     if x.width != c {
-        return Err(Error::shape(op, format!("x has {} columns but weight `{}` is [{c}, {k}]", x.width, weight.label())));
+        return Err(Error::shape(
+            op,
+            format!("x has {} columns but weight `{}` is [{c}, {k}]", x.width, weight.label()),
+        ));
     }
     if k == 0 {
-        return Err(Error::shape(op, format!("weight `{}` is [{c}, 0]: the conv needs at least one tap", weight.label())));
+        return Err(Error::shape(
+            op,
+            format!("weight `{}` is [{c}, 0]: the conv needs at least one tap", weight.label()),
+        ));
     }
     expect_shape(op, state, &[k - 1, c])?;
     expect_shape(op, bias, &[c])?;
     let [out_rows, out_cols] = dims2(out)?;
     if out_cols != c || out_rows < x.rows {
-        return Err(Error::shape(op, format!("out `{}` is [{out_rows}, {out_cols}], needs [>={}, {c}]", out.label(), x.rows)));
+        return Err(Error::shape(
+            op,
+            format!("out `{}` is [{out_rows}, {out_cols}], needs [>={}, {c}]", out.label(), x.rows),
+        ));
     }
     if x.rows == 0 {
         return Ok(());
@@ -84,7 +96,7 @@ pub fn causal_conv1d_silu<'a>(
     };
     u32_of(op, "t * c", x.rows * c)?;
     let tensors = [x.tensor, weight, bias, state, out];
-    let grid = g.linear_grid((x.rows * c).div_ceil(64) as u64)?;
+    let grid = g.linear_grid((x.rows.div_ceil(CONV_ROWS) * c.div_ceil(64)) as u64)?;
     g.dispatch(&CONV, &[], &params, &tensors, grid)?;
     if k > 1 {
         let grid = g.linear_grid(c.div_ceil(64) as u64)?;

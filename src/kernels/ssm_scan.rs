@@ -65,8 +65,16 @@ macro_rules! scan_kernel {
     };
 }
 
-scan_kernel!(STEPS, "scan_steps", "All rows in order, one invocation per channel: the decode step, and the serial baseline.");
-scan_kernel!(CHUNK_LOCAL, "chunk_local", "Chunked prefill (1): each chunk's scan from a zero state, chunks in parallel.");
+scan_kernel!(
+    STEPS,
+    "scan_steps",
+    "All rows in order, one invocation per channel: the decode step, and the serial baseline."
+);
+scan_kernel!(
+    CHUNK_LOCAL,
+    "chunk_local",
+    "Chunked prefill (1): each chunk's scan from a zero state, chunks in parallel."
+);
 scan_kernel!(CHUNK_CARRY, "chunk_carry", "Chunked prefill (2): the state entering each chunk, serial over chunks.");
 scan_kernel!(CHUNK_OUTPUT, "chunk_output", "Chunked prefill (3): each chunk's outputs from its entering state.");
 
@@ -75,7 +83,8 @@ scan_kernel!(CHUNK_OUTPUT, "chunk_output", "Chunked prefill (3): each chunk's ou
 pub enum ScanPath {
     /// One invocation per channel, one step: needs T = 1.
     Decode,
-    /// Chunks of rows scanned in parallel, their carries chained, then their outputs in parallel. Any T.
+    /// Chunks of rows scanned in parallel, their carries chained, then their outputs in parallel. Any T; a
+    /// single chunk (T <= [`CHUNK_LEN`]) is scanned straight from the state by the decode kernel.
     Chunked,
     /// One invocation per channel looping over all of T: the naive baseline, for benchmarks only.
     Serial,
@@ -130,7 +139,10 @@ pub fn selective_scan_with<'a>(
         expect_dtype(op, tensor, &[DType::F32])?;
     }
     if n == 0 || n > MAX_D_STATE {
-        return Err(Error::shape(op, format!("d_state N = {n} from a_log `{}`; supported: 1..={MAX_D_STATE}", a_log.label())));
+        return Err(Error::shape(
+            op,
+            format!("d_state N = {n} from a_log `{}`; supported: 1..={MAX_D_STATE}", a_log.label()),
+        ));
     }
     expect_cols(op, "dt", &dt, t, i)?;
     expect_cols(op, "z", &z, t, i)?;
@@ -156,8 +168,8 @@ pub fn selective_scan_with<'a>(
     let chunks = t.div_ceil(chunk_len);
     // The other paths never touch the scratch but the layout binds it: one word each then.
     let (h_shape, delta_shape) = match path {
-        ScanPath::Chunked => ([chunks, n, i], [chunks, i]),
-        ScanPath::Decode | ScanPath::Serial => ([1, 1, 1], [1, 1]),
+        ScanPath::Chunked if chunks > 1 => ([chunks, n, i], [chunks, i]),
+        _ => ([1, 1, 1], [1, 1]),
     };
     let chunk_h = ctx.zeros("ssm chunk_h", &h_shape, DType::F32)?;
     let chunk_delta = ctx.zeros("ssm chunk_delta", &delta_shape, DType::F32)?;
@@ -181,7 +193,13 @@ pub fn selective_scan_with<'a>(
     let constants = [("D_STATE", n as f64)];
     let tensors = [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out, &chunk_h, &chunk_delta];
     let channel_groups = i.div_ceil(64);
+    // A single chunk needs no carries: it is scanned straight from the state, without the 3 passes' doubled work.
+    let single_chunk = path == ScanPath::Chunked && chunks == 1;
     match path {
+        _ if single_chunk => {
+            let grid = g.linear_grid(channel_groups as u64)?;
+            g.dispatch(&STEPS, &constants, &params, &tensors, grid)?;
+        }
         ScanPath::Decode | ScanPath::Serial => {
             let grid = g.linear_grid(channel_groups as u64)?;
             g.dispatch(&STEPS, &constants, &params, &tensors, grid)?;
@@ -203,7 +221,10 @@ fn expect_cols(op: &str, what: &str, cols: &Cols, rows: usize, width: usize) -> 
         return Ok(());
     }
     let label = cols.tensor.label();
-    Err(Error::shape(op, format!("{what} `{label}` is [{}, {}] columns, expected [{rows}, {width}]", cols.rows, cols.width)))
+    Err(Error::shape(
+        op,
+        format!("{what} `{label}` is [{}, {}] columns, expected [{rows}, {width}]", cols.rows, cols.width),
+    ))
 }
 
 /// Fails unless `t` is a matrix of `width` columns and at least `rows` rows.

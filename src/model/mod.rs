@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use jamba::{Head, Scratch};
 pub use state::{LayerState, SequenceState};
-pub use weights::{GpuWeights, Matrix};
+pub use weights::{AttentionWeights, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights};
 
 use crate::config::JambaConfig;
 use crate::gpu::{Context, Graph, Plan};
@@ -200,12 +200,18 @@ impl<'m> Session<'m> {
         ctx.check()
     }
 
-    /// One token through the decode plan, built on first use and replayed with the new position.
+    /// One token through the decode plan.
     fn decode_step(&mut self) -> Result<()> {
-        let (ctx, cfg, pos) = (&*self.model.ctx, &self.model.cfg, self.position);
+        let model = self.model;
+        self.prepare_decode()?.run(&model.ctx)
+    }
+
+    /// The decode plan, built on first use, with its parameters set for the token at the current position.
+    fn prepare_decode(&mut self) -> Result<&Plan> {
+        let (ctx, pos) = (&*self.model.ctx, self.position);
         if self.decode.is_none() {
             let mut g = Graph::new(ctx);
-            let ops = jamba::encode(&mut g, cfg, &self.model.weights, &self.state, &self.scratch, 1, pos, Head::Last)?;
+            let ops = jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state, &self.scratch, 1, pos, Head::Last)?;
             self.decode = Some((g.build()?, ops));
         }
         let (plan, ops) = self.decode.as_mut().expect("the decode plan was just built");
@@ -215,7 +221,20 @@ impl<'m> Session<'m> {
                 d.set_kv_len(plan, pos + 1)?;
             }
         }
-        plan.run(ctx)
+        Ok(plan)
+    }
+
+    /// Feeds one token through the decode plan with a GPU timestamp around every dispatch: the time of each
+    /// kernel of a decode step, in order (benchmarks; needs timestamp queries).
+    pub fn profile_step(&mut self, id: u32) -> Result<Vec<(String, std::time::Duration)>> {
+        self.check_input(&[id])?;
+        let model = self.model;
+        let ctx = &*model.ctx;
+        ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
+        let times = self.prepare_decode()?.profile(ctx)?;
+        self.position += 1;
+        self.last_row = Some(0);
+        Ok(times)
     }
 
     fn check_input(&self, ids: &[u32]) -> Result<()> {

@@ -1,0 +1,96 @@
+//! `jamba-wgpu bench`: prefill and decode speed of a model, a released configuration with random weights
+//! generated on the GPU (no download), or any config.json.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use jamba_wgpu::bench::{bench_model, preset_config, ModelBenchOptions};
+use jamba_wgpu::config::JambaConfig;
+use jamba_wgpu::gpu::DType;
+use jamba_wgpu::{LoadOptions, Model};
+
+use super::{GpuArgs, ModelArgs};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A released configuration (v0.1, 1.5-mini, 1.5-large) or a config.json path, with --random-weights.
+    #[arg(long, conflicts_with = "model")]
+    pub config: Option<String>,
+    /// Generate the weights on the GPU instead of loading a checkpoint (needed with --config).
+    #[arg(long)]
+    pub random_weights: bool,
+    /// Storage type of random weight matrices: f32, f16 or bf16.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    #[arg(long, default_value_t = 512)]
+    pub prompt_len: usize,
+    #[arg(long, default_value_t = 64)]
+    pub gen_len: usize,
+    /// Most prompt tokens per prefill pass.
+    #[arg(long, default_value_t = 256)]
+    pub chunk: usize,
+    /// Sequences per batch (only 1 is implemented).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Timed runs after one warm-up; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.batch != 1 {
+        bail!("--batch {}: batched decoding is not implemented yet; only --batch 1", args.batch);
+    }
+    let ctx = Arc::new(args.gpu.context()?);
+    let model = match (&args.config, args.random_weights) {
+        (Some(config), true) => {
+            let cfg = if Path::new(config).is_file() { JambaConfig::from_file(config)? } else { preset_config(config)? };
+            let dtype = match args.dtype.as_str() {
+                "f32" => DType::F32,
+                "f16" => DType::F16,
+                "bf16" => DType::BF16,
+                other => bail!("--dtype {other}: expected f32, f16 or bf16"),
+            };
+            Model::random(ctx, cfg, dtype, 0)?
+        }
+        (Some(_), false) => bail!("--config needs --random-weights (there is no checkpoint to load)"),
+        (None, _) => {
+            let (cfg, checkpoint, tokenizer) = args.model.open()?;
+            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json })?
+        }
+    };
+    let options = ModelBenchOptions { prompt_len: args.prompt_len, gen_len: args.gen_len.max(2), chunk: args.chunk, warmup: 1, runs: args.runs };
+    let b = bench_model(&model, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+        return Ok(());
+    }
+    let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+    println!("adapter:   {} ({})", b.adapter, b.backend);
+    println!("weights:   {:.3} GiB; peak GPU memory {:.3} GiB", gib(b.weight_bytes), gib(b.peak_gpu_bytes));
+    println!("prefill:   {} tokens at {:.1} tokens/s (time to first token {:.1} ms)", b.prompt_len, b.prefill_tokens_per_s, b.time_to_first_token_ms);
+    println!("decode:    {} tokens at {:.2} tokens/s", b.gen_len, b.decode_tokens_per_s);
+    println!(
+        "roofline:  a decode step reads {:.1} MiB: {:.2} GB/s achieved vs {:.2} GB/s streaming ({:.0}%)",
+        b.decode_bytes_per_token as f64 / (1 << 20) as f64,
+        b.decode_gb_per_s,
+        b.copy_gb_per_s,
+        100.0 * b.decode_gb_per_s / b.copy_gb_per_s.max(1e-9)
+    );
+    println!("host:      {:.1} us to encode and submit a decode step ({} dispatches)", b.host_us_per_decode_step, b.dispatches_per_decode_step);
+    if !b.decode_kernel_ms.is_empty() {
+        println!("decode step GPU time by kernel family (timestamps, one dispatch per pass):");
+        for (family, ms) in &b.decode_kernel_ms {
+            println!("  {family:<16} {ms:>9.3} ms");
+        }
+    }
+    Ok(())
+}
