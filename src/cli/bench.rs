@@ -11,7 +11,7 @@ use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::gpu::DType;
 use jamba_wgpu::{LoadOptions, Model};
 
-use super::{GpuArgs, ModelArgs};
+use super::{FormatArg, GpuArgs, ModelArgs, QuantArgs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -41,6 +41,11 @@ pub struct BenchArgs {
     pub runs: usize,
     #[arg(long)]
     pub json: bool,
+    /// Quantize the checkpoint's weights at load: q8 or q4 (not with --random-weights).
+    #[arg(long, value_enum, conflicts_with = "random_weights")]
+    pub quantize: Option<FormatArg>,
+    #[command(flatten)]
+    pub quant: QuantArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
@@ -64,7 +69,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         (Some(_), false) => bail!("--config needs --random-weights (there is no checkpoint to load)"),
         (None, _) => {
             let (cfg, checkpoint, tokenizer) = args.model.open()?;
-            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json })?
+            let quantize = args.quant.quantization(args.quantize)?;
+            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json, quantize })?
         }
     };
     let options = ModelBenchOptions { prompt_len: args.prompt_len, gen_len: args.gen_len.max(2), chunk: args.chunk, warmup: 1, runs: args.runs };
