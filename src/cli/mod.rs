@@ -3,6 +3,8 @@
 mod bench;
 mod info;
 mod logits;
+mod perplexity;
+mod quantize;
 mod run;
 
 use std::path::PathBuf;
@@ -27,8 +29,13 @@ pub enum Command {
     Run(run::RunArgs),
     /// Measure prefill and decode speed (a checkpoint, or a released configuration with random weights).
     Bench(bench::BenchArgs),
-    /// Show the GPU adapter, its backend, driver, limits and features.
+    /// Show the GPU adapter, its backend, driver, limits and features; with --model, the model's memory per
+    /// component and whether it fits.
     Info(info::InfoArgs),
+    /// Write a quantized copy of a checkpoint (q8 or q4), loadable with --model.
+    Quantize(quantize::QuantizeArgs),
+    /// Perplexity of a model over a text file, in non-overlapping windows.
+    Perplexity(perplexity::PerplexityArgs),
     /// Write the logits of every position of a prompt to a safetensors file.
     Logits(logits::LogitsArgs),
 }
@@ -46,6 +53,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Info(args) => info::run(args),
         Command::Logits(args) => logits::run(args),
     }

@@ -8,6 +8,7 @@
 
 mod attention;
 mod ffn;
+pub mod footprint;
 mod jamba;
 mod mamba;
 mod state;
