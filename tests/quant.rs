@@ -123,3 +123,67 @@ fn matmul_on_quantized_weights_matches_reference_on_dequantized() {
         }
     }
 }
+
+/// out += sum_j p_j expert_{e_j}(x) on the CPU, from the dequantized expert weights [E][gate, up, down].
+fn reference_moe(x: &[f32], logits: &[f32], experts: &[[Vec<f32>; 3]], t: usize, h: usize, f: usize, top_k: usize) -> Vec<f32> {
+    let (ids, weights) = reference::moe::route(logits, experts.len(), top_k);
+    let mut out = vec![0.0f32; t * h];
+    for (slot, (&e, &p)) in ids.iter().zip(&weights).enumerate() {
+        let r = slot / top_k;
+        let [gate, up, down] = &experts[e as usize];
+        let xr = &x[r * h..(r + 1) * h];
+        let act = reference::silu_mul(&reference::matmul(xr, gate, 1, f, h), &reference::matmul(xr, up, 1, f, h));
+        let y = reference::matmul(&act, down, 1, h, f);
+        out[r * h..(r + 1) * h].iter_mut().zip(&y).for_each(|(o, y)| *o += p * y);
+    }
+    out
+}
+
+#[test]
+fn moe_on_quantized_experts_matches_reference_decode_and_prefill() {
+    use jamba_wgpu::kernels::moe::{self, ExpertStack, MoeScratch};
+    let Some(ctx) = gpu() else { return };
+    let (h, f, n_experts, top_k) = (64, 128, 5, 2);
+    let mut rng = Rng::new(14);
+    for format in QuantFormat::ALL {
+        // Experts 0..3 and 3..5 in two stacks, as a layer over the binding limit is uploaded.
+        let mut dequantized: Vec<[Vec<f32>; 3]> = Vec::new();
+        let mut stacks = Vec::new();
+        for (first, count) in [(0, 3), (3, 2)] {
+            let mut upload = |rows: usize, cols: usize, which: &str| {
+                let w = rng.vec(count * rows * cols, 0.2);
+                let label = format!("experts[{first}..].{which}");
+                let (tensor, values) = upload_quantized(ctx, &label, format, &w, &[count, rows, cols]);
+                (tensor, values)
+            };
+            let (gate, gate_v) = upload(f, h, "gate");
+            let (up, up_v) = upload(f, h, "up");
+            let (down, down_v) = upload(h, f, "down");
+            for e in 0..count {
+                let (a, b) = (e * f * h, (e + 1) * f * h);
+                dequantized.push([gate_v[a..b].to_vec(), up_v[a..b].to_vec(), down_v[a..b].to_vec()]);
+            }
+            stacks.push(ExpertStack { first, count, gate, up, down });
+        }
+        for t in [1, 3, 37] {
+            let x = rng.vec(t * h, 1.0);
+            let logits = rng.vec(t * n_experts, 2.0);
+            let want = reference_moe(&x, &logits, &dequantized, t, h, f, top_k);
+            for tuning in tunings() {
+                let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
+                let logits_gpu = ctx.upload_f32("logits", &[t, n_experts], &logits).unwrap();
+                let ids = ctx.zeros("ids", &[t * top_k], DType::U32).unwrap();
+                let weights = ctx.zeros("weights", &[t * top_k], DType::F32).unwrap();
+                let out = ctx.zeros("out", &[t, h], DType::F32).unwrap();
+                let scratch = MoeScratch::new(ctx, t, h, f, n_experts, top_k).unwrap();
+                let mut g = Graph::new(ctx);
+                g.tuning = tuning;
+                moe::route(&mut g, &logits_gpu, t, top_k, &ids, &weights).unwrap();
+                moe::moe_ffn(&mut g, &x_gpu, t, &stacks, &ids, &weights, top_k, &scratch, &out).unwrap();
+                g.run().unwrap();
+                let got = ctx.read_f32(&out).unwrap();
+                assert_close(&format!("{format} moe t={t} {tuning:?}"), &got, &want, 1e-5, 1e-4);
+            }
+        }
+    }
+}
