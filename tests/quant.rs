@@ -187,3 +187,145 @@ fn moe_on_quantized_experts_matches_reference_decode_and_prefill() {
         }
     }
 }
+
+// ---- fidelity of quantized models ----
+
+use std::sync::Arc;
+
+use anyhow::{ensure, Context as _, Result};
+use common::{default_model_dir, fixture_dir, Expected};
+use jamba_wgpu::weights::quant::{Q4Group, Quantization, Scope};
+use jamba_wgpu::{LoadOptions, Model, SessionOptions};
+
+const Q8: QuantFormat = QuantFormat::Q8;
+const Q4: QuantFormat = QuantFormat::Q4 { group: Q4Group::G32, min: false };
+
+fn load(ctx: &Arc<jamba_wgpu::gpu::Context>, dir: &std::path::Path, quantize: Option<Quantization>) -> Result<Model> {
+    Ok(Model::load(ctx.clone(), dir, &LoadOptions { progress: false, quantize })?)
+}
+
+fn all_logits(model: &Model, ids: &[u32]) -> Result<Vec<f32>> {
+    Ok(model.session(SessionOptions { max_len: ids.len(), chunk: 128 })?.feed_all_logits(ids)?)
+}
+
+/// The fraction of positions whose argmax agrees.
+fn top1_agreement(a: &[f32], b: &[f32], vocab: usize) -> f64 {
+    let argmax = |row: &[f32]| row.iter().enumerate().fold(0, |m, (i, &v)| if v > row[m] { i } else { m });
+    let rows = a.len() / vocab;
+    let same = a.chunks(vocab).zip(b.chunks(vocab)).filter(|(x, y)| argmax(x) == argmax(y)).count();
+    same as f64 / rows as f64
+}
+
+/// RMS of the logit error relative to the RMS spread of the unquantized logits (each row centred).
+fn relative_rms_error(got: &[f32], want: &[f32], vocab: usize) -> f64 {
+    let (mut err, mut spread) = (0.0f64, 0.0f64);
+    for (g, w) in got.chunks(vocab).zip(want.chunks(vocab)) {
+        let mean = w.iter().map(|&v| v as f64).sum::<f64>() / vocab as f64;
+        err += g.iter().zip(w).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>();
+        spread += w.iter().map(|&b| (b as f64 - mean).powi(2)).sum::<f64>();
+    }
+    (err / spread).sqrt()
+}
+
+/// Top-1 agreement with the unquantized model, and the relative RMS logit error, over the 300-token prompt of two
+/// fixtures. Their weights are random (transformers' init), so their logits are nearly flat and the argmax
+/// flips under small changes: the agreement bounds are loose there, and the error bound carries the weight.
+#[test]
+fn quantized_fixtures_agree_with_unquantized() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    // (format, scope, least top-1 agreement, largest relative RMS error)
+    let cases = [
+        (Q8, Scope::Ffn, 0.85, 0.15),
+        (Q8, Scope::AllLinear, 0.8, 0.15),
+        (Q4, Scope::Ffn, 0.35, 0.6),
+        (Q4, Scope::AllLinear, 0.3, 0.75),
+    ];
+    for name in ["tiny", "v01-shape-lite"] {
+        let dir = fixture_dir(name);
+        let ids = Expected::open(&dir)?.ids("p300.input_ids")?;
+        let base = load(ctx, &dir, None)?;
+        let vocab = base.config().vocab_size;
+        let want = all_logits(&base, &ids)?;
+        for (format, scope, least_agreement, most_error) in cases {
+            let got = all_logits(&load(ctx, &dir, Some(Quantization { format, scope }))?, &ids)?;
+            let (agreement, error) = (top1_agreement(&got, &want, vocab), relative_rms_error(&got, &want, vocab));
+            let what = format!("{name} {format} {}", scope.name());
+            println!("{what}: top-1 agreement {agreement:.3}, relative RMS logit error {error:.4}");
+            ensure!(agreement >= least_agreement, "{what}: top-1 agreement {agreement:.3} < {least_agreement}");
+            ensure!(error <= most_error, "{what}: relative RMS logit error {error:.4} > {most_error}");
+        }
+    }
+    Ok(())
+}
+
+/// The first `n` tokens of the default model's held-out text.
+fn heldout_tokens(model: &Model, n: usize) -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string(default_model_dir().join("heldout.txt"))?;
+    let mut tokens = model.tokenizer().context("tokenizer")?.encode(&text)?;
+    tokens.truncate(n);
+    Ok(tokens)
+}
+
+/// The bounds on the trained default model, over the first 3 windows of 256 held-out tokens: perplexity
+/// within 1% of f32 for q8 and within 5% for q4 (the FFNs quantized, the default scope); and top-1 agreement of
+/// the logits over the first window.
+#[test]
+fn perplexity_of_quantized_default_model_is_within_bounds() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let dir = default_model_dir();
+    let base = load(ctx, &dir, None)?;
+    let tokens = heldout_tokens(&base, 3 * 256)?;
+    let f32_ppl = jamba_wgpu::perplexity(&base, &tokens, 1, 256, |_, _| {})?.perplexity;
+    let window: Vec<u32> = std::iter::once(1).chain(tokens[..255].iter().copied()).collect();
+    let want = all_logits(&base, &window)?;
+    let vocab = base.config().vocab_size;
+    drop(base);
+    println!("f32: perplexity {f32_ppl:.4} over {} tokens", tokens.len());
+    // (format, largest |ratio - 1|, least top-1 agreement over the first window)
+    for (format, bound, least_agreement) in [(Q8, 0.01, 0.97), (Q4, 0.05, 0.85)] {
+        let model = load(ctx, &dir, Some(Quantization::new(format)))?;
+        let ppl = jamba_wgpu::perplexity(&model, &tokens, 1, 256, |_, _| {})?.perplexity;
+        let ratio = ppl / f32_ppl;
+        let agreement = top1_agreement(&all_logits(&model, &window)?, &want, vocab);
+        println!("{format}: perplexity {ppl:.4}, ratio to f32 {ratio:.4}; top-1 agreement {agreement:.3}");
+        ensure!((ratio - 1.0).abs() <= bound, "{format}: perplexity ratio {ratio:.4} is not within {bound} of 1");
+        ensure!(agreement >= least_agreement, "{format}: top-1 agreement {agreement:.3} < {least_agreement}");
+    }
+    Ok(())
+}
+
+/// The whole quantized model on the GPU equals the CPU reference run on the dequantized weights: what the
+/// fixtures' disagreement above measures is the quantization, not the kernels.
+#[test]
+fn quantized_model_equals_reference_on_dequantized_weights() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let dir = fixture_dir("tiny");
+    let q = Quantization { format: Q4, scope: Scope::AllLinear };
+    let tmp = common::TempDir::new("dequantized")?;
+    let checkpoint = jamba_wgpu::weights::Checkpoint::open(&dir)?;
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = checkpoint
+        .names()
+        .into_iter()
+        .map(|name| {
+            let view = checkpoint.tensor(name)?;
+            let mut values = view.to_f32();
+            if let (&[rows, cols], Some(format)) = (&view.shape[..], view.shape.last().and_then(|&c| q.format_for(name, c))) {
+                values = quant::quantize(format, &values, rows, cols)?.dequantize();
+            }
+            Ok((name.to_string(), view.shape.clone(), bytemuck::cast_slice(&values).to_vec()))
+        })
+        .collect::<Result<_>>()?;
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, shape, bytes)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)?)))
+        .collect::<Result<_>>()?;
+    safetensors::serialize_to_file(views, None, &tmp.path().join("model.safetensors"))?;
+    std::fs::copy(dir.join("config.json"), tmp.path().join("config.json"))?;
+    let (_, reference) = common::load_model(tmp.path())?;
+    let ids = Expected::open(&dir)?.ids("p64.input_ids")?;
+    let want = reference.forward(&mut reference.new_state(), &ids)?;
+    let got = all_logits(&load(ctx, &dir, Some(q))?, &ids)?;
+    let diff = common::check_close("q4 all-linear vs reference on dequantized weights", &got, &want, 1e-3)?;
+    println!("q4 all-linear GPU vs reference on dequantized weights: max diff {diff:e}");
+    Ok(())
+}
