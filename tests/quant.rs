@@ -329,3 +329,80 @@ fn quantized_model_equals_reference_on_dequantized_weights() -> Result<()> {
     println!("q4 all-linear GPU vs reference on dequantized weights: max diff {diff:e}");
     Ok(())
 }
+
+/// `quantize` writes a checkpoint that loads straight from its mmap and gives the same logits as quantizing at
+/// load; it keeps the tokenizer, records what it did in config.json, and refuses to quantize twice.
+#[test]
+fn quantized_checkpoint_round_trip() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let dir = default_model_dir();
+    for (n, q) in [
+        Quantization { format: Q4, scope: Scope::AllLinear },
+        Quantization { format: QuantFormat::Q4 { group: Q4Group::G64, min: true }, scope: Scope::Ffn },
+        Quantization { format: Q8, scope: Scope::Ffn },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = common::TempDir::new(&format!("quantized-{n}"))?;
+        let report = jamba_wgpu::weights::write_quantized(&dir, out.path(), q, false)?;
+        ensure!(report.bytes_out < report.bytes_in, "{}: {} -> {} bytes", q.format, report.bytes_in, report.bytes_out);
+        // all-linear q4 keeps the dt_proj matrices (K = dt_rank 12 is not a whole group).
+        ensure!(report.kept.iter().all(|name| name.ends_with("dt_proj.weight")), "{:?}", report.kept);
+        ensure!(out.path().join("tokenizer.json").is_file());
+        let from_disk = load(ctx, out.path(), None)?;
+        ensure!(from_disk.config().quantization == Some(q), "{:?}", from_disk.config().quantization);
+        let online = load(ctx, &dir, Some(q))?;
+        let prompt: Vec<u32> = std::iter::once(1).chain(from_disk.tokenizer().context("tokenizer")?.encode("The secret of life is")?).collect();
+        let (got, want) = (all_logits(&from_disk, &prompt)?, all_logits(&online, &prompt)?);
+        common::check_close(&format!("{} from disk vs at load", q.format), &got, &want, 0.0)?;
+
+        let e = load(ctx, out.path(), Some(q)).err().context("quantizing a quantized checkpoint")?.to_string();
+        ensure!(e.contains("already quantized"), "{e}");
+        let again = common::TempDir::new(&format!("quantized-again-{n}"))?;
+        let e = jamba_wgpu::weights::write_quantized(out.path(), again.path(), q, false).unwrap_err().to_string();
+        ensure!(e.contains("already quantized"), "{e}");
+    }
+    Ok(())
+}
+
+/// config.json's quantization section: anything we would misread is an error naming the field.
+#[test]
+fn bad_quantization_sections_are_clear_errors() -> Result<()> {
+    use jamba_wgpu::config::JambaConfig;
+    let base: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir("tiny").join("config.json"))?)?;
+    let with = |section: serde_json::Value, key: &str| {
+        let mut v = base.clone();
+        v[key] = section;
+        JambaConfig::from_json_str(&v.to_string()).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let q = "quantization";
+    for (section, key, expect) in [
+        (serde_json::json!({"format": "q3"}), q, "unknown format `q3`"),
+        (serde_json::json!({"format": "q4", "group_size": 48}), q, "group size 48"),
+        (serde_json::json!({"format": "q4"}), q, "quantization.group_size"),
+        (serde_json::json!({"format": "q8", "group_size": 32}), q, "do not apply"),
+        (serde_json::json!({"format": "q8", "bits": 8}), q, "quantization.bits"),
+        (serde_json::json!({"format": "q8", "scope": "everything"}), q, "unknown scope"),
+        (serde_json::json!({"quant_method": "gptq", "bits": 4}), "quantization_config", "gptq"),
+    ] {
+        let e = with(section.clone(), key);
+        ensure!(e.contains(expect), "{key} {section}: `{e}` does not say `{expect}`");
+    }
+
+    // Quantized tensors with no section, and a section whose format the tensors do not match.
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let out = common::TempDir::new("mismatch")?;
+    jamba_wgpu::weights::write_quantized(&fixture_dir("tiny"), out.path(), Quantization::new(Q8), false)?;
+    let config = out.path().join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config)?)?;
+    v["quantization"] = serde_json::json!({"format": "q4", "group_size": 32});
+    std::fs::write(&config, v.to_string())?;
+    let e = load(ctx, out.path(), None).err().context("q4 section over q8 tensors")?.to_string();
+    ensure!(e.contains("qweight") && e.contains("I8"), "{e}");
+    v.as_object_mut().context("object")?.remove("quantization");
+    std::fs::write(&config, v.to_string())?;
+    let e = load(ctx, out.path(), None).err().context("no section")?.to_string();
+    ensure!(e.contains("no `quantization` section"), "{e}");
+    Ok(())
+}
