@@ -406,3 +406,34 @@ fn bad_quantization_sections_are_clear_errors() -> Result<()> {
     ensure!(e.contains("no `quantization` section"), "{e}");
     Ok(())
 }
+
+/// The CLI end to end: `quantize`, then `perplexity` and `info` on what it wrote; a bad group size is refused.
+#[test]
+fn cli_quantize_perplexity_info() -> Result<()> {
+    if gpu().is_none() {
+        return Ok(());
+    }
+    let exe = env!("CARGO_BIN_EXE_jamba-wgpu");
+    let run = |args: &[&str]| -> Result<std::process::Output> { Ok(std::process::Command::new(exe).args(args).output()?) };
+    let out = common::TempDir::new("cli")?;
+    let (model, tmp) = (default_model_dir(), out.path().join("q8"));
+    let (model, tmp) = (model.to_str().context("path")?, tmp.to_str().context("path")?);
+    let o = run(&["quantize", "--model", model, "--out", tmp, "--format", "q8"])?;
+    ensure!(o.status.success(), "quantize: {}", String::from_utf8_lossy(&o.stderr));
+
+    let heldout = default_model_dir().join("heldout.txt");
+    let o = run(&["perplexity", "--model", tmp, "--text-file", heldout.to_str().context("path")?, "--max-tokens", "256", "--json"])?;
+    ensure!(o.status.success(), "perplexity: {}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let ppl = json["perplexity"].as_f64().context("perplexity")?;
+    ensure!(json["tokens_scored"] == 256 && (20.0..500.0).contains(&ppl), "{json}");
+
+    let o = run(&["info", "--model", tmp, "--context", "1024", "--gpu-memory", "1G"])?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    ensure!(o.status.success() && text.contains("stored quantized: q8") && text.contains("experts") && text.contains("fits in --gpu-memory"), "{text}");
+
+    let o = run(&["run", "--quantize", "q4", "--group-size", "48", "--max-new-tokens", "1"])?;
+    let e = String::from_utf8_lossy(&o.stderr);
+    ensure!(!o.status.success() && e.contains("group size 48"), "{e}");
+    Ok(())
+}
