@@ -8,7 +8,7 @@
 use jamba_wgpu::bench::{report, time_plan};
 use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph};
 use jamba_wgpu::kernels::conv1d::causal_conv1d_silu;
-use jamba_wgpu::kernels::ssm_scan::{selective_scan_with, ScanPath};
+use jamba_wgpu::kernels::ssm_scan::{selective_scan_with, ScanPath, ScanScratch};
 use jamba_wgpu::kernels::Cols;
 
 fn main() -> anyhow::Result<()> {
@@ -30,7 +30,8 @@ fn main() -> anyhow::Result<()> {
             if t == 1 { &[ScanPath::Decode, ScanPath::Chunked] } else { &[ScanPath::Chunked, ScanPath::Serial] };
         for &path in paths {
             let mut g = Graph::new(&ctx);
-            selective_scan_with(&mut g, &x, &dt, &dt_bias, &a_log, b, c, &d, z, &state, &out, path)?;
+            let scratch = ScanScratch::new(&ctx, t, i, n)?;
+            selective_scan_with(&mut g, &x, &dt, &dt_bias, &a_log, b, c, &d, z, &state, &scratch, &out, path)?;
             let plan = g.build()?;
             let timing = time_plan(&ctx, &plan, 1, if t <= 64 { 10 } else { 3 })?;
             println!("{}", report(&format!("selective_scan {path:?} T={t} I={i} N={n}"), &timing, Some(bytes), None));

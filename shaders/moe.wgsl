@@ -233,7 +233,11 @@ fn expert_tiled(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32, g
             w_up_tile[e] = wv_up;
         }
         workgroupBarrier();
-        tile_step(lane, gated, &acc, &acc_up);
+        // Invocations whose 4 rows are all past the expert's last row skip the arithmetic (a whole subgroup
+        // at once: the 8 invocations of a row group are consecutive), which matters when experts get few rows.
+        if (lane / 8u) * 4u < live_rows {
+            tile_step(lane, gated, &acc, &acc_up);
+        }
         workgroupBarrier();
     }
     let tx = lane % 8u;

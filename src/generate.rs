@@ -111,6 +111,16 @@ pub enum FinishReason {
     ContextFull,
 }
 
+impl FinishReason {
+    /// The OpenAI-style name: `stop` (an eos id or a stop string), `length` (the token budget or the context).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FinishReason::StopId(_) | FinishReason::StopString(_) => "stop",
+            FinishReason::MaxNewTokens | FinishReason::ContextFull => "length",
+        }
+    }
+}
+
 /// One generated token and the text it completes (empty while a multi-byte character is still incomplete).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Generated {

@@ -4,28 +4,10 @@
 
 mod common;
 
-use common::{assert_close, gpu, Rng};
-use half::{bf16, f16};
-use jamba_wgpu::gpu::{Context, DType, Graph, Tensor, Tuning};
+use common::{assert_close, gpu, upload_weights, Rng};
+use jamba_wgpu::gpu::{DType, Graph, Tensor, Tuning};
 use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, FLOAT_DTYPES, ROW_THREADS};
 use jamba_wgpu::{reference, Error};
-
-/// Rounds `values` to `dtype` and uploads them; returns the tensor and the rounded values.
-fn upload_weights(ctx: &Context, label: &str, shape: &[usize], values: &[f32], dtype: DType) -> (Tensor, Vec<f32>) {
-    let (bytes, rounded): (Vec<u8>, Vec<f32>) = match dtype {
-        DType::F32 => (bytemuck::cast_slice(values).to_vec(), values.to_vec()),
-        DType::F16 => {
-            let h: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
-            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
-        }
-        DType::BF16 => {
-            let h: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
-            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
-        }
-        other => unreachable!("{other:?}: these tests upload float weights"),
-    };
-    (ctx.tensor(label, shape, dtype, Some(&bytes)).expect("upload"), rounded)
-}
 
 /// Every tuning a kernel is built with on this adapter: each row width, matvec and tiled matmul.
 fn tunings() -> Vec<Tuning> {

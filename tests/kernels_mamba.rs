@@ -8,7 +8,7 @@ mod common;
 
 use common::{assert_close, gpu, Rng};
 use jamba_wgpu::gpu::{Context, DType, Graph, Tensor};
-use jamba_wgpu::kernels::ssm_scan::{selective_scan, selective_scan_with, ScanPath};
+use jamba_wgpu::kernels::ssm_scan::{selective_scan, selective_scan_with, ScanPath, ScanScratch};
 use jamba_wgpu::kernels::{conv1d, Cols};
 use jamba_wgpu::{reference, Error};
 
@@ -217,10 +217,14 @@ impl Ssm {
         let z_cols = Cols::slice(&in_proj_gpu, i, i).unwrap();
         let mut g = Graph::new(ctx);
         let (dt_bias, a_log, d, state) = (&self.dt_bias_gpu, &self.a_log_gpu, &self.d_gpu, &self.state_gpu);
+        // Scratch for fewer rows than T on odd calls: the scan then lengthens its chunks instead.
+        let scratch = ScanScratch::new(ctx, if t % 2 == 1 { t.div_ceil(2) } else { t }, i, n).unwrap();
         match path {
-            None => selective_scan(&mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, d, z_cols, state, &out),
+            None => {
+                selective_scan(&mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, d, z_cols, state, &scratch, &out)
+            }
             Some(path) => selective_scan_with(
-                &mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, d, z_cols, state, &out, path,
+                &mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, d, z_cols, state, &scratch, &out, path,
             ),
         }
         .unwrap();
@@ -296,9 +300,10 @@ fn scan_rejects_bad_shapes() {
     let c = Cols::slice(&bc, n, n).unwrap();
     type Args<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, Cols<'a>, &'a Tensor, &'a Tensor, &'a Tensor);
     let ok: Args = (&x, &a_log, &dt, b, &zs, &state, &out);
+    let scratch = ScanScratch::new(ctx, t, i, n).unwrap();
     let run = |(x, a_log, dt, b, zs, state, out): Args, path: ScanPath| {
         let mut g = Graph::new(ctx);
-        selective_scan_with(&mut g, x, dt, &dt_bias, a_log, b, c, &d, zs, state, out, path)
+        selective_scan_with(&mut g, x, dt, &dt_bias, a_log, b, c, &d, zs, state, &scratch, out, path)
     };
     run(ok, ScanPath::Chunked).unwrap();
     let (wide_a, short_out, narrow_b) = (z(&[i, 65]), z(&[t - 1, i]), Cols::slice(&bc, 0, n - 1).unwrap());

@@ -21,12 +21,9 @@ fn tunings() -> Vec<Tuning> {
     out
 }
 
-/// Quantizes `w` [rows, cols], uploads the packed rows; returns the tensor and the dequantized values.
+/// Quantizes `w`, uploads the packed rows; returns the tensor and the dequantized values.
 fn upload_quantized(ctx: &Context, label: &str, format: QuantFormat, w: &[f32], shape: &[usize]) -> (Tensor, Vec<f32>) {
-    let cols = *shape.last().unwrap();
-    let q = quant::quantize(format, w, w.len() / cols, cols).unwrap();
-    let tensor = ctx.tensor(label, shape, DType::Quant(format), Some(&q.packed())).unwrap();
-    (tensor, q.dequantize())
+    common::upload_weights(ctx, label, shape, w, DType::Quant(format))
 }
 
 /// K for a format: any for q8, a multiple of the group for q4.

@@ -138,7 +138,8 @@ fn emit<F: Forward>(
     let mut stdout = std::io::stdout().lock();
     if !json {
         if let Some(t) = tokenizer {
-            write!(stdout, "{}", t.decode(&prompt[prompt.len().min(1)..]).unwrap_or_default())?;
+            let skip = usize::from(prompt.first().is_some_and(|&id| Some(id) == t.special_tokens().bos));
+            write!(stdout, "{}", t.decode(&prompt[skip..])?)?;
         }
     }
     for token in generation.by_ref() {
@@ -159,7 +160,7 @@ fn emit<F: Forward>(
             "prompt_ids": prompt,
             "output_ids": ids,
             "text": generation.text(),
-            "finish_reason": format!("{:?}", generation.finish_reason()),
+            "finish_reason": generation.finish_reason().map(|r| r.as_str()),
             "device": device,
             "timings": {
                 "prompt_tokens": t.prompt_tokens,

@@ -101,7 +101,6 @@ expert_kernel!(/** Prefill: down of every expert of a stack over its grouped row
     DOWN_TILED, "down_tiled", weight_variants);
 expert_kernel!(/** out += the routing-weighted sum of each token's expert outputs. */ COMBINE, "combine", no_variants);
 
-
 /// ids, weights = top-k of softmax(logits) per token: the MoE router after its matmul.
 /// logits: [>= t, E] f32; ids: [>= t * top_k] u32; weights: [>= t * top_k] f32 (token r's j-th choice at
 /// r * top_k + j, largest probability first, ties to the lower expert index, not renormalised).
@@ -145,7 +144,11 @@ impl ExpertStack {
     /// Fails unless the stack holds `count` experts of hidden size `hidden` and intermediate size `inter`.
     fn check(&self, op: &str, hidden: usize, inter: usize) -> Result<()> {
         let dtype = self.gate.dtype();
-        for (w, shape) in [(&self.gate, [self.count, inter, hidden]), (&self.up, [self.count, inter, hidden]), (&self.down, [self.count, hidden, inter])] {
+        for (w, shape) in [
+            (&self.gate, [self.count, inter, hidden]),
+            (&self.up, [self.count, inter, hidden]),
+            (&self.down, [self.count, hidden, inter]),
+        ] {
             expect_dtype(op, w, &WEIGHT_DTYPES)?;
             if w.shape() != shape || w.dtype() != dtype {
                 return Err(Error::shape(
@@ -245,20 +248,28 @@ pub fn moe_ffn(
 ) -> Result<()> {
     let op = "moe_ffn";
     let [_, hidden] = dims2(x)?;
-    let inter = experts.first().map_or(0, |s| s.gate.shape().get(1).copied().unwrap_or(0));
-    scratch.check(op, t, hidden, inter)?;
+    let Some(inter) = experts.first().map(|s| s.gate.shape().get(1).copied().unwrap_or(0)) else {
+        return Err(Error::shape(op, "no expert stacks"));
+    };
     let n_experts = check_stacks(op, experts, hidden, inter)?;
+    scratch.check(op, t, hidden, inter)?;
     if n_experts != scratch.n_experts || top_k == 0 || top_k > scratch.top_k {
         return Err(Error::shape(
             op,
-            format!("{n_experts} experts, top_k {top_k}; the scratch was made for {} experts, top_k <= {}", scratch.n_experts, scratch.top_k),
+            format!(
+                "{n_experts} experts, top_k {top_k}; the scratch was made for {} experts, top_k <= {}",
+                scratch.n_experts, scratch.top_k
+            ),
         ));
     }
     for (what, tensor) in [("x", x), ("out", out)] {
         expect_dtype(op, tensor, &[DType::F32])?;
         let [rows, cols] = dims2(tensor)?;
         if rows < t || cols != hidden {
-            return Err(Error::shape(op, format!("{what} `{}` is {:?}, expected [>= {t}, {hidden}]", tensor.label(), tensor.shape())));
+            return Err(Error::shape(
+                op,
+                format!("{what} `{}` is {:?}, expected [>= {t}, {hidden}]", tensor.label(), tensor.shape()),
+            ));
         }
     }
     expect_dtype(op, ids, &[DType::U32])?;
@@ -316,7 +327,11 @@ fn check_stacks(op: &str, experts: &[ExpertStack], hidden: usize, inter: usize) 
         if stack.first != next || stack.count == 0 {
             return Err(Error::shape(
                 op,
-                format!("expert stack {}..{} does not follow on from expert {next}", stack.first, stack.first + stack.count),
+                format!(
+                    "expert stack {}..{} does not follow on from expert {next}",
+                    stack.first,
+                    stack.first + stack.count
+                ),
             ));
         }
         stack.check(op, hidden, inter)?;

@@ -1,7 +1,7 @@
 //! ssm_scan.wgsl: Mamba's selective scan with softplus(dt + dt_bias), A = -exp(a_log), the D skip and the
 //! SiLU(z) gate fused; the decode step and the chunked prefill.
 
-use crate::gpu::{read, read_write, Binding, DType, Graph, Kernel, Tensor};
+use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, Tensor};
 use crate::kernels::{dims2, expect_dtype, expect_shape, u32_of, AsCols, Cols};
 use crate::{params, shader, Error, Result};
 
@@ -78,6 +78,26 @@ scan_kernel!(
 scan_kernel!(CHUNK_CARRY, "chunk_carry", "Chunked prefill (2): the state entering each chunk, serial over chunks.");
 scan_kernel!(CHUNK_OUTPUT, "chunk_output", "Chunked prefill (3): each chunk's outputs from its entering state.");
 
+/// The chunked prefill's working memory: the state each chunk of up to [`CHUNK_LEN`] rows reaches from zero,
+/// [chunks, N, I], and its sum of delta, [chunks, I]. Allocated once for the longest prefill (a session's chunk)
+/// and shared by every layer; a longer T uses longer chunks rather than more memory.
+pub struct ScanScratch {
+    chunk_h: Tensor,
+    chunk_delta: Tensor,
+    chunks: usize,
+}
+
+impl ScanScratch {
+    pub fn new(ctx: &Context, max_t: usize, d_inner: usize, d_state: usize) -> Result<Self> {
+        let chunks = max_t.div_ceil(CHUNK_LEN).max(1);
+        Ok(ScanScratch {
+            chunk_h: ctx.zeros("ssm chunk_h", &[chunks, d_state, d_inner], DType::F32)?,
+            chunk_delta: ctx.zeros("ssm chunk_delta", &[chunks, d_inner], DType::F32)?,
+            chunks,
+        })
+    }
+}
+
 /// How [`selective_scan_with`] runs the recurrence over T.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanPath {
@@ -108,11 +128,12 @@ pub fn selective_scan<'a>(
     d: &Tensor,
     z: impl AsCols<'a>,
     state: &Tensor,
+    scratch: &ScanScratch,
     out: &Tensor,
 ) -> Result<()> {
     let dt = dt.as_cols()?;
     let path = if dt.rows == 1 { ScanPath::Decode } else { ScanPath::Chunked };
-    selective_scan_with(g, x, dt, dt_bias, a_log, b, c, d, z, state, out, path)
+    selective_scan_with(g, x, dt, dt_bias, a_log, b, c, d, z, state, scratch, out, path)
 }
 
 /// [`selective_scan`] on a chosen path.
@@ -128,6 +149,7 @@ pub fn selective_scan_with<'a>(
     d: &Tensor,
     z: impl AsCols<'a>,
     state: &Tensor,
+    scratch: &ScanScratch,
     out: &Tensor,
     path: ScanPath,
 ) -> Result<()> {
@@ -160,19 +182,13 @@ pub fn selective_scan_with<'a>(
         return Ok(());
     }
 
-    // The chunked path's scratch: [chunks, N, I] states and [chunks, I] delta sums. Longer chunks when T would
-    // need more chunks than one binding holds.
-    let ctx = g.context();
-    let max_chunks = (ctx.limits().max_storage_buffer_binding_size as usize / (4 * n * i)).max(1);
-    let chunk_len = CHUNK_LEN.max(t.div_ceil(max_chunks));
+    // The chunked path's chunks: longer ones when T has more rows than the scratch holds at CHUNK_LEN.
+    let chunk_len = CHUNK_LEN.max(t.div_ceil(scratch.chunks));
     let chunks = t.div_ceil(chunk_len);
-    // The other paths never touch the scratch but the layout binds it: one word each then.
-    let (h_shape, delta_shape) = match path {
-        ScanPath::Chunked if chunks > 1 => ([chunks, n, i], [chunks, i]),
-        _ => ([1, 1, 1], [1, 1]),
-    };
-    let chunk_h = ctx.zeros("ssm chunk_h", &h_shape, DType::F32)?;
-    let chunk_delta = ctx.zeros("ssm chunk_delta", &delta_shape, DType::F32)?;
+    let [scratch_n, scratch_i] = [scratch.chunk_h.shape()[1], scratch.chunk_h.shape()[2]];
+    if (scratch_n, scratch_i) != (n, i) {
+        return Err(Error::shape(op, format!("the scratch is for N = {scratch_n}, I = {scratch_i}; the scan has N = {n}, I = {i}")));
+    }
 
     let params = ScanParams {
         t: u32_of(op, "t", t)?,
@@ -191,7 +207,7 @@ pub fn selective_scan_with<'a>(
     u32_of(op, "t * i", t * i)?;
     u32_of(op, "chunks * n * i", chunks * n * i)?;
     let constants = [("D_STATE", n as f64)];
-    let tensors = [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out, &chunk_h, &chunk_delta];
+    let tensors = [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out, &scratch.chunk_h, &scratch.chunk_delta];
     let channel_groups = i.div_ceil(64);
     // A single chunk needs no carries: it is scanned straight from the state, without the 3 passes' doubled work.
     let single_chunk = path == ScanPath::Chunked && chunks == 1;

@@ -9,6 +9,7 @@ use crate::config::JambaConfig;
 use crate::gpu::{Context, DType, Graph, Tensor};
 use crate::kernels::attention::DecodeScratch;
 use crate::kernels::moe::MoeScratch;
+use crate::kernels::ssm_scan::ScanScratch;
 use crate::kernels::{argmax::argmax, embed, rms_norm::rms_norm, AsCols, Cols};
 use crate::Result;
 
@@ -35,6 +36,7 @@ pub struct Scratch {
     pub dbc_normed: Tensor, // [max_t, R + 2N]
     pub dt: Tensor,         // [max_t, I]
     pub y: Tensor,          // [max_t, I]
+    pub scan: ScanScratch,  // the chunked scan's per-chunk states
     // attention
     pub qkv: Tensor,  // [max_t, q_dim + 2 kv_dim]
     pub attn: Tensor, // [max_t, q_dim]
@@ -70,6 +72,7 @@ impl Scratch {
             dbc_normed: f32s("dbc_normed", &[max_t, r + 2 * n])?,
             dt: f32s("dt", &[max_t, i])?,
             y: f32s("y", &[max_t, i])?,
+            scan: ScanScratch::new(ctx, max_t, i, n)?,
             qkv: f32s("qkv", &[max_t, q_dim + 2 * kv_dim])?,
             attn: f32s("attn", &[max_t, q_dim])?,
             decode: if has_attention { Some(DecodeScratch::new(ctx, shape, max_len)?) } else { None },

@@ -44,6 +44,7 @@ pub(crate) fn encode(
         &w.d,
         cols(&sc.xz, i, i)?,
         ssm_state,
+        &sc.scan,
         &sc.y,
     )?;
     // x += (y * silu(z)) out_proj^T

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
+use half::{bf16, f16};
 use jamba_wgpu::config::JambaConfig;
-use jamba_wgpu::gpu::{Context as GpuContext, ContextOptions};
+use jamba_wgpu::gpu::{Context as GpuContext, ContextOptions, DType, Tensor};
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::weights::Checkpoint;
 use safetensors::{Dtype, SafeTensors};
@@ -172,6 +173,34 @@ impl Rng {
     pub fn below(&mut self, n: u32) -> u32 {
         (self.next_u64() % n as u64) as u32
     }
+}
+
+/// Rounds `values` to `dtype` and uploads them; returns the tensor and the rounded values.
+pub fn upload_weights(
+    ctx: &GpuContext,
+    label: &str,
+    shape: &[usize],
+    values: &[f32],
+    dtype: DType,
+) -> (Tensor, Vec<f32>) {
+    let (bytes, rounded): (Vec<u8>, Vec<f32>) = match dtype {
+        DType::F32 => (bytemuck::cast_slice(values).to_vec(), values.to_vec()),
+        DType::F16 => {
+            let h: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
+        }
+        DType::BF16 => {
+            let h: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
+        }
+        DType::Quant(format) => {
+            let cols = *shape.last().expect("a matrix");
+            let q = jamba_wgpu::weights::quant::quantize(format, values, values.len() / cols, cols).expect("quantize");
+            (q.packed(), q.dequantize())
+        }
+        DType::U32 => unreachable!("weights are floating point or quantized"),
+    };
+    (ctx.tensor(label, shape, dtype, Some(&bytes)).expect("upload"), rounded)
 }
 
 /// Asserts |a - b| <= atol + rtol * |b| elementwise, reporting the worst element.

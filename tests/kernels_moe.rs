@@ -1,0 +1,280 @@
+//! Tier 2: the mixture-of-experts FFN (routing, grouping, expert SwiGLU, weighted combine) and the dense MLP
+//! against CPU references composed from reference functions, on whatever adapter is present: decode (indexed
+//! matvec) and prefill (grouped tiled) paths forced in turn, f32 and bf16 experts, token counts around the
+//! workgroup and tile sizes, experts split over several stacks.
+//!
+//! Tolerances: routing ids exact, routing weights 1e-6 absolute (the GPU's exp is not the CPU's); the FFN
+//! 1e-5 absolute + 1e-5 relative (f32 sums of 24 and 40 products in another order); several stacks equal one
+//! stack bit for bit (each slot's output does not depend on the stack, and the combine order is fixed).
+
+mod common;
+
+use common::{assert_close, gpu, upload_weights, Rng};
+use jamba_wgpu::gpu::{Context, DType, Graph, Tensor, Tuning};
+use jamba_wgpu::kernels::matmul::matmul;
+use jamba_wgpu::kernels::moe::{dense_mlp, moe_ffn, route, ExpertStack, MoeScratch};
+use jamba_wgpu::{reference, Error};
+
+/// The decode path (indexed matvec, at two row widths) and the prefill path (grouped tiled), forced.
+const PATHS: [Tuning; 3] = [
+    Tuning { row_threads: 1, tiled_min_rows: usize::MAX },
+    Tuning { row_threads: 32, tiled_min_rows: usize::MAX },
+    Tuning { row_threads: 1, tiled_min_rows: 1 },
+];
+
+/// Runs route on the GPU over `logits` [t, e]; returns (ids, weights).
+fn gpu_route(ctx: &Context, logits: &[f32], t: usize, e: usize, k: usize) -> (Vec<u32>, Vec<f32>) {
+    let logits = ctx.upload_f32("logits", &[t, e], logits).unwrap();
+    let ids = ctx.zeros("ids", &[t * k], DType::U32).unwrap();
+    let weights = ctx.zeros("weights", &[t * k], DType::F32).unwrap();
+    let mut g = Graph::new(ctx);
+    route(&mut g, &logits, t, k, &ids, &weights).unwrap();
+    g.run().unwrap();
+    (ctx.read_u32(&ids).unwrap(), ctx.read_f32(&weights).unwrap())
+}
+
+#[test]
+fn moe_route_matches_reference_with_ties() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(11);
+    let t = 70; // more than one workgroup of tokens
+    for e in [4, 8, 16] {
+        for k in [1, 2, 4].into_iter().filter(|&k| k <= e) {
+            let mut logits = rng.vec(t * e, 4.0);
+            logits[..e].fill(0.5); // every expert tied: ids 0, 1, 2, ...
+            logits[e + 1] = 9.0; // a tie for first place: the lower index first
+            logits[e + e - 1] = 9.0;
+            for c in 0..e {
+                logits[2 * e + c] = [1.0, 3.0, 3.0, 3.0][c % 4]; // ties across the top-k boundary
+            }
+            let (want_ids, want_w) = reference::moe::route(&logits, e, k);
+            let (ids, w) = gpu_route(ctx, &logits, t, e, k);
+            assert_eq!(ids, want_ids, "ids, E = {e}, k = {k}");
+            assert_close(&format!("weights, E = {e}, k = {k}"), &w, &want_w, 1e-6, 0.0);
+        }
+    }
+}
+
+/// One layer's experts as the GPU and the CPU reference see them.
+struct Experts {
+    stacks: Vec<ExpertStack>,
+    gate: Vec<f32>, // [E, I, H], rounded to the stored dtype
+    up: Vec<f32>,   // [E, I, H]
+    down: Vec<f32>, // [E, H, I]
+}
+
+/// Random experts of hidden size h and intermediate size i, stored as `dtype` in stacks of the given sizes.
+fn experts(ctx: &Context, rng: &mut Rng, sizes: &[usize], h: usize, i: usize, dtype: DType) -> Experts {
+    let e: usize = sizes.iter().sum();
+    let (gate, up, down) = (rng.vec(e * i * h, 0.5), rng.vec(e * i * h, 0.5), rng.vec(e * h * i, 0.5));
+    stack(ctx, sizes, h, i, dtype, [gate, up, down])
+}
+
+fn stack(ctx: &Context, sizes: &[usize], h: usize, i: usize, dtype: DType, [gate, up, down]: [Vec<f32>; 3]) -> Experts {
+    let mut out = Experts { stacks: Vec::new(), gate: Vec::new(), up: Vec::new(), down: Vec::new() };
+    let mut first = 0;
+    for &count in sizes {
+        let part = |w: &[f32]| w[first * i * h..(first + count) * i * h].to_vec();
+        let (g, g_rounded) = upload_weights(ctx, "gate", &[count, i, h], &part(&gate), dtype);
+        let (u, u_rounded) = upload_weights(ctx, "up", &[count, i, h], &part(&up), dtype);
+        let (d, d_rounded) = upload_weights(ctx, "down", &[count, h, i], &part(&down), dtype);
+        out.gate.extend(g_rounded);
+        out.up.extend(u_rounded);
+        out.down.extend(d_rounded);
+        out.stacks.push(ExpertStack { first, count, gate: g, up: u, down: d });
+        first += count;
+    }
+    out
+}
+
+/// The CPU reference: residual + sum_j weights[r, j] * down_e(silu(gate_e(x_r)) * up_e(x_r)), in j order.
+fn reference_moe(x: &[f32], residual: &[f32], logits: &[f32], ex: &Experts, k: usize, h: usize, i: usize) -> Vec<f32> {
+    let e = ex.gate.len() / (i * h);
+    let (ids, weights) = reference::moe::route(logits, e, k);
+    let mut out = residual.to_vec();
+    for (r, row) in x.chunks_exact(h).enumerate() {
+        let mut sum = vec![0.0f32; h];
+        for j in 0..k {
+            let (expert, p) = (ids[r * k + j] as usize, weights[r * k + j]);
+            let y = reference_mlp(
+                row,
+                &ex.gate[expert * i * h..][..i * h],
+                &ex.up[expert * i * h..][..i * h],
+                &ex.down[expert * h * i..][..h * i],
+                1,
+                h,
+                i,
+            );
+            sum.iter_mut().zip(y).for_each(|(s, y)| *s += p * y);
+        }
+        out[r * h..(r + 1) * h].iter_mut().zip(sum).for_each(|(o, s)| *o += s);
+    }
+    out
+}
+
+/// down(silu(gate(x)) * up(x)), x: [t, h] -> [t, h].
+fn reference_mlp(x: &[f32], gate: &[f32], up: &[f32], down: &[f32], t: usize, h: usize, i: usize) -> Vec<f32> {
+    let act = reference::silu_mul(&reference::matmul(x, gate, t, i, h), &reference::matmul(x, up, t, i, h));
+    reference::matmul(&act, down, t, h, i)
+}
+
+/// The MoE block as the model runs it: router matmul, route, experts; returns (out, GPU router logits).
+#[allow(clippy::too_many_arguments)]
+fn gpu_moe(
+    ctx: &Context,
+    tuning: Tuning,
+    x: &Tensor,
+    router: &Tensor,
+    t: usize,
+    ex: &Experts,
+    k: usize,
+    scratch: &MoeScratch,
+    residual: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let e: usize = ex.stacks.iter().map(|s| s.count).sum();
+    let h = x.shape()[1];
+    let logits = ctx.zeros("logits", &[t, e], DType::F32).unwrap();
+    let ids = ctx.zeros("ids", &[t * k], DType::U32).unwrap();
+    let weights = ctx.zeros("weights", &[t * k], DType::F32).unwrap();
+    let out = ctx.upload_f32("out", &[t, h], residual).unwrap();
+    let mut g = Graph::new(ctx);
+    g.tuning = tuning;
+    matmul(&mut g, x, router, &logits, false).unwrap();
+    route(&mut g, &logits, t, k, &ids, &weights).unwrap();
+    moe_ffn(&mut g, x, t, &ex.stacks, &ids, &weights, k, scratch, &out).unwrap();
+    g.run().unwrap();
+    (ctx.read_f32(&out).unwrap(), ctx.read_f32(&logits).unwrap())
+}
+
+#[test]
+fn moe_ffn_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    let (h, i, max_t) = (24, 40, 300);
+    let mut rng = Rng::new(12);
+    let mut worst = 0.0f32;
+    for e in [4, 16] {
+        for k in [1, 2] {
+            // One scratch for every chunk length: allocated once for the longest.
+            let scratch = MoeScratch::new(ctx, max_t, h, i, e, k).unwrap();
+            let router = ctx.upload_f32("router", &[e, h], &rng.vec(e * h, 1.0)).unwrap();
+            for dtype in [DType::F32, DType::BF16] {
+                let ex = experts(ctx, &mut rng, &[e], h, i, dtype);
+                for t in [1, 2, 63, 64, 65, 300] {
+                    let x = rng.vec(t * h, 1.0);
+                    let residual = rng.vec(t * h, 1.0);
+                    let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
+                    for tuning in PATHS {
+                        let (got, logits) = gpu_moe(ctx, tuning, &x_gpu, &router, t, &ex, k, &scratch, &residual);
+                        let want = reference_moe(&x, &residual, &logits, &ex, k, h, i);
+                        let what = format!("moe_ffn T = {t}, E = {e}, k = {k}, {dtype:?}, {tuning:?}");
+                        assert_close(&what, &got, &want, 1e-5, 1e-5);
+                        worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("moe_ffn: max abs error {worst:e}");
+}
+
+#[test]
+fn moe_stacks_split_equal_one_stack() {
+    let Some(ctx) = gpu() else { return };
+    let (h, i, e, k) = (24, 40, 16, 2);
+    let mut rng = Rng::new(13);
+    let weights = [rng.vec(e * i * h, 0.5), rng.vec(e * i * h, 0.5), rng.vec(e * h * i, 0.5)];
+    let one = stack(ctx, &[e], h, i, DType::BF16, weights.clone());
+    let split = stack(ctx, &[5, 11], h, i, DType::BF16, weights);
+    let router = ctx.upload_f32("router", &[e, h], &rng.vec(e * h, 1.0)).unwrap();
+    let scratch = MoeScratch::new(ctx, 65, h, i, e, k).unwrap();
+    for t in [1, 65] {
+        let x = ctx.upload_f32("x", &[t, h], &rng.vec(t * h, 1.0)).unwrap();
+        let residual = rng.vec(t * h, 1.0);
+        for tuning in PATHS {
+            let (want, _) = gpu_moe(ctx, tuning, &x, &router, t, &one, k, &scratch, &residual);
+            let (got, _) = gpu_moe(ctx, tuning, &x, &router, t, &split, k, &scratch, &residual);
+            assert_close(&format!("stacks 5 + 11 vs 16, T = {t}, {tuning:?}"), &got, &want, 0.0, 0.0);
+        }
+    }
+}
+
+#[test]
+fn moe_dense_mlp_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    let (h, i) = (24, 40);
+    let mut rng = Rng::new(14);
+    // A scratch longer than every chunk: only the chunk's rows are computed and written.
+    let scratch = MoeScratch::new(ctx, 100, h, i, 0, 0).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        let (gate, gate_r) = upload_weights(ctx, "gate", &[i, h], &rng.vec(i * h, 0.5), dtype);
+        let (up, up_r) = upload_weights(ctx, "up", &[i, h], &rng.vec(i * h, 0.5), dtype);
+        let (down, down_r) = upload_weights(ctx, "down", &[h, i], &rng.vec(h * i, 0.5), dtype);
+        for t in [1, 7, 64, 65] {
+            let x = rng.vec(t * h, 1.0);
+            let residual = rng.vec((t + 3) * h, 1.0); // three rows past the chunk must stay as they are
+            let mut want = residual.clone();
+            let y = reference_mlp(&x, &gate_r, &up_r, &down_r, t, h, i);
+            want.iter_mut().zip(y).for_each(|(o, y)| *o += y);
+            for tuning in PATHS {
+                let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
+                let out = ctx.upload_f32("out", &[t + 3, h], &residual).unwrap();
+                let mut g = Graph::new(ctx);
+                g.tuning = tuning;
+                dense_mlp(&mut g, &x_gpu, t, &gate, &up, &down, &scratch, &out).unwrap();
+                g.run().unwrap();
+                let got = ctx.read_f32(&out).unwrap();
+                assert_close(&format!("dense_mlp T = {t}, {dtype:?}, {tuning:?}"), &got, &want, 1e-5, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn moe_bad_shapes_give_typed_errors() {
+    let Some(ctx) = gpu() else { return };
+    let (h, i, e, k, t) = (8, 12, 4, 2, 3);
+    let mut rng = Rng::new(15);
+    let ex = experts(ctx, &mut rng, &[2, 2], h, i, DType::F32);
+    let f32s = |shape: &[usize]| ctx.zeros("f32", shape, DType::F32).unwrap();
+    let (x, out, logits) = (f32s(&[t, h]), f32s(&[t, h]), f32s(&[t, e]));
+    let ids = ctx.zeros("ids", &[t * k], DType::U32).unwrap();
+    let weights = f32s(&[t * k]);
+    let scratch = MoeScratch::new(ctx, t, h, i, e, k).unwrap();
+    let gapped = vec![ex.stacks[0].clone(), ExpertStack { first: 3, ..ex.stacks[1].clone() }];
+    let mut mixed = ex.stacks.clone();
+    mixed[1].up = upload_weights(ctx, "up", &[2, i, h], &vec![0.0; 2 * i * h], DType::BF16).0;
+    let wide_x = f32s(&[t, h + 1]);
+    let (gate, down) = (f32s(&[i, h]), f32s(&[h, i])); // a dense MLP's weights
+    type Case<'a> = (&'a str, Box<dyn Fn(&mut Graph) -> Result<(), Error> + 'a>);
+    let cases: Vec<Case> = vec![
+        ("route: top_k 0", Box::new(|g| route(g, &logits, t, 0, &ids, &weights).map(drop))),
+        ("route: top_k > E", Box::new(|g| route(g, &logits, t, e + 1, &ids, &weights).map(drop))),
+        ("route: t > rows", Box::new(|g| route(g, &logits, t + 1, k, &ids, &weights).map(drop))),
+        ("route: ids not u32", Box::new(|g| route(g, &logits, t, k, &weights, &weights).map(drop))),
+        ("route: ids too short", Box::new(|g| route(g, &logits, t, 3, &ids, &f32s(&[t * 3])).map(drop))),
+        ("route: 1-D logits", Box::new(|g| route(g, &f32s(&[t * e]), t, k, &ids, &weights).map(drop))),
+        ("moe: t = 0", Box::new(|g| moe_ffn(g, &x, 0, &ex.stacks, &ids, &weights, k, &scratch, &out))),
+        ("moe: t > scratch", Box::new(|g| moe_ffn(g, &x, t + 1, &ex.stacks, &ids, &weights, k, &scratch, &out))),
+        ("moe: x width", Box::new(|g| moe_ffn(g, &wide_x, t, &ex.stacks, &ids, &weights, k, &scratch, &out))),
+        ("moe: out width", Box::new(|g| moe_ffn(g, &x, t, &ex.stacks, &ids, &weights, k, &scratch, &wide_x))),
+        ("moe: stack gap", Box::new(|g| moe_ffn(g, &x, t, &gapped, &ids, &weights, k, &scratch, &out))),
+        ("moe: no stacks", Box::new(|g| moe_ffn(g, &x, t, &[], &ids, &weights, k, &scratch, &out))),
+        ("moe: mixed dtypes", Box::new(|g| moe_ffn(g, &x, t, &mixed, &ids, &weights, k, &scratch, &out))),
+        (
+            "moe: one stack of 2 of 4",
+            Box::new(|g| moe_ffn(g, &x, t, &ex.stacks[..1], &ids, &weights, k, &scratch, &out)),
+        ),
+        ("moe: top_k > scratch", Box::new(|g| moe_ffn(g, &x, t, &ex.stacks, &ids, &weights, k + 1, &scratch, &out))),
+        ("moe: weights not f32", Box::new(|g| moe_ffn(g, &x, t, &ex.stacks, &ids, &ids, k, &scratch, &out))),
+        ("mlp: down transposed", Box::new(|g| dense_mlp(g, &x, t, &gate, &gate, &gate, &scratch, &out))),
+        ("mlp: t > scratch", Box::new(|g| dense_mlp(g, &x, t + 1, &gate, &gate, &down, &scratch, &out))),
+        ("scratch: top_k > E", Box::new(|_| MoeScratch::new(ctx, t, h, i, e, e + 1).map(drop))),
+    ];
+    for (what, case) in cases {
+        let mut g = Graph::new(ctx);
+        match case(&mut g) {
+            Err(Error::Shape { op, message }) => eprintln!("{what}: {op}: {message}"),
+            other => panic!("{what}: expected a shape error, got {other:?}"),
+        }
+    }
+}
