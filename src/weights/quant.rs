@@ -255,8 +255,7 @@ pub fn quantize(format: QuantFormat, w: &[f32], rows: usize, cols: usize) -> Res
 impl Quantized {
     /// The matrix the codes stand for, row-major [rows, cols]: the CPU twin of the GPU's dequantization.
     pub fn dequantize(&self) -> Vec<f32> {
-        let view = self.view();
-        (0..self.rows).flat_map(|r| dequantize_row(self.format, view.scales_row(r), view.codes_row(r), self.cols)).collect()
+        self.view().dequantize()
     }
 
     /// The packed GPU rows, as bytes.
@@ -302,6 +301,11 @@ impl<'a> QuantView<'a> {
             parts.extend([s, pad(s.len()), c, pad(c.len())].into_iter().filter(|p| !p.is_empty()));
         }
         parts
+    }
+
+    /// The matrix the codes stand for, row-major [rows, cols]: the CPU twin of the GPU's dequantization.
+    pub fn dequantize(&self) -> Vec<f32> {
+        (0..self.rows).flat_map(|r| dequantize_row(self.format, self.scales_row(r), self.codes_row(r), self.cols)).collect()
     }
 
     /// Bytes of the disk form.
