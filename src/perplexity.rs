@@ -27,7 +27,10 @@ pub fn perplexity(
     mut on_window: impl FnMut(usize, usize),
 ) -> Result<Perplexity> {
     if window == 0 || tokens.is_empty() {
-        return Err(Error::Input(format!("perplexity needs tokens and a window of at least 1 (window {window}, {} tokens)", tokens.len())));
+        return Err(Error::Input(format!(
+            "perplexity needs tokens and a window of at least 1 (window {window}, {} tokens)",
+            tokens.len()
+        )));
     }
     let vocab = model.config().vocab_size;
     let mut session = model.session(SessionOptions { max_len: window, chunk: window })?;

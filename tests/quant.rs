@@ -75,7 +75,10 @@ fn packed_rows_hold_the_disk_bytes_in_whole_words() {
             assert_eq!(packed.len(), 3 * 4 * format.row_words(cols), "{format} cols {cols}");
             assert_eq!(packed.len(), DType::Quant(format).storage_bytes(&[3, cols]));
             let row = &packed[4 * format.row_words(cols)..];
-            assert_eq!(&row[..format.scale_bytes(cols)], &q.scales[format.scale_bytes(cols)..2 * format.scale_bytes(cols)]);
+            assert_eq!(
+                &row[..format.scale_bytes(cols)],
+                &q.scales[format.scale_bytes(cols)..2 * format.scale_bytes(cols)]
+            );
         }
     }
     // q8 takes any K; its rows are padded to a word.
@@ -122,7 +125,15 @@ fn matmul_on_quantized_weights_matches_reference_on_dequantized() {
 }
 
 /// out += sum_j p_j expert_{e_j}(x) on the CPU, from the dequantized expert weights [E][gate, up, down].
-fn reference_moe(x: &[f32], logits: &[f32], experts: &[[Vec<f32>; 3]], t: usize, h: usize, f: usize, top_k: usize) -> Vec<f32> {
+fn reference_moe(
+    x: &[f32],
+    logits: &[f32],
+    experts: &[[Vec<f32>; 3]],
+    t: usize,
+    h: usize,
+    f: usize,
+    top_k: usize,
+) -> Vec<f32> {
     let (ids, weights) = reference::moe::route(logits, experts.len(), top_k);
     let mut out = vec![0.0f32; t * h];
     for (slot, (&e, &p)) in ids.iter().zip(&weights).enumerate() {
@@ -298,7 +309,9 @@ fn quantized_model_equals_reference_on_dequantized_weights() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };
     let dir = fixture_dir("tiny");
     let ids = Expected::open(&dir)?.ids("p64.input_ids")?;
-    for q in [Quantization { format: Q4, scope: Scope::AllLinear }, Quantization { format: Q8, scope: Scope::AllLinear }] {
+    for q in
+        [Quantization { format: Q4, scope: Scope::AllLinear }, Quantization { format: Q8, scope: Scope::AllLinear }]
+    {
         let tmp = common::TempDir::new(&format!("reference-{}", q.format.name()))?;
         jamba_wgpu::weights::write_quantized(&dir, tmp.path(), q, false)?;
         let (_, reference) = common::load_model(tmp.path())?;
@@ -333,7 +346,9 @@ fn quantized_checkpoint_round_trip() -> Result<()> {
         let from_disk = load(ctx, out.path(), None)?;
         ensure!(from_disk.config().quantization == Some(q), "{:?}", from_disk.config().quantization);
         let online = load(ctx, &dir, Some(q))?;
-        let prompt: Vec<u32> = std::iter::once(1).chain(from_disk.tokenizer().context("tokenizer")?.encode("The secret of life is")?).collect();
+        let prompt: Vec<u32> = std::iter::once(1)
+            .chain(from_disk.tokenizer().context("tokenizer")?.encode("The secret of life is")?)
+            .collect();
         let (got, want) = (all_logits(&from_disk, &prompt)?, all_logits(&online, &prompt)?);
         common::check_close(&format!("{} from disk vs at load", q.format), &got, &want, 0.0)?;
 
@@ -350,7 +365,8 @@ fn quantized_checkpoint_round_trip() -> Result<()> {
 #[test]
 fn bad_quantization_sections_are_clear_errors() -> Result<()> {
     use jamba_wgpu::config::JambaConfig;
-    let base: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir("tiny").join("config.json"))?)?;
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir("tiny").join("config.json"))?)?;
     let with = |section: serde_json::Value, key: &str| {
         let mut v = base.clone();
         v[key] = section;
@@ -394,7 +410,8 @@ fn cli_quantize_perplexity_info() -> Result<()> {
         return Ok(());
     }
     let exe = env!("CARGO_BIN_EXE_jamba-wgpu");
-    let run = |args: &[&str]| -> Result<std::process::Output> { Ok(std::process::Command::new(exe).args(args).output()?) };
+    let run =
+        |args: &[&str]| -> Result<std::process::Output> { Ok(std::process::Command::new(exe).args(args).output()?) };
     let out = common::TempDir::new("cli")?;
     let (model, tmp) = (default_model_dir(), out.path().join("q8"));
     let (model, tmp) = (model.to_str().context("path")?, tmp.to_str().context("path")?);
@@ -402,7 +419,16 @@ fn cli_quantize_perplexity_info() -> Result<()> {
     ensure!(o.status.success(), "quantize: {}", String::from_utf8_lossy(&o.stderr));
 
     let heldout = default_model_dir().join("heldout.txt");
-    let o = run(&["perplexity", "--model", tmp, "--text-file", heldout.to_str().context("path")?, "--max-tokens", "256", "--json"])?;
+    let o = run(&[
+        "perplexity",
+        "--model",
+        tmp,
+        "--text-file",
+        heldout.to_str().context("path")?,
+        "--max-tokens",
+        "256",
+        "--json",
+    ])?;
     ensure!(o.status.success(), "perplexity: {}", String::from_utf8_lossy(&o.stderr));
     let json: serde_json::Value = serde_json::from_slice(&o.stdout)?;
     let ppl = json["perplexity"].as_f64().context("perplexity")?;
@@ -410,7 +436,13 @@ fn cli_quantize_perplexity_info() -> Result<()> {
 
     let o = run(&["info", "--model", tmp, "--context", "1024", "--gpu-memory", "1G"])?;
     let text = String::from_utf8_lossy(&o.stdout);
-    ensure!(o.status.success() && text.contains("stored quantized: q8") && text.contains("experts") && text.contains("fits in --gpu-memory"), "{text}");
+    ensure!(
+        o.status.success()
+            && text.contains("stored quantized: q8")
+            && text.contains("experts")
+            && text.contains("fits in --gpu-memory"),
+        "{text}"
+    );
 
     let o = run(&["run", "--quantize", "q4", "--group-size", "48", "--max-new-tokens", "1"])?;
     let e = String::from_utf8_lossy(&o.stderr);

@@ -45,13 +45,25 @@ pub fn run(args: InfoArgs) -> Result<()> {
         (None, Some(q)) => format!("stored quantized: {} ({})", q.format, q.scope.name()),
         (None, None) => format!("as stored ({})", checkpoint.main_dtype().map_or("?".into(), |d| format!("{d:?}"))),
     };
-    println!("model:      {} ({} layers, H {}, {} experts top-{}); weights {weights}", dir.display(), cfg.num_hidden_layers, cfg.hidden_size, cfg.num_experts, cfg.num_experts_per_tok);
+    println!(
+        "model:      {} ({} layers, H {}, {} experts top-{}); weights {weights}",
+        dir.display(),
+        cfg.num_hidden_layers,
+        cfg.hidden_size,
+        cfg.num_experts,
+        cfg.num_experts_per_tok
+    );
     println!("{:<12} {:>14} {:>12}", "component", "parameters", "MiB");
     for c in f.components.iter().filter(|c| c.params > 0) {
         println!("{:<12} {:>14} {:>12.2}", c.name, c.params, mib(c.bytes));
     }
     println!("{:<12} {:>14} {:>12.2}", "weights", f.params(), mib(f.weight_bytes()));
-    println!("KV cache for {} tokens: {:.2} MiB; Mamba state: {:.2} MiB (f32, one sequence)", context, mib(f.kv_cache_bytes), mib(f.mamba_state_bytes));
+    println!(
+        "KV cache for {} tokens: {:.2} MiB; Mamba state: {:.2} MiB (f32, one sequence)",
+        context,
+        mib(f.kv_cache_bytes),
+        mib(f.mamba_state_bytes)
+    );
     println!("total: {:.3} GiB (activations, a few MiB per 256-token chunk, not counted)", gib(f.total_bytes()));
     match ctx {
         Ok(ctx) => {
@@ -59,7 +71,11 @@ pub fn run(args: InfoArgs) -> Result<()> {
             let binding = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
             println!("adapter:    {} ({:?})", ctx.info().name, ctx.info().backend);
             let verdict = if f.largest_buffer <= binding { "fits" } else { "does NOT fit" };
-            println!("largest unsplittable buffer {:.2} MiB {verdict} the binding limit of {:.0} MiB", mib(f.largest_buffer), mib(binding));
+            println!(
+                "largest unsplittable buffer {:.2} MiB {verdict} the binding limit of {:.0} MiB",
+                mib(f.largest_buffer),
+                mib(binding)
+            );
         }
         Err(e) => println!("adapter:    none ({e}); buffer limits not checked"),
     }
@@ -69,7 +85,9 @@ pub fn run(args: InfoArgs) -> Result<()> {
             let verdict = if f.total_bytes() <= memory { "fits" } else { "does NOT fit" };
             println!("{:.3} GiB {verdict} in --gpu-memory {size} ({:.3} GiB)", gib(f.total_bytes()), gib(memory));
         }
-        None => println!("wgpu does not report the adapter's total memory: pass --gpu-memory (e.g. 80G) to check the total"),
+        None => {
+            println!("wgpu does not report the adapter's total memory: pass --gpu-memory (e.g. 80G) to check the total")
+        }
     }
     Ok(())
 }

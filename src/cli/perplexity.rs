@@ -45,9 +45,19 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let Some(bos) = tokenizer.special_tokens().bos.or(cfg.bos_token_id) else { bail!("the model has no BOS token") };
     let quantize = args.quant.quantization(args.quantize)?;
     let ctx = Arc::new(args.gpu.context()?);
-    let model = Model::from_checkpoint(ctx, cfg, &checkpoint, Some(tokenizer), &LoadOptions { progress: !args.json, quantize })?;
+    let model = Model::from_checkpoint(
+        ctx,
+        cfg,
+        &checkpoint,
+        Some(tokenizer),
+        &LoadOptions { progress: !args.json, quantize },
+    )?;
 
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(tokens.len().div_ceil(args.window.max(1)) as u64) };
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(tokens.len().div_ceil(args.window.max(1)) as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("scoring {bar:40} {pos}/{len} windows {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -55,7 +65,10 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let p = perplexity(&model, &tokens, bos, args.window, |done, _| bar.set_position(done as u64))?;
     bar.finish_and_clear();
-    let weights = quantize.map_or_else(|| model.config().quantization.map_or("as stored".into(), |q| q.format.to_string()), |q| q.format.to_string());
+    let weights = quantize.map_or_else(
+        || model.config().quantization.map_or("as stored".into(), |q| q.format.to_string()),
+        |q| q.format.to_string(),
+    );
     if args.json {
         let object = serde_json::json!({
             "file": args.text_file.display().to_string(),

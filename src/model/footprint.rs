@@ -70,7 +70,10 @@ fn component(name: &str) -> &'static str {
 /// Whether the loader keeps a tensor in its stored type (matrices) rather than f32 (norms, biases, A_log, D, the
 /// conv taps).
 fn is_matrix(name: &str) -> bool {
-    name.ends_with("_proj.weight") || name.ends_with("router.weight") || name.ends_with("embed_tokens.weight") || name == "lm_head.weight"
+    name.ends_with("_proj.weight")
+        || name.ends_with("router.weight")
+        || name.ends_with("embed_tokens.weight")
+        || name == "lm_head.weight"
 }
 
 /// The footprint of `cfg` with its weights stored as in `checkpoint` (None: as `stored`, e.g. bf16 for a
@@ -82,7 +85,8 @@ pub fn footprint(
     quantize: Option<Quantization>,
     context: usize,
 ) -> Result<Footprint> {
-    let mut components: Vec<Component> = COMPONENTS.iter().map(|&name| Component { name, ..Default::default() }).collect();
+    let mut components: Vec<Component> =
+        COMPONENTS.iter().map(|&name| Component { name, ..Default::default() }).collect();
     let mut largest = 0u64;
     let stored_format = cfg.quantization.map(|q| q.format);
     for (name, shape) in weights::expected_tensors(cfg) {

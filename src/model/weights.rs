@@ -274,34 +274,34 @@ impl Plan<'_> {
     /// The experts of one MoE layer, stacked [count, out, in] into as few buffers as the binding limit allows.
     /// gate, up and down share one storage type: quantized only when the format fits both H and I.
     fn experts(&self, prefix: &str, n_experts: usize) -> Result<Vec<ExpertStack>> {
-    let src = self.src;
-    let name = |e: usize, which: &str| format!("{prefix}.experts.{e}.{which}_proj.weight");
-    let (shape, stored) = src.meta(&name(0, "gate"))?;
-    let (inter, hidden) = (shape[0], shape[1]);
-    let dtype = match (self.storage(&name(0, "gate"), stored, hidden), self.storage(&name(0, "down"), stored, inter)) {
-        (a, b) if a == b => a,
-        _ => stored,
-    };
-    let expert_bytes = dtype.storage_bytes(&[inter, hidden]).max(dtype.storage_bytes(&[hidden, inter]));
-    let per_stack = (self.limit / expert_bytes.max(1)).clamp(1, n_experts.max(1));
-    let mut stacks = Vec::new();
-    for first in (0..n_experts).step_by(per_stack) {
-        let count = per_stack.min(n_experts - first);
-        let stack = |which: &str, rows: usize, cols: usize| -> Result<Tensor> {
-            let names: Vec<String> = (first..first + count).map(|e| name(e, which)).collect();
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let label = format!("{prefix}.experts[{first}..{}].{which}_proj", first + count);
-            src.rows(&label, &names, 0, count * rows, &[count, rows, cols], dtype)
+        let src = self.src;
+        let name = |e: usize, which: &str| format!("{prefix}.experts.{e}.{which}_proj.weight");
+        let (shape, stored) = src.meta(&name(0, "gate"))?;
+        let (inter, hidden) = (shape[0], shape[1]);
+        let dtype = match (self.storage(&name(0, "gate"), stored, hidden), self.storage(&name(0, "down"), stored, inter)) {
+            (a, b) if a == b => a,
+            _ => stored,
         };
-        stacks.push(ExpertStack {
-            first,
-            count,
-            gate: stack("gate", inter, hidden)?,
-            up: stack("up", inter, hidden)?,
-            down: stack("down", hidden, inter)?,
-        });
-    }
-    Ok(stacks)
+        let expert_bytes = dtype.storage_bytes(&[inter, hidden]).max(dtype.storage_bytes(&[hidden, inter]));
+        let per_stack = (self.limit / expert_bytes.max(1)).clamp(1, n_experts.max(1));
+        let mut stacks = Vec::new();
+        for first in (0..n_experts).step_by(per_stack) {
+            let count = per_stack.min(n_experts - first);
+            let stack = |which: &str, rows: usize, cols: usize| -> Result<Tensor> {
+                let names: Vec<String> = (first..first + count).map(|e| name(e, which)).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let label = format!("{prefix}.experts[{first}..{}].{which}_proj", first + count);
+                src.rows(&label, &names, 0, count * rows, &[count, rows, cols], dtype)
+            };
+            stacks.push(ExpertStack {
+                first,
+                count,
+                gate: stack("gate", inter, hidden)?,
+                up: stack("up", inter, hidden)?,
+                down: stack("down", hidden, inter)?,
+            });
+        }
+        Ok(stacks)
     }
 }
 

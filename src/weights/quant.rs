@@ -100,7 +100,10 @@ impl QuantFormat {
         }
         Err(Error::shape(
             format!("{} quantization of {what}", self.name()),
-            format!("{cols} columns (K) are not a positive multiple of the group size {}", self.group_size().unwrap_or(1)),
+            format!(
+                "{cols} columns (K) are not a positive multiple of the group size {}",
+                self.group_size().unwrap_or(1)
+            ),
         ))
     }
 
@@ -155,7 +158,9 @@ impl std::fmt::Display for QuantFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QuantFormat::Q8 => write!(f, "q8"),
-            QuantFormat::Q4 { group, min } => write!(f, "q4 (groups of {}{})", group.size(), if *min { ", with min" } else { "" }),
+            QuantFormat::Q4 { group, min } => {
+                write!(f, "q4 (groups of {}{})", group.size(), if *min { ", with min" } else { "" })
+            }
         }
     }
 }
@@ -188,14 +193,22 @@ fn quantize_row(format: QuantFormat, row: &[f32]) -> DiskRow {
                     let scale = f16::from_f32((hi - lo) / 15.0);
                     let lo = f16::from_f32(lo);
                     let (s, m) = (scale.to_f32(), lo.to_f32());
-                    q.extend(values.iter().map(|&v| if s > 0.0 { ((v - m) / s).round().clamp(0.0, 15.0) as u8 } else { 0 }));
+                    q.extend(
+                        values.iter().map(|&v| if s > 0.0 { ((v - m) / s).round().clamp(0.0, 15.0) as u8 } else { 0 }),
+                    );
                     scales.extend(scale.to_le_bytes());
                     scales.extend(lo.to_le_bytes());
                 } else {
                     let extreme = values.iter().copied().fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
                     let scale = f16::from_f32(extreme / -8.0);
                     let s = scale.to_f32();
-                    q.extend(values.iter().map(|&v| if s != 0.0 { ((v / s).round() + 8.0).clamp(0.0, 15.0) as u8 } else { 8 }));
+                    q.extend(values.iter().map(|&v| {
+                        if s != 0.0 {
+                            ((v / s).round() + 8.0).clamp(0.0, 15.0) as u8
+                        } else {
+                            8
+                        }
+                    }));
                     scales.extend(scale.to_le_bytes());
                 }
             }
@@ -264,7 +277,13 @@ impl Quantized {
     }
 
     pub fn view(&self) -> QuantView<'_> {
-        QuantView { format: self.format, rows: self.rows, cols: self.cols, qweight: &self.qweight, scales: &self.scales }
+        QuantView {
+            format: self.format,
+            rows: self.rows,
+            cols: self.cols,
+            qweight: &self.qweight,
+            scales: &self.scales,
+        }
     }
 }
 
@@ -305,7 +324,9 @@ impl<'a> QuantView<'a> {
 
     /// The matrix the codes stand for, row-major [rows, cols]: the CPU twin of the GPU's dequantization.
     pub fn dequantize(&self) -> Vec<f32> {
-        (0..self.rows).flat_map(|r| dequantize_row(self.format, self.scales_row(r), self.codes_row(r), self.cols)).collect()
+        (0..self.rows)
+            .flat_map(|r| dequantize_row(self.format, self.scales_row(r), self.codes_row(r), self.cols))
+            .collect()
     }
 
     /// Bytes of the disk form.

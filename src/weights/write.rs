@@ -79,7 +79,8 @@ pub fn write_quantized(dir: &Path, out: &Path, q: Quantization, progress: bool) 
         ProgressStyle::with_template("quantizing {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let tensors: Vec<(String, Tracked<'_>)> = tensors.into_iter().map(|(n, t)| (n, Tracked { out: t, bar: &bar })).collect();
+    let tensors: Vec<(String, Tracked<'_>)> =
+        tensors.into_iter().map(|(n, t)| (n, Tracked { out: t, bar: &bar })).collect();
     let file = out.join("model.safetensors");
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize_to_file(tensors, Some(metadata), &file)
