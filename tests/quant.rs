@@ -449,3 +449,20 @@ fn cli_quantize_perplexity_info() -> Result<()> {
     ensure!(!o.status.success() && e.contains("group size 48"), "{e}");
     Ok(())
 }
+
+/// Random weights quantized on the GPU (benchmarks of full-size configurations): finite logits, fewer bytes.
+#[test]
+fn random_quantized_models_run() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let cfg = jamba_wgpu::config::JambaConfig::from_file(fixture_dir("tiny").join("config.json"))?;
+    let bytes = |m: &Model| -> u64 { m.weights().layers.iter().map(|l| l.ffn.size_bytes()).sum() };
+    let base = Model::random(ctx.clone(), cfg.clone(), DType::BF16, 3)?;
+    for format in [Q8, Q4] {
+        let q = Quantization::new(format);
+        let model = Model::random_quantized(ctx.clone(), cfg.clone(), DType::BF16, Some(q), 3)?;
+        let logits = all_logits(&model, &[1, 5, 9, 200, 7, 7, 7, 7, 7, 3])?;
+        ensure!(logits.iter().all(|v| v.is_finite()), "{format}: non-finite logits");
+        ensure!(bytes(&model) < bytes(&base), "{format}: {} FFN bytes, bf16 {}", bytes(&model), bytes(&base));
+    }
+    Ok(())
+}

@@ -41,8 +41,8 @@ pub struct BenchArgs {
     pub runs: usize,
     #[arg(long)]
     pub json: bool,
-    /// Quantize the checkpoint's weights at load: q8 or q4 (not with --random-weights).
-    #[arg(long, value_enum, conflicts_with = "random_weights")]
+    /// Quantize the weights at load (random weights: random codes): q8 or q4.
+    #[arg(long, value_enum)]
     pub quantize: Option<FormatArg>,
     #[command(flatten)]
     pub quant: QuantArgs,
@@ -64,7 +64,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "bf16" => DType::BF16,
                 other => bail!("--dtype {other}: expected f32, f16 or bf16"),
             };
-            Model::random(ctx, cfg, dtype, 0)?
+            Model::random_quantized(ctx, cfg, dtype, args.quant.quantization(args.quantize)?, 0)?
         }
         (Some(_), false) => bail!("--config needs --random-weights (there is no checkpoint to load)"),
         (None, _) => {

@@ -66,7 +66,19 @@ impl Model {
     /// A model of `cfg`'s shapes with pseudo-random weights generated on the GPU (matrices in `dtype`), for
     /// benchmarking full-size configurations without a download. It has no tokenizer.
     pub fn random(ctx: Arc<Context>, cfg: JambaConfig, dtype: crate::gpu::DType, seed: u32) -> Result<Model> {
-        let weights = weights::random(&ctx, &cfg, dtype, seed)?;
+        Model::random_quantized(ctx, cfg, dtype, None, seed)
+    }
+
+    /// [`Model::random`] with the matrices `quantize` covers quantized (random codes and plausible scales, made
+    /// on the GPU): to size and time quantized full-size models without a checkpoint.
+    pub fn random_quantized(
+        ctx: Arc<Context>,
+        cfg: JambaConfig,
+        dtype: crate::gpu::DType,
+        quantize: Option<Quantization>,
+        seed: u32,
+    ) -> Result<Model> {
+        let weights = weights::random(&ctx, &cfg, dtype, quantize, seed)?;
         Ok(Model { ctx, cfg, weights, tokenizer: None })
     }
 

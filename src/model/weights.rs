@@ -97,6 +97,18 @@ pub enum FfnWeights {
     Moe { router: Tensor /* [E, H] */, experts: Vec<ExpertStack> },
 }
 
+impl FfnWeights {
+    /// Bytes of GPU memory these weights take.
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            FfnWeights::Dense { gate, up, down } => gate.size_bytes() + up.size_bytes() + down.size_bytes(),
+            FfnWeights::Moe { router, experts } => {
+                router.size_bytes() + experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum::<u64>()
+            }
+        }
+    }
+}
+
 /// Uploads every weight the config implies from a checkpoint, checking each tensor's presence, dtype and shape;
 /// quantizes the matrices `quantize` covers (None: keep the stored types; a checkpoint already quantized must be
 /// loaded as it is).
@@ -133,12 +145,15 @@ pub fn upload(
 }
 
 /// Weights of the config's shapes filled with pseudo-random values on the GPU (no host memory): for benchmarks
-/// of full-size models without a download. Matrices are `dtype` (a float type); values are scaled like trained
-/// ones.
-pub fn random(ctx: &Context, cfg: &JambaConfig, dtype: DType, seed: u32) -> Result<GpuWeights> {
+/// of full-size models without a download. Matrices are `dtype` (a float type), or quantized where `quantize`
+/// covers them (random codes); values are scaled like trained ones.
+pub fn random(ctx: &Context, cfg: &JambaConfig, dtype: DType, quantize: Option<Quantization>, seed: u32) -> Result<GpuWeights> {
     cfg.validate()?;
+    if dtype.is_quantized() || dtype == DType::U32 {
+        return Err(Error::Input(format!("random weights are stored as f32, f16 or bf16 (then quantized), not {dtype:?}")));
+    }
     let shapes = weights::expected_tensors(cfg).into_iter().collect();
-    let weights = build(ctx, cfg, &RandomSource { ctx, shapes, dtype, seed }, None)?;
+    let weights = build(ctx, cfg, &RandomSource { ctx, shapes, dtype, seed }, quantize)?;
     ctx.wait("filling random weights")?;
     Ok(weights)
 }
@@ -470,11 +485,8 @@ impl Source for RandomSource<'_> {
     }
 
     fn rows(&self, label: &str, names: &[&str], _row0: usize, _n: usize, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        if dtype != self.dtype {
-            return Err(Error::Input(format!("random weights are {:?}; `{label}` cannot be {dtype:?}", self.dtype)));
-        }
         let (first, _) = self.meta(names[0])?;
-        let tensor = self.ctx.zeros(label, shape, self.dtype)?;
+        let tensor = self.ctx.zeros(label, shape, dtype)?;
         // Scaled like a trained Linear: uniform with standard deviation about 1 / sqrt(fan_in).
         self.fill(&tensor, label, 0.0, 1.7 / (first[1] as f32).sqrt())?;
         Ok(tensor)
