@@ -74,6 +74,9 @@ fn packed_rows_hold_the_disk_bytes_in_whole_words() {
             let packed = q.packed();
             assert_eq!(packed.len(), 3 * 4 * format.row_words(cols), "{format} cols {cols}");
             assert_eq!(packed.len(), DType::Quant(format).storage_bytes(&[3, cols]));
+            // A row range (a matrix part under the binding limit, an expert stack) is a byte range of the whole.
+            let rw = 4 * format.row_words(cols);
+            assert!(q.view().packed_rows(1, 2).concat() == packed[rw..3 * rw], "{format} cols {cols}: rows 1..3");
             let row = &packed[4 * format.row_words(cols)..];
             assert_eq!(
                 &row[..format.scale_bytes(cols)],
