@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
             moe_ffn(&mut g, &x, t, std::slice::from_ref(&stack), &ids, &weights, k, &scratch, &out)?;
             let plan = g.build()?;
             let timing = time_plan(&ctx, &plan, 1, if t == 1 { 10 } else { 3 })?;
-            let expert_bytes = (k * 3 * inter * h * dtype.size_bytes()) as u64;
+            let expert_bytes = (k * 3 * dtype.storage_bytes(&[inter, h])) as u64;
             let flops = (2 * t * k * 3 * inter * h) as u64;
             let name = format!("moe_ffn T={t} H={h} I={inter} E={e} k={k} {dtype:?}");
             let bytes = (t == 1).then_some(expert_bytes);

@@ -1,6 +1,6 @@
 // matmul.wgsl: y = x W^T (+ y when accumulating), the Linear layer without bias.
 // Reference: reference::matmul. x: [t, k] f32 rows at x[r * x_stride + x_offset + c];
-// W: [n, k] row-major, packed as W_DTYPE, starting at element w_offset; y: [t, n] f32 at
+// W: [n, k] row-major, packed as W_DTYPE (float or quantized rows), starting at row w_row0; y: [t, n] f32 at
 // y[r * y_stride + y_offset + j]. With accumulate = 1, y += x W^T (the residual connection fused in).
 //
 // Two entry points:
@@ -13,7 +13,7 @@ struct MatmulParams {
     t: u32,
     n: u32,
     k: u32,
-    w_offset: u32,
+    w_row0: u32,
     x_stride: u32,
     x_offset: u32,
     y_stride: u32,
@@ -29,9 +29,9 @@ struct MatmulParams {
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-fn w_at(i: u32) -> f32 {
-    let e = p.w_offset + i;
-    return unpack_weight(w[weight_word(e)], e);
+fn w_at(row: u32, col: u32) -> f32 {
+    let r = weight_ref(p.w_row0 + row, col, p.k);
+    return weight_value(r, w[r.word], w[r.scale_word]);
 }
 
 fn store(r: u32, j: u32, value: f32) {
@@ -59,9 +59,8 @@ fn matvec(
     var acc = 0.0;
     if live {
         let x0 = r * p.x_stride + p.x_offset;
-        let w0 = j * p.k;
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += x[x0 + c] * w_at(w0 + c);
+            acc += x[x0 + c] * w_at(j, c);
         }
     }
     let total = row_sum(lane, acc);
@@ -102,7 +101,7 @@ fn tiled(
             x_tile[e] = xv;
             var wv = 0.0;
             if j0 + row < p.n && c < p.k {
-                wv = w_at((j0 + row) * p.k + c);
+                wv = w_at(j0 + row, c);
             }
             w_tile[e] = wv;
         }

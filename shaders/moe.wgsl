@@ -4,8 +4,8 @@
 //
 // Layout. A slot s = r * top_k + j is token r's j-th choice. x: [>= t, H] f32 (the normalised input);
 // ids, weights: [t * top_k] from moe_route.wgsl; groups: [E + 1 + t * top_k] u32 from moe_group.wgsl.
-// Weights of one stack of experts first..first + count, packed as W_DTYPE: w (gate) and w_up: [count, I, H];
-// w (down): [count, H, I]. act: [t * top_k, I] (silu(gate) * up per slot); y_slots: [t * top_k, H] (each slot's
+// Weights of one stack of experts first..first + count, packed as W_DTYPE (float or quantized rows, read through
+// the prelude's weight_ref): w (gate) and w_up: [count, I, H]; w (down): [count, H, I]. act: [t * top_k, I] (silu(gate) * up per slot); y_slots: [t * top_k, H] (each slot's
 // expert output, indexed by slot). Each kernel is dispatched once per stack and touches only its experts.
 //
 // Entry points (all share this file's bindings; the Rust side binds a read-only stand-in where one is unused):
@@ -39,12 +39,15 @@ struct MoeParams {
 @group(0) @binding(6) var<storage, read> weights: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>; // act, y_slots or out
 
-fn w_at(i: u32) -> f32 {
-    return unpack_weight(w[weight_word(i)], i);
+// Row `row` (of all the stack's experts' rows, expert e's first at e * n) and column `col` of gate / down, and of up.
+fn w_at(row: u32, col: u32) -> f32 {
+    let r = weight_ref(row, col, p.k);
+    return weight_value(r, w[r.word], w[r.scale_word]);
 }
 
-fn w_up_at(i: u32) -> f32 {
-    return unpack_weight(w_up[weight_word(i)], i);
+fn w_up_at(row: u32, col: u32) -> f32 {
+    let r = weight_ref(row, col, p.k);
+    return weight_value(r, w_up[r.word], w_up[r.scale_word]);
 }
 
 // The stack-local index of expert e, or count when e belongs to another stack (or to none).
@@ -57,7 +60,7 @@ fn local_expert(e: u32) -> u32 {
 struct MatvecJob {
     slot: u32,
     j: u32,
-    expert_base: u32, // element index of the expert's [n, k] matrix in the stack
+    expert_row0: u32, // the stack row of the expert's [n, k] matrix
     live: bool,
 }
 
@@ -72,7 +75,7 @@ fn matvec_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> 
     if job.slot < p.t * p.top_k {
         e = local_expert(ids[job.slot]);
     }
-    job.expert_base = e * p.n * p.k;
+    job.expert_row0 = e * p.n;
     job.live = e < p.count && job.j < p.n;
     return job;
 }
@@ -89,10 +92,10 @@ fn swiglu_matvec(
     var up = 0.0;
     if job.live {
         let x0 = (job.slot / p.top_k) * p.k;
-        let w0 = job.expert_base + job.j * p.k;
+        let row = job.expert_row0 + job.j;
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            gate += x[x0 + c] * w_at(w0 + c);
-            up += x[x0 + c] * w_up_at(w0 + c);
+            gate += x[x0 + c] * w_at(row, c);
+            up += x[x0 + c] * w_up_at(row, c);
         }
     }
     gate = row_sum(lane, gate);
@@ -113,9 +116,9 @@ fn down_matvec(
     var acc = 0.0;
     if job.live {
         let x0 = job.slot * p.k;
-        let w0 = job.expert_base + job.j * p.k;
+        let row = job.expert_row0 + job.j;
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += x[x0 + c] * w_at(w0 + c);
+            acc += x[x0 + c] * w_at(row, c);
         }
     }
     acc = row_sum(lane, acc);
@@ -136,7 +139,7 @@ var<workgroup> tile_slot: array<u32, TILE>; // the slot of each of the tile's ro
 var<workgroup> tile_live_rows: u32;
 
 struct TileJob {
-    expert_base: u32, // element index of the expert's [n, k] matrix in the stack
+    expert_row0: u32, // the stack row of the expert's [n, k] matrix
     row0: u32, // grouped row of the tile's first row
     j0: u32, // first output column
 }
@@ -155,7 +158,7 @@ fn tile_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> Ti
         rows = groups[p.first + e_local + 1u] - start;
     }
     var job: TileJob;
-    job.expert_base = e_local * p.n * p.k;
+    job.expert_row0 = e_local * p.n;
     job.j0 = (tile % tiles_n) * TILE;
     job.row0 = start + m0;
     if lane < TILE && m0 + lane < rows {
@@ -220,10 +223,10 @@ fn expert_tiled(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32, g
             var wv = 0.0;
             var wv_up = 0.0;
             if job.j0 + row < p.n && c < p.k {
-                let i = job.expert_base + (job.j0 + row) * p.k + c;
-                wv = w_at(i);
+                let w_row = job.expert_row0 + job.j0 + row;
+                wv = w_at(w_row, c);
                 if gated {
-                    wv_up = w_up_at(i);
+                    wv_up = w_up_at(w_row, c);
                 }
             }
             w_tile[e] = wv;

@@ -6,14 +6,21 @@
 //   kernel's Rust declaration lists them.
 // - Workgroups hold 64 invocations. Grids larger than the per-dimension limit are laid out in 2D; a kernel
 //   recovers its linear workgroup index with `linear_workgroup`.
-// - Weights are `array<u32>`: f32 one per word, f16 / bf16 two per word (element 2i in the low half). The
-//   `W_DTYPE` override picks the decoding; constant folding removes the other branches.
+// - Weights are `array<u32>`: f32 one per word, f16 / bf16 two per word (element 2i in the low half), or
+//   quantized rows (q8, q4: codes and scales in one word-aligned record per row; src/weights/quant.rs has the
+//   layout and the CPU twin). The `W_DTYPE` override picks the decoding; constant folding removes the other
+//   branches. Kernels read a weight matrix through `weight_ref` and `weight_value`, never by hand.
 
 const WG: u32 = 64u;
 
 const DTYPE_F32: u32 = 0u;
 const DTYPE_F16: u32 = 1u;
 const DTYPE_BF16: u32 = 2u;
+const DTYPE_Q8: u32 = 3u;
+const DTYPE_Q4_G32: u32 = 4u;
+const DTYPE_Q4_G64: u32 = 5u;
+const DTYPE_Q4_G32_MIN: u32 = 6u;
+const DTYPE_Q4_G64_MIN: u32 = 7u;
 
 // The storage type of the kernel's weight binding (one of DTYPE_*).
 override W_DTYPE: u32 = DTYPE_F32;
@@ -66,6 +73,81 @@ fn unpack_weight(word: u32, i: u32) -> f32 {
             return bitcast<f32>(word);
         }
     }
+}
+
+// ---- weight matrices of any W_DTYPE: element (row, col) of a matrix with `cols` columns ----
+
+fn q4_group() -> u32 {
+    return select(32u, 64u, W_DTYPE == DTYPE_Q4_G64 || W_DTYPE == DTYPE_Q4_G64_MIN);
+}
+
+fn q4_has_min() -> bool {
+    return W_DTYPE == DTYPE_Q4_G32_MIN || W_DTYPE == DTYPE_Q4_G64_MIN;
+}
+
+// Words at the start of a quantized row that hold its scales (q4 symmetric: two f16 per word; with min: one
+// scale | min pair per word).
+fn quant_scale_words(cols: u32) -> u32 {
+    if W_DTYPE == DTYPE_Q8 {
+        return 1u;
+    }
+    let groups = cols / q4_group();
+    return select((groups + 1u) / 2u, groups, q4_has_min());
+}
+
+// Words of one quantized row: its scales, then its codes (q8: 4 per word; q4: 8 per word).
+fn quant_row_words(cols: u32) -> u32 {
+    let codes = select(cols / 8u, (cols + 3u) / 4u, W_DTYPE == DTYPE_Q8);
+    return quant_scale_words(cols) + codes;
+}
+
+// Where a weight lies: the word holding its value or code, the word holding its scale (the same word for float
+// types), and its position for the decoding (the element index for floats, the column for quantized types).
+struct WeightRef {
+    word: u32,
+    scale_word: u32,
+    at: u32,
+}
+
+fn weight_ref(row: u32, col: u32, cols: u32) -> WeightRef {
+    var r: WeightRef;
+    if W_DTYPE <= DTYPE_BF16 {
+        r.at = row * cols + col;
+        r.word = weight_word(r.at);
+        r.scale_word = r.word;
+        return r;
+    }
+    let base = row * quant_row_words(cols);
+    let codes = base + quant_scale_words(cols);
+    r.at = col;
+    if W_DTYPE == DTYPE_Q8 {
+        r.word = codes + col / 4u;
+        r.scale_word = base;
+    } else {
+        let g = col / q4_group();
+        r.word = codes + col / 8u;
+        r.scale_word = base + select(g / 2u, g, q4_has_min());
+    }
+    return r;
+}
+
+// The weight's value, given the words that `weight_ref` pointed at. Kernels do the two loads themselves (each
+// reads its own bindings): `let r = weight_ref(row, col, k); weight_value(r, w[r.word], w[r.scale_word])`.
+fn weight_value(r: WeightRef, word: u32, scale_word: u32) -> f32 {
+    if W_DTYPE <= DTYPE_BF16 {
+        return unpack_weight(word, r.at);
+    }
+    if W_DTYPE == DTYPE_Q8 {
+        // Sign-extend byte col % 4.
+        let code = bitcast<i32>(word << (24u - 8u * (r.at % 4u))) >> 24u;
+        return f32(code) * bitcast<f32>(scale_word);
+    }
+    let q = f32((word >> (4u * (r.at % 8u))) & 0xfu);
+    if q4_has_min() {
+        return q * f16_to_f32(scale_word & 0xffffu) + f16_to_f32(scale_word >> 16u);
+    }
+    let g = r.at / q4_group();
+    return (q - 8.0) * f16_to_f32((scale_word >> (16u * (g % 2u))) & 0xffffu);
 }
 
 fn silu(x: f32) -> f32 {

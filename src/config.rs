@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::weights::quant::{QuantFormat, Quantization, Scope};
 
 /// The token mixer of a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +76,9 @@ pub struct JambaConfig {
     pub pad_token_id: Option<u32>,
     /// The checkpoint's dtype as saved (`dtype`, or `torch_dtype` from older transformers), e.g. "bfloat16".
     pub dtype: Option<String>,
+    /// The `quantization` section that `jamba-wgpu quantize` writes: the checkpoint holds `X.qweight` and
+    /// `X.scales` for the weights it covers (see [`crate::weights::quant`]).
+    pub quantization: Option<Quantization>,
 }
 
 impl JambaConfig {
@@ -130,6 +134,7 @@ impl JambaConfig {
                 Some(d) => Some(d),
                 None => f.opt_string("torch_dtype")?,
             },
+            quantization: quantization_section(&map)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -232,6 +237,65 @@ impl JambaConfig {
     pub fn layers(&self) -> Vec<LayerKind> {
         (0..self.num_hidden_layers).map(|i| self.layer(i)).collect()
     }
+}
+
+/// The keys of the `quantization` section.
+const QUANTIZATION_KEYS: [&str; 5] = ["format", "group_size", "min", "scope", "quantized_by"];
+
+/// Reads the `quantization` section. Anything we would misread is an error: unknown keys or formats, q4 without
+/// a supported group size, q8 with q4's fields, and Hugging Face's `quantization_config` (GPTQ, AWQ, bitsandbytes...).
+fn quantization_section(map: &Map<String, Value>) -> Result<Option<Quantization>> {
+    if let Some(hf) = map.get("quantization_config").filter(|v| !v.is_null()) {
+        let method = hf.get("quant_method").and_then(Value::as_str).unwrap_or("unknown");
+        return Err(config_error(
+            "quantization_config",
+            format!("Hugging Face quantization (quant_method `{method}`) is not supported; quantize the unquantized checkpoint with `jamba-wgpu quantize`"),
+        ));
+    }
+    let Some(section) = map.get("quantization").filter(|v| !v.is_null()) else { return Ok(None) };
+    let Value::Object(section) = section else {
+        return Err(config_error("quantization", format!("expected an object, found {section}")));
+    };
+    if let Some(key) = section.keys().find(|k| !QUANTIZATION_KEYS.contains(&k.as_str())) {
+        return Err(config_error(&format!("quantization.{key}"), format!("unknown key (expected {QUANTIZATION_KEYS:?})")));
+    }
+    let f = Fields(section);
+    let name = f.opt_string("format")?.ok_or_else(|| config_error("quantization.format", "missing (required)"))?;
+    let group = f.opt_usize("group_size")?;
+    let min = f.opt_bool("min")?;
+    let field = |key: &str, e: Error| match e {
+        Error::Input(message) => config_error(&format!("quantization.{key}"), message),
+        other => other,
+    };
+    let format = match name.as_str() {
+        "q8" if group.is_some() || min.is_some() => {
+            return Err(config_error("quantization", "q8 has one scale per row: `group_size` and `min` do not apply"));
+        }
+        "q8" => QuantFormat::Q8,
+        "q4" => {
+            let group = group.ok_or_else(|| config_error("quantization.group_size", "missing (required for q4)"))?;
+            QuantFormat::parse("q4", group, min.unwrap_or(false)).map_err(|e| field("group_size", e))?
+        }
+        other => return Err(config_error("quantization.format", format!("unknown format `{other}` (expected q8 or q4)"))),
+    };
+    let scope = match f.opt_string("scope")?.as_deref() {
+        None | Some("ffn") => Scope::Ffn,
+        Some("all-linear") => Scope::AllLinear,
+        Some(other) => {
+            return Err(config_error("quantization.scope", format!("unknown scope `{other}` (expected ffn or all-linear)")));
+        }
+    };
+    Ok(Some(Quantization { format, scope }))
+}
+
+/// The `quantization` section for config.json, as [`quantization_section`] reads it.
+pub fn quantization_json(q: &Quantization) -> Value {
+    let mut section = serde_json::json!({ "format": q.format.name(), "scope": q.scope.name(), "quantized_by": "jamba-wgpu" });
+    if let QuantFormat::Q4 { group, min } = q.format {
+        section["group_size"] = group.size().into();
+        section["min"] = min.into();
+    }
+    section
 }
 
 fn config_error(field: &str, message: impl Into<String>) -> Error {

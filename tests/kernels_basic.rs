@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_close, gpu, upload_weights, Rng};
 use jamba_wgpu::gpu::{DType, Graph, Tensor, Tuning};
-use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, ROW_THREADS, WEIGHT_DTYPES};
+use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, FLOAT_DTYPES, ROW_THREADS};
 use jamba_wgpu::{reference, Error};
 
 /// Every tuning a kernel is built with on this adapter: each row width, matvec and tiled matmul.
@@ -28,7 +28,7 @@ fn matmul_matches_reference() {
     for &(t, n, k) in &shapes {
         let x = rng.vec(t * k, 1.0);
         let x_gpu = ctx.upload_f32("x", &[t, k], &x).unwrap();
-        for dtype in WEIGHT_DTYPES {
+        for dtype in FLOAT_DTYPES {
             let (w, w_rounded) = upload_weights(ctx, "w", &[n, k], &rng.vec(n * k, 1.0), dtype);
             let want = reference::matmul(&x, &w_rounded, t, n, k);
             for tuning in tunings() {
@@ -152,7 +152,7 @@ fn embed_matches_reference() {
     let mut rng = Rng::new(6);
     let (vocab, dim) = (37, 19);
     let ids: Vec<u32> = vec![0, 36, 5, 5, 17, 1, 36];
-    for dtype in WEIGHT_DTYPES {
+    for dtype in FLOAT_DTYPES {
         let (table, rounded) = upload_weights(ctx, "table", &[vocab, dim], &rng.vec(vocab * dim, 1.0), dtype);
         let ids_gpu = ctx.upload_u32("ids", &[ids.len()], &ids).unwrap();
         let y = ctx.zeros("y", &[ids.len(), dim], DType::F32).unwrap();

@@ -11,7 +11,7 @@ use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::gpu::DType;
 use jamba_wgpu::{LoadOptions, Model};
 
-use super::{GpuArgs, ModelArgs};
+use super::{FormatArg, GpuArgs, ModelArgs, QuantArgs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -41,6 +41,11 @@ pub struct BenchArgs {
     pub runs: usize,
     #[arg(long)]
     pub json: bool,
+    /// Quantize the weights at load (random weights: random codes): q8 or q4.
+    #[arg(long, value_enum)]
+    pub quantize: Option<FormatArg>,
+    #[command(flatten)]
+    pub quant: QuantArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
@@ -59,12 +64,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "bf16" => DType::BF16,
                 other => bail!("--dtype {other}: expected f32, f16 or bf16"),
             };
-            Model::random(ctx, cfg, dtype, 0)?
+            Model::random_quantized(ctx, cfg, dtype, args.quant.quantization(args.quantize)?, 0)?
         }
         (Some(_), false) => bail!("--config needs --random-weights (there is no checkpoint to load)"),
         (None, _) => {
             let (cfg, checkpoint, tokenizer) = args.model.open()?;
-            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json })?
+            let quantize = args.quant.quantization(args.quantize)?;
+            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json, quantize })?
         }
     };
     let options = ModelBenchOptions { prompt_len: args.prompt_len, gen_len: args.gen_len.max(2), chunk: args.chunk, warmup: 1, runs: args.runs };

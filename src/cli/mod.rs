@@ -3,6 +3,8 @@
 mod bench;
 mod info;
 mod logits;
+mod perplexity;
+mod quantize;
 mod run;
 
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::gpu::{Context, ContextOptions};
 use jamba_wgpu::tokenizer::Tokenizer;
+use jamba_wgpu::weights::quant::{QuantFormat, Quantization, Scope};
 use jamba_wgpu::weights::Checkpoint;
 
 #[derive(Parser, Debug)]
@@ -26,8 +29,13 @@ pub enum Command {
     Run(run::RunArgs),
     /// Measure prefill and decode speed (a checkpoint, or a released configuration with random weights).
     Bench(bench::BenchArgs),
-    /// Show the GPU adapter, its backend, driver, limits and features.
+    /// Show the GPU adapter, its backend, driver, limits and features; with --model, the model's memory per
+    /// component and whether it fits.
     Info(info::InfoArgs),
+    /// Write a quantized copy of a checkpoint (q8 or q4), loadable with --model.
+    Quantize(quantize::QuantizeArgs),
+    /// Perplexity of a model over a text file, in non-overlapping windows.
+    Perplexity(perplexity::PerplexityArgs),
     /// Write the logits of every position of a prompt to a safetensors file.
     Logits(logits::LogitsArgs),
 }
@@ -45,6 +53,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Info(args) => info::run(args),
         Command::Logits(args) => logits::run(args),
     }
@@ -89,5 +99,42 @@ impl ModelArgs {
                 (cfg, Checkpoint::open(dir)?, tokenizer)
             }
         })
+    }
+}
+
+/// A quantized format, as the command line names it.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// int8, one scale per output row.
+    Q8,
+    /// 4-bit, one f16 scale per group of --group-size inputs.
+    Q4,
+}
+
+/// How to quantize, shared by every subcommand that loads a model (`--quantize`) or writes one (`--format`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct QuantArgs {
+    /// q4: inputs per scale, 32 or 64.
+    #[arg(long, default_value_t = 32)]
+    pub group_size: usize,
+    /// q4: store a minimum per group (w = q * scale + min) instead of symmetric codes (w = (q - 8) * scale).
+    #[arg(long)]
+    pub q4_min: bool,
+    /// Quantize every linear layer (Mamba and attention projections, an untied lm_head), not only the FFNs
+    /// (experts and dense MLPs). The router and the embeddings stay unquantized.
+    #[arg(long)]
+    pub all_linear: bool,
+}
+
+impl QuantArgs {
+    pub fn quantization(&self, format: Option<FormatArg>) -> anyhow::Result<Option<Quantization>> {
+        let Some(format) = format else { return Ok(None) };
+        let name = match format {
+            FormatArg::Q8 => "q8",
+            FormatArg::Q4 => "q4",
+        };
+        let format = QuantFormat::parse(name, self.group_size, self.q4_min)?;
+        let scope = if self.all_linear { Scope::AllLinear } else { Scope::Ffn };
+        Ok(Some(Quantization { format, scope }))
     }
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::{generate, Forward, GenerateOptions, LoadOptions, Model, ReferenceSession, SamplingOptions, SessionOptions};
 
-use super::{Device, GpuArgs, ModelArgs};
+use super::{Device, FormatArg, GpuArgs, ModelArgs, QuantArgs};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -52,6 +52,11 @@ pub struct RunArgs {
     pub chunk: usize,
     #[arg(long, value_enum, default_value_t = Device::Gpu)]
     pub device: Device,
+    /// Quantize the weights at load (GPU only): q8 or q4, the FFNs unless --all-linear.
+    #[arg(long, value_enum)]
+    pub quantize: Option<FormatArg>,
+    #[command(flatten)]
+    pub quant: QuantArgs,
     /// Print one JSON object (ids, text, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -61,6 +66,10 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let (cfg, checkpoint, tokenizer) = args.model.open()?;
+    let quantize = args.quant.quantization(args.quantize)?;
+    if quantize.is_some() && args.device == Device::Cpu {
+        bail!("--quantize runs on the GPU; the CPU reference computes with the stored weights");
+    }
     let bos = tokenizer.as_ref().and_then(|t| t.special_tokens().bos).or(cfg.bos_token_id);
     let prompt: Vec<u32> = match (&args.prompt, args.prompt_ids.is_empty()) {
         (Some(text), _) => {
@@ -104,7 +113,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         Device::Gpu => {
             let ctx = Arc::new(args.gpu.context()?);
             let adapter = format!("{} ({:?})", ctx.info().name, ctx.info().backend);
-            let model = Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json })?;
+            let model = Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json, quantize })?;
             let mut session = model.session(session_options)?;
             emit(&mut session, &prompt, options, model.tokenizer(), args.json, &adapter)
         }

@@ -4,24 +4,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::gpu::Context;
+use crate::weights::quant::QuantFormat;
 use crate::{Error, Result};
 
 /// How elements are stored in a buffer. Half-precision elements are packed two per u32 word (element 2i in the
-/// low half), which is how WGSL reads them without the f16 extension.
+/// low half), which is how WGSL reads them without the f16 extension. Quantized matrices are packed rows of codes
+/// and scales, one word-aligned record per row (see [`crate::weights::quant`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     F16,
     BF16,
     U32,
+    /// A quantized weight matrix [..., rows, cols]: the last dimension is K.
+    Quant(QuantFormat),
 }
 
 impl DType {
-    pub fn size_bytes(self) -> usize {
+    /// Bytes that `shape` occupies in this type (quantized: whole packed rows of the last dimension).
+    pub fn storage_bytes(self, shape: &[usize]) -> usize {
+        let elements: usize = shape.iter().product();
         match self {
-            DType::F32 | DType::U32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            DType::F32 | DType::U32 => 4 * elements,
+            DType::F16 | DType::BF16 => 2 * elements,
+            DType::Quant(format) => match shape.split_last() {
+                Some((&cols, rows)) if cols > 0 => rows.iter().product::<usize>() * format.row_words(cols) * 4,
+                _ => 0,
+            },
         }
+    }
+
+    /// Bytes of one row of `cols` elements.
+    pub fn row_bytes(self, cols: usize) -> usize {
+        self.storage_bytes(&[1, cols])
+    }
+
+    pub fn is_quantized(self) -> bool {
+        matches!(self, DType::Quant(_))
     }
 
     /// The value of the `W_DTYPE` override constant that makes a kernel read this type (see prelude.wgsl).
@@ -30,6 +49,7 @@ impl DType {
             DType::F32 | DType::U32 => 0.0,
             DType::F16 => 1.0,
             DType::BF16 => 2.0,
+            DType::Quant(format) => format.shader_code(),
         }
     }
 }
@@ -110,12 +130,13 @@ impl Tensor {
 
     /// Bytes of data (the buffer itself is padded up to a whole u32 word).
     pub fn size_bytes(&self) -> u64 {
-        (self.len() * self.dtype.size_bytes()) as u64
+        self.dtype.storage_bytes(&self.shape) as u64
     }
 
     /// The same buffer seen with another shape of the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        if shape.iter().product::<usize>() != self.len() {
+        let same_rows = !self.dtype.is_quantized() || shape.last() == self.shape.last();
+        if shape.iter().product::<usize>() != self.len() || !same_rows {
             return Err(Error::shape("reshape", format!("{} {:?} cannot become {shape:?}", self.label, self.shape)));
         }
         Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
@@ -150,7 +171,7 @@ impl Context {
     /// Creates a tensor whose bytes are `parts` one after another (fused projections, stacked experts), copying
     /// each part straight into the mapped buffer, with no staging copy on the host.
     pub fn tensor_from_parts(&self, label: &str, shape: &[usize], dtype: DType, parts: &[&[u8]]) -> Result<Tensor> {
-        let bytes = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
+        let bytes = dtype.storage_bytes(shape) as u64;
         let given: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if given != bytes {
             return Err(Error::shape(
@@ -174,7 +195,10 @@ impl Context {
     }
 
     fn allocate(&self, label: &str, shape: &[usize], dtype: DType, mapped: bool) -> Result<Tensor> {
-        let bytes = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
+        if let DType::Quant(format) = dtype {
+            format.check_cols(&format!("`{label}`"), shape.last().copied().unwrap_or(0))?;
+        }
+        let bytes = dtype.storage_bytes(shape) as u64;
         let size = bytes.max(4).next_multiple_of(4);
         self.check_buffer_size(label, size)?;
         let buffer = self.scoped(

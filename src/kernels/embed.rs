@@ -1,7 +1,7 @@
 //! embed.wgsl: the embedding lookup, y[t] = table[ids[t]].
 
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Tensor};
-use crate::kernels::{AsCols, dims2, expect_dtype, expect_len, u32_of, weight_variants, WEIGHT_DTYPES};
+use crate::kernels::{AsCols, dims2, expect_dtype, expect_len, u32_of, float_weight_variants, FLOAT_DTYPES};
 use crate::{params, shader, Error, Result};
 
 shader!(EMBED_SHADER, "embed");
@@ -20,7 +20,7 @@ pub static EMBED: Kernel = Kernel {
     entry: "embed",
     params: &<EmbedParams as crate::gpu::Params>::LAYOUT,
     bindings: &[read("table"), read("ids"), read_write("y")],
-    variants: weight_variants,
+    variants: float_weight_variants,
 };
 
 /// y[i] = table[ids[i]] for the first `y.rows` ids. table: [vocab, dim]; ids: u32, checked < vocab by the
@@ -35,7 +35,7 @@ pub fn embed_rows<'a>(g: &mut Graph, table: &Tensor, row0: usize, ids: &Tensor, 
     let y = y.as_cols()?;
     let op = "embed";
     let [rows, dim] = dims2(table)?;
-    expect_dtype(op, table, &WEIGHT_DTYPES)?;
+    expect_dtype(op, table, &FLOAT_DTYPES)?;
     expect_dtype(op, ids, &[DType::U32])?;
     expect_len(op, ids, y.rows)?;
     if y.width != dim || y.offset != 0 || y.stride() != dim {

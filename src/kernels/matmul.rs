@@ -1,4 +1,4 @@
-//! matmul.wgsl: y = x W^T (+ y), the Linear layer, for f32, f16 and bf16 weights.
+//! matmul.wgsl: y = x W^T (+ y), the Linear layer, for f32, f16, bf16 and quantized (q8, q4) weights.
 
 use crate::gpu::{read, read_write, Graph, Kernel, OpId, Tensor};
 use crate::kernels::{AsCols, dims2, expect_dtype, u32_of, weight_row_variants, weight_variants, WEIGHT_DTYPES};
@@ -11,7 +11,7 @@ params! {
         pub t: u32,
         pub n: u32,
         pub k: u32,
-        pub w_offset: u32,
+        pub w_row0: u32,
         pub x_stride: u32,
         pub x_offset: u32,
         pub y_stride: u32,

@@ -14,6 +14,7 @@ pub mod rms_norm;
 pub mod ssm_scan;
 
 use crate::gpu::{DType, Kernel, Tensor};
+use crate::weights::quant::QuantFormat;
 use crate::{Error, Result};
 
 /// Every kernel, for the tests that validate each shader and layout without a GPU.
@@ -51,8 +52,21 @@ pub fn all() -> Vec<&'static Kernel> {
 /// The row-reduction widths every reducing kernel is built for.
 pub const ROW_THREADS: [u32; 3] = [1, 32, 64];
 
-/// The weight storage types every weight-reading kernel is built for.
-pub const WEIGHT_DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+/// The float weight types: what the embedding lookup and the random fill handle.
+pub const FLOAT_DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// The weight storage types every matrix-reading kernel (matmul, the MoE experts) is built for: the float types
+/// and every quantized format.
+pub const WEIGHT_DTYPES: [DType; 8] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Quant(QuantFormat::ALL[0]),
+    DType::Quant(QuantFormat::ALL[1]),
+    DType::Quant(QuantFormat::ALL[2]),
+    DType::Quant(QuantFormat::ALL[3]),
+    DType::Quant(QuantFormat::ALL[4]),
+];
 
 fn no_variants() -> Vec<Vec<(&'static str, f64)>> {
     vec![vec![]]
@@ -64,6 +78,10 @@ fn row_variants() -> Vec<Vec<(&'static str, f64)>> {
 
 fn weight_variants() -> Vec<Vec<(&'static str, f64)>> {
     WEIGHT_DTYPES.iter().map(|d| vec![("W_DTYPE", d.shader_code())]).collect()
+}
+
+fn float_weight_variants() -> Vec<Vec<(&'static str, f64)>> {
+    FLOAT_DTYPES.iter().map(|d| vec![("W_DTYPE", d.shader_code())]).collect()
 }
 
 fn weight_row_variants() -> Vec<Vec<(&'static str, f64)>> {

@@ -8,6 +8,7 @@
 
 mod attention;
 mod ffn;
+pub mod footprint;
 mod jamba;
 mod mamba;
 mod state;
@@ -23,7 +24,7 @@ pub use weights::{AttentionWeights, FfnWeights, GpuWeights, LayerWeights, MambaW
 use crate::config::JambaConfig;
 use crate::gpu::{Context, Graph, Plan};
 use crate::tokenizer::Tokenizer;
-use crate::weights::Checkpoint;
+use crate::weights::{Checkpoint, Quantization};
 use crate::{default_model, Error, Result};
 
 /// How to load a model.
@@ -31,6 +32,10 @@ use crate::{default_model, Error, Result};
 pub struct LoadOptions {
     /// Show a progress bar on stderr while uploading.
     pub progress: bool,
+    /// Quantize the weights it covers while uploading (on the CPU, tensor by tensor from the mmap). None keeps
+    /// the stored types; a checkpoint written quantized (`jamba-wgpu quantize`) loads as it is, and asking to
+    /// quantize it again is an error.
+    pub quantize: Option<Quantization>,
 }
 
 /// A model on the GPU: config, weights, tokenizer.
@@ -61,7 +66,19 @@ impl Model {
     /// A model of `cfg`'s shapes with pseudo-random weights generated on the GPU (matrices in `dtype`), for
     /// benchmarking full-size configurations without a download. It has no tokenizer.
     pub fn random(ctx: Arc<Context>, cfg: JambaConfig, dtype: crate::gpu::DType, seed: u32) -> Result<Model> {
-        let weights = weights::random(&ctx, &cfg, dtype, seed)?;
+        Model::random_quantized(ctx, cfg, dtype, None, seed)
+    }
+
+    /// [`Model::random`] with the matrices `quantize` covers quantized (random codes and plausible scales, made
+    /// on the GPU): to size and time quantized full-size models without a checkpoint.
+    pub fn random_quantized(
+        ctx: Arc<Context>,
+        cfg: JambaConfig,
+        dtype: crate::gpu::DType,
+        quantize: Option<Quantization>,
+        seed: u32,
+    ) -> Result<Model> {
+        let weights = weights::random(&ctx, &cfg, dtype, quantize, seed)?;
         Ok(Model { ctx, cfg, weights, tokenizer: None })
     }
 
@@ -73,7 +90,7 @@ impl Model {
         options: &LoadOptions,
     ) -> Result<Model> {
         cfg.validate()?;
-        let weights = weights::upload(&ctx, &cfg, checkpoint, options.progress)?;
+        let weights = weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress)?;
         ctx.check()?;
         Ok(Model { ctx, cfg, weights, tokenizer })
     }

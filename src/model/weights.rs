@@ -1,7 +1,10 @@
 //! The model's weights on the GPU, uploaded from a memory-mapped checkpoint.
 //!
 //! Matrices keep the checkpoint's dtype (f32, f16 or bf16: the kernels unpack it), so an upload is a copy from
-//! the mmap into a mapped buffer with no conversion. Vectors (norms, biases, A_log, D, the conv taps) become f32.
+//! the mmap into a mapped buffer with no conversion; a quantized checkpoint's `X.qweight` and `X.scales` are
+//! copied into the packed rows the kernels read (weights::quant). With a [`Quantization`] asked at load, the
+//! matrices it covers are quantized on the CPU row by row from the mmap as they are uploaded (never a copy of
+//! the model in host memory). Vectors (norms, biases, A_log, D, the conv taps) become f32.
 //! A matrix larger than one storage binding is split by rows ([`Matrix`]); q, k and v are fused into one matrix
 //! so attention projects once; the experts of a layer are stacked into as few buffers as the binding limit allows.
 
@@ -11,6 +14,7 @@ use crate::config::{Ffn, JambaConfig, Mixer};
 use crate::gpu::{Context, DType, Graph, Tensor};
 use crate::kernels::moe::ExpertStack;
 use crate::kernels::{fill, matmul, AsCols, Cols};
+use crate::weights::quant::{self, QuantFormat, QuantView, Quantization};
 use crate::weights::{self, Checkpoint, TensorView};
 use crate::{Error, Result};
 
@@ -93,29 +97,63 @@ pub enum FfnWeights {
     Moe { router: Tensor /* [E, H] */, experts: Vec<ExpertStack> },
 }
 
-/// Uploads every weight the config implies from a checkpoint, checking each tensor's presence, dtype and shape.
-pub fn upload(ctx: &Context, cfg: &JambaConfig, checkpoint: &Checkpoint, progress: bool) -> Result<GpuWeights> {
+impl FfnWeights {
+    /// Bytes of GPU memory these weights take.
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            FfnWeights::Dense { gate, up, down } => gate.size_bytes() + up.size_bytes() + down.size_bytes(),
+            FfnWeights::Moe { router, experts } => {
+                router.size_bytes() + experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum::<u64>()
+            }
+        }
+    }
+}
+
+/// Uploads every weight the config implies from a checkpoint, checking each tensor's presence, dtype and shape;
+/// quantizes the matrices `quantize` covers (None: keep the stored types; a checkpoint already quantized must be
+/// loaded as it is).
+pub fn upload(
+    ctx: &Context,
+    cfg: &JambaConfig,
+    checkpoint: &Checkpoint,
+    quantize: Option<Quantization>,
+    progress: bool,
+) -> Result<GpuWeights> {
     checkpoint.validate(cfg)?;
-    let total: u64 = weights::expected_tensors(cfg)
-        .iter()
-        .map(|(name, _)| checkpoint.tensor(name).map(|t| t.data.len() as u64))
-        .sum::<Result<u64>>()?;
-    let bar = if progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    bar.set_style(
+    if let (Some(asked), Some(stored)) = (quantize, cfg.quantization) {
+        return Err(Error::Input(format!(
+            "the checkpoint is already quantized ({}); load it without asking for {}",
+            stored.format, asked.format
+        )));
+    }
+    let src = CheckpointSource {
+        ctx,
+        checkpoint,
+        format: cfg.quantization.map(|q| q.format),
+        shapes: weights::expected_tensors(cfg).into_iter().collect(),
+        bar: ProgressBar::hidden(),
+    };
+    let total: u64 = src.shapes.keys().map(|name| src.stored_bytes(name)).sum::<Result<u64>>()?;
+    let src = CheckpointSource { bar: if progress { ProgressBar::new(total) } else { ProgressBar::hidden() }, ..src };
+    src.bar.set_style(
         ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let weights = build(ctx, cfg, &CheckpointSource { ctx, checkpoint, bar: &bar })?;
-    bar.finish_and_clear();
+    let weights = build(ctx, cfg, &src, quantize)?;
+    src.bar.finish_and_clear();
     Ok(weights)
 }
 
 /// Weights of the config's shapes filled with pseudo-random values on the GPU (no host memory): for benchmarks
-/// of full-size models without a download. Matrices are `dtype`; values are scaled like trained ones.
-pub fn random(ctx: &Context, cfg: &JambaConfig, dtype: DType, seed: u32) -> Result<GpuWeights> {
+/// of full-size models without a download. Matrices are `dtype` (a float type), or quantized where `quantize`
+/// covers them (random codes); values are scaled like trained ones.
+pub fn random(ctx: &Context, cfg: &JambaConfig, dtype: DType, quantize: Option<Quantization>, seed: u32) -> Result<GpuWeights> {
     cfg.validate()?;
+    if dtype.is_quantized() || dtype == DType::U32 {
+        return Err(Error::Input(format!("random weights are stored as f32, f16 or bf16 (then quantized), not {dtype:?}")));
+    }
     let shapes = weights::expected_tensors(cfg).into_iter().collect();
-    let weights = build(ctx, cfg, &RandomSource { ctx, shapes, dtype, seed })?;
+    let weights = build(ctx, cfg, &RandomSource { ctx, shapes, dtype, seed }, quantize)?;
     ctx.wait("filling random weights")?;
     Ok(weights)
 }
@@ -125,25 +163,25 @@ trait Source {
     /// Shape and storage type of a tensor.
     fn meta(&self, name: &str) -> Result<(Vec<usize>, DType)>;
     /// A tensor `shape` of rows `row0..row0 + n` of the row-wise concatenation of `names` (same dtype, same
-    /// columns), in the storage type of the first.
-    fn rows(&self, label: &str, names: &[&str], row0: usize, n: usize, shape: &[usize]) -> Result<Tensor>;
+    /// columns), stored as `dtype`: their own type, or a quantized format to quantize them into.
+    fn rows(&self, label: &str, names: &[&str], row0: usize, n: usize, shape: &[usize], dtype: DType) -> Result<Tensor>;
     /// A small tensor as f32, e.g. a norm weight, flattened to `shape`.
     fn vector(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
 }
 
 /// The model's structure, from whichever source.
-fn build(ctx: &Context, cfg: &JambaConfig, src: &dyn Source) -> Result<GpuWeights> {
+fn build(ctx: &Context, cfg: &JambaConfig, src: &dyn Source, quant: Option<Quantization>) -> Result<GpuWeights> {
     let limit = ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size) as usize;
     let vector = |name: &str| -> Result<Tensor> {
         let (shape, _) = src.meta(name)?;
         src.vector(name, &[shape.iter().product()])
     };
-    let matrix = |label: &str, names: &[&str]| matrix(src, limit, label, names);
+    let plan = Plan { src, limit, quant };
+    let matrix = |label: &str, names: &[&str]| plan.matrix(label, names);
     let single = |name: &str| -> Result<Tensor> {
-        let (shape, _) = src.meta(name)?;
-        src.rows(name, &[name], 0, shape[0], &shape)
+        let (shape, stored) = src.meta(name)?;
+        src.rows(name, &[name], 0, shape[0], &shape, plan.storage(name, stored, shape[1]))
     };
-
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for (i, kind) in cfg.layers().iter().enumerate() {
         let p = format!("model.layers.{i}");
@@ -196,7 +234,7 @@ fn build(ctx: &Context, cfg: &JambaConfig, src: &dyn Source) -> Result<GpuWeight
             },
             Ffn::Moe => FfnWeights::Moe {
                 router: single(&format!("{f}.router.weight"))?,
-                experts: experts(src, limit, &f, cfg.num_experts)?,
+                experts: plan.experts(&f, cfg.num_experts)?,
             },
         };
         layers.push(LayerWeights {
@@ -215,51 +253,77 @@ fn build(ctx: &Context, cfg: &JambaConfig, src: &dyn Source) -> Result<GpuWeight
     })
 }
 
-/// The row-wise concatenation of `names`, split into parts of whole rows that each fit `limit` bytes.
-fn matrix(src: &dyn Source, limit: usize, label: &str, names: &[&str]) -> Result<Matrix> {
-    let metas: Vec<(Vec<usize>, DType)> = names.iter().map(|n| src.meta(n)).collect::<Result<_>>()?;
-    let (cols, dtype) = (metas[0].0[1], metas[0].1);
-    let rows: usize = metas.iter().map(|(shape, _)| shape[0]).sum();
-    let max_rows = rows_per_binding(limit, cols * dtype.size_bytes(), dtype);
-    let mut parts = Vec::new();
-    for row0 in (0..rows).step_by(max_rows) {
-        let n = max_rows.min(rows - row0);
-        let part_label = if n == rows { label.to_string() } else { format!("{label}[{row0}..{}]", row0 + n) };
-        parts.push((row0, src.rows(&part_label, names, row0, n, &[n, cols])?));
-    }
-    Ok(Matrix { rows, cols, parts })
+/// What the structure needs to place a matrix: where weights come from, the binding limit, the quantization.
+struct Plan<'a> {
+    src: &'a dyn Source,
+    limit: usize,
+    quant: Option<Quantization>,
 }
 
-/// The experts of one MoE layer, stacked [count, out, in] into as few buffers as the binding limit allows.
-fn experts(src: &dyn Source, limit: usize, prefix: &str, n_experts: usize) -> Result<Vec<ExpertStack>> {
-    let name = |e: usize, which: &str| format!("{prefix}.experts.{e}.{which}_proj.weight");
-    let (shape, dtype) = src.meta(&name(0, "gate"))?;
-    let (inter, hidden) = (shape[0], shape[1]);
-    let per_stack = (limit / (inter * hidden * dtype.size_bytes()).max(1)).clamp(1, n_experts.max(1));
-    let mut stacks = Vec::new();
-    for first in (0..n_experts).step_by(per_stack) {
-        let count = per_stack.min(n_experts - first);
-        let stack = |which: &str, rows: usize, cols: usize| -> Result<Tensor> {
-            let names: Vec<String> = (first..first + count).map(|e| name(e, which)).collect();
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let label = format!("{prefix}.experts[{first}..{}].{which}_proj", first + count);
-            src.rows(&label, &names, 0, count * rows, &[count, rows, cols])
-        };
-        stacks.push(ExpertStack {
-            first,
-            count,
-            gate: stack("gate", inter, hidden)?,
-            up: stack("up", inter, hidden)?,
-            down: stack("down", hidden, inter)?,
-        });
+impl Plan<'_> {
+    /// The storage type of weight `name` with `cols` inputs, stored as `stored`: quantized when the quantization
+    /// covers it (and its K fits the format), else as stored.
+    fn storage(&self, name: &str, stored: DType, cols: usize) -> DType {
+        match self.quant.and_then(|q| q.format_for(name, cols)) {
+            Some(format) if !stored.is_quantized() => DType::Quant(format),
+            _ => stored,
+        }
     }
-    Ok(stacks)
+
+    /// The row-wise concatenation of `names`, split into parts of whole rows that each fit the binding limit.
+    fn matrix(&self, label: &str, names: &[&str]) -> Result<Matrix> {
+        let metas: Vec<(Vec<usize>, DType)> = names.iter().map(|n| self.src.meta(n)).collect::<Result<_>>()?;
+        let cols = metas[0].0[1];
+        let dtype = self.storage(names[0], metas[0].1, cols);
+        let rows: usize = metas.iter().map(|(shape, _)| shape[0]).sum();
+        let max_rows = rows_per_binding(self.limit, dtype.row_bytes(cols), dtype);
+        let mut parts = Vec::new();
+        for row0 in (0..rows).step_by(max_rows) {
+            let n = max_rows.min(rows - row0);
+            let part_label = if n == rows { label.to_string() } else { format!("{label}[{row0}..{}]", row0 + n) };
+            parts.push((row0, self.src.rows(&part_label, names, row0, n, &[n, cols], dtype)?));
+        }
+        Ok(Matrix { rows, cols, parts })
+    }
+
+    /// The experts of one MoE layer, stacked [count, out, in] into as few buffers as the binding limit allows.
+    /// gate, up and down share one storage type: quantized only when the format fits both H and I.
+    fn experts(&self, prefix: &str, n_experts: usize) -> Result<Vec<ExpertStack>> {
+        let src = self.src;
+        let name = |e: usize, which: &str| format!("{prefix}.experts.{e}.{which}_proj.weight");
+        let (shape, stored) = src.meta(&name(0, "gate"))?;
+        let (inter, hidden) = (shape[0], shape[1]);
+        let dtype = match (self.storage(&name(0, "gate"), stored, hidden), self.storage(&name(0, "down"), stored, inter)) {
+            (a, b) if a == b => a,
+            _ => stored,
+        };
+        let expert_bytes = dtype.storage_bytes(&[inter, hidden]).max(dtype.storage_bytes(&[hidden, inter]));
+        let per_stack = (self.limit / expert_bytes.max(1)).clamp(1, n_experts.max(1));
+        let mut stacks = Vec::new();
+        for first in (0..n_experts).step_by(per_stack) {
+            let count = per_stack.min(n_experts - first);
+            let stack = |which: &str, rows: usize, cols: usize| -> Result<Tensor> {
+                let names: Vec<String> = (first..first + count).map(|e| name(e, which)).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let label = format!("{prefix}.experts[{first}..{}].{which}_proj", first + count);
+                src.rows(&label, &names, 0, count * rows, &[count, rows, cols], dtype)
+            };
+            stacks.push(ExpertStack {
+                first,
+                count,
+                gate: stack("gate", inter, hidden)?,
+                up: stack("up", inter, hidden)?,
+                down: stack("down", hidden, inter)?,
+            });
+        }
+        Ok(stacks)
+    }
 }
 
 /// Rows of `row_bytes` that fit `limit` (an even number, so half-precision parts stay word-aligned).
 fn rows_per_binding(limit: usize, row_bytes: usize, dtype: DType) -> usize {
     let rows = (limit / row_bytes.max(1)).max(1);
-    if dtype.size_bytes() < 4 && rows > 1 {
+    if matches!(dtype, DType::F16 | DType::BF16) && rows > 1 {
         rows & !1
     } else {
         rows
@@ -269,7 +333,11 @@ fn rows_per_binding(limit: usize, row_bytes: usize, dtype: DType) -> usize {
 struct CheckpointSource<'a> {
     ctx: &'a Context,
     checkpoint: &'a Checkpoint,
-    bar: &'a ProgressBar,
+    /// The checkpoint's own quantization (config.json), if it was written quantized.
+    format: Option<QuantFormat>,
+    /// Every tensor the config implies, with its shape.
+    shapes: std::collections::HashMap<String, Vec<usize>>,
+    bar: ProgressBar,
 }
 
 fn gpu_dtype(dtype: weights::DType) -> DType {
@@ -280,28 +348,88 @@ fn gpu_dtype(dtype: weights::DType) -> DType {
     }
 }
 
-impl Source for CheckpointSource<'_> {
-    fn meta(&self, name: &str) -> Result<(Vec<usize>, DType)> {
-        let view = self.checkpoint.tensor(name)?;
-        Ok((view.shape.clone(), gpu_dtype(view.dtype)))
+/// A matrix as the checkpoint stores it.
+enum Stored<'a> {
+    Float(TensorView<'a>),
+    Quant(QuantView<'a>),
+}
+
+impl Stored<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Stored::Float(v) => v.shape[0],
+            Stored::Quant(q) => q.rows,
+        }
+    }
+}
+
+impl CheckpointSource<'_> {
+    fn stored(&self, name: &str) -> Result<Stored<'_>> {
+        let shape = self.shapes.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(match self.checkpoint.quantized(name, self.format, shape)? {
+            Some(q) => Stored::Quant(q),
+            None => Stored::Float(self.checkpoint.tensor(name)?),
+        })
     }
 
-    fn rows(&self, label: &str, names: &[&str], row0: usize, n: usize, shape: &[usize]) -> Result<Tensor> {
-        let views: Vec<TensorView<'_>> = names.iter().map(|n| self.checkpoint.tensor(n)).collect::<Result<_>>()?;
-        let first = &views[0];
-        for v in &views {
-            if v.dtype != first.dtype || v.shape.len() != 2 || v.shape[1] != first.shape[1] {
-                return Err(v.error(format!(
-                    "cannot be stacked with `{}` ({:?} {:?})",
-                    first.name, first.dtype, first.shape
-                )));
+    /// Bytes of `name` in the checkpoint, for the progress bar.
+    fn stored_bytes(&self, name: &str) -> Result<u64> {
+        Ok(match self.stored(name)? {
+            Stored::Float(v) => v.data.len(),
+            Stored::Quant(q) => q.size_bytes(),
+        } as u64)
+    }
+}
+
+impl Source for CheckpointSource<'_> {
+    fn meta(&self, name: &str) -> Result<(Vec<usize>, DType)> {
+        Ok(match self.stored(name)? {
+            Stored::Float(v) => (v.shape.clone(), gpu_dtype(v.dtype)),
+            Stored::Quant(q) => (vec![q.rows, q.cols], DType::Quant(q.format)),
+        })
+    }
+
+    fn rows(&self, label: &str, names: &[&str], row0: usize, n: usize, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let stored: Vec<Stored<'_>> = names.iter().map(|n| self.stored(n)).collect::<Result<_>>()?;
+        let (first, cols) = (names[0], *shape.last().unwrap_or(&0));
+        let mismatch = |name: &str, found: String| Error::Tensor {
+            name: name.to_string(),
+            file: "checkpoint".into(),
+            message: format!("is {found}, cannot be stacked with `{first}` as {dtype:?} [.., {cols}]"),
+        };
+        let counts: Vec<usize> = stored.iter().map(Stored::rows).collect();
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut quantized: Vec<u8> = Vec::new();
+        let mut bytes = 0;
+        for (i, lo, hi) in spans(&counts, row0, n) {
+            match (&stored[i], dtype) {
+                (Stored::Float(v), DType::Quant(format)) if v.shape[1] == cols => {
+                    // Quantize at load: one row at a time, from the mmap into the packed layout.
+                    let row_bytes = cols * v.dtype.size_bytes();
+                    for r in lo..hi {
+                        let row = v.dtype.to_f32(&v.data[r * row_bytes..(r + 1) * row_bytes]);
+                        quantized.extend(quant::quantize(format, &row, 1, cols)?.packed());
+                    }
+                    bytes += (hi - lo) * row_bytes;
+                }
+                (Stored::Float(v), _) if gpu_dtype(v.dtype) == dtype && v.shape[1] == cols => {
+                    let row_bytes = cols * v.dtype.size_bytes();
+                    pieces.push(&v.data[lo * row_bytes..hi * row_bytes]);
+                    bytes += (hi - lo) * row_bytes;
+                }
+                (Stored::Quant(q), DType::Quant(format)) if q.format == format && q.cols == cols => {
+                    pieces.extend(q.packed_rows(lo, hi - lo));
+                    bytes += (hi - lo) * (format.scale_bytes(cols) + format.code_bytes(cols));
+                }
+                (Stored::Float(v), _) => return Err(mismatch(names[i], format!("{:?} {:?}", v.dtype, v.shape))),
+                (Stored::Quant(q), _) => return Err(mismatch(names[i], format!("{} [{}, {}]", q.format, q.rows, q.cols))),
             }
         }
-        let row_bytes = first.shape[1] * first.dtype.size_bytes();
-        let data: Vec<&[u8]> = views.iter().map(|v| v.data).collect();
-        let pieces = byte_range(&data, row0 * row_bytes, (row0 + n) * row_bytes);
-        let tensor = self.ctx.tensor_from_parts(label, shape, gpu_dtype(first.dtype), &pieces)?;
-        self.bar.inc((n * row_bytes) as u64);
+        if !quantized.is_empty() {
+            pieces.push(&quantized);
+        }
+        let tensor = self.ctx.tensor_from_parts(label, shape, dtype, &pieces)?;
+        self.bar.inc(bytes as u64);
         Ok(tensor)
     }
 
@@ -313,6 +441,21 @@ impl Source for CheckpointSource<'_> {
         self.bar.inc(view.data.len() as u64);
         self.ctx.upload_f32(name, shape, &view.to_f32())
     }
+}
+
+/// Rows `row0..row0 + n` of a row-wise concatenation of matrices of `counts` rows, as (matrix, first row, end
+/// row) spans within each.
+fn spans(counts: &[usize], row0: usize, n: usize) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (i, &rows) in counts.iter().enumerate() {
+        let (lo, hi) = (row0.max(at), (row0 + n).min(at + rows));
+        if lo < hi {
+            out.push((i, lo - at, hi - at));
+        }
+        at += rows;
+    }
+    out
 }
 
 struct RandomSource<'a> {
@@ -341,9 +484,9 @@ impl Source for RandomSource<'_> {
         Ok((shape.clone(), self.dtype))
     }
 
-    fn rows(&self, label: &str, names: &[&str], _row0: usize, _n: usize, shape: &[usize]) -> Result<Tensor> {
+    fn rows(&self, label: &str, names: &[&str], _row0: usize, _n: usize, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let (first, _) = self.meta(names[0])?;
-        let tensor = self.ctx.zeros(label, shape, self.dtype)?;
+        let tensor = self.ctx.zeros(label, shape, dtype)?;
         // Scaled like a trained Linear: uniform with standard deviation about 1 / sqrt(fan_in).
         self.fill(&tensor, label, 0.0, 1.7 / (first[1] as f32).sqrt())?;
         Ok(tensor)
@@ -364,18 +507,4 @@ impl Source for RandomSource<'_> {
         self.fill(&tensor, name, mean, scale)?;
         Ok(tensor)
     }
-}
-
-/// Bytes `start..end` of the concatenation of `pieces`, as sub-slices.
-fn byte_range<'a>(pieces: &[&'a [u8]], start: usize, end: usize) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    for piece in pieces {
-        let (lo, hi) = (start.max(at), end.min(at + piece.len()));
-        if lo < hi {
-            out.push(&piece[lo - at..hi - at]);
-        }
-        at += piece.len();
-    }
-    out
 }

@@ -3,7 +3,7 @@
 
 use crate::config::{Ffn, JambaConfig, Mixer};
 use crate::error::Result;
-use crate::weights::Checkpoint;
+use crate::weights::{Checkpoint, QuantFormat};
 
 /// Every weight of the model. `Linear` weights are PyTorch's `[out, in]`.
 pub struct ModelParams {
@@ -64,20 +64,26 @@ pub struct MlpParams {
     pub down_proj: Vec<f32>, // [H, F]
 }
 
-/// Fetches `{prefix}.{name}` as f32, checked against its expected shape.
+/// Fetches `{prefix}.{name}` as f32, checked against its expected shape; a weight stored quantized
+/// (config.json's `quantization`) is dequantized.
 struct Loader<'c> {
     checkpoint: &'c Checkpoint,
+    format: Option<QuantFormat>,
     prefix: String,
 }
 
 impl<'c> Loader<'c> {
     fn at(&self, sub: &str) -> Loader<'c> {
         let prefix = if self.prefix.is_empty() { sub.to_string() } else { format!("{}.{sub}", self.prefix) };
-        Loader { checkpoint: self.checkpoint, prefix }
+        Loader { checkpoint: self.checkpoint, format: self.format, prefix }
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        Ok(self.checkpoint.tensor_shaped(&format!("{}.{name}", self.prefix), shape)?.to_f32())
+        let name = format!("{}.{name}", self.prefix);
+        if let Some(q) = self.checkpoint.quantized(&name, self.format, shape)? {
+            return Ok(q.dequantize());
+        }
+        Ok(self.checkpoint.tensor_shaped(&name, shape)?.to_f32())
     }
 
     fn get_if(&self, present: bool, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
@@ -88,7 +94,7 @@ impl<'c> Loader<'c> {
 impl ModelParams {
     pub fn load(cfg: &JambaConfig, checkpoint: &Checkpoint) -> Result<Self> {
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        let root = Loader { checkpoint, prefix: String::new() };
+        let root = Loader { checkpoint, format: cfg.quantization.map(|q| q.format), prefix: String::new() };
         let model = root.at("model");
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| LayerParams::load(cfg, &model.at(&format!("layers.{i}")), i))

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::index::{ShardIndex, INDEX_FILE};
 use super::safetensors::SafetensorsFile;
+use super::quant::{QuantFormat, QuantView};
 use super::{expected_tensors, DType, TensorView};
 use crate::config::JambaConfig;
 use crate::error::{Error, Result};
@@ -119,12 +120,71 @@ impl Checkpoint {
         self.tensor(name)?.expect_shape(shape)
     }
 
-    /// Checks that every tensor the config implies is present, of a float dtype, and of the right shape.
+    /// Checks that every tensor the config implies is present, of a float dtype (or quantized as the config's
+    /// `quantization` section says), and of the right shape.
     pub fn validate(&self, cfg: &JambaConfig) -> Result<()> {
+        let format = cfg.quantization.map(|q| q.format);
         for (name, shape) in expected_tensors(cfg) {
-            self.tensor_shaped(&name, &shape)?;
+            if self.quantized(&name, format, &shape)?.is_none() {
+                self.tensor_shaped(&name, &shape)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether the checkpoint holds a tensor `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.location.contains_key(name)
+    }
+
+    /// The quantized form of the weight `name` (`X.weight` stored as `X.qweight` and `X.scales`, see
+    /// [`super::quant`]) if the checkpoint holds one, checked against `format` (from config.json's
+    /// `quantization` section) and the matrix shape [rows, cols].
+    pub fn quantized(&self, name: &str, format: Option<QuantFormat>, shape: &[usize]) -> Result<Option<QuantView<'_>>> {
+        let Some(stem) = name.strip_suffix(".weight") else { return Ok(None) };
+        let (qname, sname) = (format!("{stem}.qweight"), format!("{stem}.scales"));
+        if !self.contains(&qname) {
+            return Ok(None);
+        }
+        let error = |message: String| Error::Tensor { name: qname.clone(), file: self.source.display().to_string(), message };
+        let Some(format) = format else {
+            return Err(error("is quantized, but config.json has no `quantization` section".into()));
+        };
+        let &[rows, cols] = shape else {
+            return Err(error(format!("quantized tensors must be matrices; `{name}` is {shape:?}")));
+        };
+        format.check_cols(name, cols)?;
+        let groups = format.groups(cols);
+        let (q_dtype, s_dtype, s_shape) = match format {
+            QuantFormat::Q8 => (safetensors::Dtype::I8, safetensors::Dtype::F32, vec![rows]),
+            QuantFormat::Q4 { min: false, .. } => (safetensors::Dtype::U8, safetensors::Dtype::F16, vec![rows, groups]),
+            QuantFormat::Q4 { min: true, .. } => (safetensors::Dtype::U8, safetensors::Dtype::F16, vec![rows, groups, 2]),
+        };
+        let q_shape = vec![rows, format.code_bytes(cols)];
+        let qweight = self.raw(&qname, q_dtype, &q_shape, format)?;
+        let scales = self.raw(&sname, s_dtype, &s_shape, format)?;
+        Ok(Some(QuantView { format, rows, cols, qweight, scales }))
+    }
+
+    /// The bytes of tensor `name`, checked to be `dtype` of `shape` as `format` stores it.
+    fn raw(&self, name: &str, dtype: safetensors::Dtype, shape: &[usize], format: QuantFormat) -> Result<&[u8]> {
+        let source = self.source.display().to_string();
+        let Some(&f) = self.location.get(name) else {
+            return Err(Error::Tensor { name: name.into(), file: source, message: format!("missing ({format} needs it)") });
+        };
+        let file = &self.files[f];
+        let info = file.info(name).ok_or_else(|| Error::Checkpoint {
+            path: file.path.clone(),
+            message: format!("tensor `{name}` vanished from the header"),
+        })?;
+        if info.dtype != dtype || info.shape != shape {
+            return Err(Error::Tensor {
+                name: name.into(),
+                file: file.path.display().to_string(),
+                message: format!("is {:?} {:?}, but {format} stores {dtype:?} {shape:?}", info.dtype, info.shape),
+            });
+        }
+        file.data(info)
     }
 
     /// The dtype most of the weights are stored in (by bytes), e.g. to report "bf16 checkpoint".

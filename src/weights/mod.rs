@@ -6,11 +6,15 @@
 mod checkpoint;
 mod expected;
 mod index;
+pub mod quant;
+mod write;
 mod safetensors;
 
 pub use checkpoint::Checkpoint;
 pub use expected::expected_tensors;
 pub use index::INDEX_FILE;
+pub use quant::{QuantFormat, QuantView, Quantization};
+pub use write::{write_quantized, QuantizeReport};
 
 use std::path::Path;
 
@@ -29,6 +33,16 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Raw little-endian bytes of this dtype as f32 (f16 and bf16 upcast exactly).
+    pub fn to_f32(self, data: &[u8]) -> Vec<f32> {
+        let halves = data.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        match self {
+            DType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            DType::F16 => halves.map(|bits| half::f16::from_bits(bits).to_f32()).collect(),
+            DType::BF16 => halves.map(|bits| half::bf16::from_bits(bits).to_f32()).collect(),
         }
     }
 
@@ -62,15 +76,7 @@ impl TensorView<'_> {
 
     /// The values as f32; f16 and bf16 are upcast exactly.
     pub fn to_f32(&self) -> Vec<f32> {
-        match self.dtype {
-            DType::F32 => self.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            DType::F16 => self.halves().map(|bits| half::f16::from_bits(bits).to_f32()).collect(),
-            DType::BF16 => self.halves().map(|bits| half::bf16::from_bits(bits).to_f32()).collect(),
-        }
-    }
-
-    fn halves(&self) -> impl Iterator<Item = u16> + '_ {
-        self.data.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+        self.dtype.to_f32(self.data)
     }
 
     /// An [`Error::Tensor`] about this tensor.

@@ -193,7 +193,12 @@ pub fn upload_weights(
             let h: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
             (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
         }
-        DType::U32 => unreachable!("weights are floating point"),
+        DType::Quant(format) => {
+            let cols = *shape.last().expect("a matrix");
+            let q = jamba_wgpu::weights::quant::quantize(format, values, values.len() / cols, cols).expect("quantize");
+            (q.packed(), q.dequantize())
+        }
+        DType::U32 => unreachable!("weights are floating point or quantized"),
     };
     (ctx.tensor(label, shape, dtype, Some(&bytes)).expect("upload"), rounded)
 }
