@@ -3,27 +3,33 @@
 //! Jamba-v0.1's full hidden size (4096), the default 8 divides every dimension by 8 for software adapters.
 
 use jamba_wgpu::bench::{report, time_plan};
-use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph};
+use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph, Prefill};
 use jamba_wgpu::kernels::{matmul, rms_norm};
 
 fn main() -> anyhow::Result<()> {
     let ctx = Context::new(&ContextOptions::default())?;
     let scale: usize = std::env::var("JAMBA_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     println!("adapter: {} ({:?}), dims divided by {scale}", ctx.info().name, ctx.info().backend);
+    println!("tuning: {:?}", ctx.tuning());
     let (h, inter) = (4096 / scale, 14336 / scale);
     for (name, n, k) in [("in_proj", 4 * h, h), ("expert up", inter, h), ("expert down", h, inter)] {
         for dtype in [DType::F32, DType::BF16] {
             let w = ctx.zeros("w", &[n, k], dtype)?;
-            for t in [1, 64] {
+            // Decode (matvec), then prefill with each tiled kernel the adapter runs.
+            let prefills = [Prefill::Tiled, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));
+            for (t, prefill) in std::iter::once((1, None)).chain(prefills.map(|p| (64, Some(p)))) {
                 let x = ctx.zeros("x", &[t, k], DType::F32)?;
                 let y = ctx.zeros("y", &[t, n], DType::F32)?;
                 let mut g = Graph::new(&ctx);
+                g.tuning.prefill = prefill.unwrap_or(g.tuning.prefill);
                 matmul::matmul(&mut g, &x, &w, &y, false)?;
                 let plan = g.build()?;
                 let timing = time_plan(&ctx, &plan, 2, if t == 1 { 10 } else { 3 })?;
                 let bytes = w.size_bytes() + x.size_bytes() + y.size_bytes();
                 let flops = 2 * (t * n * k) as u64;
-                println!("{}", report(&format!("matmul {name} [{t}x{k}]x[{n}x{k}]^T {dtype:?}"), &timing, Some(bytes), Some(flops)));
+                let kind = prefill.map(|p| format!(" {p:?}")).unwrap_or_default();
+                let name = format!("matmul {name} [{t}x{k}]x[{n}x{k}]^T {dtype:?}{kind}");
+                println!("{}", report(&name, &timing, Some(bytes), Some(flops)));
             }
         }
     }

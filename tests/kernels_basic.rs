@@ -5,20 +5,9 @@
 mod common;
 
 use common::{assert_close, gpu, upload_weights, Rng};
-use jamba_wgpu::gpu::{DType, Graph, Tensor, Tuning};
-use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, FLOAT_DTYPES, ROW_THREADS};
+use jamba_wgpu::gpu::{DType, Graph, Tensor};
+use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, FLOAT_DTYPES};
 use jamba_wgpu::{reference, Error};
-
-/// Every tuning a kernel is built with on this adapter: each row width, matvec and tiled matmul.
-fn tunings() -> Vec<Tuning> {
-    let mut out = Vec::new();
-    for row_threads in ROW_THREADS {
-        for tiled_min_rows in [1, usize::MAX] {
-            out.push(Tuning { row_threads, tiled_min_rows });
-        }
-    }
-    out
-}
 
 #[test]
 fn matmul_matches_reference() {
@@ -31,7 +20,7 @@ fn matmul_matches_reference() {
         for dtype in FLOAT_DTYPES {
             let (w, w_rounded) = upload_weights(ctx, "w", &[n, k], &rng.vec(n * k, 1.0), dtype);
             let want = reference::matmul(&x, &w_rounded, t, n, k);
-            for tuning in tunings() {
+            for tuning in ctx.tunings() {
                 let y = ctx.zeros("y", &[t, n], DType::F32).unwrap();
                 let mut g = Graph::new(ctx);
                 g.tuning = tuning;
@@ -62,7 +51,7 @@ fn matmul_accumulates_into_column_slices() {
             want[r * 30 + 3 + j] += product[r * n + j];
         }
     }
-    for tuning in tunings() {
+    for tuning in ctx.tunings() {
         let x_gpu = ctx.upload_f32("x", &[t, 50], &x_wide).unwrap();
         let w_gpu = ctx.upload_f32("w", &[n, k], &w).unwrap();
         let y_gpu = ctx.upload_f32("y", &[t, 30], &y_wide).unwrap();
@@ -84,7 +73,7 @@ fn rms_norm_matches_reference() {
         let x = rng.vec(rows * cols, 3.0);
         let w = rng.vec(cols, 1.0);
         let want = reference::rms_norm(&x, &w, 1e-6);
-        for tuning in tunings() {
+        for tuning in ctx.tunings() {
             let x_gpu = ctx.upload_f32("x", &[rows, cols], &x).unwrap();
             let w_gpu = ctx.upload_f32("w", &[cols], &w).unwrap();
             let y = ctx.zeros("y", &[rows, cols], DType::F32).unwrap();

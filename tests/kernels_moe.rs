@@ -10,17 +10,25 @@
 mod common;
 
 use common::{assert_close, gpu, upload_weights, Rng};
-use jamba_wgpu::gpu::{Context, DType, Graph, Tensor, Tuning};
+use jamba_wgpu::gpu::{Context, DType, Graph, Prefill, Tensor, Tuning};
 use jamba_wgpu::kernels::matmul::matmul;
 use jamba_wgpu::kernels::moe::{dense_mlp, moe_ffn, route, ExpertStack, MoeScratch};
 use jamba_wgpu::{reference, Error};
 
-/// The decode path (indexed matvec, at two row widths) and the prefill path (grouped tiled), forced.
-const PATHS: [Tuning; 3] = [
-    Tuning { row_threads: 1, tiled_min_rows: usize::MAX },
-    Tuning { row_threads: 32, tiled_min_rows: usize::MAX },
-    Tuning { row_threads: 1, tiled_min_rows: 1 },
-];
+/// The decode path (indexed matvec, at two row widths) and the prefill path (grouped tiled, with each tiled kernel
+/// the adapter runs), forced.
+fn paths(ctx: &Context) -> Vec<Tuning> {
+    let mut out = vec![
+        Tuning { row_threads: 1, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled },
+        Tuning { row_threads: 32, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled },
+    ];
+    for prefill in [Prefill::Tiled, Prefill::Blocked] {
+        if ctx.supports(prefill) {
+            out.push(Tuning { row_threads: 1, tiled_min_rows: 1, prefill });
+        }
+    }
+    out
+}
 
 /// Runs route on the GPU over `logits` [t, e]; returns (ids, weights).
 fn gpu_route(ctx: &Context, logits: &[f32], t: usize, e: usize, k: usize) -> (Vec<u32>, Vec<f32>) {
@@ -163,7 +171,7 @@ fn moe_ffn_matches_reference() {
                     let x = rng.vec(t * h, 1.0);
                     let residual = rng.vec(t * h, 1.0);
                     let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
-                    for tuning in PATHS {
+                    for tuning in paths(ctx) {
                         let (got, logits) = gpu_moe(ctx, tuning, &x_gpu, &router, t, &ex, k, &scratch, &residual);
                         let want = reference_moe(&x, &residual, &logits, &ex, k, h, i);
                         let what = format!("moe_ffn T = {t}, E = {e}, k = {k}, {dtype:?}, {tuning:?}");
@@ -190,7 +198,7 @@ fn moe_stacks_split_equal_one_stack() {
     for t in [1, 65] {
         let x = ctx.upload_f32("x", &[t, h], &rng.vec(t * h, 1.0)).unwrap();
         let residual = rng.vec(t * h, 1.0);
-        for tuning in PATHS {
+        for tuning in paths(ctx) {
             let (want, _) = gpu_moe(ctx, tuning, &x, &router, t, &one, k, &scratch, &residual);
             let (got, _) = gpu_moe(ctx, tuning, &x, &router, t, &split, k, &scratch, &residual);
             assert_close(&format!("stacks 5 + 11 vs 16, T = {t}, {tuning:?}"), &got, &want, 0.0, 0.0);
@@ -215,7 +223,7 @@ fn moe_dense_mlp_matches_reference() {
             let mut want = residual.clone();
             let y = reference_mlp(&x, &gate_r, &up_r, &down_r, t, h, i);
             want.iter_mut().zip(y).for_each(|(o, y)| *o += y);
-            for tuning in PATHS {
+            for tuning in paths(ctx) {
                 let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
                 let out = ctx.upload_f32("out", &[t + 3, h], &residual).unwrap();
                 let mut g = Graph::new(ctx);

@@ -6,11 +6,17 @@ use jamba_wgpu::gpu::{Access, Kernel};
 use jamba_wgpu::kernels;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
+/// The shaders that use subgroup operations (CPU-adapter kernels, chosen only where subgroups exist); every other
+/// shader must validate with no optional capability.
+const SUBGROUP_SHADERS: [&str; 2] = ["matmul_cpu", "moe_cpu"];
+
 fn parse(kernel: &Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
     let source = kernel.shader.wgsl();
     let module = naga::front::wgsl::parse_str(&source)
         .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
-    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    let capabilities =
+        if SUBGROUP_SHADERS.contains(&kernel.shader.name) { Capabilities::SUBGROUP } else { Capabilities::empty() };
+    let info = Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
     (module, info)

@@ -5,21 +5,10 @@
 mod common;
 
 use common::{assert_close, gpu, Rng};
-use jamba_wgpu::gpu::{Context, DType, Graph, Tensor, Tuning};
-use jamba_wgpu::kernels::{matmul, ROW_THREADS};
+use jamba_wgpu::gpu::{Context, DType, Graph, Tensor};
+use jamba_wgpu::kernels::matmul;
 use jamba_wgpu::reference;
 use jamba_wgpu::weights::quant::{self, QuantFormat};
-
-/// Every tuning a kernel is built with on this adapter: each row width, matvec and tiled matmul.
-fn tunings() -> Vec<Tuning> {
-    let mut out = Vec::new();
-    for row_threads in ROW_THREADS {
-        for tiled_min_rows in [1, usize::MAX] {
-            out.push(Tuning { row_threads, tiled_min_rows });
-        }
-    }
-    out
-}
 
 /// Quantizes `w`, uploads the packed rows; returns the tensor and the dequantized values.
 fn upload_quantized(ctx: &Context, label: &str, format: QuantFormat, w: &[f32], shape: &[usize]) -> (Tensor, Vec<f32>) {
@@ -114,7 +103,7 @@ fn matmul_on_quantized_weights_matches_reference_on_dequantized() {
             let x_gpu = ctx.upload_f32("x", &[t, k], &x).unwrap();
             let (w, dequantized) = upload_quantized(ctx, "w", format, &rng.vec(n * k, 1.0), &[n, k]);
             let want = reference::matmul(&x, &dequantized, t, n, k);
-            for tuning in tunings() {
+            for tuning in ctx.tunings() {
                 let y = ctx.zeros("y", &[t, n], DType::F32).unwrap();
                 let mut g = Graph::new(ctx);
                 g.tuning = tuning;
@@ -180,7 +169,7 @@ fn moe_on_quantized_experts_matches_reference_decode_and_prefill() {
             let x = rng.vec(t * h, 1.0);
             let logits = rng.vec(t * n_experts, 2.0);
             let want = reference_moe(&x, &logits, &dequantized, t, h, f, top_k);
-            for tuning in tunings() {
+            for tuning in ctx.tunings() {
                 let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
                 let logits_gpu = ctx.upload_f32("logits", &[t, n_experts], &logits).unwrap();
                 let ids = ctx.zeros("ids", &[t * top_k], DType::U32).unwrap();

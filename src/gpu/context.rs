@@ -53,6 +53,18 @@ pub struct Tuning {
     pub row_threads: u32,
     /// Matmuls with at least this many rows of activations take the tiled path instead of matvec.
     pub tiled_min_rows: usize,
+    /// How the tiled path (matmul, the MoE experts) computes its tiles.
+    pub prefill: Prefill,
+}
+
+/// The tiled path's kernels: one for GPUs, one for CPU adapters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefill {
+    /// 32 x 32 tiles staged through workgroup memory (matmul.wgsl `tiled`): coalesced loads on GPUs.
+    Tiled,
+    /// Register blocks, x shared across 8-wide subgroups, no workgroup memory or barriers (matmul_cpu.wgsl): for
+    /// CPU adapters, where each load costs one scalar load per invocation and each barrier a context switch.
+    Blocked,
 }
 
 /// The GPU: device, queue, what the adapter is and allows, and the pipeline cache.
@@ -156,8 +168,35 @@ impl Context {
 
     /// Kernel choices for this adapter: CPU adapters pay a context switch per barrier, so they reduce rows with
     /// one invocation each; GPUs spread a row over 32 invocations for coalesced loads.
+    /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels.
     pub fn tuning(&self) -> Tuning {
-        Tuning { row_threads: if self.is_cpu() { 1 } else { 32 }, tiled_min_rows: 8 }
+        let prefill = if self.is_cpu() && self.supports(Prefill::Blocked) { Prefill::Blocked } else { Prefill::Tiled };
+        Tuning { row_threads: if self.is_cpu() { 1 } else { 32 }, tiled_min_rows: 8, prefill }
+    }
+
+    /// Every tuning this adapter runs, for tests: each row width on the matvec path, and each tiled kernel the
+    /// adapter supports on the tiled path.
+    pub fn tunings(&self) -> Vec<Tuning> {
+        let mut out = Vec::new();
+        for row_threads in crate::kernels::ROW_THREADS {
+            out.push(Tuning { row_threads, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled });
+            for prefill in [Prefill::Tiled, Prefill::Blocked] {
+                if self.supports(prefill) {
+                    out.push(Tuning { row_threads, tiled_min_rows: 1, prefill });
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether this adapter can run `prefill`'s kernels: Blocked needs subgroups exactly 8 wide.
+    pub fn supports(&self, prefill: Prefill) -> bool {
+        match prefill {
+            Prefill::Tiled => true,
+            Prefill::Blocked => {
+                self.features.subgroups && self.info.subgroup_min_size == 8 && self.info.subgroup_max_size == 8
+            }
+        }
     }
 
     /// Bytes of tensors alive now, and the most alive at once since the context was created.

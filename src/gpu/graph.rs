@@ -196,8 +196,14 @@ impl Plan {
     pub fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) {
         ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        // Consecutive dispatches of one kernel variant (a stack of experts, the matmuls of a layer) keep the
+        // pipeline bound: each set_pipeline costs wgpu-core a command and a state check.
+        let mut bound: Option<&Arc<Pipeline>> = None;
         for step in &self.steps {
-            pass.set_pipeline(&step.pipeline.pipeline);
+            if !bound.is_some_and(|p| Arc::ptr_eq(p, &step.pipeline)) {
+                pass.set_pipeline(&step.pipeline.pipeline);
+                bound = Some(&step.pipeline);
+            }
             pass.set_bind_group(0, &step.bind_group, &[]);
             pass.dispatch_workgroups(step.grid[0], step.grid[1], step.grid[2]);
         }

@@ -1,10 +1,11 @@
 //! matmul.wgsl: y = x W^T (+ y), the Linear layer, for f32, f16, bf16 and quantized (q8, q4) weights.
 
-use crate::gpu::{read, read_write, Graph, Kernel, OpId, Tensor};
+use crate::gpu::{read, read_write, Graph, Kernel, OpId, Prefill, Tensor};
 use crate::kernels::{AsCols, dims2, expect_dtype, u32_of, weight_row_variants, weight_variants, WEIGHT_DTYPES};
 use crate::{params, shader, Error, Result};
 
 shader!(MATMUL, "matmul");
+shader!(MATMUL_CPU, "matmul_cpu");
 
 params! {
     pub struct MatmulParams {
@@ -42,6 +43,19 @@ pub static TILED: Kernel = Kernel {
     bindings: BINDINGS,
     variants: weight_variants,
 };
+
+/// Prefill on CPU adapters: register blocks of 16 rows x 4 columns per invocation, x shared across the subgroup.
+pub static BLOCKED: Kernel = Kernel {
+    shader: &MATMUL_CPU,
+    entry: "blocked",
+    params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
+    bindings: BINDINGS,
+    variants: weight_variants,
+};
+
+/// Rows and columns of y per workgroup of [`BLOCKED`] (8 subgroups of 16 rows each; 8 lanes of 4 columns each).
+const BLOCK_ROWS: usize = 128;
+const BLOCK_COLS: usize = 32;
 
 /// y = x W^T, or y += x W^T when `accumulate`. x: [t, k] columns, w: [n, k] weights, y: [t, n] columns.
 pub fn matmul<'a>(
@@ -83,7 +97,10 @@ pub fn matmul<'a>(
     };
     let dtype = ("W_DTYPE", w.dtype().shader_code());
     let tensors = [x.tensor, w, y.tensor];
-    if x.rows >= g.tuning.tiled_min_rows {
+    if x.rows >= g.tuning.tiled_min_rows && g.tuning.prefill == Prefill::Blocked {
+        let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
+        g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
+    } else if x.rows >= g.tuning.tiled_min_rows {
         let grid = g.linear_grid((x.rows.div_ceil(32) * n.div_ceil(32)) as u64)?;
         g.dispatch(&TILED, &[dtype], &params, &tensors, grid)
     } else {

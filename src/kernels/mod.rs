@@ -22,6 +22,7 @@ pub fn all() -> Vec<&'static Kernel> {
     vec![
         &matmul::MATVEC,
         &matmul::TILED,
+        &matmul::BLOCKED,
         &rms_norm::RMS_NORM,
         &elementwise::SILU_MUL,
         &elementwise::ADD_ASSIGN,
@@ -45,6 +46,8 @@ pub fn all() -> Vec<&'static Kernel> {
         &moe::DOWN_MATVEC,
         &moe::SWIGLU_TILED,
         &moe::DOWN_TILED,
+        &moe::SWIGLU_BLOCKED,
+        &moe::DOWN_BLOCKED,
         &moe::COMBINE,
     ]
 }

@@ -9,7 +9,7 @@
 //!    tokens, all experts in one dispatch).
 //! 4. out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r]), summed in j order (deterministic).
 
-use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Tensor};
+use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Prefill, Tensor};
 use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::matmul;
 use crate::kernels::{
@@ -20,12 +20,18 @@ use crate::{params, shader, Error, Result};
 shader!(MOE_ROUTE_SHADER, "moe_route");
 shader!(MOE_GROUP_SHADER, "moe_group");
 shader!(MOE_SHADER, "moe");
+shader!(MOE_CPU_SHADER, "moe_cpu");
 
 /// The most experts the grouping kernel handles (its workgroup arrays; `MAX_EXPERTS` in moe_group.wgsl).
 pub const MAX_EXPERTS: usize = 256;
 
 /// Rows of a prefill tile in the expert matmuls (`TILE` in moe.wgsl).
 const TILE: usize = 32;
+
+/// Rows and columns of a workgroup's block in the CPU expert kernels (8 subgroups x `ROWS`, 8 lanes x `COLS` in
+/// moe_cpu.wgsl).
+const BLOCK_ROWS: usize = 128;
+const BLOCK_COLS: usize = 32;
 
 params! {
     pub struct RouteParams {
@@ -81,9 +87,12 @@ const EXPERT_BINDINGS: &[Binding] =
 
 macro_rules! expert_kernel {
     ($(#[$meta:meta])* $name:ident, $entry:literal, $variants:expr) => {
+        expert_kernel!($(#[$meta])* $name, MOE_SHADER, $entry, $variants);
+    };
+    ($(#[$meta:meta])* $name:ident, $shader:ident, $entry:literal, $variants:expr) => {
         $(#[$meta])*
         pub static $name: Kernel = Kernel {
-            shader: &MOE_SHADER,
+            shader: &$shader,
             entry: $entry,
             params: &<MoeParams as crate::gpu::Params>::LAYOUT,
             bindings: EXPERT_BINDINGS,
@@ -99,6 +108,10 @@ expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its 
     SWIGLU_TILED, "swiglu_tiled", weight_variants);
 expert_kernel!(/** Prefill: down of every expert of a stack over its grouped rows. */
     DOWN_TILED, "down_tiled", weight_variants);
+expert_kernel!(/** Prefill on CPU adapters: SwiGLU_TILED's values, in register blocks with x shared per subgroup. */
+    SWIGLU_BLOCKED, MOE_CPU_SHADER, "swiglu_blocked", weight_variants);
+expert_kernel!(/** Prefill on CPU adapters: DOWN_TILED's values, in register blocks with x shared per subgroup. */
+    DOWN_BLOCKED, MOE_CPU_SHADER, "down_blocked", weight_variants);
 expert_kernel!(/** out += the routing-weighted sum of each token's expert outputs. */ COMBINE, "combine", no_variants);
 
 /// ids, weights = top-k of softmax(logits) per token: the MoE router after its matmul.
@@ -304,6 +317,13 @@ pub fn moe_ffn(
             g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads], &swiglu, &swiglu_bind, grid)?;
             let grid = g.linear_grid((slots * hidden.div_ceil(rows_per_group)) as u64)?;
             g.dispatch(&DOWN_MATVEC, &[dtype, row_threads], &down, &down_bind, grid)?;
+        } else if g.tuning.prefill == Prefill::Blocked {
+            // The worst case, as below.
+            let blocks = stack.count * t.div_ceil(BLOCK_ROWS);
+            let grid = g.linear_grid((blocks * inter.div_ceil(BLOCK_COLS)) as u64)?;
+            g.dispatch(&SWIGLU_BLOCKED, &[dtype], &swiglu, &swiglu_bind, grid)?;
+            let grid = g.linear_grid((blocks * hidden.div_ceil(BLOCK_COLS)) as u64)?;
+            g.dispatch(&DOWN_BLOCKED, &[dtype], &down, &down_bind, grid)?;
         } else {
             // The worst case: every token routed to each expert of the stack; empty tiles exit at once.
             let tiles = stack.count * t.div_ceil(TILE);
