@@ -118,7 +118,7 @@ impl<'c> Graph<'c> {
             let entries: Vec<_> = std::iter::once(wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(params) })
                 .chain(op.tensors.iter().enumerate().map(|(i, t)| wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: t.buffer().as_entire_binding(),
+                    resource: t.binding(),
                 }))
                 .collect();
             let name = op.kernel.name();
