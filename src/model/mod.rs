@@ -7,6 +7,7 @@
 //! asked for, are the one readback of a step.
 
 mod attention;
+mod batch;
 mod ffn;
 pub mod footprint;
 mod jamba;
@@ -17,8 +18,9 @@ mod weights;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use batch::Batch;
 pub use jamba::{Head, Scratch};
-pub use state::{LayerState, SequenceState};
+pub use state::{BatchState, LayerState, SequenceState};
 pub use weights::{AttentionWeights, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights};
 
 use crate::config::JambaConfig;
@@ -115,6 +117,12 @@ impl Model {
     pub fn session(&self, options: SessionOptions) -> Result<Session<'_>> {
         Session::new(self, options)
     }
+
+    /// Opens `sequences` independent sequences, each able to hold `options.max_len` tokens, that decode one
+    /// token each per step, together.
+    pub fn batch(&self, sequences: usize, options: SessionOptions) -> Result<Batch<'_>> {
+        Batch::new(self, sequences, options)
+    }
 }
 
 /// The shape of a session's buffers.
@@ -132,6 +140,46 @@ impl SessionOptions {
         let max_len = if max_len == 0 { cfg.max_position_embeddings.min(4096) } else { max_len };
         SessionOptions { max_len, chunk: 256.min(max_len) }
     }
+
+    /// The options with the chunk capped at the context, or an error when either is out of range.
+    fn checked(self, cfg: &JambaConfig) -> Result<Self> {
+        if self.max_len == 0 || self.max_len > cfg.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "a context of {} tokens is not in 1..={} (max_position_embeddings)",
+                self.max_len, cfg.max_position_embeddings
+            )));
+        }
+        if self.chunk == 0 {
+            return Err(Error::Input("the prefill chunk must hold at least one token".into()));
+        }
+        Ok(SessionOptions { chunk: self.chunk.min(self.max_len), ..self })
+    }
+}
+
+/// Feeds `chunk` (at most `sc.max_t` tokens) to the sequence whose state is `state`, at position `pos`: one graph.
+fn feed_chunk(model: &Model, state: &SequenceState, sc: &Scratch, chunk: &[u32], pos: usize, head: Head) -> Result<()> {
+    model.ctx.write(&sc.ids, bytemuck::cast_slice(chunk))?;
+    let mut g = Graph::new(&model.ctx);
+    jamba::encode(&mut g, &model.cfg, &model.weights, &state.layers, sc, jamba::Rows::Sequence { t: chunk.len(), pos }, head)?;
+    g.run()
+}
+
+/// Fails unless `ids` is a non-empty list of ids below the vocabulary that fits after `position` tokens in a
+/// context of `max_len`.
+fn check_ids(cfg: &JambaConfig, ids: &[u32], position: usize, max_len: usize) -> Result<()> {
+    if ids.is_empty() {
+        return Err(Error::Input("no token ids: at least one is needed".into()));
+    }
+    if let Some((at, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= cfg.vocab_size) {
+        return Err(Error::Input(format!("token id {id} (at index {at}) is not below vocab_size {}", cfg.vocab_size)));
+    }
+    if position + ids.len() > max_len {
+        return Err(Error::Input(format!(
+            "{} tokens after {position} already fed exceed the session's context of {max_len} tokens",
+            ids.len(),
+        )));
+    }
+    Ok(())
 }
 
 /// One sequence: its GPU state, activations, and the decode plan once built.
@@ -148,20 +196,10 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     fn new(model: &'m Model, options: SessionOptions) -> Result<Self> {
-        let cfg = &model.cfg;
-        if options.max_len == 0 || options.max_len > cfg.max_position_embeddings {
-            return Err(Error::Input(format!(
-                "a context of {} tokens is not in 1..={} (max_position_embeddings)",
-                options.max_len, cfg.max_position_embeddings
-            )));
-        }
-        if options.chunk == 0 {
-            return Err(Error::Input("the prefill chunk must hold at least one token".into()));
-        }
-        let chunk = options.chunk.min(options.max_len);
-        let state = SequenceState::new(&model.ctx, cfg, options.max_len)?;
-        let scratch = Scratch::new(&model.ctx, cfg, chunk, options.max_len)?;
-        Ok(Session { model, options: SessionOptions { chunk, ..options }, state, scratch, decode: None, position: 0, last_row: None })
+        let options = options.checked(&model.cfg)?;
+        let state = SequenceState::new(&model.ctx, &model.cfg, options.max_len)?;
+        let scratch = Scratch::new(&model.ctx, &model.cfg, options.chunk, options.max_len, 1)?;
+        Ok(Session { model, options, state, scratch, decode: None, position: 0, last_row: None })
     }
 
     pub(crate) fn last_logits_len(&self) -> usize {
@@ -195,13 +233,11 @@ impl<'m> Session<'m> {
         let v = self.model.cfg.vocab_size;
         for chunk in ids.chunks(self.options.chunk) {
             let t = chunk.len();
-            ctx.write(&self.scratch.ids, bytemuck::cast_slice(chunk))?;
             if t == 1 && head == Head::Last {
+                ctx.write(&self.scratch.ids, bytemuck::cast_slice(chunk))?;
                 self.decode_step()?;
             } else {
-                let mut g = Graph::new(ctx);
-                jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state, &self.scratch, t, self.position, head)?;
-                g.run()?;
+                feed_chunk(self.model, &self.state, &self.scratch, chunk, self.position, head)?;
             }
             self.last_row = Some(if head == Head::All { t - 1 } else { 0 });
             self.position += t;
@@ -224,7 +260,8 @@ impl<'m> Session<'m> {
         let (ctx, pos) = (&*self.model.ctx, self.position);
         if self.decode.is_none() {
             let mut g = Graph::new(ctx);
-            let ops = jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state, &self.scratch, 1, pos, Head::Last)?;
+            let fed = jamba::Rows::Sequence { t: 1, pos };
+            let ops = jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state.layers, &self.scratch, fed, Head::Last)?;
             self.decode = Some((g.build()?, ops));
         }
         let (plan, ops) = self.decode.as_mut().expect("the decode plan was just built");
@@ -251,22 +288,7 @@ impl<'m> Session<'m> {
     }
 
     fn check_input(&self, ids: &[u32]) -> Result<()> {
-        let cfg = &self.model.cfg;
-        if ids.is_empty() {
-            return Err(Error::Input("no token ids: at least one is needed".into()));
-        }
-        if let Some((at, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= cfg.vocab_size) {
-            return Err(Error::Input(format!("token id {id} (at index {at}) is not below vocab_size {}", cfg.vocab_size)));
-        }
-        if self.position + ids.len() > self.options.max_len {
-            return Err(Error::Input(format!(
-                "{} tokens after {} already fed exceed the session's context of {} tokens",
-                ids.len(),
-                self.position,
-                self.options.max_len
-            )));
-        }
-        Ok(())
+        check_ids(&self.model.cfg, ids, self.position, self.options.max_len)
     }
 
     /// The argmax of the last fed token's logits, computed on the GPU: a 4-byte readback.

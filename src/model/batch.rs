@@ -1,0 +1,149 @@
+//! Several independent sequences decoded together: each step feeds one token of every sequence through one
+//! replayed plan, so the weights are read once per step for all of them (the matmuls and the MoE experts run
+//! over B rows), with one submission and one readback of B tokens.
+//!
+//! Every sequence keeps its own position. Its state lives in its slot of the batch's tensors ([`BatchState`]):
+//! the step's conv, scan and attention kernels address slot r from row r, and attention reads each row's position
+//! from a u32 [B] buffer written before the step, so the plan never changes. A prefill runs the single-sequence
+//! path ([`Session`](super::Session)'s chunks) on one sequence's slot, seen as views.
+
+use super::jamba::{self, Head, Rows, Scratch};
+use super::state::BatchState;
+use super::{check_ids, feed_chunk, Model, SessionOptions};
+use crate::gpu::{DType, Graph, Plan, Tensor};
+use crate::{Error, Result};
+
+/// B sequences that advance together, one token each per [`Batch::step`].
+pub struct Batch<'m> {
+    model: &'m Model,
+    options: SessionOptions,
+    state: BatchState,
+    /// Activations of one sequence's prefill chunks.
+    prefill: Scratch,
+    /// Activations of a step, one row per sequence; its `logits` [B, V] and `next` [B] hold each sequence's last
+    /// fed token's logits and greedy token, whichever way it was fed.
+    step: Scratch,
+    positions: Tensor, // [B] u32: where each sequence's next token goes, written before each step
+    plan: Option<Plan>,
+    /// Tokens each sequence has seen.
+    position: Vec<usize>,
+}
+
+impl<'m> Batch<'m> {
+    pub(super) fn new(model: &'m Model, sequences: usize, options: SessionOptions) -> Result<Self> {
+        let (ctx, cfg) = (&*model.ctx, &model.cfg);
+        let options = options.checked(cfg)?;
+        if sequences == 0 {
+            return Err(Error::Input("a batch needs at least one sequence".into()));
+        }
+        Ok(Batch {
+            model,
+            options,
+            state: BatchState::new(ctx, cfg, sequences, options.max_len)?,
+            prefill: Scratch::new(ctx, cfg, options.chunk, options.max_len, 1)?,
+            step: Scratch::new(ctx, cfg, sequences, options.max_len, sequences)?,
+            positions: ctx.zeros("batch positions", &[sequences], DType::U32)?,
+            plan: None,
+            position: vec![0; sequences],
+        })
+    }
+
+    /// Sequences in the batch.
+    pub fn len(&self) -> usize {
+        self.position.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.position.is_empty()
+    }
+
+    pub fn options(&self) -> SessionOptions {
+        self.options
+    }
+
+    /// Tokens sequence `seq` has seen.
+    pub fn position(&self, seq: usize) -> Result<usize> {
+        self.check_seq(seq)?;
+        Ok(self.position[seq])
+    }
+
+    /// Feeds `ids` to sequence `seq` alone, after what it has seen, in chunks as a session does; its logits and
+    /// greedy token are then ready as if it had been stepped.
+    pub fn prefill(&mut self, seq: usize, ids: &[u32]) -> Result<()> {
+        self.check_seq(seq)?;
+        check_ids(&self.model.cfg, ids, self.position[seq], self.options.max_len)?;
+        let state = self.state.sequence(seq);
+        for chunk in ids.chunks(self.options.chunk) {
+            feed_chunk(self.model, state, &self.prefill, chunk, self.position[seq], Head::Last)?;
+            self.position[seq] += chunk.len();
+        }
+        // Row 0 of the prefill's head is this sequence's: into its row of the step's outputs.
+        let (ctx, v) = (&*self.model.ctx, self.model.cfg.vocab_size as u64 * 4);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        let (from, to) = (&self.prefill, &self.step);
+        encoder.copy_buffer_to_buffer(from.logits.buffer(), 0, to.logits.buffer(), seq as u64 * v, v);
+        encoder.copy_buffer_to_buffer(from.next.buffer(), 0, to.next.buffer(), seq as u64 * 4, 4);
+        ctx.queue.submit([encoder.finish()]);
+        ctx.check()
+    }
+
+    /// Feeds `tokens[r]` to sequence r, every sequence at its own position, in one replayed plan: one
+    /// submission for the whole batch. Fails, feeding nothing, unless there is one token per sequence and each
+    /// sequence has room for it.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<()> {
+        let (ctx, b) = (&*self.model.ctx, self.len());
+        if tokens.len() != b {
+            return Err(Error::Input(format!("{} tokens for a batch of {b} sequences: one per sequence", tokens.len())));
+        }
+        for (seq, &id) in tokens.iter().enumerate() {
+            check_ids(&self.model.cfg, &[id], self.position[seq], self.options.max_len)
+                .map_err(|e| Error::Input(format!("sequence {seq}: {e}")))?;
+        }
+        let positions: Vec<u32> = self.position.iter().map(|&p| p as u32).collect();
+        ctx.write(&self.step.ids, bytemuck::cast_slice(tokens))?;
+        ctx.write(&self.positions, bytemuck::cast_slice(&positions))?;
+        if self.plan.is_none() {
+            let mut g = Graph::new(ctx);
+            let fed = Rows::Batch { t: b, positions: &self.positions };
+            jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state.layers, &self.step, fed, Head::Each)?;
+            self.plan = Some(g.build()?);
+        }
+        self.plan.as_ref().expect("the step's plan was just built").run(ctx)?;
+        self.position.iter_mut().for_each(|p| *p += 1);
+        Ok(())
+    }
+
+    /// The greedy token of every sequence, from its last fed token's logits (computed on the GPU): one readback
+    /// of B u32. Fails if a sequence has been fed nothing.
+    pub fn greedy_tokens(&self) -> Result<Vec<u32>> {
+        if let Some(seq) = self.position.iter().position(|&p| p == 0) {
+            return Err(Error::Input(format!("sequence {seq} of the batch was fed no token yet")));
+        }
+        let bytes = self.model.ctx.read_range(&self.step.next, 0, 4 * self.len() as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// The logits of sequence `seq`'s last fed token: [vocab].
+    pub fn last_logits(&self, seq: usize) -> Result<Vec<f32>> {
+        if self.position(seq)? == 0 {
+            return Err(Error::Input(format!("sequence {seq} of the batch was fed no token yet")));
+        }
+        let v = self.model.cfg.vocab_size as u64 * 4;
+        Ok(bytemuck::pod_collect_to_vec(&self.model.ctx.read_range(&self.step.logits, seq as u64 * v, v)?))
+    }
+
+    /// Forgets everything sequence `seq` was fed; the others are untouched.
+    pub fn reset(&mut self, seq: usize) -> Result<()> {
+        self.check_seq(seq)?;
+        self.state.sequence(seq).clear(&self.model.ctx);
+        self.position[seq] = 0;
+        Ok(())
+    }
+
+    fn check_seq(&self, seq: usize) -> Result<()> {
+        if seq >= self.len() {
+            return Err(Error::Input(format!("sequence {seq} of a batch of {}", self.len())));
+        }
+        Ok(())
+    }
+}
