@@ -14,6 +14,9 @@ const STEPS: usize = 10;
 
 /// Prompt lengths: different, so the sequences sit at different positions; 21 crosses a prefill chunk of 16.
 const PROMPT_LENS: [usize; 3] = [5, 21, 1];
+/// Nine sequences: at least `Tuning::tiled_min_rows` (8) rows, so the step's matmuls and MoE take their tiled,
+/// grouped paths rather than one matrix-vector product per row.
+const PROMPT_LENS_9: [usize; 9] = [5, 21, 1, 2, 8, 13, 3, 30, 17];
 
 /// The greedy continuation of `prompt` alone: logits after the prompt and after each of `STEPS` fed tokens, and
 /// the greedy ids chosen from them.
@@ -32,17 +35,17 @@ fn alone(model: &Model, options: SessionOptions, prompt: &[u32]) -> Result<(Vec<
 #[test]
 fn batch_steps_equal_each_sequence_run_alone() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };
-    for name in ["tiny", "v01-shape-lite"] {
+    for (name, lens) in [("tiny", &PROMPT_LENS[..]), ("v01-shape-lite", &PROMPT_LENS), ("tiny", &PROMPT_LENS_9)] {
         let model = Model::load(ctx.clone(), fixture_dir(name), &LoadOptions::default())?;
         let vocab = model.config().vocab_size as u32;
         let mut rng = Rng::new(42);
-        let prompts: Vec<Vec<u32>> = PROMPT_LENS.iter().map(|&n| (0..n).map(|_| rng.below(vocab)).collect()).collect();
+        let prompts: Vec<Vec<u32>> = lens.iter().map(|&n| (0..n).map(|_| rng.below(vocab)).collect()).collect();
         let options = SessionOptions { max_len: 48, chunk: 16 };
         let want: Vec<_> = prompts.iter().map(|p| alone(&model, options, p)).collect::<Result<_>>()?;
 
         let mut batch = model.batch(prompts.len(), options)?;
         // Prefill out of order, so a later prefill must not disturb an earlier sequence's logits.
-        for seq in [1, 0, 2] {
+        for seq in (0..prompts.len()).rev() {
             batch.prefill(seq, &prompts[seq])?;
         }
         let mut worst = 0.0f32;
@@ -58,7 +61,7 @@ fn batch_steps_equal_each_sequence_run_alone() -> Result<()> {
                 batch.step(&tokens)?;
             }
         }
-        println!("{name}: 3 sequences (prompts {PROMPT_LENS:?}), {STEPS} steps: max |batch - alone| logits {worst:e}");
+        println!("{name}: {} sequences (prompts {lens:?}), {STEPS} steps: max |batch - alone| logits {worst:e}", lens.len());
     }
     Ok(())
 }
