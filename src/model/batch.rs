@@ -13,6 +13,9 @@ use super::{check_ids, feed_chunk, Model, SessionOptions};
 use crate::gpu::{DType, Graph, Plan, Tensor};
 use crate::{Error, Result};
 
+/// Rows of a tile of the tiled matmul and MoE kernels.
+const TILE_ROWS: usize = 32;
+
 /// B sequences that advance together, one token each per [`Batch::step`].
 pub struct Batch<'m> {
     model: &'m Model,
@@ -91,6 +94,23 @@ impl<'m> Batch<'m> {
     /// submission for the whole batch. Fails, feeding nothing, unless there is one token per sequence and each
     /// sequence has room for it.
     pub fn step(&mut self, tokens: &[u32]) -> Result<()> {
+        let ctx = &*self.model.ctx;
+        self.prepare_step(tokens)?.run(ctx)?;
+        self.position.iter_mut().for_each(|p| *p += 1);
+        Ok(())
+    }
+
+    /// [`Batch::step`] with a GPU timestamp around every dispatch: the time of each kernel of the step, in order
+    /// (benchmarks; needs timestamp queries).
+    pub fn profile_step(&mut self, tokens: &[u32]) -> Result<Vec<(String, std::time::Duration)>> {
+        let ctx = &*self.model.ctx;
+        let times = self.prepare_step(tokens)?.profile(ctx)?;
+        self.position.iter_mut().for_each(|p| *p += 1);
+        Ok(times)
+    }
+
+    /// Checks `tokens`, writes them and every sequence's position, and returns the step's plan (built on first use).
+    fn prepare_step(&mut self, tokens: &[u32]) -> Result<&Plan> {
         let (ctx, b) = (&*self.model.ctx, self.len());
         if tokens.len() != b {
             return Err(Error::Input(format!("{} tokens for a batch of {b} sequences: one per sequence", tokens.len())));
@@ -104,13 +124,17 @@ impl<'m> Batch<'m> {
         ctx.write(&self.positions, bytemuck::cast_slice(&positions))?;
         if self.plan.is_none() {
             let mut g = Graph::new(ctx);
+            if ctx.is_cpu() {
+                // A step's rows are B tokens of B sequences, not a prefill chunk: on a CPU adapter a tile of the
+                // tiled kernels (32 rows) costs more than one matrix-vector product per row until the rows fill
+                // it (lavapipe, B = 8: twice the step time). GPUs keep the context's choice.
+                g.tuning.tiled_min_rows = g.tuning.tiled_min_rows.max(TILE_ROWS);
+            }
             let fed = Rows::Batch { t: b, positions: &self.positions };
             jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state.layers, &self.step, fed, Head::Each)?;
             self.plan = Some(g.build()?);
         }
-        self.plan.as_ref().expect("the step's plan was just built").run(ctx)?;
-        self.position.iter_mut().for_each(|p| *p += 1);
-        Ok(())
+        Ok(self.plan.as_ref().expect("the step's plan was just built"))
     }
 
     /// The greedy token of every sequence, from its last fed token's logits (computed on the GPU): one readback
