@@ -116,8 +116,11 @@ pub struct ModelBench {
     /// A streaming kernel's bandwidth on this adapter, the decode roofline.
     pub copy_gb_per_s: f64,
     pub peak_gpu_bytes: u64,
-    /// GPU time per kernel family for one decode step (timestamp queries), when the adapter has them.
+    /// GPU time per kernel family for one decode step (timestamp queries), when the adapter has them (not for
+    /// a model that streams its experts).
     pub decode_kernel_ms: Vec<(String, f64)>,
+    /// Expert streaming during the last timed run (prefill and decode), when the model streams its experts.
+    pub streaming: Option<crate::model::StreamingStats>,
 }
 
 /// Runs prefill of `prompt_len` pseudo-random tokens and `gen_len` greedy decode steps, `warmup` + `runs` times.
@@ -128,6 +131,9 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let options = SessionOptions { max_len: o.prompt_len + o.gen_len + 1, chunk: o.chunk };
     let (mut prefill, mut decode, mut host) = (Vec::new(), Vec::new(), Vec::new());
     let mut dispatches = 0;
+    let mut streaming = None;
+    // A streamed model's decode step is several plans with readbacks between them: not profiled.
+    let profile = ctx.features().timestamps && model.streaming_stats().is_none();
     for run in 0..o.warmup + o.runs.max(1) {
         let mut session = model.session(options)?;
         let start = Instant::now();
@@ -146,8 +152,9 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
             prefill.push(ttft);
             decode.push(start.elapsed());
             host.push(host_time / o.gen_len.saturating_sub(1).max(1) as u32);
+            streaming = session.streaming_stats();
         }
-        if run == 0 && ctx.features().timestamps {
+        if run == 0 && profile {
             dispatches = session.profile_step(token)?.len();
         }
     }
@@ -156,7 +163,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let decode_tokens_per_s = o.gen_len.saturating_sub(1) as f64 / decode_s.max(1e-9);
 
     let mut families: Vec<(String, f64)> = Vec::new();
-    if ctx.features().timestamps {
+    if profile {
         let mut session = model.session(options)?;
         session.feed(&prompt)?;
         for (kernel, time) in session.profile_step(session.greedy_token()?)? {
@@ -186,6 +193,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         copy_gb_per_s: copy_bandwidth(ctx)?,
         peak_gpu_bytes: ctx.memory().1,
         decode_kernel_ms: families,
+        streaming,
     })
 }
 
@@ -215,7 +223,10 @@ fn decode_bytes(model: &Model, kv_len: usize) -> (u64, u64) {
             FfnWeights::Dense { gate, up, down } => count(gate.size_bytes() + up.size_bytes() + down.size_bytes(), 1.0),
             FfnWeights::Moe { router, experts } => {
                 count(router.size_bytes(), 1.0);
-                let bytes: u64 = experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum();
+                let mut bytes: u64 = experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum();
+                if let Some(stream) = model.streaming_stats() {
+                    bytes = stream.expert_bytes * cfg.num_experts as u64; // streamed: the pool holds them in turn
+                }
                 count(bytes, cfg.num_experts_per_tok as f64 / cfg.num_experts as f64);
             }
         }

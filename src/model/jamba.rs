@@ -96,12 +96,14 @@ pub enum Head {
     All,
 }
 
-/// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer.
+/// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer,
+/// with the part of the forward it was recorded in (always 0 unless the forward is cut, see [`ffn::Experts`]).
 pub(crate) struct StepOps {
-    pub attention: Vec<AttentionOps>,
+    pub attention: Vec<(usize, AttentionOps)>,
 }
 
-/// Records one forward step over `t` tokens (already in `sc.ids`) at positions `pos..pos + t`.
+/// Records one forward step over `t` tokens (already in `sc.ids`) at positions `pos..pos + t`, the MoE layers'
+/// experts through `experts`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
@@ -112,6 +114,7 @@ pub(crate) fn encode(
     t: usize,
     pos: usize,
     head: Head,
+    experts: &mut dyn ffn::Experts,
 ) -> Result<StepOps> {
     let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
     // x = embed_tokens[ids]
@@ -119,19 +122,19 @@ pub(crate) fn encode(
         embed::embed_rows(g, part, *row0, &sc.ids, rows(&sc.x, t)?)?;
     }
     let mut attention_ops = Vec::new();
-    for (layer, layer_state) in w.layers.iter().zip(&state.layers) {
+    for (i, (layer, layer_state)) in w.layers.iter().zip(&state.layers).enumerate() {
         // x = x + mixer(rms_norm(x, input_layernorm))
         rms_norm(g, rows(&sc.x, t)?, &layer.input_norm, eps, rows(&sc.normed, t)?)?;
         match (&layer.mixer, layer_state) {
             (MixerWeights::Attention(aw), LayerState::Attention { k, v }) => {
-                attention_ops.push(attention::encode(g, cfg, aw, k, v, sc, t, pos)?);
+                attention_ops.push((experts.part(), attention::encode(g, cfg, aw, k, v, sc, t, pos)?));
             }
             (MixerWeights::Mamba(mw), LayerState::Mamba { conv, ssm }) => mamba::encode(g, cfg, mw, conv, ssm, sc, t)?,
             _ => unreachable!("weights and state are built from the same config"),
         }
         // x = x + ffn(rms_norm(x, pre_ff_layernorm))
         rms_norm(g, rows(&sc.x, t)?, &layer.pre_ff_norm, eps, rows(&sc.normed, t)?)?;
-        ffn::encode(g, cfg, &layer.ffn, sc, t)?;
+        ffn::encode(g, cfg, &layer.ffn, sc, t, i, experts)?;
     }
     // logits = rms_norm(x, final_layernorm) lm_head^T
     let v = cfg.vocab_size;

@@ -5,6 +5,10 @@
 //! decode step replays one plan built on the first step, with only the position-dependent parameters rewritten,
 //! so a step allocates nothing. No forward reads anything back: the greedy token (4 bytes) or the logits, when
 //! asked for, are the one readback of a step.
+//!
+//! The exception is a model that streams its experts ([`LoadOptions::gpu_memory`], [`streaming`]): its forward
+//! reads each MoE layer's routing back to upload the experts it picks, so it runs in parts, one per MoE layer
+//! (decode: one plan per part, replayed).
 
 mod attention;
 mod ffn;
@@ -12,6 +16,7 @@ pub mod footprint;
 mod jamba;
 mod mamba;
 mod state;
+pub mod streaming;
 mod weights;
 
 use std::path::Path;
@@ -19,10 +24,13 @@ use std::sync::Arc;
 
 pub use jamba::{Head, Scratch};
 pub use state::{LayerState, SequenceState};
-pub use weights::{AttentionWeights, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights};
+pub use streaming::StreamingStats;
+pub use weights::{
+    AttentionWeights, ExpertFeed, ExpertLayout, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights,
+};
 
 use crate::config::JambaConfig;
-use crate::gpu::{Context, Graph, Plan};
+use crate::gpu::{Context, Graph, Plan, Tensor};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Checkpoint, Quantization};
 use crate::{default_model, Error, Result};
@@ -36,6 +44,14 @@ pub struct LoadOptions {
     /// the stored types; a checkpoint written quantized (`jamba-wgpu quantize`) loads as it is, and asking to
     /// quantize it again is an error.
     pub quantize: Option<Quantization>,
+    /// GPU memory for the weights, in bytes (a session's KV cache, state and activations come on top). The
+    /// weights other than the experts must fit; the experts go resident when they all fit too, else they stay
+    /// in the memory-mapped checkpoint and stream through a pool of as many expert slots as fit (at least
+    /// num_experts_per_tok). None: no limit, everything resident (wgpu does not report the adapter's memory).
+    pub gpu_memory: Option<u64>,
+    /// Stream the experts through a pool of exactly this many slots (at least num_experts_per_tok), even when
+    /// they would fit: for tests and benchmarks of streaming. Checked against `gpu_memory` when both are given.
+    pub expert_slots: Option<usize>,
 }
 
 /// A model on the GPU: config, weights, tokenizer.
@@ -44,6 +60,8 @@ pub struct Model {
     cfg: JambaConfig,
     weights: GpuWeights,
     tokenizer: Option<Tokenizer>,
+    /// The expert pool, when the experts are streamed.
+    streaming: Option<streaming::Streaming>,
 }
 
 impl Model {
@@ -79,7 +97,7 @@ impl Model {
         seed: u32,
     ) -> Result<Model> {
         let weights = weights::random(&ctx, &cfg, dtype, quantize, seed)?;
-        Ok(Model { ctx, cfg, weights, tokenizer: None })
+        Ok(Model { ctx, cfg, weights, tokenizer: None, streaming: None })
     }
 
     pub fn from_checkpoint(
@@ -90,9 +108,20 @@ impl Model {
         options: &LoadOptions,
     ) -> Result<Model> {
         cfg.validate()?;
-        let weights = weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress)?;
+        let limited = options.gpu_memory.is_some() || options.expert_slots.is_some();
+        let (mut weights, feed) = weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress, !limited)?;
+        let streaming = match limited {
+            true => streaming::place(&ctx, &cfg, &mut weights, feed, options.gpu_memory, options.expert_slots)?,
+            false => None,
+        };
         ctx.check()?;
-        Ok(Model { ctx, cfg, weights, tokenizer })
+        Ok(Model { ctx, cfg, weights, tokenizer, streaming })
+    }
+
+    /// What expert streaming did so far, over every session: None when the experts are resident.
+    pub fn streaming_stats(&self) -> Option<StreamingStats> {
+        let stream = self.streaming.as_ref()?;
+        Some(stream.pool.lock().unwrap_or_else(|p| p.into_inner()).stats)
     }
 
     pub fn config(&self) -> &JambaConfig {
@@ -134,13 +163,24 @@ impl SessionOptions {
     }
 }
 
+/// The decode step, built on first use: one plan, or with streamed experts one per part of the forward (see
+/// [`streaming`]), the MoE layer that ends each part but the last in `cuts`.
+struct Decode {
+    plans: Vec<Plan>,
+    cuts: Vec<usize>,
+    ops: jamba::StepOps,
+}
+
 /// One sequence: its GPU state, activations, and the decode plan once built.
 pub struct Session<'m> {
     model: &'m Model,
     options: SessionOptions,
     state: SequenceState,
     scratch: Scratch,
-    decode: Option<(Plan, jamba::StepOps)>,
+    decode: Option<Decode>,
+    /// Streaming only: [chunk * top_k] u32, the routed ids remapped to expert pool slots.
+    slot_ids: Option<Tensor>,
+    stream_stats: StreamingStats,
     position: usize,
     /// The row of `scratch.logits` holding the last fed token's logits, once any token was fed.
     last_row: Option<usize>,
@@ -161,7 +201,22 @@ impl<'m> Session<'m> {
         let chunk = options.chunk.min(options.max_len);
         let state = SequenceState::new(&model.ctx, cfg, options.max_len)?;
         let scratch = Scratch::new(&model.ctx, cfg, chunk, options.max_len)?;
-        Ok(Session { model, options: SessionOptions { chunk, ..options }, state, scratch, decode: None, position: 0, last_row: None })
+        let slot_ids = match &model.streaming {
+            Some(s) => Some(model.ctx.zeros("expert slot ids", &[chunk * s.top_k], crate::gpu::DType::U32)?),
+            None => None,
+        };
+        let stream_stats = model.streaming_stats().map(|s| StreamingStats { slots: s.slots, expert_bytes: s.expert_bytes, ..Default::default() });
+        Ok(Session {
+            model,
+            options: SessionOptions { chunk, ..options },
+            state,
+            scratch,
+            decode: None,
+            slot_ids,
+            stream_stats: stream_stats.unwrap_or_default(),
+            position: 0,
+            last_row: None,
+        })
     }
 
     pub(crate) fn last_logits_len(&self) -> usize {
@@ -199,10 +254,9 @@ impl<'m> Session<'m> {
             if t == 1 && head == Head::Last {
                 self.decode_step()?;
             } else {
-                let mut g = Graph::new(ctx);
-                jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state, &self.scratch, t, self.position, head)?;
-                g.run()?;
+                self.forward(t, head)?;
             }
+            self.count_tokens(t);
             self.last_row = Some(if head == Head::All { t - 1 } else { 0 });
             self.position += t;
             if let Some(sink) = sink.as_deref_mut() {
@@ -213,28 +267,81 @@ impl<'m> Session<'m> {
         ctx.check()
     }
 
-    /// One token through the decode plan.
-    fn decode_step(&mut self) -> Result<()> {
-        let model = self.model;
-        self.prepare_decode()?.run(&model.ctx)
+    /// `t` tokens through one graph, or with streamed experts through one graph per part.
+    fn forward(&mut self, t: usize, head: Head) -> Result<()> {
+        let (model, ctx) = (self.model, &*self.model.ctx);
+        let mut g = Graph::new(ctx);
+        let (cfg, w, state, sc, pos) = (&model.cfg, &model.weights, &self.state, &self.scratch, self.position);
+        match (&model.streaming, &self.slot_ids) {
+            (Some(stream), Some(slot_ids)) => {
+                let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
+                let mut parts = streaming::RunParts { stream, pool: &mut pool, slot_ids, stats: &mut self.stream_stats };
+                jamba::encode(&mut g, cfg, w, state, sc, t, pos, head, &mut parts)?;
+                g.run()
+            }
+            _ => {
+                jamba::encode(&mut g, cfg, w, state, sc, t, pos, head, &mut ffn::Resident { top_k: cfg.num_experts_per_tok })?;
+                g.run()
+            }
+        }
     }
 
-    /// The decode plan, built on first use, with its parameters set for the token at the current position.
-    fn prepare_decode(&mut self) -> Result<&Plan> {
-        let (ctx, pos) = (&*self.model.ctx, self.position);
+    fn count_tokens(&mut self, t: usize) {
+        if let Some(stream) = &self.model.streaming {
+            self.stream_stats.tokens += t as u64;
+            stream.pool.lock().unwrap_or_else(|p| p.into_inner()).stats.tokens += t as u64;
+        }
+    }
+
+    /// What expert streaming did for this session: None when the model's experts are resident.
+    pub fn streaming_stats(&self) -> Option<StreamingStats> {
+        self.model.streaming.as_ref().map(|_| self.stream_stats)
+    }
+
+    /// One token through the decode plan (with streamed experts, its plans).
+    fn decode_step(&mut self) -> Result<()> {
+        let model = self.model;
+        self.prepare_decode()?;
+        let decode = self.decode.as_ref().expect("the decode plans were just built");
+        match (&model.streaming, &self.slot_ids) {
+            (Some(stream), Some(slot_ids)) => {
+                let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
+                let parts = (decode.plans.as_slice(), decode.cuts.as_slice());
+                streaming::run_decode(&model.ctx, stream, &mut pool, parts, &self.scratch, slot_ids, &mut self.stream_stats)
+            }
+            _ => decode.plans.iter().try_for_each(|plan| plan.run(&model.ctx)),
+        }
+    }
+
+    /// The decode plans, built on first use, with their parameters set for the token at the current position.
+    fn prepare_decode(&mut self) -> Result<()> {
+        let (model, pos) = (self.model, self.position);
+        let (ctx, cfg, w) = (&*model.ctx, &model.cfg, &model.weights);
         if self.decode.is_none() {
             let mut g = Graph::new(ctx);
-            let ops = jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state, &self.scratch, 1, pos, Head::Last)?;
-            self.decode = Some((g.build()?, ops));
+            let (state, sc) = (&self.state, &self.scratch);
+            self.decode = Some(match (&model.streaming, &self.slot_ids) {
+                (Some(stream), Some(slot_ids)) => {
+                    let mut parts = streaming::PlanParts { stream, slot_ids, plans: Vec::new(), cuts: Vec::new() };
+                    let ops = jamba::encode(&mut g, cfg, w, state, sc, 1, pos, Head::Last, &mut parts)?;
+                    parts.plans.push(g.build()?);
+                    Decode { plans: parts.plans, cuts: parts.cuts, ops }
+                }
+                _ => {
+                    let ops = jamba::encode(&mut g, cfg, w, state, sc, 1, pos, Head::Last, &mut ffn::Resident { top_k: cfg.num_experts_per_tok })?;
+                    Decode { plans: vec![g.build()?], cuts: Vec::new(), ops }
+                }
+            });
         }
-        let (plan, ops) = self.decode.as_mut().expect("the decode plan was just built");
-        for a in &ops.attention {
+        let decode = self.decode.as_mut().expect("the decode plan was just built");
+        for (part, a) in &decode.ops.attention {
+            let plan = &mut decode.plans[*part];
             crate::kernels::attention::set_append_pos(plan, a.append, pos);
             if let Some(d) = &a.decode {
                 d.set_kv_len(plan, pos + 1)?;
             }
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// Feeds one token through the decode plan with a GPU timestamp around every dispatch: the time of each
@@ -243,8 +350,12 @@ impl<'m> Session<'m> {
         self.check_input(&[id])?;
         let model = self.model;
         let ctx = &*model.ctx;
+        if model.streaming.is_some() {
+            return Err(Error::Input("profiling a decode step of a model that streams its experts is not supported".into()));
+        }
         ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
-        let times = self.prepare_decode()?.profile(ctx)?;
+        self.prepare_decode()?;
+        let times = self.decode.as_ref().expect("the decode plan was just built").plans[0].profile(ctx)?;
         self.position += 1;
         self.last_row = Some(0);
         Ok(times)
