@@ -55,6 +55,12 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(ctx: &Context, cfg: &JambaConfig, max_t: usize, max_len: usize) -> Result<Self> {
+        Scratch::with_expert_slots(ctx, cfg, max_t, max_len, cfg.num_experts)
+    }
+
+    /// A scratch whose MoE buffers serve stacks of `expert_slots` experts (at least the config's): an expert
+    /// pool's when the experts are streamed.
+    pub fn with_expert_slots(ctx: &Context, cfg: &JambaConfig, max_t: usize, max_len: usize, expert_slots: usize) -> Result<Self> {
         let (h, i, n, r) = (cfg.hidden_size, cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank());
         let (e, k, v) = (cfg.num_experts.max(1), cfg.num_experts_per_tok.max(1), cfg.vocab_size);
         let shape = attention::shape(cfg);
@@ -79,7 +85,7 @@ impl Scratch {
             router_logits: f32s("router_logits", &[max_t, e])?,
             expert_ids: ctx.zeros("expert_ids", &[max_t * k], DType::U32)?,
             expert_weights: f32s("expert_weights", &[max_t * k])?,
-            moe: MoeScratch::new(ctx, max_t, h, cfg.intermediate_size, e, k)?,
+            moe: MoeScratch::new(ctx, max_t, h, cfg.intermediate_size, e.max(expert_slots), k)?,
             last: f32s("last", &[1, h])?,
             logits: f32s("logits", &[max_t, v])?,
             next: ctx.zeros("next", &[1], DType::U32)?,

@@ -200,7 +200,8 @@ impl<'m> Session<'m> {
         }
         let chunk = options.chunk.min(options.max_len);
         let state = SequenceState::new(&model.ctx, cfg, options.max_len)?;
-        let scratch = Scratch::new(&model.ctx, cfg, chunk, options.max_len)?;
+        let pool_slots = model.streaming.as_ref().map_or(0, |s| s.stacks.iter().map(|s| s.count).sum());
+        let scratch = Scratch::with_expert_slots(&model.ctx, cfg, chunk, options.max_len, pool_slots)?;
         let slot_ids = match &model.streaming {
             Some(s) => Some(model.ctx.zeros("expert slot ids", &[chunk * s.top_k], crate::gpu::DType::U32)?),
             None => None,

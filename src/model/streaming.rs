@@ -30,7 +30,7 @@ use super::jamba::Scratch;
 use super::weights::{ExpertFeed, GpuWeights};
 use crate::config::{Ffn, JambaConfig};
 use crate::gpu::{Context, Graph, Plan, Tensor};
-use crate::kernels::moe::{moe_combine, moe_experts, ExpertStack};
+use crate::kernels::moe::{moe_combine, moe_experts, ExpertStack, MAX_EXPERTS};
 use crate::{Error, Result};
 
 /// What streaming did: expert uses served from the pool (hits) or uploaded first (misses).
@@ -122,7 +122,9 @@ pub(crate) fn place(
         return Err(Error::MemoryBudget { budget, need: resident + slots as u64 * expert_bytes, what });
     }
     feed.check_streamable(ctx, cfg)?;
-    let slots = slots.min(all);
+    // The MoE kernels address at most MAX_EXPERTS experts per stack set (ample: 256 slots of Jamba-Mini's
+    // experts are 90 GB in bf16).
+    let slots = slots.min(all).min(MAX_EXPERTS);
     let stacks = feed.pool(ctx, slots)?;
     let pool = Pool { slots: vec![None; slots], index: HashMap::new(), clock: 0, stats: StreamingStats::default() };
     let pool = Pool { stats: StreamingStats { slots, expert_bytes, ..pool.stats }, ..pool };
