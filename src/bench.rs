@@ -223,10 +223,11 @@ fn decode_bytes(model: &Model, kv_len: usize) -> (u64, u64) {
             FfnWeights::Dense { gate, up, down } => count(gate.size_bytes() + up.size_bytes() + down.size_bytes(), 1.0),
             FfnWeights::Moe { router, experts } => {
                 count(router.size_bytes(), 1.0);
-                let mut bytes: u64 = experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum();
-                if let Some(stream) = model.streaming_stats() {
-                    bytes = stream.expert_bytes * cfg.num_experts as u64; // streamed: the pool holds them in turn
-                }
+                let bytes: u64 = match model.streaming_stats() {
+                    // Streamed: the pool holds them in turn.
+                    Some(stream) => stream.expert_bytes * cfg.num_experts as u64,
+                    None => experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum(),
+                };
                 count(bytes, cfg.num_experts_per_tok as f64 / cfg.num_experts as f64);
             }
         }

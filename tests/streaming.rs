@@ -132,8 +132,16 @@ fn budgets_too_small_are_clear_errors() -> Result<()> {
     drop(probe);
     let cases = [
         ("below the other weights", LoadOptions { gpu_memory: Some(1 << 20), ..Default::default() }, other),
-        ("room for one expert", LoadOptions { gpu_memory: Some(other + expert), ..Default::default() }, other + 2 * expert),
-        ("3 slots in room for 2", LoadOptions { gpu_memory: Some(other + 2 * expert), expert_slots: Some(3), ..Default::default() }, other + 3 * expert),
+        (
+            "room for one expert",
+            LoadOptions { gpu_memory: Some(other + expert), ..Default::default() },
+            other + 2 * expert,
+        ),
+        (
+            "3 slots in room for 2",
+            LoadOptions { gpu_memory: Some(other + 2 * expert), expert_slots: Some(3), ..Default::default() },
+            other + 3 * expert,
+        ),
     ];
     for (what, options, want_need) in cases {
         let budget = options.gpu_memory.expect("every case has a budget");

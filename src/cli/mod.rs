@@ -156,7 +156,10 @@ impl MemoryArgs {
         let total = parse_size("--gpu-memory", text)?;
         let state = jamba_wgpu::model::SequenceState::bytes(cfg, context);
         if state >= total {
-            anyhow::bail!("--gpu-memory {text} ({total} bytes) does not even hold the KV cache and state of {context} tokens ({state} bytes)");
+            anyhow::bail!(
+                "--gpu-memory {text} ({total} bytes) does not even hold the KV cache and state of {context} tokens \
+                 ({state} bytes)"
+            );
         }
         Ok(Some(total - state))
     }

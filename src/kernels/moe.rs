@@ -367,7 +367,10 @@ fn check_x(op: &str, tensor: &Tensor, t: usize, hidden: usize) -> Result<()> {
     expect_dtype(op, tensor, &[DType::F32])?;
     let [rows, cols] = dims2(tensor)?;
     if rows < t || cols != hidden {
-        return Err(Error::shape(op, format!("`{}` is {:?}, expected [>= {t}, {hidden}]", tensor.label(), tensor.shape())));
+        return Err(Error::shape(
+            op,
+            format!("`{}` is {:?}, expected [>= {t}, {hidden}]", tensor.label(), tensor.shape()),
+        ));
     }
     Ok(())
 }

@@ -4,14 +4,21 @@ use super::jamba::{rows, Scratch};
 use super::weights::FfnWeights;
 use crate::config::JambaConfig;
 use crate::gpu::Graph;
-use crate::kernels::moe::{self, ExpertStack};
 use crate::kernels::matmul::matmul;
+use crate::kernels::moe::{self, ExpertStack};
 use crate::Result;
 
 /// How a MoE layer's experts are recorded once its routing (`sc.expert_ids`, `sc.expert_weights`) is.
 pub(crate) trait Experts {
     /// Records x += sum over each token's top-k experts of weight * expert(normed), for MoE layer `layer`.
-    fn encode(&mut self, g: &mut Graph<'_>, layer: usize, experts: &[ExpertStack], sc: &Scratch, t: usize) -> Result<()>;
+    fn encode(
+        &mut self,
+        g: &mut Graph<'_>,
+        layer: usize,
+        experts: &[ExpertStack],
+        sc: &Scratch,
+        t: usize,
+    ) -> Result<()>;
     /// How many times the forward was cut so far: the part of it that a dispatch recorded now belongs to.
     fn part(&self) -> usize {
         0
@@ -24,7 +31,14 @@ pub(crate) struct Resident {
 }
 
 impl Experts for Resident {
-    fn encode(&mut self, g: &mut Graph<'_>, _layer: usize, experts: &[ExpertStack], sc: &Scratch, t: usize) -> Result<()> {
+    fn encode(
+        &mut self,
+        g: &mut Graph<'_>,
+        _layer: usize,
+        experts: &[ExpertStack],
+        sc: &Scratch,
+        t: usize,
+    ) -> Result<()> {
         moe::moe_ffn(g, &sc.normed, t, experts, &sc.expert_ids, &sc.expert_weights, self.top_k, &sc.moe, &sc.x)
     }
 }

@@ -60,7 +60,13 @@ impl Scratch {
 
     /// A scratch whose MoE buffers serve stacks of `expert_slots` experts (at least the config's): an expert
     /// pool's when the experts are streamed.
-    pub fn with_expert_slots(ctx: &Context, cfg: &JambaConfig, max_t: usize, max_len: usize, expert_slots: usize) -> Result<Self> {
+    pub fn with_expert_slots(
+        ctx: &Context,
+        cfg: &JambaConfig,
+        max_t: usize,
+        max_len: usize,
+        expert_slots: usize,
+    ) -> Result<Self> {
         let (h, i, n, r) = (cfg.hidden_size, cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank());
         let (e, k, v) = (cfg.num_experts.max(1), cfg.num_experts_per_tok.max(1), cfg.vocab_size);
         let shape = attention::shape(cfg);

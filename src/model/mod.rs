@@ -109,7 +109,8 @@ impl Model {
     ) -> Result<Model> {
         cfg.validate()?;
         let limited = options.gpu_memory.is_some() || options.expert_slots.is_some();
-        let (mut weights, feed) = weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress, !limited)?;
+        let (mut weights, feed) =
+            weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress, !limited)?;
         let streaming = match limited {
             true => streaming::place(&ctx, &cfg, &mut weights, feed, options.gpu_memory, options.expert_slots)?,
             false => None,
@@ -206,7 +207,8 @@ impl<'m> Session<'m> {
             Some(s) => Some(model.ctx.zeros("expert slot ids", &[chunk * s.top_k], crate::gpu::DType::U32)?),
             None => None,
         };
-        let stream_stats = model.streaming_stats().map(|s| StreamingStats { slots: s.slots, expert_bytes: s.expert_bytes, ..Default::default() });
+        let stream_stats =
+            model.streaming_stats().map(|s| StreamingStats { slots: s.slots, expert_bytes: s.expert_bytes, ..Default::default() });
         Ok(Session {
             model,
             options: SessionOptions { chunk, ..options },
@@ -276,12 +278,14 @@ impl<'m> Session<'m> {
         match (&model.streaming, &self.slot_ids) {
             (Some(stream), Some(slot_ids)) => {
                 let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
-                let mut parts = streaming::RunParts { stream, pool: &mut pool, slot_ids, stats: &mut self.stream_stats };
+                let stats = &mut self.stream_stats;
+                let mut parts = streaming::RunParts { stream, pool: &mut pool, slot_ids, stats };
                 jamba::encode(&mut g, cfg, w, state, sc, t, pos, head, &mut parts)?;
                 g.run()
             }
             _ => {
-                jamba::encode(&mut g, cfg, w, state, sc, t, pos, head, &mut ffn::Resident { top_k: cfg.num_experts_per_tok })?;
+                let mut resident = ffn::Resident { top_k: cfg.num_experts_per_tok };
+                jamba::encode(&mut g, cfg, w, state, sc, t, pos, head, &mut resident)?;
                 g.run()
             }
         }
@@ -308,7 +312,8 @@ impl<'m> Session<'m> {
             (Some(stream), Some(slot_ids)) => {
                 let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
                 let parts = (decode.plans.as_slice(), decode.cuts.as_slice());
-                streaming::run_decode(&model.ctx, stream, &mut pool, parts, &self.scratch, slot_ids, &mut self.stream_stats)
+                let stats = &mut self.stream_stats;
+                streaming::run_decode(&model.ctx, stream, &mut pool, parts, &self.scratch, slot_ids, stats)
             }
             _ => decode.plans.iter().try_for_each(|plan| plan.run(&model.ctx)),
         }
@@ -329,7 +334,8 @@ impl<'m> Session<'m> {
                     Decode { plans: parts.plans, cuts: parts.cuts, ops }
                 }
                 _ => {
-                    let ops = jamba::encode(&mut g, cfg, w, state, sc, 1, pos, Head::Last, &mut ffn::Resident { top_k: cfg.num_experts_per_tok })?;
+                    let mut resident = ffn::Resident { top_k: cfg.num_experts_per_tok };
+                    let ops = jamba::encode(&mut g, cfg, w, state, sc, 1, pos, Head::Last, &mut resident)?;
                     Decode { plans: vec![g.build()?], cuts: Vec::new(), ops }
                 }
             });
@@ -352,7 +358,8 @@ impl<'m> Session<'m> {
         let model = self.model;
         let ctx = &*model.ctx;
         if model.streaming.is_some() {
-            return Err(Error::Input("profiling a decode step of a model that streams its experts is not supported".into()));
+            let message = "profiling a decode step of a model that streams its experts is not supported";
+            return Err(Error::Input(message.into()));
         }
         ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
         self.prepare_decode()?;

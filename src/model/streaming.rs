@@ -200,7 +200,8 @@ impl Pool {
             session.count(bytes == 0, bytes);
             self.stats.count(bytes == 0, bytes);
         }
-        let remapped: Vec<u32> = ids.iter().map(|&e| slot_of.get(e as usize).copied().unwrap_or(n_slots as u32)).collect();
+        let remapped: Vec<u32> =
+            ids.iter().map(|&e| slot_of.get(e as usize).copied().unwrap_or(n_slots as u32)).collect();
         ctx.write(slot_ids, bytemuck::cast_slice(&remapped))
     }
 
@@ -288,7 +289,10 @@ pub(crate) fn run_decode(
         match pool.groups(layer, &ids).as_slice() {
             [group] => pool.stage(ctx, stream, layer, &ids, group, slot_ids, stats)?,
             groups => {
-                return Err(Error::shape("expert streaming", format!("a decode step split into {} groups", groups.len())))
+                return Err(Error::shape(
+                    "expert streaming",
+                    format!("a decode step split into {} groups", groups.len()),
+                ))
             }
         }
     }

@@ -78,9 +78,9 @@ impl LayerWeights {
         let mixer = match &self.mixer {
             MixerWeights::Attention(a) => a.qkv.size_bytes() + a.o_proj.size_bytes(),
             MixerWeights::Mamba(m) => {
-                let matrices = [&m.in_proj, &m.x_proj, &m.dt_proj, &m.out_proj].iter().map(|w| w.size_bytes()).sum::<u64>();
+                let matrices = [&m.in_proj, &m.x_proj, &m.dt_proj, &m.out_proj];
                 let vectors = [&m.conv_weight, &m.conv_bias, &m.dt_norm, &m.b_norm, &m.c_norm, &m.dt_bias, &m.a_log, &m.d];
-                matrices + vectors.iter().map(|v| v.size_bytes()).sum::<u64>()
+                matrices.iter().map(|w| w.size_bytes()).sum::<u64>() + vectors.iter().map(|v| v.size_bytes()).sum::<u64>()
             }
         };
         self.input_norm.size_bytes() + self.pre_ff_norm.size_bytes() + mixer + self.ffn.size_bytes()
@@ -204,7 +204,13 @@ trait Source {
 }
 
 /// The model's structure, from whichever source; the MoE layers' experts only when `experts` is true.
-fn build(ctx: &Context, cfg: &JambaConfig, src: &dyn Source, quant: Option<Quantization>, experts: bool) -> Result<GpuWeights> {
+fn build(
+    ctx: &Context,
+    cfg: &JambaConfig,
+    src: &dyn Source,
+    quant: Option<Quantization>,
+    experts: bool,
+) -> Result<GpuWeights> {
     let limit = binding_limit(ctx);
     let vector = |name: &str| -> Result<Tensor> {
         let (shape, _) = src.meta(name)?;
@@ -375,8 +381,8 @@ pub struct ExpertLayout {
 impl ExpertLayout {
     /// Bytes of one expert's gate, up and down.
     pub fn expert_bytes(&self) -> u64 {
-        (2 * self.dtype.storage_bytes(&[self.inter, self.hidden]) + self.dtype.storage_bytes(&[self.hidden, self.inter]))
-            as u64
+        let (gate_or_up, down) = ([self.inter, self.hidden], [self.hidden, self.inter]);
+        (2 * self.dtype.storage_bytes(&gate_or_up) + self.dtype.storage_bytes(&down)) as u64
     }
 }
 
@@ -611,9 +617,9 @@ impl ExpertFeed {
             .ok_or_else(|| Error::shape("expert upload", format!("slot {slot} is not in the pool")))?;
         let ExpertLayout { dtype, inter, hidden } = self.layout;
         let mut uploaded = 0;
-        for (which, tensor, rows, cols) in
-            [("gate", &stack.gate, inter, hidden), ("up", &stack.up, inter, hidden), ("down", &stack.down, hidden, inter)]
-        {
+        let matrices =
+            [("gate", &stack.gate, inter, hidden), ("up", &stack.up, inter, hidden), ("down", &stack.down, hidden, inter)];
+        for (which, tensor, rows, cols) in matrices {
             let name = format!("model.layers.{layer}.feed_forward.experts.{expert}.{which}_proj.weight");
             let gathered = self.stored.gather(&[&name], 0, rows, cols, dtype)?;
             let bytes = dtype.storage_bytes(&[rows, cols]) as u64;
@@ -630,7 +636,8 @@ impl ExpertFeed {
                 at += part.len();
             }
             if at as u64 != bytes {
-                return Err(Error::shape(format!("upload of `{name}`"), format!("{bytes} bytes expected, {at} gathered")));
+                let message = format!("{bytes} bytes expected, {at} gathered");
+                return Err(Error::shape(format!("upload of `{name}`"), message));
             }
             uploaded += bytes;
         }
