@@ -175,3 +175,33 @@ fn quantized_experts_stream_identically() -> Result<()> {
     ensure!(s.bytes_uploaded == s.misses * s.expert_bytes, "{s:?}");
     Ok(())
 }
+
+/// `run --gpu-memory --json`: the same tokens as without, and the streaming counts under `timings.streaming`.
+#[test]
+fn cli_run_reports_streaming_in_json_timings() -> Result<()> {
+    if gpu().is_none() {
+        return Ok(());
+    }
+    let run = |extra: &[&str]| -> Result<serde_json::Value> {
+        let args =
+            ["run", "--prompt", "The secret of life is", "--max-new-tokens", "12", "--ignore-eos", "--context", "64"];
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jamba-wgpu"))
+            .args(args)
+            .args(extra)
+            .arg("--json")
+            .output()?;
+        ensure!(out.status.success(), "run {extra:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let resident = run(&[])?;
+    // ~8.4 MiB of other weights, 64 tokens of state (~35 KiB) and room for 3 experts of 432 KiB.
+    let streamed = run(&["--gpu-memory", "9.9MiB"])?;
+    ensure!(resident["output_ids"] == streamed["output_ids"], "{resident} vs {streamed}");
+    ensure!(resident["timings"].get("streaming").is_none());
+    let s = &streamed["timings"]["streaming"];
+    println!("run --gpu-memory 9.9MiB: {s}");
+    ensure!(s["slots"] == 3 && s["misses"].as_u64() > Some(0), "{s}");
+    ensure!(s["bytes_uploaded"].as_u64() == Some(s["misses"].as_u64().unwrap_or(0) * 442_368), "{s}");
+    ensure!(s["bytes_uploaded_per_token"].as_f64() > Some(0.0), "{s}");
+    Ok(())
+}
