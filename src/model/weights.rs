@@ -7,6 +7,8 @@
 //! the model in host memory). Vectors (norms, biases, A_log, D, the conv taps) become f32.
 //! A matrix larger than one storage binding is split by rows ([`Matrix`]); q, k and v are fused into one matrix
 //! so attention projects once; the experts of a layer are stacked into as few buffers as the binding limit allows.
+//! A model that streams its experts (model::streaming) loads without them and keeps an [`ExpertFeed`]: the
+//! checkpoint (its mmap shared) from which one expert at a time is written into a slot of the expert pool.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
