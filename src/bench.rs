@@ -122,8 +122,11 @@ pub struct ModelBench {
     /// A streaming kernel's bandwidth on this adapter, the decode roofline.
     pub copy_gb_per_s: f64,
     pub peak_gpu_bytes: u64,
-    /// GPU time per kernel family for one decode step (timestamp queries), when the adapter has them.
+    /// GPU time per kernel family for one decode step (timestamp queries), when the adapter has them (not for
+    /// a model that streams its experts).
     pub decode_kernel_ms: Vec<(String, f64)>,
+    /// Expert streaming during the last timed run (prefill and decode), when the model streams its experts.
+    pub streaming: Option<crate::model::StreamingStats>,
 }
 
 /// A session, or a batch of several, as `bench_model` drives them.
@@ -172,6 +175,13 @@ impl Sequences<'_> {
         }
     }
 
+    fn streaming_stats(&self) -> Option<crate::model::StreamingStats> {
+        match self {
+            Sequences::One(s) => s.streaming_stats(),
+            Sequences::Batch(_) => None,
+        }
+    }
+
     fn profile_step(&mut self, tokens: &[u32]) -> crate::Result<Vec<(String, Duration)>> {
         match self {
             Sequences::One(s) => s.profile_step(tokens[0]),
@@ -195,6 +205,9 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         .collect();
     let (mut prefill, mut decode, mut host) = (Vec::new(), Vec::new(), Vec::new());
     let mut dispatches = 0;
+    let mut streaming = None;
+    // A streamed model's decode step is several plans with readbacks between them: not profiled.
+    let profile = ctx.features().timestamps && model.streaming_stats().is_none();
     for run in 0..o.warmup + o.runs.max(1) {
         let mut sequences = Sequences::open(model, o)?;
         let start = Instant::now();
@@ -212,8 +225,9 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
             prefill.push(ttft);
             decode.push(start.elapsed());
             host.push(host_time / o.gen_len.saturating_sub(1).max(1) as u32);
+            streaming = sequences.streaming_stats();
         }
-        if run == 0 && ctx.features().timestamps {
+        if run == 0 && profile {
             dispatches = sequences.profile_step(&tokens)?.len();
         }
     }
@@ -222,7 +236,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let decode_tokens_per_s = (b * o.gen_len.saturating_sub(1)) as f64 / decode_s.max(1e-9);
 
     let mut families: Vec<(String, f64)> = Vec::new();
-    if ctx.features().timestamps {
+    if profile {
         let mut sequences = Sequences::open(model, o)?;
         let tokens = sequences.prefill(&prompts)?;
         for (kernel, time) in sequences.profile_step(&tokens)? {
@@ -253,6 +267,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         copy_gb_per_s: copy_bandwidth(ctx)?,
         peak_gpu_bytes: ctx.memory().1,
         decode_kernel_ms: families,
+        streaming,
     })
 }
 
@@ -282,7 +297,11 @@ fn decode_bytes(model: &Model, kv_len: usize, batch: usize) -> (u64, u64) {
             FfnWeights::Dense { gate, up, down } => count(gate.size_bytes() + up.size_bytes() + down.size_bytes(), 1.0),
             FfnWeights::Moe { router, experts } => {
                 count(router.size_bytes(), 1.0);
-                let bytes: u64 = experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum();
+                let bytes: u64 = match model.streaming_stats() {
+                    // Streamed: the pool holds them in turn.
+                    Some(stream) => stream.expert_bytes * cfg.num_experts as u64,
+                    None => experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum(),
+                };
                 // The share of experts that batch x top_k uniform choices touch at least once.
                 let missed = 1.0 - cfg.num_experts_per_tok as f64 / cfg.num_experts as f64;
                 count(bytes, 1.0 - missed.powi(batch as i32));

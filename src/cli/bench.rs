@@ -11,7 +11,7 @@ use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::gpu::DType;
 use jamba_wgpu::{LoadOptions, Model};
 
-use super::{FormatArg, GpuArgs, ModelArgs, QuantArgs};
+use super::{FormatArg, GpuArgs, MemoryArgs, ModelArgs, QuantArgs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -47,12 +47,17 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub quant: QuantArgs,
     #[command(flatten)]
+    pub memory: MemoryArgs,
+    #[command(flatten)]
     pub gpu: GpuArgs,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch 0: a batch needs at least one sequence");
+    }
+    if args.random_weights && args.memory.gpu_memory.is_some() {
+        bail!("--gpu-memory streams experts from a checkpoint; random weights have none");
     }
     let ctx = Arc::new(args.gpu.context()?);
     let model = match (&args.config, args.random_weights) {
@@ -70,7 +75,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         (None, _) => {
             let (cfg, checkpoint, tokenizer) = args.model.open()?;
             let quantize = args.quant.quantization(args.quantize)?;
-            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json, quantize })?
+            let gpu_memory = args.memory.weights_budget(&cfg, args.prompt_len + args.gen_len.max(2) + 1)?;
+            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, ..Default::default() };
+            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?
         }
     };
     let options = ModelBenchOptions {
@@ -99,6 +106,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         b.copy_gb_per_s,
         100.0 * b.decode_gb_per_s / b.copy_gb_per_s.max(1e-9)
     );
+    if let Some(s) = &b.streaming {
+        println!(
+            "streaming: {} expert slots; per token {:.2} hits, {:.2} misses, {:.1} KiB uploaded",
+            s.slots,
+            s.hits_per_token(),
+            s.misses_per_token(),
+            s.bytes_per_token() / 1024.0
+        );
+    }
     println!("host:      {:.1} us to encode and submit a decode step ({} dispatches)", b.host_us_per_decode_step, b.dispatches_per_decode_step);
     if !b.decode_kernel_ms.is_empty() {
         println!("decode step GPU time by kernel family (timestamps, one dispatch per pass):");

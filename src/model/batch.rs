@@ -7,9 +7,10 @@
 //! from a u32 [B] buffer written before the step, so the plan never changes. A prefill runs the single-sequence
 //! path ([`Session`](super::Session)'s chunks) on one sequence's slot, seen as views.
 
+use super::ffn::Resident;
 use super::jamba::{self, Head, Rows, Scratch};
-use super::state::BatchState;
-use super::{check_ids, feed_chunk, Model, SessionOptions};
+use super::state::{BatchState, SequenceState};
+use super::{check_ids, Model, SessionOptions};
 use crate::gpu::{DType, Graph, Plan, Tensor};
 use crate::{Error, Result};
 
@@ -38,6 +39,10 @@ impl<'m> Batch<'m> {
         let options = options.checked(cfg)?;
         if sequences == 0 {
             return Err(Error::Input("a batch needs at least one sequence".into()));
+        }
+        if model.streaming.is_some() {
+            let message = "batched decoding of a model that streams its experts (--gpu-memory) is not supported";
+            return Err(Error::Input(message.into()));
         }
         Ok(Batch {
             model,
@@ -77,7 +82,7 @@ impl<'m> Batch<'m> {
         check_ids(&self.model.cfg, ids, self.position[seq], self.options.max_len)?;
         let state = self.state.sequence(seq);
         for chunk in ids.chunks(self.options.chunk) {
-            feed_chunk(self.model, state, &self.prefill, chunk, self.position[seq], Head::Last)?;
+            feed_chunk(self.model, state, &self.prefill, chunk, self.position[seq])?;
             self.position[seq] += chunk.len();
         }
         // Row 0 of the prefill's head is this sequence's: into its row of the step's outputs.
@@ -131,7 +136,8 @@ impl<'m> Batch<'m> {
                 g.tuning.tiled_min_rows = g.tuning.tiled_min_rows.max(TILE_ROWS);
             }
             let fed = Rows::Batch { t: b, positions: &self.positions };
-            jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state.layers, &self.step, fed, Head::Each)?;
+            let (cfg, w, experts) = (&self.model.cfg, &self.model.weights, &mut Resident { top_k: self.model.cfg.num_experts_per_tok });
+            jamba::encode(&mut g, cfg, w, &self.state.layers, &self.step, fed, Head::Each, experts)?;
             self.plan = Some(g.build()?);
         }
         Ok(self.plan.as_ref().expect("the step's plan was just built"))
@@ -170,4 +176,14 @@ impl<'m> Batch<'m> {
         }
         Ok(())
     }
+}
+
+/// Feeds `chunk` (at most `sc.max_t` tokens) to the sequence whose state is `state`, at position `pos`: one graph,
+/// the last token's logits into row 0 of `sc.logits` and its greedy token into `sc.next[0]`.
+fn feed_chunk(model: &Model, state: &SequenceState, sc: &Scratch, chunk: &[u32], pos: usize) -> Result<()> {
+    model.ctx.write(&sc.ids, bytemuck::cast_slice(chunk))?;
+    let mut g = Graph::new(&model.ctx);
+    let (fed, experts) = (Rows::Sequence { t: chunk.len(), pos }, &mut Resident { top_k: model.cfg.num_experts_per_tok });
+    jamba::encode(&mut g, &model.cfg, &model.weights, &state.layers, sc, fed, Head::Last, experts)?;
+    g.run()
 }

@@ -57,6 +57,19 @@ impl Scratch {
     /// Activations for steps of up to `max_t` rows over caches of up to `max_len` rows; single-token attention
     /// for up to `decode_rows` sequences at once (1 for a session, B for a batch's step).
     pub fn new(ctx: &Context, cfg: &JambaConfig, max_t: usize, max_len: usize, decode_rows: usize) -> Result<Self> {
+        Scratch::with_expert_slots(ctx, cfg, max_t, max_len, decode_rows, cfg.num_experts)
+    }
+
+    /// A scratch whose MoE buffers serve stacks of `expert_slots` experts (at least the config's): an expert
+    /// pool's when the experts are streamed.
+    pub fn with_expert_slots(
+        ctx: &Context,
+        cfg: &JambaConfig,
+        max_t: usize,
+        max_len: usize,
+        decode_rows: usize,
+        expert_slots: usize,
+    ) -> Result<Self> {
         let (h, i, n, r) = (cfg.hidden_size, cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank());
         let (e, k, v) = (cfg.num_experts.max(1), cfg.num_experts_per_tok.max(1), cfg.vocab_size);
         let shape = attention::shape(cfg);
@@ -81,7 +94,7 @@ impl Scratch {
             router_logits: f32s("router_logits", &[max_t, e])?,
             expert_ids: ctx.zeros("expert_ids", &[max_t * k], DType::U32)?,
             expert_weights: f32s("expert_weights", &[max_t * k])?,
-            moe: MoeScratch::new(ctx, max_t, h, cfg.intermediate_size, e, k)?,
+            moe: MoeScratch::new(ctx, max_t, h, cfg.intermediate_size, e.max(expert_slots), k)?,
             last: f32s("last", &[1, h])?,
             logits: f32s("logits", &[max_t, v])?,
             next: ctx.zeros("next", &[max_t], DType::U32)?,
@@ -119,12 +132,15 @@ impl Rows<'_> {
     }
 }
 
-/// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer.
+/// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer,
+/// with the part of the forward it was recorded in (always 0 unless the forward is cut, see [`ffn::Experts`]).
 pub(crate) struct StepOps {
-    pub attention: Vec<AttentionOps>,
+    pub attention: Vec<(usize, AttentionOps)>,
 }
 
-/// Records one forward step over `rows` (their tokens already in `sc.ids`), advancing `layers`' state.
+/// Records one forward step over `fed` rows (their tokens already in `sc.ids`), advancing `layers`' state, the
+/// MoE layers' experts through `experts`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
     cfg: &JambaConfig,
@@ -133,6 +149,7 @@ pub(crate) fn encode(
     sc: &Scratch,
     fed: Rows,
     head: Head,
+    experts: &mut dyn ffn::Experts,
 ) -> Result<StepOps> {
     let (h, eps, t) = (cfg.hidden_size, cfg.rms_norm_eps, fed.t());
     // x = embed_tokens[ids]
@@ -140,12 +157,14 @@ pub(crate) fn encode(
         embed::embed_rows(g, part, *row0, &sc.ids, rows(&sc.x, t)?)?;
     }
     let mut attention_ops = Vec::new();
-    for (layer, layer_state) in w.layers.iter().zip(layers) {
+    for (i, (layer, layer_state)) in w.layers.iter().zip(layers).enumerate() {
         // x = x + mixer(rms_norm(x, input_layernorm))
         rms_norm(g, rows(&sc.x, t)?, &layer.input_norm, eps, rows(&sc.normed, t)?)?;
         match (&layer.mixer, layer_state) {
             (MixerWeights::Attention(aw), LayerState::Attention { k, v }) => {
-                attention_ops.extend(attention::encode(g, cfg, aw, k, v, sc, fed)?);
+                if let Some(ops) = attention::encode(g, cfg, aw, k, v, sc, fed)? {
+                    attention_ops.push((experts.part(), ops));
+                }
             }
             (MixerWeights::Mamba(mw), LayerState::Mamba { conv, ssm }) => {
                 mamba::encode(g, cfg, mw, conv, ssm, sc, fed)?
@@ -154,7 +173,7 @@ pub(crate) fn encode(
         }
         // x = x + ffn(rms_norm(x, pre_ff_layernorm))
         rms_norm(g, rows(&sc.x, t)?, &layer.pre_ff_norm, eps, rows(&sc.normed, t)?)?;
-        ffn::encode(g, cfg, &layer.ffn, sc, t)?;
+        ffn::encode(g, cfg, &layer.ffn, sc, t, i, experts)?;
     }
     // logits = rms_norm(x, final_layernorm) lm_head^T
     let v = cfg.vocab_size;

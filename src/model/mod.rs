@@ -5,6 +5,10 @@
 //! decode step replays one plan built on the first step, with only the position-dependent parameters rewritten,
 //! so a step allocates nothing. No forward reads anything back: the greedy token (4 bytes) or the logits, when
 //! asked for, are the one readback of a step.
+//!
+//! The exception is a model that streams its experts ([`LoadOptions::gpu_memory`], [`streaming`]): its forward
+//! reads each MoE layer's routing back to upload the experts it picks, so it runs in parts, one per MoE layer
+//! (decode: one plan per part, replayed).
 
 mod attention;
 mod batch;
@@ -13,6 +17,7 @@ pub mod footprint;
 mod jamba;
 mod mamba;
 mod state;
+pub mod streaming;
 mod weights;
 
 use std::path::Path;
@@ -21,10 +26,14 @@ use std::sync::Arc;
 pub use batch::Batch;
 pub use jamba::{Head, Scratch};
 pub use state::{BatchState, LayerState, SequenceState};
-pub use weights::{AttentionWeights, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights};
+pub use streaming::StreamingStats;
+pub use weights::{
+    AttentionWeights, ExpertFeed, ExpertLayout, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights,
+};
 
 use crate::config::JambaConfig;
-use crate::gpu::{Context, Graph, Plan};
+use crate::gpu::{Context, Graph, Plan, Tensor};
+use jamba::Rows;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Checkpoint, Quantization};
 use crate::{default_model, Error, Result};
@@ -38,6 +47,14 @@ pub struct LoadOptions {
     /// the stored types; a checkpoint written quantized (`jamba-wgpu quantize`) loads as it is, and asking to
     /// quantize it again is an error.
     pub quantize: Option<Quantization>,
+    /// GPU memory for the weights, in bytes (a session's KV cache, state and activations come on top). The
+    /// weights other than the experts must fit; the experts go resident when they all fit too, else they stay
+    /// in the memory-mapped checkpoint and stream through a pool of as many expert slots as fit (at least
+    /// num_experts_per_tok). None: no limit, everything resident (wgpu does not report the adapter's memory).
+    pub gpu_memory: Option<u64>,
+    /// Stream the experts through a pool of exactly this many slots (at least num_experts_per_tok), even when
+    /// they would fit: for tests and benchmarks of streaming. Checked against `gpu_memory` when both are given.
+    pub expert_slots: Option<usize>,
 }
 
 /// A model on the GPU: config, weights, tokenizer.
@@ -46,6 +63,8 @@ pub struct Model {
     cfg: JambaConfig,
     weights: GpuWeights,
     tokenizer: Option<Tokenizer>,
+    /// The expert pool, when the experts are streamed.
+    streaming: Option<streaming::Streaming>,
 }
 
 impl Model {
@@ -81,7 +100,7 @@ impl Model {
         seed: u32,
     ) -> Result<Model> {
         let weights = weights::random(&ctx, &cfg, dtype, quantize, seed)?;
-        Ok(Model { ctx, cfg, weights, tokenizer: None })
+        Ok(Model { ctx, cfg, weights, tokenizer: None, streaming: None })
     }
 
     pub fn from_checkpoint(
@@ -92,9 +111,21 @@ impl Model {
         options: &LoadOptions,
     ) -> Result<Model> {
         cfg.validate()?;
-        let weights = weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress)?;
+        let limited = options.gpu_memory.is_some() || options.expert_slots.is_some();
+        let (mut weights, feed) =
+            weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress, !limited)?;
+        let streaming = match limited {
+            true => streaming::place(&ctx, &cfg, &mut weights, feed, options.gpu_memory, options.expert_slots)?,
+            false => None,
+        };
         ctx.check()?;
-        Ok(Model { ctx, cfg, weights, tokenizer })
+        Ok(Model { ctx, cfg, weights, tokenizer, streaming })
+    }
+
+    /// What expert streaming did so far, over every session: None when the experts are resident.
+    pub fn streaming_stats(&self) -> Option<StreamingStats> {
+        let stream = self.streaming.as_ref()?;
+        Some(stream.pool.lock().unwrap_or_else(|p| p.into_inner()).stats)
     }
 
     pub fn config(&self) -> &JambaConfig {
@@ -156,14 +187,6 @@ impl SessionOptions {
     }
 }
 
-/// Feeds `chunk` (at most `sc.max_t` tokens) to the sequence whose state is `state`, at position `pos`: one graph.
-fn feed_chunk(model: &Model, state: &SequenceState, sc: &Scratch, chunk: &[u32], pos: usize, head: Head) -> Result<()> {
-    model.ctx.write(&sc.ids, bytemuck::cast_slice(chunk))?;
-    let mut g = Graph::new(&model.ctx);
-    jamba::encode(&mut g, &model.cfg, &model.weights, &state.layers, sc, jamba::Rows::Sequence { t: chunk.len(), pos }, head)?;
-    g.run()
-}
-
 /// Fails unless `ids` is a non-empty list of ids below the vocabulary that fits after `position` tokens in a
 /// context of `max_len`.
 fn check_ids(cfg: &JambaConfig, ids: &[u32], position: usize, max_len: usize) -> Result<()> {
@@ -182,13 +205,24 @@ fn check_ids(cfg: &JambaConfig, ids: &[u32], position: usize, max_len: usize) ->
     Ok(())
 }
 
+/// The decode step, built on first use: one plan, or with streamed experts one per part of the forward (see
+/// [`streaming`]), the MoE layer that ends each part but the last in `cuts`.
+struct Decode {
+    plans: Vec<Plan>,
+    cuts: Vec<usize>,
+    ops: jamba::StepOps,
+}
+
 /// One sequence: its GPU state, activations, and the decode plan once built.
 pub struct Session<'m> {
     model: &'m Model,
     options: SessionOptions,
     state: SequenceState,
     scratch: Scratch,
-    decode: Option<(Plan, jamba::StepOps)>,
+    decode: Option<Decode>,
+    /// Streaming only: [chunk * top_k] u32, the routed ids remapped to expert pool slots.
+    slot_ids: Option<Tensor>,
+    stream_stats: StreamingStats,
     position: usize,
     /// The row of `scratch.logits` holding the last fed token's logits, once any token was fed.
     last_row: Option<usize>,
@@ -196,10 +230,28 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     fn new(model: &'m Model, options: SessionOptions) -> Result<Self> {
-        let options = options.checked(&model.cfg)?;
-        let state = SequenceState::new(&model.ctx, &model.cfg, options.max_len)?;
-        let scratch = Scratch::new(&model.ctx, &model.cfg, options.chunk, options.max_len, 1)?;
-        Ok(Session { model, options, state, scratch, decode: None, position: 0, last_row: None })
+        let cfg = &model.cfg;
+        let SessionOptions { chunk, .. } = options.checked(cfg)?;
+        let state = SequenceState::new(&model.ctx, cfg, options.max_len)?;
+        let pool_slots = model.streaming.as_ref().map_or(0, |s| s.stacks.iter().map(|s| s.count).sum());
+        let scratch = Scratch::with_expert_slots(&model.ctx, cfg, chunk, options.max_len, 1, pool_slots)?;
+        let slot_ids = match &model.streaming {
+            Some(s) => Some(model.ctx.zeros("expert slot ids", &[chunk * s.top_k], crate::gpu::DType::U32)?),
+            None => None,
+        };
+        let stream_stats =
+            model.streaming_stats().map(|s| StreamingStats { slots: s.slots, expert_bytes: s.expert_bytes, ..Default::default() });
+        Ok(Session {
+            model,
+            options: SessionOptions { chunk, ..options },
+            state,
+            scratch,
+            decode: None,
+            slot_ids,
+            stream_stats: stream_stats.unwrap_or_default(),
+            position: 0,
+            last_row: None,
+        })
     }
 
     pub(crate) fn last_logits_len(&self) -> usize {
@@ -233,12 +285,13 @@ impl<'m> Session<'m> {
         let v = self.model.cfg.vocab_size;
         for chunk in ids.chunks(self.options.chunk) {
             let t = chunk.len();
+            ctx.write(&self.scratch.ids, bytemuck::cast_slice(chunk))?;
             if t == 1 && head == Head::Last {
-                ctx.write(&self.scratch.ids, bytemuck::cast_slice(chunk))?;
                 self.decode_step()?;
             } else {
-                feed_chunk(self.model, &self.state, &self.scratch, chunk, self.position, head)?;
+                self.forward(t, head)?;
             }
+            self.count_tokens(t);
             self.last_row = Some(if head == Head::All { t - 1 } else { 0 });
             self.position += t;
             if let Some(sink) = sink.as_deref_mut() {
@@ -249,29 +302,85 @@ impl<'m> Session<'m> {
         ctx.check()
     }
 
-    /// One token through the decode plan.
-    fn decode_step(&mut self) -> Result<()> {
-        let model = self.model;
-        self.prepare_decode()?.run(&model.ctx)
+    /// `t` tokens through one graph, or with streamed experts through one graph per part.
+    fn forward(&mut self, t: usize, head: Head) -> Result<()> {
+        let (model, ctx) = (self.model, &*self.model.ctx);
+        let mut g = Graph::new(ctx);
+        let (cfg, w, state, sc, pos) = (&model.cfg, &model.weights, &self.state, &self.scratch, self.position);
+        match (&model.streaming, &self.slot_ids) {
+            (Some(stream), Some(slot_ids)) => {
+                let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
+                let stats = &mut self.stream_stats;
+                let mut parts = streaming::RunParts { stream, pool: &mut pool, slot_ids, stats };
+                jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut parts)?;
+                g.run()
+            }
+            _ => {
+                let mut resident = ffn::Resident { top_k: cfg.num_experts_per_tok };
+                jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut resident)?;
+                g.run()
+            }
+        }
     }
 
-    /// The decode plan, built on first use, with its parameters set for the token at the current position.
-    fn prepare_decode(&mut self) -> Result<&Plan> {
-        let (ctx, pos) = (&*self.model.ctx, self.position);
+    fn count_tokens(&mut self, t: usize) {
+        if let Some(stream) = &self.model.streaming {
+            self.stream_stats.tokens += t as u64;
+            stream.pool.lock().unwrap_or_else(|p| p.into_inner()).stats.tokens += t as u64;
+        }
+    }
+
+    /// What expert streaming did for this session: None when the model's experts are resident.
+    pub fn streaming_stats(&self) -> Option<StreamingStats> {
+        self.model.streaming.as_ref().map(|_| self.stream_stats)
+    }
+
+    /// One token through the decode plan (with streamed experts, its plans).
+    fn decode_step(&mut self) -> Result<()> {
+        let model = self.model;
+        self.prepare_decode()?;
+        let decode = self.decode.as_ref().expect("the decode plans were just built");
+        match (&model.streaming, &self.slot_ids) {
+            (Some(stream), Some(slot_ids)) => {
+                let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
+                let parts = (decode.plans.as_slice(), decode.cuts.as_slice());
+                let stats = &mut self.stream_stats;
+                streaming::run_decode(&model.ctx, stream, &mut pool, parts, &self.scratch, slot_ids, stats)
+            }
+            _ => decode.plans.iter().try_for_each(|plan| plan.run(&model.ctx)),
+        }
+    }
+
+    /// The decode plans, built on first use, with their parameters set for the token at the current position.
+    fn prepare_decode(&mut self) -> Result<()> {
+        let (model, pos) = (self.model, self.position);
+        let (ctx, cfg, w) = (&*model.ctx, &model.cfg, &model.weights);
         if self.decode.is_none() {
             let mut g = Graph::new(ctx);
-            let fed = jamba::Rows::Sequence { t: 1, pos };
-            let ops = jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state.layers, &self.scratch, fed, Head::Last)?;
-            self.decode = Some((g.build()?, ops));
+            let (state, sc, step) = (&self.state, &self.scratch, Rows::Sequence { t: 1, pos });
+            self.decode = Some(match (&model.streaming, &self.slot_ids) {
+                (Some(stream), Some(slot_ids)) => {
+                    let mut parts = streaming::PlanParts { stream, slot_ids, plans: Vec::new(), cuts: Vec::new() };
+                    let ops = jamba::encode(&mut g, cfg, w, &state.layers, sc, step, Head::Last, &mut parts)?;
+                    parts.plans.push(g.build()?);
+                    Decode { plans: parts.plans, cuts: parts.cuts, ops }
+                }
+                _ => {
+                    let mut resident = ffn::Resident { top_k: cfg.num_experts_per_tok };
+                    let ops = jamba::encode(&mut g, cfg, w, &state.layers, sc, step, Head::Last, &mut resident)?;
+                    Decode { plans: vec![g.build()?], cuts: Vec::new(), ops }
+                }
+            });
         }
-        let (plan, ops) = self.decode.as_mut().expect("the decode plan was just built");
-        for a in &ops.attention {
+        let decode = self.decode.as_mut().expect("the decode plan was just built");
+        for (part, a) in &decode.ops.attention {
+            let plan = &mut decode.plans[*part];
             crate::kernels::attention::set_append_pos(plan, a.append, pos);
             if let Some(d) = &a.decode {
                 d.set_kv_len(plan, pos + 1)?;
             }
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// Feeds one token through the decode plan with a GPU timestamp around every dispatch: the time of each
@@ -280,8 +389,13 @@ impl<'m> Session<'m> {
         self.check_input(&[id])?;
         let model = self.model;
         let ctx = &*model.ctx;
+        if model.streaming.is_some() {
+            let message = "profiling a decode step of a model that streams its experts is not supported";
+            return Err(Error::Input(message.into()));
+        }
         ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
-        let times = self.prepare_decode()?.profile(ctx)?;
+        self.prepare_decode()?;
+        let times = self.decode.as_ref().expect("the decode plan was just built").plans[0].profile(ctx)?;
         self.position += 1;
         self.last_row = Some(0);
         Ok(times)
