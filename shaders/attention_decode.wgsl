@@ -1,18 +1,25 @@
 // attention_decode.wgsl: attention of one new token over a KV cache of any length, split along the sequence
-// (split-k, "flash decoding"), in two dispatches. Jamba has no positional encoding.
+// (split-k, "flash decoding"), in two dispatches; or of one new token of each of `rows` sequences of a batch, each
+// over its own cache and length. Jamba has no positional encoding.
 // Reference: reference::attention::attention with t = 1 (the query sits at position kv_len - 1 and sees every row).
-// Layout: q[q_offset + h * HEAD_DIM + d] (row 0 of a fused qkv projection, or a whole [1, n_heads * HEAD_DIM] matrix);
-// k_cache, v_cache: [max_len, n_kv_heads * HEAD_DIM] rows, the first kv_len valid; head h reads kv head h / group.
-// partials: [n_heads * n_splits, HEAD_DIM + 2], row h * n_splits + split = (m, l, o[HEAD_DIM]): the split's maximum
-// score, its sum of exp(score - m), and its unnormalised output sum_j exp(s_j - m) v_j. out: [>= 1, n_heads * HEAD_DIM],
-// row 0 written.
-// - decode_split: one workgroup per (head h, split); the split covers keys [split * keys_per_split, ... + keys_per_split)
-//   clipped to kv_len, possibly none (then it writes l = 0). Tiles of WG keys: invocation j scores key j (q staged in
-//   workgroup memory), then the invocations, one per output element d, accumulate the tile's weighted values (coalesced
-//   reads of V rows). Grid: n_heads * n_splits workgroups, linear (workgroup = h * n_splits + split).
-// - decode_combine: one workgroup per head, one invocation per d: out = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s
-//   over the splits with l_s > 0, M their largest m_s. Grid: n_heads workgroups, linear.
+// Layout: q[r * q_stride + q_offset + h * HEAD_DIM + d] (row r of a fused qkv projection, or of a whole
+// [rows, n_heads * HEAD_DIM] matrix); k_cache, v_cache: [rows, max_len, n_kv_heads * HEAD_DIM], sequence r's
+// cache at rows r * max_len .., the first kv_len valid; head h reads kv head h / group. One sequence is rows = 1.
+// partials: [rows * n_heads * n_splits, HEAD_DIM + 2], row (r * n_heads + h) * n_splits + split = (m, l, o[HEAD_DIM]):
+// the split's maximum score, its sum of exp(score - m), and its unnormalised output sum_j exp(s_j - m) v_j.
+// out: [>= rows, n_heads * HEAD_DIM].
+// - decode_split: one sequence (rows = 1), kv_len and keys_per_split from the params. One workgroup per (head h,
+//   split); the split covers keys [split * keys_per_split, ... + keys_per_split) clipped to kv_len, possibly none
+//   (then it writes l = 0). Tiles of WG keys: invocation j scores key j (q staged in workgroup memory), then the
+//   invocations, one per output element d, accumulate the tile's weighted values (coalesced reads of V rows).
+//   Grid: n_heads * n_splits workgroups, linear (workgroup = h * n_splits + split).
+// - decode_split_batch: the same per (row r, head, split), with kv_len = positions[r] + 1 (the row's token was
+//   appended at positions[r]) and keys_per_split computed from it as the Rust side does for one sequence.
+//   Grid: rows * n_heads * n_splits workgroups, linear (workgroup = (r * n_heads + h) * n_splits + split).
+// - decode_combine: one workgroup per (row, head), one invocation per d: out = sum_s e^(m_s - M) o_s /
+//   sum_s e^(m_s - M) l_s over the splits with l_s > 0, M their largest m_s. Grid: rows * n_heads workgroups, linear.
 // n_splits is fixed by the cache's length; keys_per_split follows kv_len, so a plan replays with a growing kv_len.
+// decode_split does not read `positions` (its caller binds any read-only buffer there).
 
 override HEAD_DIM: u32;
 
@@ -29,37 +36,35 @@ struct DecodeParams {
     n_splits: u32,
     keys_per_split: u32,
     scale: f32,
+    rows: u32,
+    q_stride: u32,
+    max_len: u32,
     _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: DecodeParams;
-@group(0) @binding(1) var<storage, read> q: array<f32>; // [1, >= q_offset + n_heads * HEAD_DIM]
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>; // [max_len, n_kv_heads * HEAD_DIM]
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>; // [max_len, n_kv_heads * HEAD_DIM]
-@group(0) @binding(4) var<storage, read_write> partials: array<f32>; // [n_heads * n_splits, HEAD_DIM + 2]
-@group(0) @binding(5) var<storage, read_write> out: array<f32>; // [>= 1, n_heads * HEAD_DIM]
+@group(0) @binding(1) var<storage, read> q: array<f32>; // [rows, q_stride], n_heads * HEAD_DIM columns at q_offset
+@group(0) @binding(2) var<storage, read> k_cache: array<f32>; // [rows, max_len, n_kv_heads * HEAD_DIM]
+@group(0) @binding(3) var<storage, read> v_cache: array<f32>; // [rows, max_len, n_kv_heads * HEAD_DIM]
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>; // [rows * n_heads * n_splits, HEAD_DIM + 2]
+@group(0) @binding(5) var<storage, read_write> out: array<f32>; // [>= rows, n_heads * HEAD_DIM]
+@group(0) @binding(6) var<storage, read> positions: array<u32>; // [rows]: decode_split_batch only
 
 var<workgroup> q_head: array<f32, MAX_HEAD_DIM>; // [HEAD_DIM] q * scale of this workgroup's head
 var<workgroup> scores: array<f32, WG>; // [WG] scores of the tile's keys
 
-@compute @workgroup_size(WG)
-fn decode_split(
-    @builtin(workgroup_id) workgroup_id: vec3<u32>,
-    @builtin(num_workgroups) num_workgroups: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
-) {
-    let workgroup = linear_workgroup(workgroup_id, num_workgroups);
-    let h = workgroup / p.n_splits;
-    let split = workgroup % p.n_splits;
-    if h >= p.n_heads {
-        return; // padding of a 2-D grid: the whole workgroup leaves
-    }
-    let first = min(split * p.keys_per_split, p.kv_len);
-    let end = min(first + p.keys_per_split, p.kv_len);
+// The partial result of split `split` of head h of row r, over keys [split * keys_per_split, ...) of the first
+// kv_len rows of the row's cache. Every invocation of the workgroup calls it with the same arguments (it holds
+// barriers).
+fn split_partial(r: u32, h: u32, split: u32, kv_len: u32, keys_per_split: u32, lane: u32) {
+    let first = min(split * keys_per_split, kv_len);
+    let end = min(first + keys_per_split, kv_len);
     let kv_dim = p.n_kv_heads * HEAD_DIM;
     let kv_col = (h / (p.n_heads / p.n_kv_heads)) * HEAD_DIM;
+    let cache0 = r * p.max_len; // the row's cache starts at this cache row
     for (var d = lane; d < HEAD_DIM; d += WG) {
-        q_head[d] = q[p.q_offset + h * HEAD_DIM + d] * p.scale;
+        q_head[d] = q[r * p.q_stride + p.q_offset + h * HEAD_DIM + d] * p.scale;
     }
 
     var o: array<f32, D_PER_LANE>; // o[c] is element lane + c * WG
@@ -71,7 +76,7 @@ fn decode_split(
         var score = NEG_BIG;
         if j < end {
             score = 0.0;
-            let k0 = j * kv_dim + kv_col;
+            let k0 = (cache0 + j) * kv_dim + kv_col;
             for (var d = 0u; d < HEAD_DIM; d++) {
                 score += q_head[d] * k_cache[k0 + d];
             }
@@ -91,7 +96,7 @@ fn decode_split(
         for (var jj = 0u; jj < n; jj++) {
             let weight = exp(scores[jj] - m_new);
             l += weight;
-            let v0 = (j0 + jj) * kv_dim + kv_col;
+            let v0 = (cache0 + j0 + jj) * kv_dim + kv_col;
             for (var c = 0u; c < D_PER_LANE; c++) {
                 let d = lane + c * WG;
                 if d < HEAD_DIM {
@@ -101,7 +106,7 @@ fn decode_split(
         }
         m = m_new;
     }
-    let row = (h * p.n_splits + split) * (HEAD_DIM + 2u);
+    let row = ((r * p.n_heads + h) * p.n_splits + split) * (HEAD_DIM + 2u);
     if lane == 0u {
         partials[row] = m;
         partials[row + 1u] = l;
@@ -115,16 +120,49 @@ fn decode_split(
 }
 
 @compute @workgroup_size(WG)
+fn decode_split(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let workgroup = linear_workgroup(workgroup_id, num_workgroups);
+    let h = workgroup / p.n_splits;
+    if h >= p.n_heads {
+        return; // padding of a 2-D grid: the whole workgroup leaves
+    }
+    split_partial(0u, h, workgroup % p.n_splits, p.kv_len, p.keys_per_split, lane);
+}
+
+@compute @workgroup_size(WG)
+fn decode_split_batch(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let workgroup = linear_workgroup(workgroup_id, num_workgroups);
+    let rh = workgroup / p.n_splits; // r * n_heads + h
+    let r = rh / p.n_heads;
+    if r >= p.rows {
+        return;
+    }
+    // A full sequence (positions[r] = max_len, its row dropped by append_kv_batch) attends over what it holds.
+    let kv_len = min(positions[r] + 1u, p.max_len);
+    // keys_per_split as attention.rs computes it: kv_len over the splits in whole tiles of WG keys.
+    let keys_per_split = (kv_len + p.n_splits - 1u) / p.n_splits;
+    split_partial(r, rh % p.n_heads, workgroup % p.n_splits, kv_len, (keys_per_split + WG - 1u) / WG * WG, lane);
+}
+
+@compute @workgroup_size(WG)
 fn decode_combine(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let h = linear_workgroup(workgroup_id, num_workgroups);
-    if h >= p.n_heads {
+    let rh = linear_workgroup(workgroup_id, num_workgroups); // r * n_heads + h
+    if rh >= p.rows * p.n_heads {
         return;
     }
-    let first_row = h * p.n_splits;
+    let first_row = rh * p.n_splits;
     let width = HEAD_DIM + 2u;
     // Empty splits (l = 0: no keys for this kv_len) have m = NEG_BIG and contribute nothing.
     var m_max = NEG_BIG;
@@ -146,6 +184,6 @@ fn decode_combine(
                 denominator += weight * l_s;
             }
         }
-        out[h * HEAD_DIM + d] = numerator / denominator;
+        out[rh * HEAD_DIM + d] = numerator / denominator; // row r, head h of [rows, n_heads * HEAD_DIM]
     }
 }

@@ -9,11 +9,18 @@
 // Layout: x[t * x_stride + x_offset + ch] (x may be the first C columns of in_proj's [T, 2C] output),
 // state[j * C + ch], weight[ch * K + j] (HF's [C, 1, K]), bias[ch], out[t * C + ch].
 //
-// Two entry points, recorded as two dispatches in this order (the second overwrites what the first reads):
+// A batch (conv_batch) holds one sequence per row instead: row r is one token of sequence r, whose state is
+// state[r * state_stride + j * C + ch]; window_r = state_r ++ x[r], and state_r = window_r[1 .. K].
+//
+// Two entry points for one sequence, recorded as two dispatches in this order (the second overwrites what the
+// first reads):
 // - conv:        one invocation per channel and block of CONV_ROWS rows; grid ceil(T / CONV_ROWS) * ceil(C / WG)
 //                workgroups, linear. Consecutive invocations take consecutive channels: loads and stores coalesce.
 // - conv_state:  one invocation per channel, moving the window's last K-1 rows into the state;
 //                grid ceil(C / WG) workgroups.
+// And one for a batch:
+// - conv_batch:  one invocation per (row, channel), the output and that row's state update together (an
+//                invocation reads and writes only its own sequence's channel); grid ceil(T * C / WG) workgroups.
 
 struct ConvParams {
     t: u32,
@@ -21,7 +28,7 @@ struct ConvParams {
     k: u32,
     x_stride: u32,
     x_offset: u32,
-    _pad0: u32,
+    state_stride: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -30,7 +37,7 @@ struct ConvParams {
 @group(0) @binding(1) var<storage, read> x: array<f32>;              // [T, C] columns of a wider matrix
 @group(0) @binding(2) var<storage, read> weight: array<f32>;         // [C, K]
 @group(0) @binding(3) var<storage, read> bias: array<f32>;           // [C]
-@group(0) @binding(4) var<storage, read_write> state: array<f32>;    // [K-1, C]
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;    // [K-1, C]; a batch's [T, state_stride]
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;      // [>=T, C]
 
 // Row `row` of the window state ++ x, channel `ch`.
@@ -81,5 +88,39 @@ fn conv_state(
     // In place: row j takes window row T + j > j, which this loop has not overwritten yet (T >= 1).
     for (var j = 0u; j + 1u < p.k; j++) {
         state[j * p.c + ch] = window(p.t + j, ch);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn conv_batch(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let e = linear_workgroup(workgroup_id, num_workgroups) * WG + lane; // r * C + ch
+    if e >= p.t * p.c {
+        return;
+    }
+    let r = e / p.c;
+    let ch = e % p.c;
+    let s0 = r * p.state_stride + ch; // state_r[j, ch] at s0 + j * C
+    let x_r = x[r * p.x_stride + p.x_offset + ch];
+    // In the order `conv` sums, so a batch row equals the same token decoded alone.
+    var acc = 0.0;
+    for (var j = 0u; j < p.k; j++) {
+        var win = x_r; // window_r[j]: state_r[j] for j < K-1, then x_r
+        if j + 1u < p.k {
+            win = state[s0 + j * p.c];
+        }
+        acc += weight[ch * p.k + j] * win;
+    }
+    out[r * p.c + ch] = silu(acc + bias[ch]);
+    // state_r = window_r[1 .. K], in place: row j takes row j + 1, read before it is overwritten.
+    for (var j = 0u; j + 1u < p.k; j++) {
+        var next = x_r;
+        if j + 2u < p.k {
+            next = state[s0 + (j + 1u) * p.c];
+        }
+        state[s0 + j * p.c] = next;
     }
 }

@@ -27,6 +27,9 @@
 // - chunk_carry:   (2) one invocation per (n, ch), serial over the chunks: replaces chunk_h[k] by the state
 //                  entering chunk k and writes the final state. Grid: ceil(N * I / WG) workgroups.
 // - chunk_output:  (3) per chunk in parallel, from the state entering it: the outputs. Grid as (1).
+// - scan_batch:    a batch's decode step: row r is one token of sequence r, advanced from and back to that
+//                  sequence's state, state[r * state_stride + ch * N + n]. Grid: T * ceil(I / WG) workgroups,
+//                  linear (workgroup = r * ceil(I / WG) + channel group).
 
 struct ScanParams {
     t: u32,
@@ -41,6 +44,10 @@ struct ScanParams {
     b_offset: u32,
     c_stride: u32,
     c_offset: u32,
+    state_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ScanParams;
@@ -52,7 +59,7 @@ struct ScanParams {
 @group(0) @binding(6) var<storage, read> c: array<f32>;                   // [T, N] columns
 @group(0) @binding(7) var<storage, read> d: array<f32>;                   // [I]
 @group(0) @binding(8) var<storage, read> z: array<f32>;                   // [T, I] columns
-@group(0) @binding(9) var<storage, read_write> state: array<f32>;         // [I, N]
+@group(0) @binding(9) var<storage, read_write> state: array<f32>;         // [I, N]; a batch's [T, state_stride]
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;          // [>=T, I]
 @group(0) @binding(11) var<storage, read_write> chunk_h: array<f32>;      // [chunks, N, I]
 @group(0) @binding(12) var<storage, read_write> chunk_delta: array<f32>;  // [chunks, I]
@@ -126,26 +133,45 @@ fn advance(
     return delta_sum;
 }
 
+// Rows [t_begin, t_end) of channel `ch`, from and back to the state at state[s0 + ch * N ..].
+fn scan_rows(ch: u32, lane: u32, t_begin: u32, t_end: u32, s0: u32) {
+    let live = ch < p.i;
+    var h: array<f32, MAX_D_STATE>;
+    if live {
+        for (var n = 0u; n < D_STATE; n++) {
+            h[n] = state[s0 + ch * D_STATE + n];
+        }
+    }
+    advance(ch, live, lane, t_begin, t_end, true, &h);
+    if live {
+        for (var n = 0u; n < D_STATE; n++) {
+            state[s0 + ch * D_STATE + n] = h[n];
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn scan_steps(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let ch = linear_workgroup(workgroup_id, num_workgroups) * WG + lane;
-    let live = ch < p.i;
-    var h: array<f32, MAX_D_STATE>;
-    if live {
-        for (var n = 0u; n < D_STATE; n++) {
-            h[n] = state[ch * D_STATE + n];
-        }
+    scan_rows(linear_workgroup(workgroup_id, num_workgroups) * WG + lane, lane, 0u, p.t, 0u);
+}
+
+@compute @workgroup_size(WG)
+fn scan_batch(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let groups_per_row = (p.i + WG - 1u) / WG;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let r = g / groups_per_row;
+    if r >= p.t {
+        return; // padding of a 2-D grid: the whole workgroup leaves
     }
-    advance(ch, live, lane, 0u, p.t, true, &h);
-    if live {
-        for (var n = 0u; n < D_STATE; n++) {
-            state[ch * D_STATE + n] = h[n];
-        }
-    }
+    scan_rows((g % groups_per_row) * WG + lane, lane, r, r + 1u, r * p.state_stride);
 }
 
 // The chunk and channel of an invocation of chunk_local / chunk_output, and the chunk's rows.

@@ -93,6 +93,9 @@ pub struct ModelBenchOptions {
     pub chunk: usize,
     pub warmup: usize,
     pub runs: usize,
+    /// Sequences decoded together (a [`Batch`](crate::model::Batch) when above 1), each prefilled with its own
+    /// prompt of `prompt_len` tokens and decoding `gen_len` tokens.
+    pub batch: usize,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -101,65 +104,142 @@ pub struct ModelBench {
     pub backend: String,
     pub prompt_len: usize,
     pub gen_len: usize,
+    pub batch: usize,
     pub runs: usize,
-    /// Median over runs.
+    /// Median over runs; prefill and decode rates count the tokens of every sequence of the batch.
     pub prefill_tokens_per_s: f64,
+    /// Until every sequence's first token is known.
     pub time_to_first_token_ms: f64,
     pub decode_tokens_per_s: f64,
     /// CPU time to write a decode step's parameters, encode its pass and submit it (no waiting).
     pub host_us_per_decode_step: f64,
     pub dispatches_per_decode_step: usize,
     pub weight_bytes: u64,
-    /// Bytes a decode step must read: the weights it uses (only top-k of the experts) and the state.
+    /// Bytes a decode step must read: the weights it uses (the experts that B x top-k uniform choices are
+    /// expected to touch) and the state of every sequence.
     pub decode_bytes_per_token: u64,
     pub decode_gb_per_s: f64,
     /// A streaming kernel's bandwidth on this adapter, the decode roofline.
     pub copy_gb_per_s: f64,
     pub peak_gpu_bytes: u64,
-    /// GPU time per kernel family for one decode step (timestamp queries), when the adapter has them.
+    /// GPU time per kernel family for one decode step (timestamp queries), when the adapter has them (not for
+    /// a model that streams its experts).
     pub decode_kernel_ms: Vec<(String, f64)>,
+    /// Expert streaming during the last timed run (prefill and decode), when the model streams its experts.
+    pub streaming: Option<crate::model::StreamingStats>,
 }
 
-/// Runs prefill of `prompt_len` pseudo-random tokens and `gen_len` greedy decode steps, `warmup` + `runs` times.
+/// A session, or a batch of several, as `bench_model` drives them.
+enum Sequences<'m> {
+    One(crate::Session<'m>),
+    Batch(crate::Batch<'m>),
+}
+
+impl Sequences<'_> {
+    fn open<'m>(model: &'m Model, o: &ModelBenchOptions) -> crate::Result<Sequences<'m>> {
+        let options = SessionOptions { max_len: o.prompt_len + o.gen_len + 1, chunk: o.chunk };
+        Ok(match o.batch {
+            1 => Sequences::One(model.session(options)?),
+            b => Sequences::Batch(model.batch(b, options)?),
+        })
+    }
+
+    /// Feeds each sequence its prompt; returns the first greedy tokens.
+    fn prefill(&mut self, prompts: &[Vec<u32>]) -> crate::Result<Vec<u32>> {
+        match self {
+            Sequences::One(s) => {
+                s.feed(&prompts[0])?;
+                Ok(vec![s.greedy_token()?])
+            }
+            Sequences::Batch(b) => {
+                for (seq, prompt) in prompts.iter().enumerate() {
+                    b.prefill(seq, prompt)?;
+                }
+                b.greedy_tokens()
+            }
+        }
+    }
+
+    /// Submits one decode step (no waiting).
+    fn step(&mut self, tokens: &[u32]) -> crate::Result<()> {
+        match self {
+            Sequences::One(s) => s.feed(tokens),
+            Sequences::Batch(b) => b.step(tokens),
+        }
+    }
+
+    fn greedy(&self) -> crate::Result<Vec<u32>> {
+        match self {
+            Sequences::One(s) => Ok(vec![s.greedy_token()?]),
+            Sequences::Batch(b) => b.greedy_tokens(),
+        }
+    }
+
+    fn streaming_stats(&self) -> Option<crate::model::StreamingStats> {
+        match self {
+            Sequences::One(s) => s.streaming_stats(),
+            Sequences::Batch(_) => None,
+        }
+    }
+
+    fn profile_step(&mut self, tokens: &[u32]) -> crate::Result<Vec<(String, Duration)>> {
+        match self {
+            Sequences::One(s) => s.profile_step(tokens[0]),
+            Sequences::Batch(b) => b.profile_step(tokens),
+        }
+    }
+}
+
+/// Runs prefill of `prompt_len` pseudo-random tokens and `gen_len` greedy decode steps for each of `batch`
+/// sequences, `warmup` + `runs` times.
 pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelBench> {
     let ctx = model.context();
     let cfg = model.config();
-    let prompt: Vec<u32> = (0..o.prompt_len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % cfg.vocab_size as u32).collect();
-    let options = SessionOptions { max_len: o.prompt_len + o.gen_len + 1, chunk: o.chunk };
+    let b = o.batch.max(1);
+    let o = &ModelBenchOptions { batch: b, ..o.clone() };
+    let prompts: Vec<Vec<u32>> = (0..b as u32)
+        .map(|s| {
+            let token = |i: u32| (i.wrapping_add(s * 7919).wrapping_mul(2_654_435_761) >> 7) % cfg.vocab_size as u32;
+            (0..o.prompt_len as u32).map(token).collect()
+        })
+        .collect();
     let (mut prefill, mut decode, mut host) = (Vec::new(), Vec::new(), Vec::new());
     let mut dispatches = 0;
+    let mut streaming = None;
+    // A streamed model's decode step is several plans with readbacks between them: not profiled.
+    let profile = ctx.features().timestamps && model.streaming_stats().is_none();
     for run in 0..o.warmup + o.runs.max(1) {
-        let mut session = model.session(options)?;
+        let mut sequences = Sequences::open(model, o)?;
         let start = Instant::now();
-        session.feed(&prompt)?;
-        let mut token = session.greedy_token()?;
+        let mut tokens = sequences.prefill(&prompts)?;
         let ttft = start.elapsed();
         let start = Instant::now();
         let mut host_time = Duration::ZERO;
         for _ in 1..o.gen_len {
             let submit = Instant::now();
-            session.feed(&[token])?;
+            sequences.step(&tokens)?;
             host_time += submit.elapsed();
-            token = session.greedy_token()?;
+            tokens = sequences.greedy()?;
         }
         if run >= o.warmup {
             prefill.push(ttft);
             decode.push(start.elapsed());
             host.push(host_time / o.gen_len.saturating_sub(1).max(1) as u32);
+            streaming = sequences.streaming_stats();
         }
-        if run == 0 && ctx.features().timestamps {
-            dispatches = session.profile_step(token)?.len();
+        if run == 0 && profile {
+            dispatches = sequences.profile_step(&tokens)?.len();
         }
     }
     let median = |v: Vec<Duration>| Timing::of(v).median.as_secs_f64();
     let (prefill_s, decode_s) = (median(prefill), median(decode));
-    let decode_tokens_per_s = o.gen_len.saturating_sub(1) as f64 / decode_s.max(1e-9);
+    let decode_tokens_per_s = (b * o.gen_len.saturating_sub(1)) as f64 / decode_s.max(1e-9);
 
     let mut families: Vec<(String, f64)> = Vec::new();
-    if ctx.features().timestamps {
-        let mut session = model.session(options)?;
-        session.feed(&prompt)?;
-        for (kernel, time) in session.profile_step(session.greedy_token()?)? {
+    if profile {
+        let mut sequences = Sequences::open(model, o)?;
+        let tokens = sequences.prefill(&prompts)?;
+        for (kernel, time) in sequences.profile_step(&tokens)? {
             let family = kernel.split("::").next().unwrap_or(&kernel).to_string();
             match families.iter_mut().find(|(f, _)| *f == family) {
                 Some((_, ms)) => *ms += time.as_secs_f64() * 1e3,
@@ -168,29 +248,31 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         }
         families.sort_by(|a, b| b.1.total_cmp(&a.1));
     }
-    let (weight_bytes, decode_bytes) = decode_bytes(model, o.prompt_len + o.gen_len / 2);
+    let (weight_bytes, decode_bytes) = decode_bytes(model, o.prompt_len + o.gen_len / 2, b);
     Ok(ModelBench {
         adapter: ctx.info().name.clone(),
         backend: format!("{:?}", ctx.info().backend),
         prompt_len: o.prompt_len,
         gen_len: o.gen_len,
+        batch: b,
         runs: o.runs,
-        prefill_tokens_per_s: o.prompt_len as f64 / prefill_s.max(1e-9),
+        prefill_tokens_per_s: (b * o.prompt_len) as f64 / prefill_s.max(1e-9),
         time_to_first_token_ms: prefill_s * 1e3,
         decode_tokens_per_s,
         host_us_per_decode_step: median(host) * 1e6,
         dispatches_per_decode_step: dispatches,
         weight_bytes,
         decode_bytes_per_token: decode_bytes,
-        decode_gb_per_s: decode_bytes as f64 * decode_tokens_per_s / 1e9,
+        decode_gb_per_s: decode_bytes as f64 * decode_tokens_per_s / b as f64 / 1e9,
         copy_gb_per_s: copy_bandwidth(ctx)?,
         peak_gpu_bytes: ctx.memory().1,
         decode_kernel_ms: families,
+        streaming,
     })
 }
 
-/// (all weight bytes, bytes a decode step reads at context `kv_len`).
-fn decode_bytes(model: &Model, kv_len: usize) -> (u64, u64) {
+/// (all weight bytes, bytes a decode step of `batch` sequences reads at context `kv_len`).
+fn decode_bytes(model: &Model, kv_len: usize, batch: usize) -> (u64, u64) {
     let cfg = model.config();
     let w = model.weights();
     let (mut all, mut read, mut state_read) = (0u64, 0u64, 0u64);
@@ -215,17 +297,23 @@ fn decode_bytes(model: &Model, kv_len: usize) -> (u64, u64) {
             FfnWeights::Dense { gate, up, down } => count(gate.size_bytes() + up.size_bytes() + down.size_bytes(), 1.0),
             FfnWeights::Moe { router, experts } => {
                 count(router.size_bytes(), 1.0);
-                let bytes: u64 = experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum();
-                count(bytes, cfg.num_experts_per_tok as f64 / cfg.num_experts as f64);
+                let bytes: u64 = match model.streaming_stats() {
+                    // Streamed: the pool holds them in turn.
+                    Some(stream) => stream.expert_bytes * cfg.num_experts as u64,
+                    None => experts.iter().map(|s| s.gate.size_bytes() + s.up.size_bytes() + s.down.size_bytes()).sum(),
+                };
+                // The share of experts that batch x top_k uniform choices touch at least once.
+                let missed = 1.0 - cfg.num_experts_per_tok as f64 / cfg.num_experts as f64;
+                count(bytes, 1.0 - missed.powi(batch as i32));
             }
         }
     }
-    count(w.embed_tokens.size_bytes(), 1.0 / cfg.vocab_size as f64);
+    count(w.embed_tokens.size_bytes(), batch as f64 / cfg.vocab_size as f64);
     match &w.lm_head {
         Some(head) => count(head.size_bytes(), 1.0),
-        None => state_read += w.embed_tokens.size_bytes(),
+        None => read += w.embed_tokens.size_bytes(),
     }
-    (all, read + state_read)
+    (all, read + batch as u64 * state_read)
 }
 
 /// GB/s of a kernel that reads two buffers and writes one (the residual add), over buffers of up to 64 MiB.

@@ -60,6 +60,10 @@ pub enum Error {
     /// A request that cannot be served: an out-of-range token id, an empty or too-long prompt, ...
     #[error("invalid input: {0}")]
     Input(String),
+
+    /// A model that cannot run within the GPU memory it was given (`--gpu-memory`): what it needs at least.
+    #[error("GPU memory budget of {budget} bytes is too small: {what} need {need} bytes")]
+    MemoryBudget { budget: u64, need: u64, what: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

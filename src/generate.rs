@@ -21,6 +21,10 @@ pub trait Forward {
     fn greedy_token(&mut self) -> Result<u32>;
     /// The logits of the last fed token: [vocab].
     fn last_logits(&mut self) -> Result<Vec<f32>>;
+    /// What expert streaming did so far, for a GPU session whose model streams its experts.
+    fn streaming_stats(&self) -> Option<crate::model::StreamingStats> {
+        None
+    }
 }
 
 impl Forward for crate::model::Session<'_> {
@@ -41,6 +45,9 @@ impl Forward for crate::model::Session<'_> {
     }
     fn last_logits(&mut self) -> Result<Vec<f32>> {
         crate::model::Session::last_logits(self)
+    }
+    fn streaming_stats(&self) -> Option<crate::model::StreamingStats> {
+        crate::model::Session::streaming_stats(self)
     }
 }
 
@@ -135,6 +142,8 @@ pub struct Timings {
     pub prefill: Duration,
     pub generated_tokens: usize,
     pub decode: Duration,
+    /// Expert streaming over the whole generation (prompt and generated tokens), when the model streams.
+    pub streaming: Option<crate::model::StreamingStats>,
 }
 
 impl Timings {
@@ -185,6 +194,7 @@ pub fn generate<'f, 't, F: Forward>(
     };
     let first = generation.choose()?;
     generation.timings.prefill = start.elapsed();
+    generation.timings.streaming = generation.forward.streaming_stats();
     generation.pending = Some(first);
     Ok(generation)
 }
@@ -233,6 +243,7 @@ impl<F: Forward> Generation<'_, '_, F> {
                 self.forward.feed(&[last])?;
                 let id = self.choose()?;
                 self.timings.decode += start.elapsed();
+                self.timings.streaming = self.forward.streaming_stats();
                 id
             }
         };

@@ -295,3 +295,87 @@ fn attention_append_replayed_past_the_cache_end_writes_nothing() {
     want.extend(seq.columns(0..1, s.q_dim(), s.kv_dim()));
     assert_eq!(ctx.read_f32(&seq.k_cache).unwrap(), want);
 }
+
+/// A batch's decode step: sequence r's token appended at its own position of its own cache ([B, max_len, kv_dim])
+/// and attended over it, the positions read from a u32 [B] buffer, the plan replayed unchanged for 3 steps. Rows past
+/// each sequence's length hold large values that would dominate any softmax that read them.
+#[test]
+fn attention_batch_decode_matches_reference_per_row() {
+    let Some(ctx) = gpu() else { return };
+    // (shape, each sequence's tokens before the steps, cache rows): 1 key, a cache's last row, several splits.
+    let cases: [(AttentionShape, &[usize], usize); 4] = [
+        (shape(4, 2, 16), &[1, 70, 300], 320),
+        (shape(4, 2, 16), &[1, 1500, 3], 2000), // 8 splits, most of them empty for two of the rows
+        (shape(6, 1, 24), &[5, 1, 64, 257], 260),
+        (shape(2, 2, 128), &[33, 0, 9, 12, 1, 2, 100, 7, 64], 128),
+    ];
+    for (n, &(s, lens, max_len)) in cases.iter().enumerate() {
+        let steps = 3;
+        let b = lens.len();
+        let seqs: Vec<Sequence> =
+            lens.iter().enumerate().map(|(r, &len)| Sequence::new(ctx, s, len + steps, 1, 700 + (10 * n + r) as u64)).collect();
+        let kv_dim = s.kv_dim();
+        let (mut k_host, mut v_host) = (vec![1e3f32; b * max_len * kv_dim], vec![1e3f32; b * max_len * kv_dim]);
+        for (r, (seq, &len)) in seqs.iter().zip(lens).enumerate() {
+            k_host[r * max_len * kv_dim..][..len * kv_dim].copy_from_slice(&seq.columns(0..len, s.q_dim(), kv_dim));
+            v_host[r * max_len * kv_dim..][..len * kv_dim].copy_from_slice(&seq.columns(0..len, s.q_dim() + kv_dim, kv_dim));
+        }
+        let k_cache = ctx.upload_f32("batch k_cache", &[b, max_len, kv_dim], &k_host).unwrap();
+        let v_cache = ctx.upload_f32("batch v_cache", &[b, max_len, kv_dim], &v_host).unwrap();
+        let positions = ctx.zeros("positions", &[b], DType::U32).unwrap();
+        let width = Sequence::width(s);
+        let qkv = ctx.zeros("qkv step", &[b, width], DType::F32).unwrap();
+        let [q, k, v] = seqs[0].split(&qkv);
+        let scratch = DecodeScratch::batched(ctx, s, max_len, b).unwrap();
+        let out = ctx.zeros("out", &[b, s.q_dim()], DType::F32).unwrap();
+        let mut g = Graph::new(ctx);
+        attention::append_kv_batch(&mut g, k, v, &k_cache, &v_cache, &positions).unwrap();
+        attention::decode_batch(&mut g, q, &k_cache, &v_cache, &positions, s, &scratch, &out).unwrap();
+        let plan = g.build().unwrap();
+        let mut worst = 0.0f32;
+        for step in 0..steps {
+            let pos: Vec<u32> = lens.iter().map(|&len| (len + step) as u32).collect();
+            let rows: Vec<f32> = seqs.iter().zip(&pos).flat_map(|(seq, &p)| seq.columns(p as usize..p as usize + 1, 0, width)).collect();
+            ctx.write(&qkv, bytemuck::cast_slice(&rows)).unwrap();
+            ctx.write(&positions, bytemuck::cast_slice(&pos)).unwrap();
+            plan.run(ctx).unwrap();
+            let got = ctx.read_f32(&out).unwrap();
+            for (r, (seq, &p)) in seqs.iter().zip(&pos).enumerate() {
+                let what = format!("batch decode {s:?} row {r} at position {p} of {max_len}, step {step}");
+                let row = &got[r * s.q_dim()..][..s.q_dim()];
+                worst = worst.max(check(&what, row, &seq.reference(p as usize..p as usize + 1)));
+            }
+        }
+        eprintln!("batch decode {s:?} lengths {lens:?} + {steps} steps ({} splits): max |diff| {worst:e}", scratch.n_splits());
+    }
+}
+
+#[test]
+fn attention_batch_bad_shapes_are_typed_errors() {
+    let Some(ctx) = gpu() else { return };
+    let s = shape(4, 2, 16);
+    let (b, max_len) = (3, 8);
+    let z = |shape: &[usize]| ctx.zeros("t", shape, DType::F32).unwrap();
+    let (k_cache, v_cache, out) = (z(&[b, max_len, s.kv_dim()]), z(&[b, max_len, s.kv_dim()]), z(&[b, s.q_dim()]));
+    let qkv = z(&[b, Sequence::width(s)]);
+    let seq = Sequence::new(ctx, s, 1, 1, 800);
+    let [q, k, v] = seq.split(&qkv);
+    let positions = ctx.zeros("positions", &[b], DType::U32).unwrap();
+    let scratch = DecodeScratch::batched(ctx, s, max_len, b).unwrap();
+    let mut g = Graph::new(ctx);
+    attention::append_kv_batch(&mut g, k, v, &k_cache, &v_cache, &positions).unwrap();
+    attention::decode_batch(&mut g, q, &k_cache, &v_cache, &positions, s, &scratch, &out).unwrap();
+    let shape_error = |r: Result<(), Error>, needle: &str| {
+        let e = r.expect_err(needle);
+        assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains(needle), "{e}");
+    };
+    let (short_positions, float_positions) = (ctx.zeros("p2", &[b - 1], DType::U32).unwrap(), z(&[b]));
+    let flat = z(&[b * max_len, s.kv_dim()]);
+    shape_error(attention::append_kv_batch(&mut g, k, v, &flat, &flat, &positions).map(drop), "expected [B, max_len, 32]");
+    shape_error(attention::append_kv_batch(&mut g, k.rows(2).unwrap(), v, &k_cache, &v_cache, &positions).map(drop), "3 sequences");
+    shape_error(attention::append_kv_batch(&mut g, k, v, &k_cache, &v_cache, &short_positions).map(drop), "expected [3]");
+    shape_error(attention::decode_batch(&mut g, q, &k_cache, &v_cache, &float_positions, s, &scratch, &out), "F32");
+    let small = DecodeScratch::batched(ctx, s, max_len, b - 1).unwrap();
+    shape_error(attention::decode_batch(&mut g, q, &k_cache, &v_cache, &positions, s, &small, &out), "made for 2 rows");
+    shape_error(attention::decode_batch(&mut g, q, &k_cache, &v_cache, &positions, s, &scratch, &z(&[b - 1, s.q_dim()])), "expected [>= 3");
+}

@@ -323,3 +323,123 @@ fn scan_rejects_bad_shapes() {
         assert!(matches!(e, Error::Shape { .. }), "{what}: {e}");
     }
 }
+
+// ---- a batch's decode step: row r is one token of sequence r, advancing that sequence's state slot ----
+
+/// B states of `len` elements each in slots of `len + PAD`, the padding set to a sentinel the kernels must not
+/// touch, as a [B, len + PAD] tensor.
+const PAD: usize = 5;
+const SENTINEL: f32 = 7.0;
+
+fn upload_slots(ctx: &Context, label: &str, states: &[Vec<f32>]) -> Tensor {
+    let len = states[0].len();
+    let padded: Vec<f32> = states.iter().flat_map(|s| s.iter().copied().chain([SENTINEL; PAD])).collect();
+    ctx.upload_f32(label, &[states.len(), len + PAD], &padded).unwrap()
+}
+
+/// Reads back a [B, len + PAD] slot tensor: each slot's state, after checking its padding is untouched.
+fn read_slots(ctx: &Context, slots: &Tensor, len: usize) -> Vec<Vec<f32>> {
+    let all = ctx.read_f32(slots).unwrap();
+    all.chunks(len + PAD)
+        .map(|slot| {
+            assert_eq!(slot[len..], [SENTINEL; PAD], "a slot's padding was written");
+            slot[..len].to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn conv_batch_matches_reference_per_row() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(12);
+    let mut worst = 0.0f32;
+    for &(b, c, k) in &[(1, 24, 4), (5, 40, 4), (3, 24, 2), (4, 40, 3), (2, 8, 1), (9, 70, 4)] {
+        let (weight, bias) = (rng.vec(c * k, 0.5), rng.vec(c, 0.5));
+        let weight_gpu = ctx.upload_f32("conv weight", &[c, k], &weight).unwrap();
+        let bias_gpu = ctx.upload_f32("conv bias", &[c], &bias).unwrap();
+        let mut states: Vec<Vec<f32>> = (0..b).map(|_| rng.vec((k - 1) * c, 1.0)).collect();
+        let state_gpu = upload_slots(ctx, "batch conv state", &states);
+        // Steps in a row: each row's state must carry to the next step.
+        for step in 0..3 {
+            let in_proj = rng.vec(b * 2 * c, 1.0); // [B, 2C]: row r is sequence r's token
+            let in_proj_gpu = ctx.upload_f32("in_proj out", &[b, 2 * c], &in_proj).unwrap();
+            let out = ctx.zeros("conv out", &[b + 1, c], DType::F32).unwrap();
+            let mut g = Graph::new(ctx);
+            let xs = Cols::slice(&in_proj_gpu, 0, c).unwrap();
+            conv1d::causal_conv1d_silu_batch(&mut g, xs, &state_gpu, &weight_gpu, &bias_gpu, &out).unwrap();
+            g.run().unwrap();
+            let got = ctx.read_f32(&out).unwrap();
+            for (r, state) in states.iter_mut().enumerate() {
+                let x_r = &in_proj[r * 2 * c..][..c];
+                let want = reference::conv1d::causal_conv1d_silu(x_r, state, &weight, &bias, 1, c, k);
+                let what = format!("conv batch B={b} C={c} K={k} step {step} row {r}");
+                assert_close(&what, &got[r * c..][..c], &want, 1e-6, 1e-5);
+                worst = worst.max(max_diff(&got[r * c..][..c], &want));
+            }
+            // The state is a copy of inputs: exact.
+            assert_eq!(read_slots(ctx, &state_gpu, (k - 1) * c), states, "conv batch B={b} K={k} step {step}: states");
+        }
+    }
+    eprintln!("conv batch: max |out - reference| = {worst:e}");
+}
+
+#[test]
+fn scan_batch_matches_reference_per_row() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(22);
+    let (mut worst_out, mut worst_state) = (0.0f32, 0.0f32);
+    for &(b, i, n) in &[(1, 24, 4), (3, 40, 16), (5, 24, 8), (2, 70, 32), (9, 40, 16)] {
+        let ssm = Ssm::new(ctx, &mut rng, i, n); // one layer's weights, shared by the sequences
+        let r_dt = ssm.r;
+        let mut states: Vec<Vec<f32>> = (0..b).map(|_| rng.vec(i * n, 1.0)).collect();
+        let state_gpu = upload_slots(ctx, "batch ssm state", &states);
+        let scratch = ScanScratch::new(ctx, b, i, n).unwrap();
+        for step in 0..2 {
+            let x = rng.vec(b * i, 1.0); // [B, I]
+            let dt = rng.vec(b * i, 1.0); // [B, I]
+            let x_proj = rng.vec(b * (r_dt + 2 * n), 1.0); // [B, R + 2N]
+            let in_proj = rng.vec(b * 2 * i, 2.0); // [B, 2I]
+            let x_gpu = ctx.upload_f32("x", &[b, i], &x).unwrap();
+            let dt_gpu = ctx.upload_f32("dt", &[b, i], &dt).unwrap();
+            let x_proj_gpu = ctx.upload_f32("x_proj out", &[b, r_dt + 2 * n], &x_proj).unwrap();
+            let in_proj_gpu = ctx.upload_f32("in_proj out", &[b, 2 * i], &in_proj).unwrap();
+            let out = ctx.zeros("scan out", &[b, i], DType::F32).unwrap();
+            let b_cols = Cols::slice(&x_proj_gpu, r_dt, n).unwrap();
+            let c_cols = Cols::slice(&x_proj_gpu, r_dt + n, n).unwrap();
+            let z_cols = Cols::slice(&in_proj_gpu, i, i).unwrap();
+            let mut g = Graph::new(ctx);
+            let (dt_bias, a_log, d) = (&ssm.dt_bias_gpu, &ssm.a_log_gpu, &ssm.d_gpu);
+            selective_scan_with(
+                &mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, d, z_cols, &state_gpu, &scratch, &out,
+                ScanPath::Batch,
+            )
+            .unwrap();
+            g.run().unwrap();
+            let got = ctx.read_f32(&out).unwrap();
+            let got_states = read_slots(ctx, &state_gpu, i * n);
+            for (r, state) in states.iter_mut().enumerate() {
+                let row = |m: &[f32], cols: usize, offset: usize, width: usize| m[r * cols + offset..][..width].to_vec();
+                let (b_r, c_r) = (row(&x_proj, r_dt + 2 * n, r_dt, n), row(&x_proj, r_dt + 2 * n, r_dt + n, n));
+                let want = reference::ssm::selective_scan(
+                    &row(&x, i, 0, i),
+                    &row(&dt, i, 0, i),
+                    &ssm.dt_bias,
+                    &ssm.a_log,
+                    &b_r,
+                    &c_r,
+                    &ssm.d,
+                    &row(&in_proj, 2 * i, i, i),
+                    state,
+                    1,
+                    i,
+                    n,
+                );
+                let what = format!("scan batch B={b} I={i} N={n} step {step} row {r}");
+                worst_out = worst_out.max(check_out(&what, &got[r * i..][..i], &want));
+                assert_close(&format!("{what}: state"), &got_states[r], state, 1e-5, 2e-4);
+                worst_state = worst_state.max(max_diff(&got_states[r], state));
+            }
+        }
+    }
+    eprintln!("scan batch: max |out - reference| = {worst_out:e}, max |state - reference| = {worst_state:e}");
+}

@@ -201,7 +201,7 @@ const Q8: QuantFormat = QuantFormat::Q8;
 const Q4: QuantFormat = QuantFormat::Q4 { group: Q4Group::G32, min: false };
 
 fn load(ctx: &Arc<jamba_wgpu::gpu::Context>, dir: &std::path::Path, quantize: Option<Quantization>) -> Result<Model> {
-    Ok(Model::load(ctx.clone(), dir, &LoadOptions { progress: false, quantize })?)
+    Ok(Model::load(ctx.clone(), dir, &LoadOptions { progress: false, quantize, ..Default::default() })?)
 }
 
 fn all_logits(model: &Model, ids: &[u32]) -> Result<Vec<f32>> {

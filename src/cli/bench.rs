@@ -11,7 +11,7 @@ use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::gpu::DType;
 use jamba_wgpu::{LoadOptions, Model};
 
-use super::{FormatArg, GpuArgs, ModelArgs, QuantArgs};
+use super::{FormatArg, GpuArgs, MemoryArgs, ModelArgs, QuantArgs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -33,7 +33,7 @@ pub struct BenchArgs {
     /// Most prompt tokens per prefill pass.
     #[arg(long, default_value_t = 256)]
     pub chunk: usize,
-    /// Sequences per batch (only 1 is implemented).
+    /// Sequences decoded together, one token each per step (each with its own prompt of --prompt-len tokens).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Timed runs after one warm-up; the median is reported.
@@ -47,12 +47,17 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub quant: QuantArgs,
     #[command(flatten)]
+    pub memory: MemoryArgs,
+    #[command(flatten)]
     pub gpu: GpuArgs,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.batch != 1 {
-        bail!("--batch {}: batched decoding is not implemented yet; only --batch 1", args.batch);
+    if args.batch == 0 {
+        bail!("--batch 0: a batch needs at least one sequence");
+    }
+    if args.random_weights && args.memory.gpu_memory.is_some() {
+        bail!("--gpu-memory streams experts from a checkpoint; random weights have none");
     }
     let ctx = Arc::new(args.gpu.context()?);
     let model = match (&args.config, args.random_weights) {
@@ -70,10 +75,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         (None, _) => {
             let (cfg, checkpoint, tokenizer) = args.model.open()?;
             let quantize = args.quant.quantization(args.quantize)?;
-            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json, quantize })?
+            let gpu_memory = args.memory.weights_budget(&cfg, args.prompt_len + args.gen_len.max(2) + 1)?;
+            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, ..Default::default() };
+            Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?
         }
     };
-    let options = ModelBenchOptions { prompt_len: args.prompt_len, gen_len: args.gen_len.max(2), chunk: args.chunk, warmup: 1, runs: args.runs };
+    let options = ModelBenchOptions {
+        prompt_len: args.prompt_len,
+        gen_len: args.gen_len.max(2),
+        chunk: args.chunk,
+        warmup: 1,
+        runs: args.runs,
+        batch: args.batch,
+    };
     let b = bench_model(&model, &options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&b)?);
@@ -82,8 +96,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
     println!("adapter:   {} ({})", b.adapter, b.backend);
     println!("weights:   {:.3} GiB; peak GPU memory {:.3} GiB", gib(b.weight_bytes), gib(b.peak_gpu_bytes));
-    println!("prefill:   {} tokens at {:.1} tokens/s (time to first token {:.1} ms)", b.prompt_len, b.prefill_tokens_per_s, b.time_to_first_token_ms);
-    println!("decode:    {} tokens at {:.2} tokens/s", b.gen_len, b.decode_tokens_per_s);
+    let per = if b.batch > 1 { format!(" x {} sequences", b.batch) } else { String::new() };
+    println!("prefill:   {} tokens{per} at {:.1} tokens/s (time to first token {:.1} ms)", b.prompt_len, b.prefill_tokens_per_s, b.time_to_first_token_ms);
+    println!("decode:    {} tokens{per} at {:.2} tokens/s", b.gen_len, b.decode_tokens_per_s);
     println!(
         "roofline:  a decode step reads {:.1} MiB: {:.2} GB/s achieved vs {:.2} GB/s streaming ({:.0}%)",
         b.decode_bytes_per_token as f64 / (1 << 20) as f64,
@@ -91,6 +106,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         b.copy_gb_per_s,
         100.0 * b.decode_gb_per_s / b.copy_gb_per_s.max(1e-9)
     );
+    if let Some(s) = &b.streaming {
+        println!(
+            "streaming: {} expert slots; per token {:.2} hits, {:.2} misses, {:.1} KiB uploaded",
+            s.slots,
+            s.hits_per_token(),
+            s.misses_per_token(),
+            s.bytes_per_token() / 1024.0
+        );
+    }
     println!("host:      {:.1} us to encode and submit a decode step ({} dispatches)", b.host_us_per_decode_step, b.dispatches_per_decode_step);
     if !b.decode_kernel_ms.is_empty() {
         println!("decode step GPU time by kernel family (timestamps, one dispatch per pass):");

@@ -1,11 +1,11 @@
 //! `jamba-wgpu info`: what the GPU is and allows; with --model, what the model would take on it.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use jamba_wgpu::gpu::DType;
 use jamba_wgpu::model::footprint::footprint;
 
-use super::{FormatArg, GpuArgs, ModelArgs, QuantArgs};
+use super::{parse_size, FormatArg, GpuArgs, ModelArgs, QuantArgs};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -81,7 +81,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
     }
     match &args.gpu_memory {
         Some(size) => {
-            let memory = parse_size(size)?;
+            let memory = parse_size("--gpu-memory", size)?;
             let verdict = if f.total_bytes() <= memory { "fits" } else { "does NOT fit" };
             println!("{:.3} GiB {verdict} in --gpu-memory {size} ({:.3} GiB)", gib(f.total_bytes()), gib(memory));
         }
@@ -90,26 +90,4 @@ pub fn run(args: InfoArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// "80G", "24GiB", "512M", "1.5T", or a plain number of bytes.
-fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim().to_ascii_uppercase();
-    let t = t.trim_end_matches("IB").trim_end_matches('B');
-    let (number, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => (&t[..i], &t[i..]),
-        None => (t, ""),
-    };
-    let scale: u64 = match unit {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => bail!("--gpu-memory {text}: expected a size such as 80G, 24GiB or 512M"),
-    };
-    match number.trim().parse::<f64>() {
-        Ok(n) if n > 0.0 => Ok((n * scale as f64) as u64),
-        _ => bail!("--gpu-memory {text}: expected a size such as 80G, 24GiB or 512M"),
-    }
 }

@@ -138,3 +138,51 @@ impl QuantArgs {
         Ok(Some(Quantization { format, scope }))
     }
 }
+
+/// `--gpu-memory`, shared by the subcommands that load a model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MemoryArgs {
+    /// GPU memory for the model and one sequence's KV cache and state, e.g. 24GiB, 80G, 512MiB or bytes (wgpu
+    /// does not report the adapter's memory; default: no limit). Experts that do not fit stay in the
+    /// memory-mapped checkpoint and are streamed through a pool of GPU slots as the router picks them.
+    #[arg(long)]
+    pub gpu_memory: Option<String>,
+}
+
+impl MemoryArgs {
+    /// The budget for the weights: --gpu-memory less the KV cache and state of a `context`-token sequence.
+    pub fn weights_budget(&self, cfg: &JambaConfig, context: usize) -> anyhow::Result<Option<u64>> {
+        let Some(text) = &self.gpu_memory else { return Ok(None) };
+        let total = parse_size("--gpu-memory", text)?;
+        let state = jamba_wgpu::model::SequenceState::bytes(cfg, context);
+        if state >= total {
+            anyhow::bail!(
+                "--gpu-memory {text} ({total} bytes) does not even hold the KV cache and state of {context} tokens \
+                 ({state} bytes)"
+            );
+        }
+        Ok(Some(total - state))
+    }
+}
+
+/// "80G", "80GB", "24GiB", "512M", "1.5T", or a plain number of bytes.
+pub fn parse_size(flag: &str, text: &str) -> anyhow::Result<u64> {
+    let t = text.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (number, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, ""),
+    };
+    let scale: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => anyhow::bail!("{flag} {text}: expected a size such as 80G, 24GiB or 512M"),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 => Ok((n * scale as f64) as u64),
+        _ => anyhow::bail!("{flag} {text}: expected a size such as 80G, 24GiB or 512M"),
+    }
+}

@@ -50,7 +50,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         cfg,
         &checkpoint,
         Some(tokenizer),
-        &LoadOptions { progress: !args.json, quantize },
+        &LoadOptions { progress: !args.json, quantize, ..Default::default() },
     )?;
 
     let bar = if args.json {

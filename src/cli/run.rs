@@ -8,7 +8,7 @@ use clap::Args;
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::{generate, Forward, GenerateOptions, LoadOptions, Model, ReferenceSession, SamplingOptions, SessionOptions};
 
-use super::{Device, FormatArg, GpuArgs, ModelArgs, QuantArgs};
+use super::{Device, FormatArg, GpuArgs, MemoryArgs, ModelArgs, QuantArgs};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -57,6 +57,8 @@ pub struct RunArgs {
     pub quantize: Option<FormatArg>,
     #[command(flatten)]
     pub quant: QuantArgs,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Print one JSON object (ids, text, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -113,11 +115,27 @@ pub fn run(args: RunArgs) -> Result<()> {
         Device::Gpu => {
             let ctx = Arc::new(args.gpu.context()?);
             let adapter = format!("{} ({:?})", ctx.info().name, ctx.info().backend);
-            let model = Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &LoadOptions { progress: !args.json, quantize })?;
+            let gpu_memory = args.memory.weights_budget(&cfg, session_options.max_len)?;
+            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, ..Default::default() };
+            let model = Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?;
             let mut session = model.session(session_options)?;
-            emit(&mut session, &prompt, options, model.tokenizer(), args.json, &adapter)
+            emit(&mut session, &prompt, options, model.tokenizer(), args.json, &adapter)?;
+            if let (Some(s), false) = (session.streaming_stats(), args.json) {
+                eprintln!(
+                    "[experts streamed through {} slots] {} hits, {} misses, {:.1} MiB uploaded ({:.1} KiB per token)",
+                    s.slots,
+                    s.hits,
+                    s.misses,
+                    s.bytes_uploaded as f64 / (1 << 20) as f64,
+                    s.bytes_per_token() / 1024.0
+                );
+            }
+            Ok(())
         }
         Device::Cpu => {
+            if args.memory.gpu_memory.is_some() {
+                bail!("--gpu-memory limits the GPU; the CPU reference holds the model in host memory");
+            }
             let model = ReferenceModel::new(&cfg, &checkpoint)?;
             let mut session = ReferenceSession::new(&model, session_options.max_len);
             emit(&mut session, &prompt, options, tokenizer.as_ref(), args.json, "cpu reference")
@@ -156,7 +174,7 @@ fn emit<F: Forward>(
     }
     let t = generation.timings();
     if json {
-        let object = serde_json::json!({
+        let mut object = serde_json::json!({
             "prompt_ids": prompt,
             "output_ids": ids,
             "text": generation.text(),
@@ -171,6 +189,9 @@ fn emit<F: Forward>(
                 "decode_tokens_per_s": t.decode_tokens_per_s(),
             }
         });
+        if let Some(s) = &t.streaming {
+            object["timings"]["streaming"] = streaming_json(s);
+        }
         writeln!(stdout, "{object}")?;
     } else {
         writeln!(stdout)?;
@@ -183,4 +204,19 @@ fn emit<F: Forward>(
         );
     }
     Ok(())
+}
+
+/// Expert streaming's counts, and per token fed (prompt and generated).
+pub fn streaming_json(s: &jamba_wgpu::model::StreamingStats) -> serde_json::Value {
+    serde_json::json!({
+        "slots": s.slots,
+        "expert_bytes": s.expert_bytes,
+        "tokens": s.tokens,
+        "hits": s.hits,
+        "misses": s.misses,
+        "bytes_uploaded": s.bytes_uploaded,
+        "hits_per_token": s.hits_per_token(),
+        "misses_per_token": s.misses_per_token(),
+        "bytes_uploaded_per_token": s.bytes_per_token(),
+    })
 }

@@ -41,6 +41,13 @@ impl<'c> Graph<'c> {
         self.ctx
     }
 
+    /// The dispatches recorded so far, leaving this graph empty (same tuning): to cut a forward where the CPU
+    /// must act between two parts (expert streaming reads a layer's routing back there).
+    pub fn take(&mut self) -> Graph<'c> {
+        let empty = Graph { ctx: self.ctx, tuning: self.tuning, ops: Vec::new(), arena: Vec::new() };
+        std::mem::replace(self, empty)
+    }
+
     /// Records one dispatch of `kernel` over `grid` workgroups, with `tensors` bound to bindings 1.. in order.
     pub fn dispatch<P: Params>(
         &mut self,
@@ -118,7 +125,7 @@ impl<'c> Graph<'c> {
             let entries: Vec<_> = std::iter::once(wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(params) })
                 .chain(op.tensors.iter().enumerate().map(|(i, t)| wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: t.buffer().as_entire_binding(),
+                    resource: t.binding(),
                 }))
                 .collect();
             let name = op.kernel.name();

@@ -93,10 +93,12 @@ impl MemoryCounter {
     }
 }
 
-/// A tensor living in one GPU buffer. Cloning shares the buffer.
+/// A tensor living in one GPU buffer, or in a byte range of one (a [`Context::view`]). Cloning shares the buffer.
 #[derive(Clone, Debug)]
 pub struct Tensor {
     buffer: Arc<Allocation>,
+    /// Where the tensor starts in the buffer, in bytes: 0 except for views.
+    offset: u64,
     shape: Vec<usize>,
     dtype: DType,
     label: Arc<str>,
@@ -117,6 +119,33 @@ impl Tensor {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Where the tensor starts in its buffer, in bytes (0 unless it is a view).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// What a kernel binds: the whole buffer, or a view's byte range of it.
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        if self.offset == 0 {
+            return self.buffer().as_entire_binding();
+        }
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer(),
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.size_bytes().max(4).next_multiple_of(4)),
+        })
+    }
+
+    /// Bytes a write or a read may touch from the tensor's start: the rest of the buffer for a whole tensor
+    /// (padded to a word), the view's own bytes for a view.
+    fn extent(&self) -> u64 {
+        if self.offset == 0 {
+            self.buffer().size()
+        } else {
+            self.size_bytes().next_multiple_of(4)
+        }
     }
 
     /// Number of elements.
@@ -214,7 +243,35 @@ impl Context {
         )?;
         self.memory.allocate(size);
         let buffer = Arc::new(Allocation { buffer, memory: self.memory.clone() });
-        Ok(Tensor { buffer, shape: shape.to_vec(), dtype, label: label.into() })
+        Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype, label: label.into() })
+    }
+
+    /// The part of `tensor` that starts `offset` bytes in, seen as a tensor of `shape` and `label` on the same
+    /// buffer: one sequence's slot of a batch's state, which the single-sequence kernels then read and write as
+    /// if it were a buffer of its own. The offset must be a multiple of the device's
+    /// `min_storage_buffer_offset_alignment` (see [`Context::storage_alignment`]).
+    pub fn view(&self, tensor: &Tensor, offset: u64, shape: &[usize], label: &str) -> Result<Tensor> {
+        let bytes = tensor.dtype.storage_bytes(shape) as u64;
+        let start = tensor.offset + offset;
+        let what = || format!("view `{label}` of `{}`", tensor.label);
+        if start % self.storage_alignment() != 0 {
+            return Err(Error::shape(
+                what(),
+                format!("offset {start} is not a multiple of the storage alignment {}", self.storage_alignment()),
+            ));
+        }
+        if bytes == 0 || offset + bytes > tensor.size_bytes() {
+            return Err(Error::shape(
+                what(),
+                format!("{shape:?} at byte {offset} does not fit in {:?} ({} bytes)", tensor.shape, tensor.size_bytes()),
+            ));
+        }
+        Ok(Tensor { offset: start, shape: shape.to_vec(), label: label.into(), ..tensor.clone() })
+    }
+
+    /// The alignment in bytes of a storage binding's offset, hence of every [`Context::view`].
+    pub fn storage_alignment(&self) -> u64 {
+        self.limits().min_storage_buffer_offset_alignment as u64
     }
 
     /// A zero-filled tensor.
@@ -232,10 +289,10 @@ impl Context {
 
     /// Overwrites the start of a tensor with `data` (queued; takes effect before the next submission).
     pub fn write(&self, tensor: &Tensor, data: &[u8]) -> Result<()> {
-        if data.len() as u64 > tensor.buffer().size() {
+        if data.len() as u64 > tensor.extent() {
             return Err(Error::shape(
                 format!("write to `{}`", tensor.label),
-                format!("{} bytes do not fit in {} bytes", data.len(), tensor.buffer().size()),
+                format!("{} bytes do not fit in {} bytes", data.len(), tensor.extent()),
             ));
         }
         let padded;
@@ -245,7 +302,7 @@ impl Context {
             padded = [data, &[0u8; 3][..4 - data.len() % 4]].concat();
             &padded
         };
-        self.queue.write_buffer(tensor.buffer(), 0, data);
+        self.queue.write_buffer(tensor.buffer(), tensor.offset, data);
         Ok(())
     }
 
@@ -258,7 +315,7 @@ impl Context {
     /// queued work. The staging buffer is kept and reused, so a per-token readback allocates nothing.
     pub fn read_range(&self, tensor: &Tensor, offset: u64, len: u64) -> Result<Vec<u8>> {
         let context = format!("reading back `{}`", tensor.label);
-        if offset % 4 != 0 || offset + len > tensor.buffer().size() {
+        if offset % 4 != 0 || offset + len > tensor.extent() {
             return Err(Error::Gpu { context, message: format!("bytes {offset}..{} out of range", offset + len) });
         }
         let size = len.max(4).next_multiple_of(4);
@@ -274,7 +331,8 @@ impl Context {
         }
         let staging = slot.as_ref().expect("staging buffer was just created");
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(tensor.buffer(), offset, staging, 0, size.min(tensor.buffer().size() - offset));
+        let (start, extent) = (tensor.offset + offset, tensor.extent() - offset);
+        encoder.copy_buffer_to_buffer(tensor.buffer(), start, staging, 0, size.min(extent));
         self.queue.submit([encoder.finish()]);
 
         let (sender, receiver) = std::sync::mpsc::channel();

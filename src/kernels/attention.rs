@@ -7,6 +7,10 @@
 //! - attention_decode.wgsl: `decode_split` (each workgroup one head and one range of keys, writing a partial
 //!   max / sum / weighted value) and `decode_combine` (merges the partials).
 //!
+//! A batch's decode step ([`append_kv_batch`], [`decode_batch`]) takes one token of each of B sequences, whose
+//! caches are one tensor [B, max_len, kv_dim] per layer, each at its own position: a u32 [B] buffer on the GPU,
+//! written before each step, so the step's plan replays unchanged.
+//!
 //! Reference: `reference::attention::attention`.
 
 use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Plan, Tensor};
@@ -68,15 +72,30 @@ params! {
         pub n_splits: u32,
         pub keys_per_split: u32,
         pub scale: f32,
+        pub rows: u32,
+        pub q_stride: u32,
+        pub max_len: u32,
         pub _pad0: u32,
+        pub _pad1: u32,
     }
 }
+
+const APPEND_BINDINGS: &[Binding] =
+    &[read("k_new"), read("v_new"), read_write("k_cache"), read_write("v_cache"), read("positions")];
 
 pub static APPEND_KV: Kernel = Kernel {
     shader: &KV_CACHE_SHADER,
     entry: "append_kv",
     params: &<AppendKvParams as crate::gpu::Params>::LAYOUT,
-    bindings: &[read("k_new"), read("v_new"), read_write("k_cache"), read_write("v_cache")],
+    bindings: APPEND_BINDINGS,
+    variants: super::no_variants,
+};
+
+pub static APPEND_KV_BATCH: Kernel = Kernel {
+    shader: &KV_CACHE_SHADER,
+    entry: "append_kv_batch",
+    params: &<AppendKvParams as crate::gpu::Params>::LAYOUT,
+    bindings: APPEND_BINDINGS,
     variants: super::no_variants,
 };
 
@@ -89,11 +108,19 @@ pub static PREFILL: Kernel = Kernel {
 };
 
 const DECODE_BINDINGS: &[Binding] =
-    &[read("q"), read("k_cache"), read("v_cache"), read_write("partials"), read_write("out")];
+    &[read("q"), read("k_cache"), read("v_cache"), read_write("partials"), read_write("out"), read("positions")];
 
 pub static DECODE_SPLIT: Kernel = Kernel {
     shader: &ATTENTION_DECODE_SHADER,
     entry: "decode_split",
+    params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
+    bindings: DECODE_BINDINGS,
+    variants: head_dim_variants,
+};
+
+pub static DECODE_SPLIT_BATCH: Kernel = Kernel {
+    shader: &ATTENTION_DECODE_SHADER,
+    entry: "decode_split_batch",
     params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
     bindings: DECODE_BINDINGS,
     variants: head_dim_variants,
@@ -230,7 +257,8 @@ pub fn append_kv<'a>(
         v_offset: u32_of(op, "v_new offset", v_new.offset)?,
     };
     let grid = g.linear_grid((t * kv_dim).div_ceil(WG) as u64)?;
-    g.dispatch(&APPEND_KV, &[], &params, &[k_new.tensor, v_new.tensor, k_cache, v_cache], grid)
+    // append_kv reads no positions: k_new stands in for them.
+    g.dispatch(&APPEND_KV, &[], &params, &[k_new.tensor, v_new.tensor, k_cache, v_cache, k_new.tensor], grid)
 }
 
 /// Moves a recorded [`append_kv`] to cache row `pos` before the plan is replayed (decode: pos = tokens so far).
@@ -280,27 +308,36 @@ pub fn prefill<'a>(
     g.dispatch(&PREFILL, &shape.head_dim_constant(), &params, &[q.tensor, k_cache, v_cache, out], grid)
 }
 
-/// The partial results of split-k decode, allocated once for the longest context: per head and split, the split's
-/// maximum score, its sum of exponentials and its unnormalised output.
+/// The partial results of split-k decode, allocated once for the longest context: per row (sequence of a batch),
+/// head and split, the split's maximum score, its sum of exponentials and its unnormalised output.
 pub struct DecodeScratch {
-    /// [n_heads * n_splits, head_dim + 2]: (m, l, o[head_dim]) per row.
+    /// [rows * n_heads * n_splits, head_dim + 2]: (m, l, o[head_dim]) per row.
     partials: Tensor,
     shape: AttentionShape,
     n_splits: usize,
+    rows: usize,
 }
 
 impl DecodeScratch {
-    /// Scratch for caches of up to `max_len` rows. The split count depends on `max_len` only, so plans built with
-    /// this scratch replay for any kv_len up to it.
+    /// Scratch for one sequence's caches of up to `max_len` rows. The split count depends on `max_len` only, so
+    /// plans built with this scratch replay for any kv_len up to it.
     pub fn new(ctx: &Context, shape: AttentionShape, max_len: usize) -> Result<Self> {
+        Self::batched(ctx, shape, max_len, 1)
+    }
+
+    /// Scratch for the decode step of up to `rows` sequences (a batch), each cache of up to `max_len` rows.
+    pub fn batched(ctx: &Context, shape: AttentionShape, max_len: usize, rows: usize) -> Result<Self> {
         shape.validate()?;
-        if max_len == 0 {
-            return Err(Error::shape("DecodeScratch", "max_len must be at least 1"));
+        if max_len == 0 || rows == 0 {
+            return Err(Error::shape("DecodeScratch", format!("max_len {max_len} and rows {rows} must be at least 1")));
         }
         let n_splits = max_len.div_ceil(ROWS_PER_SPLIT).min(MAX_SPLITS);
-        let partials =
-            ctx.zeros("attention decode partials", &[shape.n_heads * n_splits, shape.head_dim + 2], DType::F32)?;
-        Ok(DecodeScratch { partials, shape, n_splits })
+        let partials = ctx.zeros(
+            "attention decode partials",
+            &[rows * shape.n_heads * n_splits, shape.head_dim + 2],
+            DType::F32,
+        )?;
+        Ok(DecodeScratch { partials, shape, n_splits, rows })
     }
 
     /// Splits along the sequence, fixed by the longest context the scratch was made for.
@@ -310,6 +347,19 @@ impl DecodeScratch {
 
     pub fn shape(&self) -> AttentionShape {
         self.shape
+    }
+
+    /// Fails unless the scratch was made for `shape` and at least `rows` rows. Its cache length only sets how
+    /// the keys are cut into splits, so it serves caches of any length.
+    fn check(&self, op: &str, shape: AttentionShape, rows: usize) -> Result<()> {
+        let s = self.shape;
+        if (s.n_heads, s.n_kv_heads, s.head_dim) != (shape.n_heads, shape.n_kv_heads, shape.head_dim) {
+            return Err(Error::shape(op, format!("scratch was made for {s:?}, not {shape:?}")));
+        }
+        if rows > self.rows {
+            return Err(Error::shape(op, format!("scratch was made for {} rows, not {rows}", self.rows)));
+        }
+        Ok(())
     }
 }
 
@@ -362,10 +412,7 @@ pub fn decode<'a>(
     let q = q.as_cols()?;
     let op = "attention decode";
     shape.validate()?;
-    let s = scratch.shape;
-    if (s.n_heads, s.n_kv_heads, s.head_dim) != (shape.n_heads, shape.n_kv_heads, shape.head_dim) {
-        return Err(Error::shape(op, format!("scratch was made for {s:?}, not {shape:?}")));
-    }
+    scratch.check(op, shape, 1)?;
     let max_len = cache_rows(op, k_cache, v_cache, shape.kv_dim())?;
     expect_cols(op, "q", &q, shape.q_dim())?;
     if q.rows != 1 {
@@ -383,13 +430,136 @@ pub fn decode<'a>(
         n_splits: u32_of(op, "n_splits", scratch.n_splits)?,
         keys_per_split: u32_of(op, "keys per split", keys_per_split(kv_len, scratch.n_splits))?,
         scale: shape.scale(),
-        _pad0: 0,
+        rows: 1,
+        q_stride: u32_of(op, "q stride", q.stride())?,
+        max_len: u32_of(op, "max_len", max_len)?,
+        ..Default::default()
     };
     let constants = shape.head_dim_constant();
-    let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out];
+    // decode_split reads no positions: q stands in for them.
+    let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out, q.tensor];
     let split_grid = g.linear_grid((shape.n_heads * scratch.n_splits) as u64)?;
     let split = g.dispatch(&DECODE_SPLIT, &constants, &params, &tensors, split_grid)?;
     let combine_grid = g.linear_grid(shape.n_heads as u64)?;
     let combine = g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
     Ok(DecodeOps { split, combine, max_len, n_splits: scratch.n_splits })
+}
+
+// ---- A batch's decode step: one token of each of B sequences ----
+
+/// [B, max_len] of a batch's KV cache pair, after checking both are f32 [B, max_len, kv_dim] of the same shape.
+fn batch_caches(op: &str, k_cache: &Tensor, v_cache: &Tensor, kv_dim: usize) -> Result<[usize; 2]> {
+    for cache in [k_cache, v_cache] {
+        expect_dtype(op, cache, &[DType::F32])?;
+        match *cache.shape() {
+            [_, _, cols] if cols == kv_dim => {}
+            _ => {
+                return Err(Error::shape(
+                    op,
+                    format!("cache `{}` is {:?}, expected [B, max_len, {kv_dim}]", cache.label(), cache.shape()),
+                ))
+            }
+        }
+    }
+    if k_cache.shape() != v_cache.shape() {
+        return Err(Error::shape(op, format!("k cache {:?} and v cache {:?} differ", k_cache.shape(), v_cache.shape())));
+    }
+    Ok([k_cache.shape()[0], k_cache.shape()[1]])
+}
+
+/// Fails unless `positions` is a u32 [rows] buffer.
+fn expect_positions(op: &str, positions: &Tensor, rows: usize) -> Result<()> {
+    expect_dtype(op, positions, &[DType::U32])?;
+    if positions.shape() != [rows] {
+        return Err(Error::shape(
+            op,
+            format!("positions `{}` is {:?}, expected [{rows}] (one per sequence)", positions.label(), positions.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Row r of k_new and v_new ([B, kv_dim] each, columns of a fused qkv tensor) into row positions[r] of
+/// sequence r's cache: k_cache[r, positions[r]] and v_cache[r, positions[r]] ([B, max_len, kv_dim] f32).
+/// positions: u32 [B], read on the GPU when the step runs; a position at or past max_len writes nothing.
+pub fn append_kv_batch<'a>(
+    g: &mut Graph,
+    k_new: impl AsCols<'a>,
+    v_new: impl AsCols<'a>,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    positions: &Tensor,
+) -> Result<OpId> {
+    let (k_new, v_new) = (k_new.as_cols()?, v_new.as_cols()?);
+    let op = "append_kv_batch";
+    let kv_dim = k_cache.shape().last().copied().unwrap_or(0);
+    let [rows, max_len] = batch_caches(op, k_cache, v_cache, kv_dim)?;
+    expect_cols(op, "k_new", &k_new, kv_dim)?;
+    expect_cols(op, "v_new", &v_new, kv_dim)?;
+    if k_new.rows != rows || v_new.rows != rows {
+        return Err(Error::shape(
+            op,
+            format!("k_new has {} rows and v_new {}, the caches hold {rows} sequences", k_new.rows, v_new.rows),
+        ));
+    }
+    expect_positions(op, positions, rows)?;
+    let params = AppendKvParams {
+        rows: u32_of(op, "rows", rows)?,
+        kv_dim: u32_of(op, "kv_dim", kv_dim)?,
+        pos: 0,
+        max_len: u32_of(op, "max_len", max_len)?,
+        k_stride: u32_of(op, "k_new stride", k_new.stride())?,
+        k_offset: u32_of(op, "k_new offset", k_new.offset)?,
+        v_stride: u32_of(op, "v_new stride", v_new.stride())?,
+        v_offset: u32_of(op, "v_new offset", v_new.offset)?,
+    };
+    u32_of(op, "cache elements", rows * max_len * kv_dim)?;
+    let grid = g.linear_grid((rows * kv_dim).div_ceil(WG) as u64)?;
+    g.dispatch(&APPEND_KV_BATCH, &[], &params, &[k_new.tensor, v_new.tensor, k_cache, v_cache, positions], grid)
+}
+
+/// Attention of row r of q ([B, n_heads * head_dim] columns) over the first positions[r] + 1 rows of sequence
+/// r's cache ([B, max_len, kv_dim]): the token appended at positions[r] and everything before it. Split along the
+/// sequence into `scratch` (made for at least B rows), then combined into rows 0..B of out [>= B, q_dim].
+#[allow(clippy::too_many_arguments)]
+pub fn decode_batch<'a>(
+    g: &mut Graph,
+    q: impl AsCols<'a>,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    positions: &Tensor,
+    shape: AttentionShape,
+    scratch: &DecodeScratch,
+    out: &Tensor,
+) -> Result<()> {
+    let q = q.as_cols()?;
+    let op = "attention decode_batch";
+    shape.validate()?;
+    let [rows, max_len] = batch_caches(op, k_cache, v_cache, shape.kv_dim())?;
+    scratch.check(op, shape, rows)?;
+    expect_cols(op, "q", &q, shape.q_dim())?;
+    if q.rows != rows {
+        return Err(Error::shape(op, format!("q `{}` has {} rows for {rows} sequences", q.tensor.label(), q.rows)));
+    }
+    expect_positions(op, positions, rows)?;
+    expect_out(op, out, rows, shape.q_dim())?;
+    let params = DecodeParams {
+        n_heads: u32_of(op, "n_heads", shape.n_heads)?,
+        n_kv_heads: u32_of(op, "n_kv_heads", shape.n_kv_heads)?,
+        q_offset: u32_of(op, "q offset", q.offset)?,
+        n_splits: u32_of(op, "n_splits", scratch.n_splits)?,
+        scale: shape.scale(),
+        rows: u32_of(op, "rows", rows)?,
+        q_stride: u32_of(op, "q stride", q.stride())?,
+        max_len: u32_of(op, "max_len", max_len)?,
+        ..Default::default()
+    };
+    u32_of(op, "cache elements", rows * max_len * shape.kv_dim())?;
+    let constants = shape.head_dim_constant();
+    let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out, positions];
+    let split_grid = g.linear_grid((rows * shape.n_heads * scratch.n_splits) as u64)?;
+    g.dispatch(&DECODE_SPLIT_BATCH, &constants, &params, &tensors, split_grid)?;
+    let combine_grid = g.linear_grid((rows * shape.n_heads) as u64)?;
+    g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
+    Ok(())
 }

@@ -259,36 +259,47 @@ pub fn moe_ffn(
     scratch: &MoeScratch,
     out: &Tensor,
 ) -> Result<()> {
-    let op = "moe_ffn";
+    let held: usize = experts.iter().map(|s| s.count).sum();
+    if held != scratch.n_experts {
+        return Err(Error::shape("moe_ffn", format!("{held} experts; the scratch was made for {}", scratch.n_experts)));
+    }
+    let n_experts = moe_experts(g, x, t, experts, ids, weights, top_k, scratch)?;
+    moe_combine(g, t, ids, weights, top_k, n_experts, scratch, out)
+}
+
+/// The expert half of [`moe_ffn`]: each routed slot's expert output into the scratch's y_slots, for the slots whose
+/// id names an expert of `experts` (ids past the last expert are skipped: their y_slots rows are left as they
+/// were). Returns how many experts the stacks hold. Expert streaming runs this once per group of resident experts,
+/// with ids remapped to pool slots, then [`moe_combine`] once with the real ids.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_experts(
+    g: &mut Graph,
+    x: &Tensor,
+    t: usize,
+    experts: &[ExpertStack],
+    ids: &Tensor,
+    weights: &Tensor,
+    top_k: usize,
+    scratch: &MoeScratch,
+) -> Result<usize> {
+    let op = "moe_experts";
     let [_, hidden] = dims2(x)?;
     let Some(inter) = experts.first().map(|s| s.gate.shape().get(1).copied().unwrap_or(0)) else {
         return Err(Error::shape(op, "no expert stacks"));
     };
     let n_experts = check_stacks(op, experts, hidden, inter)?;
     scratch.check(op, t, hidden, inter)?;
-    if n_experts != scratch.n_experts || top_k == 0 || top_k > scratch.top_k {
+    if n_experts > scratch.n_experts || top_k == 0 || top_k > scratch.top_k {
         return Err(Error::shape(
             op,
             format!(
-                "{n_experts} experts, top_k {top_k}; the scratch was made for {} experts, top_k <= {}",
+                "{n_experts} experts, top_k {top_k}; the scratch was made for <= {} experts, top_k <= {}",
                 scratch.n_experts, scratch.top_k
             ),
         ));
     }
-    for (what, tensor) in [("x", x), ("out", out)] {
-        expect_dtype(op, tensor, &[DType::F32])?;
-        let [rows, cols] = dims2(tensor)?;
-        if rows < t || cols != hidden {
-            return Err(Error::shape(
-                op,
-                format!("{what} `{}` is {:?}, expected [>= {t}, {hidden}]", tensor.label(), tensor.shape()),
-            ));
-        }
-    }
-    expect_dtype(op, ids, &[DType::U32])?;
-    expect_dtype(op, weights, &[DType::F32])?;
-    expect_len(op, ids, t * top_k)?;
-    expect_len(op, weights, t * top_k)?;
+    check_x(op, x, t, hidden)?;
+    check_routing(op, ids, weights, t * top_k)?;
 
     let slots = t * top_k;
     let base = MoeParams {
@@ -333,11 +344,63 @@ pub fn moe_ffn(
             g.dispatch(&DOWN_TILED, &[dtype], &down, &down_bind, grid)?;
         }
     }
-    let combine = MoeParams { n: hidden as u32, ..base };
+    Ok(n_experts)
+}
+
+/// The combining half of [`moe_ffn`]: out += sum_j weights[r, j] * y_slots[r * top_k + j] for the first `t` rows,
+/// in j order, over the slots whose id is below `n_experts` (every slot, with ids from [`route`]).
+#[allow(clippy::too_many_arguments)]
+pub fn moe_combine(
+    g: &mut Graph,
+    t: usize,
+    ids: &Tensor,
+    weights: &Tensor,
+    top_k: usize,
+    n_experts: usize,
+    scratch: &MoeScratch,
+    out: &Tensor,
+) -> Result<()> {
+    let op = "moe_combine";
+    let hidden = scratch.hidden;
+    scratch.check(op, t, hidden, scratch.intermediate)?;
+    if top_k == 0 || top_k > scratch.top_k {
+        return Err(Error::shape(op, format!("top_k {top_k}; the scratch was made for top_k <= {}", scratch.top_k)));
+    }
+    check_x(op, out, t, hidden)?;
+    check_routing(op, ids, weights, t * top_k)?;
+    let combine = MoeParams {
+        t: u32_of(op, "t", t)?,
+        top_k: u32_of(op, "top_k", top_k)?,
+        n: u32_of(op, "hidden", hidden)?,
+        n_experts: u32_of(op, "n_experts", n_experts)?,
+        ..Default::default()
+    };
     let grid = g.linear_grid((t * hidden).div_ceil(64) as u64)?;
     // w and w_up are unused by combine: ids stands in for them.
+    let s = scratch;
     g.dispatch(&COMBINE, &[], &combine, &[&s.y_slots, ids, ids, ids, &s.groups, weights, out], grid)?;
     Ok(())
+}
+
+/// Fails unless `tensor` is f32 [>= t, hidden].
+fn check_x(op: &str, tensor: &Tensor, t: usize, hidden: usize) -> Result<()> {
+    expect_dtype(op, tensor, &[DType::F32])?;
+    let [rows, cols] = dims2(tensor)?;
+    if rows < t || cols != hidden {
+        return Err(Error::shape(
+            op,
+            format!("`{}` is {:?}, expected [>= {t}, {hidden}]", tensor.label(), tensor.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails unless ids (u32) and weights (f32) hold `slots` routed slots each.
+fn check_routing(op: &str, ids: &Tensor, weights: &Tensor, slots: usize) -> Result<()> {
+    expect_dtype(op, ids, &[DType::U32])?;
+    expect_dtype(op, weights, &[DType::F32])?;
+    expect_len(op, ids, slots)?;
+    expect_len(op, weights, slots)
 }
 
 /// Checks that the stacks hold experts 0, 1, ... in order with no gap, all of one shape; returns how many.

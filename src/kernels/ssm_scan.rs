@@ -21,6 +21,10 @@ params! {
         pub b_offset: u32,
         pub c_stride: u32,
         pub c_offset: u32,
+        pub state_stride: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
@@ -77,6 +81,7 @@ scan_kernel!(
 );
 scan_kernel!(CHUNK_CARRY, "chunk_carry", "Chunked prefill (2): the state entering each chunk, serial over chunks.");
 scan_kernel!(CHUNK_OUTPUT, "chunk_output", "Chunked prefill (3): each chunk's outputs from its entering state.");
+scan_kernel!(BATCH, "scan_batch", "A batch's decode step: row r advances sequence r's state by one token.");
 
 /// The chunked prefill's working memory: the state each chunk of up to [`CHUNK_LEN`] rows reaches from zero,
 /// [chunks, N, I], and its sum of delta, [chunks, I]. Allocated once for the longest prefill (a session's chunk)
@@ -108,6 +113,9 @@ pub enum ScanPath {
     Chunked,
     /// One invocation per channel looping over all of T: the naive baseline, for benchmarks only.
     Serial,
+    /// A batch's decode step: each row is one token of its own sequence, advancing row r of a batch's state
+    /// [T, >= I * N] (sequence r's [I, N] in its first I * N elements) by one step.
+    Batch,
 }
 
 /// The selective scan (reference::ssm::selective_scan): decode for T = 1, chunked prefill otherwise. T is the
@@ -115,7 +123,7 @@ pub enum ScanPath {
 ///
 /// x: [>=T, I] post-conv; dt: [T, I] dt_proj output without bias; dt_bias: [I]; a_log: [I, N]; b, c: [T, N]
 /// (columns of the normalised x_proj output); d: [I]; z: [T, I] (the second half of in_proj's output);
-/// state: [I, N], read and updated; out: [>=T, I]. All f32.
+/// state: [I, N], read and updated; out: [>=T, I]. All f32. For a batch, see [`ScanPath::Batch`].
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan<'a>(
     g: &mut Graph,
@@ -174,7 +182,22 @@ pub fn selective_scan_with<'a>(
     expect_rows(op, out, t, i)?;
     expect_shape(op, dt_bias, &[i])?;
     expect_shape(op, d, &[i])?;
-    expect_shape(op, state, &[i, n])?;
+    let state_stride = match path {
+        ScanPath::Batch => {
+            let [rows, stride] = dims2(state)?;
+            if rows != t || stride < i * n {
+                return Err(Error::shape(
+                    op,
+                    format!("batch state `{}` is [{rows}, {stride}], expected [{t}, >= {}]", state.label(), i * n),
+                ));
+            }
+            stride
+        }
+        _ => {
+            expect_shape(op, state, &[i, n])?;
+            0
+        }
+    };
     if path == ScanPath::Decode && t != 1 {
         return Err(Error::shape(op, format!("the decode path takes one row, given {t}")));
     }
@@ -203,8 +226,11 @@ pub fn selective_scan_with<'a>(
         b_offset: u32_of(op, "b offset", b.offset)?,
         c_stride: u32_of(op, "c stride", c.stride())?,
         c_offset: u32_of(op, "c offset", c.offset)?,
+        state_stride: u32_of(op, "state stride", state_stride)?,
+        ..Default::default()
     };
     u32_of(op, "t * i", t * i)?;
+    u32_of(op, "t * state stride", t * state_stride)?;
     u32_of(op, "chunks * n * i", chunks * n * i)?;
     let constants = [("D_STATE", n as f64)];
     let tensors = [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out, &scratch.chunk_h, &scratch.chunk_delta];
@@ -226,6 +252,10 @@ pub fn selective_scan_with<'a>(
             let grid = g.linear_grid((n * i).div_ceil(64) as u64)?;
             g.dispatch(&CHUNK_CARRY, &constants, &params, &tensors, grid)?;
             g.dispatch(&CHUNK_OUTPUT, &constants, &params, &tensors, per_chunk)?;
+        }
+        ScanPath::Batch => {
+            let grid = g.linear_grid((t * channel_groups) as u64)?;
+            g.dispatch(&BATCH, &constants, &params, &tensors, grid)?;
         }
     }
     Ok(())

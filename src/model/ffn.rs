@@ -4,11 +4,55 @@ use super::jamba::{rows, Scratch};
 use super::weights::FfnWeights;
 use crate::config::JambaConfig;
 use crate::gpu::Graph;
-use crate::kernels::{matmul::matmul, moe};
+use crate::kernels::matmul::matmul;
+use crate::kernels::moe::{self, ExpertStack};
 use crate::Result;
 
-/// x += ffn(normed) for `t` tokens.
-pub(crate) fn encode(g: &mut Graph, cfg: &JambaConfig, w: &FfnWeights, sc: &Scratch, t: usize) -> Result<()> {
+/// How a MoE layer's experts are recorded once its routing (`sc.expert_ids`, `sc.expert_weights`) is.
+pub(crate) trait Experts {
+    /// Records x += sum over each token's top-k experts of weight * expert(normed), for MoE layer `layer`.
+    fn encode(
+        &mut self,
+        g: &mut Graph<'_>,
+        layer: usize,
+        experts: &[ExpertStack],
+        sc: &Scratch,
+        t: usize,
+    ) -> Result<()>;
+    /// How many times the forward was cut so far: the part of it that a dispatch recorded now belongs to.
+    fn part(&self) -> usize {
+        0
+    }
+}
+
+/// Every expert is on the GPU: the whole layer in one graph.
+pub(crate) struct Resident {
+    pub top_k: usize,
+}
+
+impl Experts for Resident {
+    fn encode(
+        &mut self,
+        g: &mut Graph<'_>,
+        _layer: usize,
+        experts: &[ExpertStack],
+        sc: &Scratch,
+        t: usize,
+    ) -> Result<()> {
+        moe::moe_ffn(g, &sc.normed, t, experts, &sc.expert_ids, &sc.expert_weights, self.top_k, &sc.moe, &sc.x)
+    }
+}
+
+/// x += ffn(normed) for `t` tokens; layer `layer`'s experts through `experts`.
+pub(crate) fn encode(
+    g: &mut Graph,
+    cfg: &JambaConfig,
+    w: &FfnWeights,
+    sc: &Scratch,
+    t: usize,
+    layer: usize,
+    experts_of: &mut dyn Experts,
+) -> Result<()> {
     match w {
         // down(silu(gate(x)) * up(x))
         FfnWeights::Dense { gate, up, down } => moe::dense_mlp(g, &sc.normed, t, gate, up, down, &sc.moe, &sc.x),
@@ -17,7 +61,7 @@ pub(crate) fn encode(g: &mut Graph, cfg: &JambaConfig, w: &FfnWeights, sc: &Scra
             let top_k = cfg.num_experts_per_tok;
             matmul(g, rows(&sc.normed, t)?, router, rows(&sc.router_logits, t)?, false)?;
             moe::route(g, &sc.router_logits, t, top_k, &sc.expert_ids, &sc.expert_weights)?;
-            moe::moe_ffn(g, &sc.normed, t, experts, &sc.expert_ids, &sc.expert_weights, top_k, &sc.moe, &sc.x)
+            experts_of.encode(g, layer, experts, sc, t)
         }
     }
 }

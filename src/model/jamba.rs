@@ -2,7 +2,7 @@
 //! per forward step. transformers: `JambaModel.forward`; JAMBA.md, "The network".
 
 use super::attention::{self, AttentionOps};
-use super::state::{LayerState, SequenceState};
+use super::state::LayerState;
 use super::weights::{GpuWeights, MixerWeights};
 use super::{ffn, mamba};
 use crate::config::JambaConfig;
@@ -50,11 +50,26 @@ pub struct Scratch {
     // head
     pub last: Tensor,   // [1, H], the final-normed last row
     pub logits: Tensor, // [max_t, V]
-    pub next: Tensor,   // [1] u32, the greedy token
+    pub next: Tensor,   // [max_t] u32, the greedy token (of each row, for a batch)
 }
 
 impl Scratch {
-    pub fn new(ctx: &Context, cfg: &JambaConfig, max_t: usize, max_len: usize) -> Result<Self> {
+    /// Activations for steps of up to `max_t` rows over caches of up to `max_len` rows; single-token attention
+    /// for up to `decode_rows` sequences at once (1 for a session, B for a batch's step).
+    pub fn new(ctx: &Context, cfg: &JambaConfig, max_t: usize, max_len: usize, decode_rows: usize) -> Result<Self> {
+        Scratch::with_expert_slots(ctx, cfg, max_t, max_len, decode_rows, cfg.num_experts)
+    }
+
+    /// A scratch whose MoE buffers serve stacks of `expert_slots` experts (at least the config's): an expert
+    /// pool's when the experts are streamed.
+    pub fn with_expert_slots(
+        ctx: &Context,
+        cfg: &JambaConfig,
+        max_t: usize,
+        max_len: usize,
+        decode_rows: usize,
+        expert_slots: usize,
+    ) -> Result<Self> {
         let (h, i, n, r) = (cfg.hidden_size, cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank());
         let (e, k, v) = (cfg.num_experts.max(1), cfg.num_experts_per_tok.max(1), cfg.vocab_size);
         let shape = attention::shape(cfg);
@@ -75,14 +90,14 @@ impl Scratch {
             scan: ScanScratch::new(ctx, max_t, i, n)?,
             qkv: f32s("qkv", &[max_t, q_dim + 2 * kv_dim])?,
             attn: f32s("attn", &[max_t, q_dim])?,
-            decode: if has_attention { Some(DecodeScratch::new(ctx, shape, max_len)?) } else { None },
+            decode: if has_attention { Some(DecodeScratch::batched(ctx, shape, max_len, decode_rows)?) } else { None },
             router_logits: f32s("router_logits", &[max_t, e])?,
             expert_ids: ctx.zeros("expert_ids", &[max_t * k], DType::U32)?,
             expert_weights: f32s("expert_weights", &[max_t * k])?,
-            moe: MoeScratch::new(ctx, max_t, h, cfg.intermediate_size, e, k)?,
+            moe: MoeScratch::new(ctx, max_t, h, cfg.intermediate_size, e.max(expert_slots), k)?,
             last: f32s("last", &[1, h])?,
             logits: f32s("logits", &[max_t, v])?,
-            next: ctx.zeros("next", &[1], DType::U32)?,
+            next: ctx.zeros("next", &[max_t], DType::U32)?,
         })
     }
 }
@@ -94,53 +109,84 @@ pub enum Head {
     Last,
     /// The logits of every token into rows 0..t of `logits`, and the argmax of the last into `next`.
     All,
+    /// The logits of every row into rows 0..t of `logits`, and each row's argmax into `next[0..t]`: a batch's
+    /// step, one row per sequence.
+    Each,
 }
 
-/// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer.
+/// The rows a step feeds, and whose state each advances.
+#[derive(Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// `t` consecutive tokens of one sequence at positions pos..pos + t; the layers' state is a sequence's.
+    Sequence { t: usize, pos: usize },
+    /// One token of each of a batch's `t` sequences, row r at positions[r] (u32 [t] on the GPU, written before
+    /// each step); the layers' state is a batch's.
+    Batch { t: usize, positions: &'a Tensor },
+}
+
+impl Rows<'_> {
+    pub fn t(&self) -> usize {
+        match *self {
+            Rows::Sequence { t, .. } | Rows::Batch { t, .. } => t,
+        }
+    }
+}
+
+/// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer,
+/// with the part of the forward it was recorded in (always 0 unless the forward is cut, see [`ffn::Experts`]).
 pub(crate) struct StepOps {
-    pub attention: Vec<AttentionOps>,
+    pub attention: Vec<(usize, AttentionOps)>,
 }
 
-/// Records one forward step over `t` tokens (already in `sc.ids`) at positions `pos..pos + t`.
+/// Records one forward step over `fed` rows (their tokens already in `sc.ids`), advancing `layers`' state, the
+/// MoE layers' experts through `experts`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
     cfg: &JambaConfig,
     w: &GpuWeights,
-    state: &SequenceState,
+    layers: &[LayerState],
     sc: &Scratch,
-    t: usize,
-    pos: usize,
+    fed: Rows,
     head: Head,
+    experts: &mut dyn ffn::Experts,
 ) -> Result<StepOps> {
-    let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+    let (h, eps, t) = (cfg.hidden_size, cfg.rms_norm_eps, fed.t());
     // x = embed_tokens[ids]
     for (row0, part) in &w.embed_tokens.parts {
         embed::embed_rows(g, part, *row0, &sc.ids, rows(&sc.x, t)?)?;
     }
     let mut attention_ops = Vec::new();
-    for (layer, layer_state) in w.layers.iter().zip(&state.layers) {
+    for (i, (layer, layer_state)) in w.layers.iter().zip(layers).enumerate() {
         // x = x + mixer(rms_norm(x, input_layernorm))
         rms_norm(g, rows(&sc.x, t)?, &layer.input_norm, eps, rows(&sc.normed, t)?)?;
         match (&layer.mixer, layer_state) {
             (MixerWeights::Attention(aw), LayerState::Attention { k, v }) => {
-                attention_ops.push(attention::encode(g, cfg, aw, k, v, sc, t, pos)?);
+                if let Some(ops) = attention::encode(g, cfg, aw, k, v, sc, fed)? {
+                    attention_ops.push((experts.part(), ops));
+                }
             }
-            (MixerWeights::Mamba(mw), LayerState::Mamba { conv, ssm }) => mamba::encode(g, cfg, mw, conv, ssm, sc, t)?,
+            (MixerWeights::Mamba(mw), LayerState::Mamba { conv, ssm }) => {
+                mamba::encode(g, cfg, mw, conv, ssm, sc, fed)?
+            }
             _ => unreachable!("weights and state are built from the same config"),
         }
         // x = x + ffn(rms_norm(x, pre_ff_layernorm))
         rms_norm(g, rows(&sc.x, t)?, &layer.pre_ff_norm, eps, rows(&sc.normed, t)?)?;
-        ffn::encode(g, cfg, &layer.ffn, sc, t)?;
+        ffn::encode(g, cfg, &layer.ffn, sc, t, i, experts)?;
     }
     // logits = rms_norm(x, final_layernorm) lm_head^T
     let v = cfg.vocab_size;
     match head {
-        Head::All => {
+        Head::All | Head::Each => {
             rms_norm(g, rows(&sc.x, t)?, &w.final_norm, eps, rows(&sc.normed, t)?)?;
             w.lm_head().matmul(g, rows(&sc.normed, t)?, rows(&sc.logits, t)?, false)?;
-            let flat = sc.logits.reshape(&[1, sc.max_t * v])?;
-            argmax(g, Cols::slice(&flat, (t - 1) * v, v)?, &sc.next)?;
+            if head == Head::Each {
+                argmax(g, rows(&sc.logits, t)?, &sc.next)?;
+            } else {
+                let flat = sc.logits.reshape(&[1, sc.max_t * v])?;
+                argmax(g, Cols::slice(&flat, (t - 1) * v, v)?, &sc.next)?;
+            }
         }
         Head::Last => {
             let flat = sc.x.reshape(&[1, sc.max_t * h])?;

@@ -1,29 +1,35 @@
 //! The Mamba mixer on the GPU. transformers: `JambaMambaMixer`; JAMBA.md, "Mamba layer". One kernel per line.
 
-use super::jamba::{cols, rows, Scratch};
+use super::jamba::{cols, rows, Rows, Scratch};
 use super::weights::MambaWeights;
 use crate::config::JambaConfig;
 use crate::gpu::{Graph, Tensor};
-use crate::kernels::{conv1d, rms_norm::rms_norm, ssm_scan};
+use crate::kernels::ssm_scan::{self, ScanPath};
+use crate::kernels::{conv1d, rms_norm::rms_norm};
 use crate::Result;
 
-/// x += mamba(normed) for `t` tokens, continuing from and updating the conv and SSM state.
+/// x += mamba(normed) for the rows fed, continuing from and updating the conv and SSM state (a batch's: each
+/// row its own sequence's).
 pub(crate) fn encode(
     g: &mut Graph,
     cfg: &JambaConfig,
     w: &MambaWeights,
-    conv_state: &Tensor, // [K-1, I]
-    ssm_state: &Tensor,  // [I, N]
+    conv_state: &Tensor, // [K-1, I]; a batch's [B, >= (K-1) * I]
+    ssm_state: &Tensor,  // [I, N]; a batch's [B, >= I * N]
     sc: &Scratch,
-    t: usize,
+    fed: Rows,
 ) -> Result<()> {
-    let (i, n, r, eps) = (cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank(), cfg.rms_norm_eps);
+    let (i, n, r, eps, t) = (cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank(), cfg.rms_norm_eps, fed.t());
     let cols = |tensor, offset, width| cols(tensor, offset, width, t);
 
     // [xs | z] = x in_proj^T
     w.in_proj.matmul(g, rows(&sc.normed, t)?, rows(&sc.xz, t)?, false)?;
     // xs = silu(causal_depthwise_conv1d(xs)), the conv state holding the last K-1 inputs
-    conv1d::causal_conv1d_silu(g, cols(&sc.xz, 0, i)?, conv_state, &w.conv_weight, &w.conv_bias, &sc.xs)?;
+    let conv = match fed {
+        Rows::Sequence { .. } => conv1d::causal_conv1d_silu,
+        Rows::Batch { .. } => conv1d::causal_conv1d_silu_batch,
+    };
+    conv(g, cols(&sc.xz, 0, i)?, conv_state, &w.conv_weight, &w.conv_bias, &sc.xs)?;
     // [dt | B | C] = xs x_proj^T
     w.x_proj.matmul(g, rows(&sc.xs, t)?, rows(&sc.dbc, t)?, false)?;
     // dt = rms_norm(dt, dt_layernorm); B = rms_norm(B, b_layernorm); C = rms_norm(C, c_layernorm)
@@ -33,7 +39,12 @@ pub(crate) fn encode(
     // dt = dt dt_proj.weight^T; dt_proj.bias and the softplus are fused into the scan
     w.dt_proj.matmul(g, cols(&sc.dbc_normed, 0, r)?, rows(&sc.dt, t)?, false)?;
     // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z)
-    ssm_scan::selective_scan(
+    let path = match fed {
+        Rows::Sequence { t: 1, .. } => ScanPath::Decode,
+        Rows::Sequence { .. } => ScanPath::Chunked,
+        Rows::Batch { .. } => ScanPath::Batch,
+    };
+    ssm_scan::selective_scan_with(
         g,
         &sc.xs,
         rows(&sc.dt, t)?,
@@ -46,6 +57,7 @@ pub(crate) fn encode(
         ssm_state,
         &sc.scan,
         &sc.y,
+        path,
     )?;
     // x += (y * silu(z)) out_proj^T
     w.out_proj.matmul(g, rows(&sc.y, t)?, rows(&sc.x, t)?, true)

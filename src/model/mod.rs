@@ -5,24 +5,35 @@
 //! decode step replays one plan built on the first step, with only the position-dependent parameters rewritten,
 //! so a step allocates nothing. No forward reads anything back: the greedy token (4 bytes) or the logits, when
 //! asked for, are the one readback of a step.
+//!
+//! The exception is a model that streams its experts ([`LoadOptions::gpu_memory`], [`streaming`]): its forward
+//! reads each MoE layer's routing back to upload the experts it picks, so it runs in parts, one per MoE layer
+//! (decode: one plan per part, replayed).
 
 mod attention;
+mod batch;
 mod ffn;
 pub mod footprint;
 mod jamba;
 mod mamba;
 mod state;
+pub mod streaming;
 mod weights;
 
 use std::path::Path;
 use std::sync::Arc;
 
+pub use batch::Batch;
 pub use jamba::{Head, Scratch};
-pub use state::{LayerState, SequenceState};
-pub use weights::{AttentionWeights, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights};
+pub use state::{BatchState, LayerState, SequenceState};
+pub use streaming::StreamingStats;
+pub use weights::{
+    AttentionWeights, ExpertFeed, ExpertLayout, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights,
+};
 
 use crate::config::JambaConfig;
-use crate::gpu::{Context, Graph, Plan};
+use crate::gpu::{Context, Graph, Plan, Tensor};
+use jamba::Rows;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Checkpoint, Quantization};
 use crate::{default_model, Error, Result};
@@ -36,6 +47,14 @@ pub struct LoadOptions {
     /// the stored types; a checkpoint written quantized (`jamba-wgpu quantize`) loads as it is, and asking to
     /// quantize it again is an error.
     pub quantize: Option<Quantization>,
+    /// GPU memory for the weights, in bytes (a session's KV cache, state and activations come on top). The
+    /// weights other than the experts must fit; the experts go resident when they all fit too, else they stay
+    /// in the memory-mapped checkpoint and stream through a pool of as many expert slots as fit (at least
+    /// num_experts_per_tok). None: no limit, everything resident (wgpu does not report the adapter's memory).
+    pub gpu_memory: Option<u64>,
+    /// Stream the experts through a pool of exactly this many slots (at least num_experts_per_tok), even when
+    /// they would fit: for tests and benchmarks of streaming. Checked against `gpu_memory` when both are given.
+    pub expert_slots: Option<usize>,
 }
 
 /// A model on the GPU: config, weights, tokenizer.
@@ -44,6 +63,8 @@ pub struct Model {
     cfg: JambaConfig,
     weights: GpuWeights,
     tokenizer: Option<Tokenizer>,
+    /// The expert pool, when the experts are streamed.
+    streaming: Option<streaming::Streaming>,
 }
 
 impl Model {
@@ -79,7 +100,7 @@ impl Model {
         seed: u32,
     ) -> Result<Model> {
         let weights = weights::random(&ctx, &cfg, dtype, quantize, seed)?;
-        Ok(Model { ctx, cfg, weights, tokenizer: None })
+        Ok(Model { ctx, cfg, weights, tokenizer: None, streaming: None })
     }
 
     pub fn from_checkpoint(
@@ -90,9 +111,21 @@ impl Model {
         options: &LoadOptions,
     ) -> Result<Model> {
         cfg.validate()?;
-        let weights = weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress)?;
+        let limited = options.gpu_memory.is_some() || options.expert_slots.is_some();
+        let (mut weights, feed) =
+            weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress, !limited)?;
+        let streaming = match limited {
+            true => streaming::place(&ctx, &cfg, &mut weights, feed, options.gpu_memory, options.expert_slots)?,
+            false => None,
+        };
         ctx.check()?;
-        Ok(Model { ctx, cfg, weights, tokenizer })
+        Ok(Model { ctx, cfg, weights, tokenizer, streaming })
+    }
+
+    /// What expert streaming did so far, over every session: None when the experts are resident.
+    pub fn streaming_stats(&self) -> Option<StreamingStats> {
+        let stream = self.streaming.as_ref()?;
+        Some(stream.pool.lock().unwrap_or_else(|p| p.into_inner()).stats)
     }
 
     pub fn config(&self) -> &JambaConfig {
@@ -115,6 +148,12 @@ impl Model {
     pub fn session(&self, options: SessionOptions) -> Result<Session<'_>> {
         Session::new(self, options)
     }
+
+    /// Opens `sequences` independent sequences, each able to hold `options.max_len` tokens, that decode one
+    /// token each per step, together.
+    pub fn batch(&self, sequences: usize, options: SessionOptions) -> Result<Batch<'_>> {
+        Batch::new(self, sequences, options)
+    }
 }
 
 /// The shape of a session's buffers.
@@ -132,6 +171,46 @@ impl SessionOptions {
         let max_len = if max_len == 0 { cfg.max_position_embeddings.min(4096) } else { max_len };
         SessionOptions { max_len, chunk: 256.min(max_len) }
     }
+
+    /// The options with the chunk capped at the context, or an error when either is out of range.
+    fn checked(self, cfg: &JambaConfig) -> Result<Self> {
+        if self.max_len == 0 || self.max_len > cfg.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "a context of {} tokens is not in 1..={} (max_position_embeddings)",
+                self.max_len, cfg.max_position_embeddings
+            )));
+        }
+        if self.chunk == 0 {
+            return Err(Error::Input("the prefill chunk must hold at least one token".into()));
+        }
+        Ok(SessionOptions { chunk: self.chunk.min(self.max_len), ..self })
+    }
+}
+
+/// Fails unless `ids` is a non-empty list of ids below the vocabulary that fits after `position` tokens in a
+/// context of `max_len`.
+fn check_ids(cfg: &JambaConfig, ids: &[u32], position: usize, max_len: usize) -> Result<()> {
+    if ids.is_empty() {
+        return Err(Error::Input("no token ids: at least one is needed".into()));
+    }
+    if let Some((at, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= cfg.vocab_size) {
+        return Err(Error::Input(format!("token id {id} (at index {at}) is not below vocab_size {}", cfg.vocab_size)));
+    }
+    if position + ids.len() > max_len {
+        return Err(Error::Input(format!(
+            "{} tokens after {position} already fed exceed the session's context of {max_len} tokens",
+            ids.len(),
+        )));
+    }
+    Ok(())
+}
+
+/// The decode step, built on first use: one plan, or with streamed experts one per part of the forward (see
+/// [`streaming`]), the MoE layer that ends each part but the last in `cuts`.
+struct Decode {
+    plans: Vec<Plan>,
+    cuts: Vec<usize>,
+    ops: jamba::StepOps,
 }
 
 /// One sequence: its GPU state, activations, and the decode plan once built.
@@ -140,7 +219,10 @@ pub struct Session<'m> {
     options: SessionOptions,
     state: SequenceState,
     scratch: Scratch,
-    decode: Option<(Plan, jamba::StepOps)>,
+    decode: Option<Decode>,
+    /// Streaming only: [chunk * top_k] u32, the routed ids remapped to expert pool slots.
+    slot_ids: Option<Tensor>,
+    stream_stats: StreamingStats,
     position: usize,
     /// The row of `scratch.logits` holding the last fed token's logits, once any token was fed.
     last_row: Option<usize>,
@@ -149,19 +231,27 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     fn new(model: &'m Model, options: SessionOptions) -> Result<Self> {
         let cfg = &model.cfg;
-        if options.max_len == 0 || options.max_len > cfg.max_position_embeddings {
-            return Err(Error::Input(format!(
-                "a context of {} tokens is not in 1..={} (max_position_embeddings)",
-                options.max_len, cfg.max_position_embeddings
-            )));
-        }
-        if options.chunk == 0 {
-            return Err(Error::Input("the prefill chunk must hold at least one token".into()));
-        }
-        let chunk = options.chunk.min(options.max_len);
+        let SessionOptions { chunk, .. } = options.checked(cfg)?;
         let state = SequenceState::new(&model.ctx, cfg, options.max_len)?;
-        let scratch = Scratch::new(&model.ctx, cfg, chunk, options.max_len)?;
-        Ok(Session { model, options: SessionOptions { chunk, ..options }, state, scratch, decode: None, position: 0, last_row: None })
+        let pool_slots = model.streaming.as_ref().map_or(0, |s| s.stacks.iter().map(|s| s.count).sum());
+        let scratch = Scratch::with_expert_slots(&model.ctx, cfg, chunk, options.max_len, 1, pool_slots)?;
+        let slot_ids = match &model.streaming {
+            Some(s) => Some(model.ctx.zeros("expert slot ids", &[chunk * s.top_k], crate::gpu::DType::U32)?),
+            None => None,
+        };
+        let stream_stats =
+            model.streaming_stats().map(|s| StreamingStats { slots: s.slots, expert_bytes: s.expert_bytes, ..Default::default() });
+        Ok(Session {
+            model,
+            options: SessionOptions { chunk, ..options },
+            state,
+            scratch,
+            decode: None,
+            slot_ids,
+            stream_stats: stream_stats.unwrap_or_default(),
+            position: 0,
+            last_row: None,
+        })
     }
 
     pub(crate) fn last_logits_len(&self) -> usize {
@@ -199,10 +289,9 @@ impl<'m> Session<'m> {
             if t == 1 && head == Head::Last {
                 self.decode_step()?;
             } else {
-                let mut g = Graph::new(ctx);
-                jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state, &self.scratch, t, self.position, head)?;
-                g.run()?;
+                self.forward(t, head)?;
             }
+            self.count_tokens(t);
             self.last_row = Some(if head == Head::All { t - 1 } else { 0 });
             self.position += t;
             if let Some(sink) = sink.as_deref_mut() {
@@ -213,28 +302,85 @@ impl<'m> Session<'m> {
         ctx.check()
     }
 
-    /// One token through the decode plan.
-    fn decode_step(&mut self) -> Result<()> {
-        let model = self.model;
-        self.prepare_decode()?.run(&model.ctx)
+    /// `t` tokens through one graph, or with streamed experts through one graph per part.
+    fn forward(&mut self, t: usize, head: Head) -> Result<()> {
+        let (model, ctx) = (self.model, &*self.model.ctx);
+        let mut g = Graph::new(ctx);
+        let (cfg, w, state, sc, pos) = (&model.cfg, &model.weights, &self.state, &self.scratch, self.position);
+        match (&model.streaming, &self.slot_ids) {
+            (Some(stream), Some(slot_ids)) => {
+                let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
+                let stats = &mut self.stream_stats;
+                let mut parts = streaming::RunParts { stream, pool: &mut pool, slot_ids, stats };
+                jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut parts)?;
+                g.run()
+            }
+            _ => {
+                let mut resident = ffn::Resident { top_k: cfg.num_experts_per_tok };
+                jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut resident)?;
+                g.run()
+            }
+        }
     }
 
-    /// The decode plan, built on first use, with its parameters set for the token at the current position.
-    fn prepare_decode(&mut self) -> Result<&Plan> {
-        let (ctx, pos) = (&*self.model.ctx, self.position);
+    fn count_tokens(&mut self, t: usize) {
+        if let Some(stream) = &self.model.streaming {
+            self.stream_stats.tokens += t as u64;
+            stream.pool.lock().unwrap_or_else(|p| p.into_inner()).stats.tokens += t as u64;
+        }
+    }
+
+    /// What expert streaming did for this session: None when the model's experts are resident.
+    pub fn streaming_stats(&self) -> Option<StreamingStats> {
+        self.model.streaming.as_ref().map(|_| self.stream_stats)
+    }
+
+    /// One token through the decode plan (with streamed experts, its plans).
+    fn decode_step(&mut self) -> Result<()> {
+        let model = self.model;
+        self.prepare_decode()?;
+        let decode = self.decode.as_ref().expect("the decode plans were just built");
+        match (&model.streaming, &self.slot_ids) {
+            (Some(stream), Some(slot_ids)) => {
+                let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
+                let parts = (decode.plans.as_slice(), decode.cuts.as_slice());
+                let stats = &mut self.stream_stats;
+                streaming::run_decode(&model.ctx, stream, &mut pool, parts, &self.scratch, slot_ids, stats)
+            }
+            _ => decode.plans.iter().try_for_each(|plan| plan.run(&model.ctx)),
+        }
+    }
+
+    /// The decode plans, built on first use, with their parameters set for the token at the current position.
+    fn prepare_decode(&mut self) -> Result<()> {
+        let (model, pos) = (self.model, self.position);
+        let (ctx, cfg, w) = (&*model.ctx, &model.cfg, &model.weights);
         if self.decode.is_none() {
             let mut g = Graph::new(ctx);
-            let ops = jamba::encode(&mut g, &self.model.cfg, &self.model.weights, &self.state, &self.scratch, 1, pos, Head::Last)?;
-            self.decode = Some((g.build()?, ops));
+            let (state, sc, step) = (&self.state, &self.scratch, Rows::Sequence { t: 1, pos });
+            self.decode = Some(match (&model.streaming, &self.slot_ids) {
+                (Some(stream), Some(slot_ids)) => {
+                    let mut parts = streaming::PlanParts { stream, slot_ids, plans: Vec::new(), cuts: Vec::new() };
+                    let ops = jamba::encode(&mut g, cfg, w, &state.layers, sc, step, Head::Last, &mut parts)?;
+                    parts.plans.push(g.build()?);
+                    Decode { plans: parts.plans, cuts: parts.cuts, ops }
+                }
+                _ => {
+                    let mut resident = ffn::Resident { top_k: cfg.num_experts_per_tok };
+                    let ops = jamba::encode(&mut g, cfg, w, &state.layers, sc, step, Head::Last, &mut resident)?;
+                    Decode { plans: vec![g.build()?], cuts: Vec::new(), ops }
+                }
+            });
         }
-        let (plan, ops) = self.decode.as_mut().expect("the decode plan was just built");
-        for a in &ops.attention {
+        let decode = self.decode.as_mut().expect("the decode plan was just built");
+        for (part, a) in &decode.ops.attention {
+            let plan = &mut decode.plans[*part];
             crate::kernels::attention::set_append_pos(plan, a.append, pos);
             if let Some(d) = &a.decode {
                 d.set_kv_len(plan, pos + 1)?;
             }
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// Feeds one token through the decode plan with a GPU timestamp around every dispatch: the time of each
@@ -243,30 +389,20 @@ impl<'m> Session<'m> {
         self.check_input(&[id])?;
         let model = self.model;
         let ctx = &*model.ctx;
+        if model.streaming.is_some() {
+            let message = "profiling a decode step of a model that streams its experts is not supported";
+            return Err(Error::Input(message.into()));
+        }
         ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
-        let times = self.prepare_decode()?.profile(ctx)?;
+        self.prepare_decode()?;
+        let times = self.decode.as_ref().expect("the decode plan was just built").plans[0].profile(ctx)?;
         self.position += 1;
         self.last_row = Some(0);
         Ok(times)
     }
 
     fn check_input(&self, ids: &[u32]) -> Result<()> {
-        let cfg = &self.model.cfg;
-        if ids.is_empty() {
-            return Err(Error::Input("no token ids: at least one is needed".into()));
-        }
-        if let Some((at, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= cfg.vocab_size) {
-            return Err(Error::Input(format!("token id {id} (at index {at}) is not below vocab_size {}", cfg.vocab_size)));
-        }
-        if self.position + ids.len() > self.options.max_len {
-            return Err(Error::Input(format!(
-                "{} tokens after {} already fed exceed the session's context of {} tokens",
-                ids.len(),
-                self.position,
-                self.options.max_len
-            )));
-        }
-        Ok(())
+        check_ids(&self.model.cfg, ids, self.position, self.options.max_len)
     }
 
     /// The argmax of the last fed token's logits, computed on the GPU: a 4-byte readback.

@@ -7,6 +7,8 @@
 //! the model in host memory). Vectors (norms, biases, A_log, D, the conv taps) become f32.
 //! A matrix larger than one storage binding is split by rows ([`Matrix`]); q, k and v are fused into one matrix
 //! so attention projects once; the experts of a layer are stacked into as few buffers as the binding limit allows.
+//! A model that streams its experts (model::streaming) loads without them and keeps an [`ExpertFeed`]: the
+//! checkpoint (its mmap shared) from which one expert at a time is written into a slot of the expert pool.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -57,6 +59,13 @@ impl GpuWeights {
     pub fn lm_head(&self) -> &Matrix {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
     }
+
+    /// Bytes of GPU memory these weights take (a streamed model's expert pool is not part of them).
+    pub fn size_bytes(&self) -> u64 {
+        let head = self.lm_head.as_ref().map_or(0, Matrix::size_bytes);
+        let layers: u64 = self.layers.iter().map(LayerWeights::size_bytes).sum();
+        self.embed_tokens.size_bytes() + self.final_norm.size_bytes() + head + layers
+    }
 }
 
 pub struct LayerWeights {
@@ -64,6 +73,20 @@ pub struct LayerWeights {
     pub pre_ff_norm: Tensor, // [H]
     pub mixer: MixerWeights,
     pub ffn: FfnWeights,
+}
+
+impl LayerWeights {
+    pub fn size_bytes(&self) -> u64 {
+        let mixer = match &self.mixer {
+            MixerWeights::Attention(a) => a.qkv.size_bytes() + a.o_proj.size_bytes(),
+            MixerWeights::Mamba(m) => {
+                let matrices = [&m.in_proj, &m.x_proj, &m.dt_proj, &m.out_proj];
+                let vectors = [&m.conv_weight, &m.conv_bias, &m.dt_norm, &m.b_norm, &m.c_norm, &m.dt_bias, &m.a_log, &m.d];
+                matrices.iter().map(|w| w.size_bytes()).sum::<u64>() + vectors.iter().map(|v| v.size_bytes()).sum::<u64>()
+            }
+        };
+        self.input_norm.size_bytes() + self.pre_ff_norm.size_bytes() + mixer + self.ffn.size_bytes()
+    }
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -94,6 +117,7 @@ pub struct MambaWeights {
 
 pub enum FfnWeights {
     Dense { gate: Tensor /* [F, H] */, up: Tensor /* [F, H] */, down: Tensor /* [H, F] */ },
+    /// `experts` is empty when the model streams its experts (see [`ExpertFeed`]).
     Moe { router: Tensor /* [E, H] */, experts: Vec<ExpertStack> },
 }
 
@@ -111,14 +135,16 @@ impl FfnWeights {
 
 /// Uploads every weight the config implies from a checkpoint, checking each tensor's presence, dtype and shape;
 /// quantizes the matrices `quantize` covers (None: keep the stored types; a checkpoint already quantized must be
-/// loaded as it is).
+/// loaded as it is). With `experts` false the MoE layers get no expert stacks: they stay in the checkpoint, for
+/// [`ExpertFeed`] (returned either way) to upload later, whole ([`ExpertFeed::upload_all`]) or one at a time.
 pub fn upload(
     ctx: &Context,
     cfg: &JambaConfig,
     checkpoint: &Checkpoint,
     quantize: Option<Quantization>,
     progress: bool,
-) -> Result<GpuWeights> {
+    experts: bool,
+) -> Result<(GpuWeights, ExpertFeed)> {
     checkpoint.validate(cfg)?;
     if let (Some(asked), Some(stored)) = (quantize, cfg.quantization) {
         return Err(Error::Input(format!(
@@ -126,22 +152,32 @@ pub fn upload(
             stored.format, asked.format
         )));
     }
-    let src = CheckpointSource {
-        ctx,
-        checkpoint,
+    let stored = StoredWeights {
+        checkpoint: checkpoint.clone(),
         format: cfg.quantization.map(|q| q.format),
         shapes: weights::expected_tensors(cfg).into_iter().collect(),
-        bar: ProgressBar::hidden(),
     };
-    let total: u64 = src.shapes.keys().map(|name| src.stored_bytes(name)).sum::<Result<u64>>()?;
-    let src = CheckpointSource { bar: if progress { ProgressBar::new(total) } else { ProgressBar::hidden() }, ..src };
-    src.bar.set_style(
+    let total: u64 = stored.shapes.keys().map(|name| stored.stored_bytes(name)).sum::<Result<u64>>()?;
+    let bar = if progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    bar.set_style(
         ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let weights = build(ctx, cfg, &src, quantize)?;
+    let src = CheckpointSource { ctx, stored, bar };
+    let weights = build(ctx, cfg, &src, quantize, experts)?;
     src.bar.finish_and_clear();
-    Ok(weights)
+    let limit = binding_limit(ctx);
+    let layout = Plan { src: &src, limit, quant: quantize }.expert_layout(&moe_prefix(cfg).unwrap_or_default())?;
+    Ok((weights, ExpertFeed { stored: src.stored, quant: quantize, layout, limit }))
+}
+
+/// The feed-forward prefix of the first MoE layer, if any.
+fn moe_prefix(cfg: &JambaConfig) -> Option<String> {
+    cfg.layers().iter().position(|l| l.ffn == Ffn::Moe).map(|i| format!("model.layers.{i}.feed_forward"))
+}
+
+fn binding_limit(ctx: &Context) -> usize {
+    ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size) as usize
 }
 
 /// Weights of the config's shapes filled with pseudo-random values on the GPU (no host memory): for benchmarks
@@ -153,7 +189,7 @@ pub fn random(ctx: &Context, cfg: &JambaConfig, dtype: DType, quantize: Option<Q
         return Err(Error::Input(format!("random weights are stored as f32, f16 or bf16 (then quantized), not {dtype:?}")));
     }
     let shapes = weights::expected_tensors(cfg).into_iter().collect();
-    let weights = build(ctx, cfg, &RandomSource { ctx, shapes, dtype, seed }, quantize)?;
+    let weights = build(ctx, cfg, &RandomSource { ctx, shapes, dtype, seed }, quantize, true)?;
     ctx.wait("filling random weights")?;
     Ok(weights)
 }
@@ -169,9 +205,15 @@ trait Source {
     fn vector(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
 }
 
-/// The model's structure, from whichever source.
-fn build(ctx: &Context, cfg: &JambaConfig, src: &dyn Source, quant: Option<Quantization>) -> Result<GpuWeights> {
-    let limit = ctx.limits().max_storage_buffer_binding_size.min(ctx.limits().max_buffer_size) as usize;
+/// The model's structure, from whichever source; the MoE layers' experts only when `experts` is true.
+fn build(
+    ctx: &Context,
+    cfg: &JambaConfig,
+    src: &dyn Source,
+    quant: Option<Quantization>,
+    experts: bool,
+) -> Result<GpuWeights> {
+    let limit = binding_limit(ctx);
     let vector = |name: &str| -> Result<Tensor> {
         let (shape, _) = src.meta(name)?;
         src.vector(name, &[shape.iter().product()])
@@ -234,7 +276,7 @@ fn build(ctx: &Context, cfg: &JambaConfig, src: &dyn Source, quant: Option<Quant
             },
             Ffn::Moe => FfnWeights::Moe {
                 router: single(&format!("{f}.router.weight"))?,
-                experts: plan.experts(&f, cfg.num_experts)?,
+                experts: if experts { plan.experts(&f, cfg.num_experts)? } else { Vec::new() },
             },
         };
         layers.push(LayerWeights {
@@ -286,19 +328,28 @@ impl Plan<'_> {
         Ok(Matrix { rows, cols, parts })
     }
 
-    /// The experts of one MoE layer, stacked [count, out, in] into as few buffers as the binding limit allows.
-    /// gate, up and down share one storage type: quantized only when the format fits both H and I.
-    fn experts(&self, prefix: &str, n_experts: usize) -> Result<Vec<ExpertStack>> {
-        let src = self.src;
-        let name = |e: usize, which: &str| format!("{prefix}.experts.{e}.{which}_proj.weight");
-        let (shape, stored) = src.meta(&name(0, "gate"))?;
+    /// The storage type and sizes of the experts under `prefix` (one MoE layer's feed_forward): gate, up and down
+    /// share one storage type, quantized only when the format fits both H and I.
+    fn expert_layout(&self, prefix: &str) -> Result<ExpertLayout> {
+        if prefix.is_empty() {
+            return Ok(ExpertLayout { dtype: DType::F32, inter: 0, hidden: 0 });
+        }
+        let name = |which: &str| format!("{prefix}.experts.0.{which}_proj.weight");
+        let (shape, stored) = self.src.meta(&name("gate"))?;
         let (inter, hidden) = (shape[0], shape[1]);
-        let dtype = match (self.storage(&name(0, "gate"), stored, hidden), self.storage(&name(0, "down"), stored, inter)) {
+        let dtype = match (self.storage(&name("gate"), stored, hidden), self.storage(&name("down"), stored, inter)) {
             (a, b) if a == b => a,
             _ => stored,
         };
-        let expert_bytes = dtype.storage_bytes(&[inter, hidden]).max(dtype.storage_bytes(&[hidden, inter]));
-        let per_stack = (self.limit / expert_bytes.max(1)).clamp(1, n_experts.max(1));
+        Ok(ExpertLayout { dtype, inter, hidden })
+    }
+
+    /// The experts of one MoE layer, stacked [count, out, in] into as few buffers as the binding limit allows.
+    fn experts(&self, prefix: &str, n_experts: usize) -> Result<Vec<ExpertStack>> {
+        let src = self.src;
+        let name = |e: usize, which: &str| format!("{prefix}.experts.{e}.{which}_proj.weight");
+        let ExpertLayout { dtype, inter, hidden } = self.expert_layout(prefix)?;
+        let per_stack = experts_per_stack(self.limit, dtype, inter, hidden, n_experts);
         let mut stacks = Vec::new();
         for first in (0..n_experts).step_by(per_stack) {
             let count = per_stack.min(n_experts - first);
@@ -320,6 +371,29 @@ impl Plan<'_> {
     }
 }
 
+/// How a layer's experts are stored on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpertLayout {
+    pub dtype: DType,
+    /// I: gate and up are [I, H], down [H, I].
+    pub inter: usize,
+    pub hidden: usize,
+}
+
+impl ExpertLayout {
+    /// Bytes of one expert's gate, up and down.
+    pub fn expert_bytes(&self) -> u64 {
+        let (gate_or_up, down) = ([self.inter, self.hidden], [self.hidden, self.inter]);
+        (2 * self.dtype.storage_bytes(&gate_or_up) + self.dtype.storage_bytes(&down)) as u64
+    }
+}
+
+/// Experts of `dtype` that fit one binding (at least one, at most `n_experts`).
+fn experts_per_stack(limit: usize, dtype: DType, inter: usize, hidden: usize, n_experts: usize) -> usize {
+    let expert_bytes = dtype.storage_bytes(&[inter, hidden]).max(dtype.storage_bytes(&[hidden, inter]));
+    (limit / expert_bytes.max(1)).clamp(1, n_experts.max(1))
+}
+
 /// Rows of `row_bytes` that fit `limit` (an even number, so half-precision parts stay word-aligned).
 fn rows_per_binding(limit: usize, row_bytes: usize, dtype: DType) -> usize {
     let rows = (limit / row_bytes.max(1)).max(1);
@@ -330,13 +404,19 @@ fn rows_per_binding(limit: usize, row_bytes: usize, dtype: DType) -> usize {
     }
 }
 
-struct CheckpointSource<'a> {
-    ctx: &'a Context,
-    checkpoint: &'a Checkpoint,
+/// A checkpoint's tensors as the loader reads them.
+#[derive(Clone)]
+struct StoredWeights {
+    checkpoint: Checkpoint,
     /// The checkpoint's own quantization (config.json), if it was written quantized.
     format: Option<QuantFormat>,
     /// Every tensor the config implies, with its shape.
     shapes: std::collections::HashMap<String, Vec<usize>>,
+}
+
+struct CheckpointSource<'a> {
+    ctx: &'a Context,
+    stored: StoredWeights,
     bar: ProgressBar,
 }
 
@@ -363,7 +443,25 @@ impl Stored<'_> {
     }
 }
 
-impl CheckpointSource<'_> {
+/// Rows of matrices as bytes in a GPU storage type: slices of the mmap, then whatever was quantized on the way.
+struct Gathered<'a> {
+    pieces: Vec<&'a [u8]>,
+    quantized: Vec<u8>,
+    /// Bytes read from the checkpoint.
+    read: usize,
+}
+
+impl Gathered<'_> {
+    fn parts(&self) -> Vec<&[u8]> {
+        let mut parts = self.pieces.clone();
+        if !self.quantized.is_empty() {
+            parts.push(&self.quantized);
+        }
+        parts
+    }
+}
+
+impl StoredWeights {
     fn stored(&self, name: &str) -> Result<Stored<'_>> {
         let shape = self.shapes.get(name).map(Vec::as_slice).unwrap_or(&[]);
         Ok(match self.checkpoint.quantized(name, self.format, shape)? {
@@ -379,28 +477,19 @@ impl CheckpointSource<'_> {
             Stored::Quant(q) => q.size_bytes(),
         } as u64)
     }
-}
 
-impl Source for CheckpointSource<'_> {
-    fn meta(&self, name: &str) -> Result<(Vec<usize>, DType)> {
-        Ok(match self.stored(name)? {
-            Stored::Float(v) => (v.shape.clone(), gpu_dtype(v.dtype)),
-            Stored::Quant(q) => (vec![q.rows, q.cols], DType::Quant(q.format)),
-        })
-    }
-
-    fn rows(&self, label: &str, names: &[&str], row0: usize, n: usize, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    /// Rows `row0..row0 + n` of the row-wise concatenation of `names`, `cols` wide, as `dtype` bytes: copied from
+    /// the mmap as they are, or quantized row by row on the way (never a copy of the whole in host memory).
+    fn gather(&self, names: &[&str], row0: usize, n: usize, cols: usize, dtype: DType) -> Result<Gathered<'_>> {
         let stored: Vec<Stored<'_>> = names.iter().map(|n| self.stored(n)).collect::<Result<_>>()?;
-        let (first, cols) = (names[0], *shape.last().unwrap_or(&0));
+        let first = names[0];
         let mismatch = |name: &str, found: String| Error::Tensor {
             name: name.to_string(),
             file: "checkpoint".into(),
             message: format!("is {found}, cannot be stacked with `{first}` as {dtype:?} [.., {cols}]"),
         };
         let counts: Vec<usize> = stored.iter().map(Stored::rows).collect();
-        let mut pieces: Vec<&[u8]> = Vec::new();
-        let mut quantized: Vec<u8> = Vec::new();
-        let mut bytes = 0;
+        let mut out = Gathered { pieces: Vec::new(), quantized: Vec::new(), read: 0 };
         for (i, lo, hi) in spans(&counts, row0, n) {
             match (&stored[i], dtype) {
                 (Stored::Float(v), DType::Quant(format)) if v.shape[1] == cols => {
@@ -408,38 +497,153 @@ impl Source for CheckpointSource<'_> {
                     let row_bytes = cols * v.dtype.size_bytes();
                     for r in lo..hi {
                         let row = v.dtype.to_f32(&v.data[r * row_bytes..(r + 1) * row_bytes]);
-                        quantized.extend(quant::quantize(format, &row, 1, cols)?.packed());
+                        out.quantized.extend(quant::quantize(format, &row, 1, cols)?.packed());
                     }
-                    bytes += (hi - lo) * row_bytes;
+                    out.read += (hi - lo) * row_bytes;
                 }
                 (Stored::Float(v), _) if gpu_dtype(v.dtype) == dtype && v.shape[1] == cols => {
                     let row_bytes = cols * v.dtype.size_bytes();
-                    pieces.push(&v.data[lo * row_bytes..hi * row_bytes]);
-                    bytes += (hi - lo) * row_bytes;
+                    out.pieces.push(&v.data[lo * row_bytes..hi * row_bytes]);
+                    out.read += (hi - lo) * row_bytes;
                 }
                 (Stored::Quant(q), DType::Quant(format)) if q.format == format && q.cols == cols => {
-                    pieces.extend(q.packed_rows(lo, hi - lo));
-                    bytes += (hi - lo) * (format.scale_bytes(cols) + format.code_bytes(cols));
+                    out.pieces.extend(q.packed_rows(lo, hi - lo));
+                    out.read += (hi - lo) * (format.scale_bytes(cols) + format.code_bytes(cols));
                 }
                 (Stored::Float(v), _) => return Err(mismatch(names[i], format!("{:?} {:?}", v.dtype, v.shape))),
                 (Stored::Quant(q), _) => return Err(mismatch(names[i], format!("{} [{}, {}]", q.format, q.rows, q.cols))),
             }
         }
-        if !quantized.is_empty() {
-            pieces.push(&quantized);
-        }
-        let tensor = self.ctx.tensor_from_parts(label, shape, dtype, &pieces)?;
-        self.bar.inc(bytes as u64);
+        Ok(out)
+    }
+}
+
+impl Source for CheckpointSource<'_> {
+    fn meta(&self, name: &str) -> Result<(Vec<usize>, DType)> {
+        Ok(match self.stored.stored(name)? {
+            Stored::Float(v) => (v.shape.clone(), gpu_dtype(v.dtype)),
+            Stored::Quant(q) => (vec![q.rows, q.cols], DType::Quant(q.format)),
+        })
+    }
+
+    fn rows(&self, label: &str, names: &[&str], row0: usize, n: usize, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let gathered = self.stored.gather(names, row0, n, *shape.last().unwrap_or(&0), dtype)?;
+        let tensor = self.ctx.tensor_from_parts(label, shape, dtype, &gathered.parts())?;
+        self.bar.inc(gathered.read as u64);
         Ok(tensor)
     }
 
     fn vector(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let view = self.checkpoint.tensor(name)?;
+        let view = self.stored.checkpoint.tensor(name)?;
         if view.numel() != shape.iter().product::<usize>() {
             return Err(view.error(format!("has {} elements, expected {shape:?}", view.numel())));
         }
         self.bar.inc(view.data.len() as u64);
         self.ctx.upload_f32(name, shape, &view.to_f32())
+    }
+}
+
+/// A model's experts left in its checkpoint (memory-mapped): uploaded whole, or one at a time into slots of an
+/// expert pool as a streamed model's router picks them, in the storage type the loader would give them.
+pub struct ExpertFeed {
+    stored: StoredWeights,
+    quant: Option<Quantization>,
+    /// The storage of every MoE layer's experts (checked alike when streaming starts).
+    pub layout: ExpertLayout,
+    limit: usize,
+}
+
+impl ExpertFeed {
+    /// Uploads the experts of every MoE layer into `weights` (the fully resident model).
+    pub fn upload_all(&self, ctx: &Context, cfg: &JambaConfig, weights: &mut GpuWeights) -> Result<()> {
+        let src = CheckpointSource { ctx, stored: self.stored.clone(), bar: ProgressBar::hidden() };
+        let plan = Plan { src: &src, limit: self.limit, quant: self.quant };
+        for (i, layer) in weights.layers.iter_mut().enumerate() {
+            if let FfnWeights::Moe { experts, .. } = &mut layer.ffn {
+                *experts = plan.experts(&format!("model.layers.{i}.feed_forward"), cfg.num_experts)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every MoE layer's experts share this feed's layout, and that an expert's matrices are whole
+    /// words (so it can be written into a slot of a pool).
+    pub fn check_streamable(&self, ctx: &Context, cfg: &JambaConfig) -> Result<()> {
+        let src = CheckpointSource { ctx, stored: self.stored.clone(), bar: ProgressBar::hidden() };
+        let plan = Plan { src: &src, limit: self.limit, quant: self.quant };
+        for (i, _) in cfg.layers().iter().enumerate().filter(|(_, kind)| kind.ffn == Ffn::Moe) {
+            let found = plan.expert_layout(&format!("model.layers.{i}.feed_forward"))?;
+            if found != self.layout {
+                return Err(Error::Input(format!(
+                    "layer {i}'s experts are {found:?}, the first MoE layer's {:?}: streaming needs them alike",
+                    self.layout
+                )));
+            }
+        }
+        let l = self.layout;
+        if l.dtype.storage_bytes(&[l.inter, l.hidden]) % 4 != 0 {
+            return Err(Error::Input(format!(
+                "an expert's [{}, {}] {:?} matrix is not a whole number of 4-byte words: it cannot be streamed",
+                l.inter, l.hidden, l.dtype
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stacks of `slots` experts of this layout (zeros), split under the binding limit: an expert pool.
+    pub fn pool(&self, ctx: &Context, slots: usize) -> Result<Vec<ExpertStack>> {
+        let ExpertLayout { dtype, inter, hidden } = self.layout;
+        let per_stack = experts_per_stack(self.limit, dtype, inter, hidden, slots);
+        let mut stacks = Vec::new();
+        for first in (0..slots).step_by(per_stack) {
+            let count = per_stack.min(slots - first);
+            let label = |which: &str| format!("expert pool[{first}..{}].{which}_proj", first + count);
+            stacks.push(ExpertStack {
+                first,
+                count,
+                gate: ctx.zeros(&label("gate"), &[count, inter, hidden], dtype)?,
+                up: ctx.zeros(&label("up"), &[count, inter, hidden], dtype)?,
+                down: ctx.zeros(&label("down"), &[count, hidden, inter], dtype)?,
+            });
+        }
+        Ok(stacks)
+    }
+
+    /// Queues expert `expert` of layer `layer` into slot `slot` of `pool` (from [`ExpertFeed::pool`]): read from the
+    /// mmap (quantized on the way when asked at load) straight into wgpu's staging memory; the GPU copy runs
+    /// before the next submission. Returns the bytes uploaded.
+    pub fn upload(&self, ctx: &Context, pool: &[ExpertStack], slot: usize, layer: usize, expert: usize) -> Result<u64> {
+        let stack = pool
+            .iter()
+            .find(|s| (s.first..s.first + s.count).contains(&slot))
+            .ok_or_else(|| Error::shape("expert upload", format!("slot {slot} is not in the pool")))?;
+        let ExpertLayout { dtype, inter, hidden } = self.layout;
+        let mut uploaded = 0;
+        let matrices =
+            [("gate", &stack.gate, inter, hidden), ("up", &stack.up, inter, hidden), ("down", &stack.down, hidden, inter)];
+        for (which, tensor, rows, cols) in matrices {
+            let name = format!("model.layers.{layer}.feed_forward.experts.{expert}.{which}_proj.weight");
+            let gathered = self.stored.gather(&[&name], 0, rows, cols, dtype)?;
+            let bytes = dtype.storage_bytes(&[rows, cols]) as u64;
+            let offset = (slot - stack.first) as u64 * bytes;
+            let mut view = wgpu::BufferSize::new(bytes)
+                .and_then(|size| ctx.queue.write_buffer_with(tensor.buffer(), offset, size))
+                .ok_or_else(|| Error::Gpu {
+                    context: format!("uploading `{name}` into expert pool slot {slot}"),
+                    message: format!("cannot write {bytes} bytes at {offset} of `{}`", tensor.label()),
+                })?;
+            let mut at = 0;
+            for part in gathered.parts() {
+                view.slice(at..at + part.len()).copy_from_slice(part);
+                at += part.len();
+            }
+            if at as u64 != bytes {
+                let message = format!("{bytes} bytes expected, {at} gathered");
+                return Err(Error::shape(format!("upload of `{name}`"), message));
+            }
+            uploaded += bytes;
+        }
+        Ok(uploaded)
     }
 }
 

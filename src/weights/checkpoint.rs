@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::index::{ShardIndex, INDEX_FILE};
 use super::safetensors::SafetensorsFile;
@@ -13,13 +14,15 @@ use crate::error::{Error, Result};
 /// The single-file checkpoint name transformers writes.
 const SINGLE_FILE: &str = "model.safetensors";
 
-/// A model's weights, memory-mapped (or static), looked up by tensor name.
+/// A model's weights, memory-mapped (or static), looked up by tensor name. Cloning shares the maps (a model that
+/// streams its experts keeps a clone to read them from).
+#[derive(Clone)]
 pub struct Checkpoint {
     /// The directory (or static name) it was opened from, for errors about absent tensors.
     source: PathBuf,
-    files: Vec<SafetensorsFile>,
+    files: Arc<[SafetensorsFile]>,
     /// Tensor name -> index into `files`.
-    location: HashMap<String, usize>,
+    location: Arc<HashMap<String, usize>>,
 }
 
 impl Checkpoint {
@@ -83,7 +86,7 @@ impl Checkpoint {
                 location.insert(name, f);
             }
         }
-        Ok(Checkpoint { source, files, location })
+        Ok(Checkpoint { source, files: files.into(), location: Arc::new(location) })
     }
 
     /// All tensor names, sorted.
