@@ -129,7 +129,8 @@ pub struct ModelBench {
     pub streaming: Option<crate::model::StreamingStats>,
 }
 
-/// A session, or a batch of several, as `bench_model` drives them.
+/// A session, or a batch of several, as `bench_model` drives them (one per benchmark: size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Sequences<'m> {
     One(crate::Session<'m>),
     Batch(crate::Batch<'m>),

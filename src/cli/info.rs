@@ -68,7 +68,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
     match ctx {
         Ok(ctx) => {
             let l = ctx.limits();
-            let binding = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+            let binding = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
             println!("adapter:    {} ({:?})", ctx.info().name, ctx.info().backend);
             let verdict = if f.largest_buffer <= binding { "fits" } else { "does NOT fit" };
             println!(

@@ -373,8 +373,8 @@ impl Context {
         if size > l.max_buffer_size {
             return Err(too_large("max_buffer_size", l.max_buffer_size));
         }
-        if size > l.max_storage_buffer_binding_size as u64 {
-            return Err(too_large("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size as u64));
+        if size > l.max_storage_buffer_binding_size {
+            return Err(too_large("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size));
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! argmax.wgsl: greedy sampling, the index of each row's largest value.
 
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Tensor};
-use crate::kernels::{AsCols, expect_dtype, expect_len, no_variants, u32_of};
+use crate::kernels::{IntoCols, expect_dtype, expect_len, no_variants, u32_of};
 use crate::{params, shader, Error, Result};
 
 shader!(ARGMAX_SHADER, "argmax");
@@ -24,8 +24,8 @@ pub static ARGMAX: Kernel = Kernel {
 };
 
 /// out[r] = argmax of row r of x (ties to the lowest index). x: [rows, cols] f32 columns; out: u32.
-pub fn argmax<'a>(g: &mut Graph, x: impl AsCols<'a>, out: &Tensor) -> Result<OpId> {
-    let x = x.as_cols()?;
+pub fn argmax<'a>(g: &mut Graph, x: impl IntoCols<'a>, out: &Tensor) -> Result<OpId> {
+    let x = x.into_cols()?;
     let op = "argmax";
     expect_dtype(op, x.tensor, &[DType::F32])?;
     expect_dtype(op, out, &[DType::U32])?;

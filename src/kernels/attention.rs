@@ -14,7 +14,7 @@
 //! Reference: `reference::attention::attention`.
 
 use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Plan, Tensor};
-use crate::kernels::{dims2, expect_dtype, u32_of, AsCols, Cols};
+use crate::kernels::{dims2, expect_dtype, u32_of, IntoCols, Cols};
 use crate::{params, shader, Error, Result};
 
 shader!(KV_CACHE_SHADER, "kv_cache");
@@ -224,13 +224,13 @@ fn expect_out(op: &str, out: &Tensor, rows: usize, q_dim: usize) -> Result<()> {
 /// pos..pos + T of k_cache and v_cache ([max_len, kv_dim] f32).
 pub fn append_kv<'a>(
     g: &mut Graph,
-    k_new: impl AsCols<'a>,
-    v_new: impl AsCols<'a>,
+    k_new: impl IntoCols<'a>,
+    v_new: impl IntoCols<'a>,
     k_cache: &Tensor,
     v_cache: &Tensor,
     pos: usize,
 ) -> Result<OpId> {
-    let (k_new, v_new) = (k_new.as_cols()?, v_new.as_cols()?);
+    let (k_new, v_new) = (k_new.into_cols()?, v_new.into_cols()?);
     let op = "append_kv";
     let [_, kv_dim] = dims2(k_cache)?;
     let max_len = cache_rows(op, k_cache, v_cache, kv_dim)?;
@@ -273,14 +273,14 @@ pub fn set_append_pos(plan: &mut Plan, op: OpId, pos: usize) {
 #[allow(clippy::too_many_arguments)]
 pub fn prefill<'a>(
     g: &mut Graph,
-    q: impl AsCols<'a>,
+    q: impl IntoCols<'a>,
     k_cache: &Tensor,
     v_cache: &Tensor,
     kv_len: usize,
     shape: AttentionShape,
     out: &Tensor,
 ) -> Result<OpId> {
-    let q = q.as_cols()?;
+    let q = q.into_cols()?;
     let op = "attention prefill";
     shape.validate()?;
     let max_len = cache_rows(op, k_cache, v_cache, shape.kv_dim())?;
@@ -401,7 +401,7 @@ fn keys_per_split(kv_len: usize, n_splits: usize) -> usize {
 #[allow(clippy::too_many_arguments)]
 pub fn decode<'a>(
     g: &mut Graph,
-    q: impl AsCols<'a>,
+    q: impl IntoCols<'a>,
     k_cache: &Tensor,
     v_cache: &Tensor,
     kv_len: usize,
@@ -409,7 +409,7 @@ pub fn decode<'a>(
     scratch: &DecodeScratch,
     out: &Tensor,
 ) -> Result<DecodeOps> {
-    let q = q.as_cols()?;
+    let q = q.into_cols()?;
     let op = "attention decode";
     shape.validate()?;
     scratch.check(op, shape, 1)?;
@@ -484,13 +484,13 @@ fn expect_positions(op: &str, positions: &Tensor, rows: usize) -> Result<()> {
 /// positions: u32 [B], read on the GPU when the step runs; a position at or past max_len writes nothing.
 pub fn append_kv_batch<'a>(
     g: &mut Graph,
-    k_new: impl AsCols<'a>,
-    v_new: impl AsCols<'a>,
+    k_new: impl IntoCols<'a>,
+    v_new: impl IntoCols<'a>,
     k_cache: &Tensor,
     v_cache: &Tensor,
     positions: &Tensor,
 ) -> Result<OpId> {
-    let (k_new, v_new) = (k_new.as_cols()?, v_new.as_cols()?);
+    let (k_new, v_new) = (k_new.into_cols()?, v_new.into_cols()?);
     let op = "append_kv_batch";
     let kv_dim = k_cache.shape().last().copied().unwrap_or(0);
     let [rows, max_len] = batch_caches(op, k_cache, v_cache, kv_dim)?;
@@ -524,7 +524,7 @@ pub fn append_kv_batch<'a>(
 #[allow(clippy::too_many_arguments)]
 pub fn decode_batch<'a>(
     g: &mut Graph,
-    q: impl AsCols<'a>,
+    q: impl IntoCols<'a>,
     k_cache: &Tensor,
     v_cache: &Tensor,
     positions: &Tensor,
@@ -532,7 +532,7 @@ pub fn decode_batch<'a>(
     scratch: &DecodeScratch,
     out: &Tensor,
 ) -> Result<()> {
-    let q = q.as_cols()?;
+    let q = q.into_cols()?;
     let op = "attention decode_batch";
     shape.validate()?;
     let [rows, max_len] = batch_caches(op, k_cache, v_cache, shape.kv_dim())?;

@@ -1,7 +1,7 @@
 //! conv1d.wgsl: Mamba's causal depthwise conv1d + bias + SiLU, carrying the last K-1 inputs as state.
 
 use crate::gpu::{read, read_write, Binding, DType, Graph, Kernel, Tensor};
-use crate::kernels::{dims2, expect_dtype, expect_shape, no_variants, u32_of, AsCols, Cols};
+use crate::kernels::{dims2, expect_dtype, expect_shape, no_variants, u32_of, IntoCols, Cols};
 use crate::{params, shader, Error, Result};
 
 shader!(CONV1D, "conv1d");
@@ -59,13 +59,13 @@ pub static CONV_BATCH: Kernel = Kernel {
 /// state update), so the update never races with the conv reading the old state.
 pub fn causal_conv1d_silu<'a>(
     g: &mut Graph,
-    x: impl AsCols<'a>,
+    x: impl IntoCols<'a>,
     state: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
-    let x = x.as_cols()?;
+    let x = x.into_cols()?;
     let op = "causal_conv1d_silu";
     let [c, k] = check(op, &x, weight, bias, out)?;
     expect_dtype(op, state, &[DType::F32])?;
@@ -99,13 +99,13 @@ pub fn causal_conv1d_silu<'a>(
 /// x: [B, C] columns; state: [B, >= (K-1) * C] f32, read and updated; weight: [C, K]; bias: [C]; out: [>= B, C].
 pub fn causal_conv1d_silu_batch<'a>(
     g: &mut Graph,
-    x: impl AsCols<'a>,
+    x: impl IntoCols<'a>,
     state: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     out: &Tensor,
 ) -> Result<()> {
-    let x = x.as_cols()?;
+    let x = x.into_cols()?;
     let op = "causal_conv1d_silu_batch";
     let [c, k] = check(op, &x, weight, bias, out)?;
     expect_dtype(op, state, &[DType::F32])?;

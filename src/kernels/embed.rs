@@ -1,7 +1,7 @@
 //! embed.wgsl: the embedding lookup, y[t] = table[ids[t]].
 
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Tensor};
-use crate::kernels::{AsCols, dims2, expect_dtype, expect_len, u32_of, float_weight_variants, FLOAT_DTYPES};
+use crate::kernels::{IntoCols, dims2, expect_dtype, expect_len, u32_of, float_weight_variants, FLOAT_DTYPES};
 use crate::{params, shader, Error, Result};
 
 shader!(EMBED_SHADER, "embed");
@@ -25,14 +25,14 @@ pub static EMBED: Kernel = Kernel {
 
 /// y[i] = table[ids[i]] for the first `y.rows` ids. table: [vocab, dim]; ids: u32, checked < vocab by the
 /// caller; y: [t, dim] f32.
-pub fn embed<'a>(g: &mut Graph, table: &Tensor, ids: &Tensor, y: impl AsCols<'a>) -> Result<OpId> {
+pub fn embed<'a>(g: &mut Graph, table: &Tensor, ids: &Tensor, y: impl IntoCols<'a>) -> Result<OpId> {
     embed_rows(g, table, 0, ids, y)
 }
 
 /// The lookup for one part of a row-split table holding rows `row0..row0 + table.rows`: writes only the tokens
 /// whose id falls in the part.
-pub fn embed_rows<'a>(g: &mut Graph, table: &Tensor, row0: usize, ids: &Tensor, y: impl AsCols<'a>) -> Result<OpId> {
-    let y = y.as_cols()?;
+pub fn embed_rows<'a>(g: &mut Graph, table: &Tensor, row0: usize, ids: &Tensor, y: impl IntoCols<'a>) -> Result<OpId> {
+    let y = y.into_cols()?;
     let op = "embed";
     let [rows, dim] = dims2(table)?;
     expect_dtype(op, table, &FLOAT_DTYPES)?;

@@ -1,7 +1,7 @@
 //! matmul.wgsl: y = x W^T (+ y), the Linear layer, for f32, f16, bf16 and quantized (q8, q4) weights.
 
 use crate::gpu::{read, read_write, Graph, Kernel, OpId, Prefill, Tensor};
-use crate::kernels::{AsCols, dims2, expect_dtype, u32_of, weight_row_variants, weight_variants, WEIGHT_DTYPES};
+use crate::kernels::{IntoCols, dims2, expect_dtype, u32_of, weight_row_variants, weight_variants, WEIGHT_DTYPES};
 use crate::{params, shader, Error, Result};
 
 shader!(MATMUL, "matmul");
@@ -60,12 +60,12 @@ const BLOCK_COLS: usize = 32;
 /// y = x W^T, or y += x W^T when `accumulate`. x: [t, k] columns, w: [n, k] weights, y: [t, n] columns.
 pub fn matmul<'a>(
     g: &mut Graph,
-    x: impl AsCols<'a>,
+    x: impl IntoCols<'a>,
     w: &Tensor,
-    y: impl AsCols<'a>,
+    y: impl IntoCols<'a>,
     accumulate: bool,
 ) -> Result<OpId> {
-    let (x, y) = (x.as_cols()?, y.as_cols()?);
+    let (x, y) = (x.into_cols()?, y.into_cols()?);
     let op = "matmul";
     let [n, k] = dims2(w)?;
     expect_dtype(op, w, &WEIGHT_DTYPES)?;

@@ -142,18 +142,18 @@ impl<'a> Cols<'a> {
 }
 
 /// What a kernel accepts where it reads or writes columns: a whole matrix, or a [`Cols`] slice of one.
-pub trait AsCols<'a> {
-    fn as_cols(self) -> Result<Cols<'a>>;
+pub trait IntoCols<'a> {
+    fn into_cols(self) -> Result<Cols<'a>>;
 }
 
-impl<'a> AsCols<'a> for Cols<'a> {
-    fn as_cols(self) -> Result<Cols<'a>> {
+impl<'a> IntoCols<'a> for Cols<'a> {
+    fn into_cols(self) -> Result<Cols<'a>> {
         Ok(self)
     }
 }
 
-impl<'a> AsCols<'a> for &'a Tensor {
-    fn as_cols(self) -> Result<Cols<'a>> {
+impl<'a> IntoCols<'a> for &'a Tensor {
+    fn into_cols(self) -> Result<Cols<'a>> {
         let [_, cols] = dims2(self)?;
         Cols::slice(self, 0, cols)
     }

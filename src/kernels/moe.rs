@@ -13,7 +13,7 @@ use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId,
 use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::matmul;
 use crate::kernels::{
-    dims2, expect_dtype, expect_len, no_variants, u32_of, weight_row_variants, weight_variants, AsCols, WEIGHT_DTYPES,
+    dims2, expect_dtype, expect_len, no_variants, u32_of, weight_row_variants, weight_variants, IntoCols, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -443,10 +443,10 @@ pub fn dense_mlp(
     scratch.check("dense_mlp", t, hidden, inter)?;
     let gate_out = scratch.act.first_rows(t)?; // [t, I]
     let up_out = scratch.up.first_rows(t)?; // [t, I]
-    let x = x.as_cols()?.rows(t)?;
+    let x = x.into_cols()?.rows(t)?;
     matmul(g, x, gate, &gate_out, false)?;
     matmul(g, x, up, &up_out, false)?;
     silu_mul(g, &gate_out, &up_out)?;
-    matmul(g, &gate_out, down, out.as_cols()?.rows(t)?, true)?;
+    matmul(g, &gate_out, down, out.into_cols()?.rows(t)?, true)?;
     Ok(())
 }

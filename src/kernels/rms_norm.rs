@@ -1,7 +1,7 @@
 //! rms_norm.wgsl: y = w * x / sqrt(mean(x^2) + eps), per row.
 
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Tensor};
-use crate::kernels::{AsCols, expect_dtype, expect_shape, row_variants, u32_of};
+use crate::kernels::{IntoCols, expect_dtype, expect_shape, row_variants, u32_of};
 use crate::{params, shader, Error, Result};
 
 shader!(RMS_NORM_SHADER, "rms_norm");
@@ -30,12 +30,12 @@ pub static RMS_NORM: Kernel = Kernel {
 /// y = rms_norm(x, w). x, y: [rows, w.len()] columns (they may be slices of wider tensors); w: [cols] f32.
 pub fn rms_norm<'a>(
     g: &mut Graph,
-    x: impl AsCols<'a>,
+    x: impl IntoCols<'a>,
     w: &Tensor,
     eps: f32,
-    y: impl AsCols<'a>,
+    y: impl IntoCols<'a>,
 ) -> Result<OpId> {
-    let (x, y) = (x.as_cols()?, y.as_cols()?);
+    let (x, y) = (x.into_cols()?, y.into_cols()?);
     let op = "rms_norm";
     expect_dtype(op, w, &[DType::F32])?;
     expect_shape(op, w, &[x.width])?;

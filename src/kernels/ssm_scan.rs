@@ -2,7 +2,7 @@
 //! SiLU(z) gate fused; the decode step and the chunked prefill.
 
 use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, Tensor};
-use crate::kernels::{dims2, expect_dtype, expect_shape, u32_of, AsCols, Cols};
+use crate::kernels::{dims2, expect_dtype, expect_shape, u32_of, IntoCols, Cols};
 use crate::{params, shader, Error, Result};
 
 shader!(SSM_SCAN, "ssm_scan");
@@ -128,18 +128,18 @@ pub enum ScanPath {
 pub fn selective_scan<'a>(
     g: &mut Graph,
     x: &Tensor,
-    dt: impl AsCols<'a>,
+    dt: impl IntoCols<'a>,
     dt_bias: &Tensor,
     a_log: &Tensor,
-    b: impl AsCols<'a>,
-    c: impl AsCols<'a>,
+    b: impl IntoCols<'a>,
+    c: impl IntoCols<'a>,
     d: &Tensor,
-    z: impl AsCols<'a>,
+    z: impl IntoCols<'a>,
     state: &Tensor,
     scratch: &ScanScratch,
     out: &Tensor,
 ) -> Result<()> {
-    let dt = dt.as_cols()?;
+    let dt = dt.into_cols()?;
     let path = if dt.rows == 1 { ScanPath::Decode } else { ScanPath::Chunked };
     selective_scan_with(g, x, dt, dt_bias, a_log, b, c, d, z, state, scratch, out, path)
 }
@@ -149,20 +149,20 @@ pub fn selective_scan<'a>(
 pub fn selective_scan_with<'a>(
     g: &mut Graph,
     x: &Tensor,
-    dt: impl AsCols<'a>,
+    dt: impl IntoCols<'a>,
     dt_bias: &Tensor,
     a_log: &Tensor,
-    b: impl AsCols<'a>,
-    c: impl AsCols<'a>,
+    b: impl IntoCols<'a>,
+    c: impl IntoCols<'a>,
     d: &Tensor,
-    z: impl AsCols<'a>,
+    z: impl IntoCols<'a>,
     state: &Tensor,
     scratch: &ScanScratch,
     out: &Tensor,
     path: ScanPath,
 ) -> Result<()> {
     let op = "selective_scan";
-    let (dt, b, c, z) = (dt.as_cols()?, b.as_cols()?, c.as_cols()?, z.as_cols()?);
+    let (dt, b, c, z) = (dt.into_cols()?, b.into_cols()?, c.into_cols()?, z.into_cols()?);
     let [i, n] = dims2(a_log)?;
     let t = dt.rows;
     for tensor in [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out] {

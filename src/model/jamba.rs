@@ -10,12 +10,12 @@ use crate::gpu::{Context, DType, Graph, Tensor};
 use crate::kernels::attention::DecodeScratch;
 use crate::kernels::moe::MoeScratch;
 use crate::kernels::ssm_scan::ScanScratch;
-use crate::kernels::{argmax::argmax, embed, rms_norm::rms_norm, AsCols, Cols};
+use crate::kernels::{argmax::argmax, embed, rms_norm::rms_norm, IntoCols, Cols};
 use crate::Result;
 
 /// The first `t` rows of a matrix.
 pub(crate) fn rows(tensor: &Tensor, t: usize) -> Result<Cols<'_>> {
-    tensor.as_cols()?.rows(t)
+    tensor.into_cols()?.rows(t)
 }
 
 /// Columns `offset..offset + width` of the first `t` rows of a matrix.

@@ -123,7 +123,7 @@ impl BatchState {
         let slot = |elements: usize| elements.next_multiple_of(align / 4);
         let has_attention = cfg.layers().iter().any(|l| l.mixer == Mixer::Attention);
         let cache_bytes = (sequences * slot_rows * kv_dim * 4) as u64;
-        let limit = ctx.limits().max_storage_buffer_binding_size as u64;
+        let limit = ctx.limits().max_storage_buffer_binding_size;
         if has_attention && cache_bytes > limit.min(ctx.limits().max_buffer_size) {
             let mib = |b: u64| b as f64 / (1 << 20) as f64;
             return Err(Error::Input(format!(

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::{Ffn, JambaConfig, Mixer};
 use crate::gpu::{Context, DType, Graph, Tensor};
 use crate::kernels::moe::ExpertStack;
-use crate::kernels::{fill, matmul, AsCols, Cols};
+use crate::kernels::{fill, matmul, IntoCols, Cols};
 use crate::weights::quant::{self, QuantFormat, QuantView, Quantization};
 use crate::weights::{self, Checkpoint, TensorView};
 use crate::{Error, Result};
@@ -30,8 +30,8 @@ pub struct Matrix {
 
 impl Matrix {
     /// y = x W^T (or y += x W^T), one matmul per part, each writing its own columns of y.
-    pub fn matmul<'a>(&self, g: &mut Graph, x: impl AsCols<'a>, y: impl AsCols<'a>, accumulate: bool) -> Result<()> {
-        let (x, y) = (x.as_cols()?, y.as_cols()?);
+    pub fn matmul<'a>(&self, g: &mut Graph, x: impl IntoCols<'a>, y: impl IntoCols<'a>, accumulate: bool) -> Result<()> {
+        let (x, y) = (x.into_cols()?, y.into_cols()?);
         if y.width != self.rows {
             return Err(Error::shape("Matrix::matmul", format!("y has {} columns, the matrix {} rows", y.width, self.rows)));
         }

@@ -209,7 +209,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     let mut worst = (0usize, 0.0f32);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = (g - w).abs() - (atol + rtol * w.abs());
-        if !(excess <= worst.1) || g.is_nan() != w.is_nan() {
+        if excess.is_nan() || excess > worst.1 || g.is_nan() != w.is_nan() {
             worst = (i, if excess.is_nan() { f32::INFINITY } else { excess });
         }
     }
