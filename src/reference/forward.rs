@@ -196,7 +196,7 @@ impl ReferenceModel {
         let kv_len = cache.k.len() / kv_dim;
         // causal softmax(q k^T / sqrt(head_dim)) v
         let o = attention(&q, &cache.k, &cache.v, t, kv_len, n_heads, n_kv_heads, head_dim); // [T, q_dim]
-                                                                                             // then o_proj
+        // then o_proj
         matmul(&o, &w.o_proj, t, h, q_dim) // [T, H]
     }
 
@@ -210,20 +210,20 @@ impl ReferenceModel {
         let mut xz = matmul(x, &w.in_proj, t, 2 * i, h); // [T, 2I]
         add_row_bias(&mut xz, w.in_proj_bias.as_deref());
         let [xs, z] = split_columns(&xz, [i, i]); // [T, I] each
-                                                  // xs = silu(causal_depthwise_conv1d(xs))
+        // xs = silu(causal_depthwise_conv1d(xs))
         let xs = causal_conv1d_silu(&xs, &mut s.conv, &w.conv_weight, &w.conv_bias, t, i, k); // [T, I]
-                                                                                              // [dt | B | C] = xs x_proj^T
+        // [dt | B | C] = xs x_proj^T
         let dbc = matmul(&xs, &w.x_proj, t, r + 2 * n, i); // [T, R + 2N]
         let [dt, b, c] = split_columns(&dbc, [r, n, n]); // [T, R], [T, N], [T, N]
-                                                         // dt = rms_norm(dt, dt_layernorm); B = rms_norm(B, b_layernorm); C = rms_norm(C, c_layernorm)
+        // dt = rms_norm(dt, dt_layernorm); B = rms_norm(B, b_layernorm); C = rms_norm(C, c_layernorm)
         let dt = rms_norm(&dt, &w.dt_norm, eps);
         let b = rms_norm(&b, &w.b_norm, eps);
         let c = rms_norm(&c, &w.c_norm, eps);
         // delta = softplus(dt dt_proj.weight^T + dt_proj.bias): the matmul here, bias and softplus in the scan
         let dt = matmul(&dt, &w.dt_proj, t, i, r); // [T, I]
-                                                   // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z)
+        // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z)
         let y = selective_scan(&xs, &dt, &w.dt_bias, &w.a_log, &b, &c, &w.d, &z, &mut s.ssm, t, i, n); // [T, I]
-                                                                                                       // out = (y * silu(z)) out_proj^T
+        // out = (y * silu(z)) out_proj^T
         let mut out = matmul(&y, &w.out_proj, t, h, i); // [T, H]
         add_row_bias(&mut out, w.out_proj_bias.as_deref());
         out
