@@ -113,6 +113,9 @@ pub struct ModelBench {
     pub decode_tokens_per_s: f64,
     /// CPU time to write a decode step's parameters, encode its pass and submit it (no waiting).
     pub host_us_per_decode_step: f64,
+    /// Of which recording the commands (parameter upload, pass, dispatches, finish), measured apart with the
+    /// GPU idle: the host cost a replay cannot avoid, without the submission.
+    pub encode_us_per_decode_step: f64,
     pub dispatches_per_decode_step: usize,
     pub weight_bytes: u64,
     /// Bytes a decode step must read: the weights it uses (the experts that B x top-k uniform choices are
@@ -183,6 +186,13 @@ impl Sequences<'_> {
         }
     }
 
+    fn encode_cost(&mut self, runs: usize) -> crate::Result<Duration> {
+        match self {
+            Sequences::One(s) => s.decode_encode_cost(runs),
+            Sequences::Batch(b) => b.step_encode_cost(runs),
+        }
+    }
+
     fn profile_step(&mut self, tokens: &[u32]) -> crate::Result<Vec<(String, Duration)>> {
         match self {
             Sequences::One(s) => s.profile_step(tokens[0]),
@@ -207,6 +217,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let (mut prefill, mut decode, mut host) = (Vec::new(), Vec::new(), Vec::new());
     let mut dispatches = 0;
     let mut streaming = None;
+    let mut encode = Duration::ZERO;
     // A streamed model's decode step is several plans with readbacks between them: not profiled.
     let profile = ctx.features().timestamps && model.streaming_stats().is_none();
     for run in 0..o.warmup + o.runs.max(1) {
@@ -227,6 +238,8 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
             decode.push(start.elapsed());
             host.push(host_time / o.gen_len.saturating_sub(1).max(1) as u32);
             streaming = sequences.streaming_stats();
+            ctx.wait("a decode run")?;
+            encode = sequences.encode_cost(32)?;
         }
         if run == 0 && profile {
             dispatches = sequences.profile_step(&tokens)?.len();
@@ -261,6 +274,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         time_to_first_token_ms: prefill_s * 1e3,
         decode_tokens_per_s,
         host_us_per_decode_step: median(host) * 1e6,
+        encode_us_per_decode_step: encode.as_secs_f64() * 1e6,
         dispatches_per_decode_step: dispatches,
         weight_bytes,
         decode_bytes_per_token: decode_bytes,

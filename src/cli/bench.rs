@@ -115,7 +115,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             s.bytes_per_token() / 1024.0
         );
     }
-    println!("host:      {:.1} us to encode and submit a decode step ({} dispatches)", b.host_us_per_decode_step, b.dispatches_per_decode_step);
+    println!(
+        "host:      {:.1} us to encode and submit a decode step ({} dispatches); recording alone {:.1} us",
+        b.host_us_per_decode_step, b.dispatches_per_decode_step, b.encode_us_per_decode_step
+    );
     if !b.decode_kernel_ms.is_empty() {
         println!("decode step GPU time by kernel family (timestamps, one dispatch per pass):");
         for (family, ms) in &b.decode_kernel_ms {

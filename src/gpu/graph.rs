@@ -263,6 +263,25 @@ impl Plan {
             .collect())
     }
 
+    /// The CPU time to record this plan into a command buffer (parameter upload, pass, every dispatch, finish),
+    /// the median of `runs` recordings that are then dropped unsubmitted: the host cost of a replay, apart
+    /// from the submission and whatever the driver does at submit.
+    pub fn encode_cost(&self, ctx: &Context, runs: usize) -> std::time::Duration {
+        let mut times: Vec<_> = (0..runs.max(1))
+            .map(|_| {
+                let start = std::time::Instant::now();
+                let mut encoder = ctx.device.create_command_encoder(&Default::default());
+                self.encode(ctx, &mut encoder);
+                let commands = encoder.finish();
+                let elapsed = start.elapsed();
+                drop(commands);
+                elapsed
+            })
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    }
+
     /// Encodes and submits the plan; does not wait.
     pub fn run(&self, ctx: &Context) -> Result<()> {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());

@@ -114,6 +114,13 @@ impl<'m> Batch<'m> {
         Ok(times)
     }
 
+    /// The CPU time to record one step's commands without submitting them (see [`Plan::encode_cost`]), the
+    /// median of `runs`; the step's plan is built by the first [`Batch::step`].
+    pub fn step_encode_cost(&self, runs: usize) -> Result<std::time::Duration> {
+        let plan = self.plan.as_ref().ok_or_else(|| Error::Input("no step was run yet: nothing to encode".into()))?;
+        Ok(plan.encode_cost(&self.model.ctx, runs))
+    }
+
     /// Checks `tokens`, writes them and every sequence's position, and returns the step's plan (built on first use).
     fn prepare_step(&mut self, tokens: &[u32]) -> Result<&Plan> {
         let (ctx, b) = (&*self.model.ctx, self.len());
