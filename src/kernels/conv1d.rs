@@ -56,7 +56,8 @@ pub static CONV_BATCH: Kernel = Kernel {
 ///
 /// x: [T, C] columns (e.g. the first C columns of in_proj's [T, 2C] output); state: [K-1, C] f32, read and
 /// updated; weight: [C, K] f32; bias: [C] f32; out: [>=T, C] f32. Records two dispatches (the conv, then the
-/// state update), so the update never races with the conv reading the old state.
+/// state update), so the update never races with the conv reading the old state; one for T = 1, where each
+/// invocation reads and rewrites only its own channel's state.
 pub fn causal_conv1d_silu<'a>(
     g: &mut Graph,
     x: impl IntoCols<'a>,
@@ -83,6 +84,14 @@ pub fn causal_conv1d_silu<'a>(
     };
     u32_of(op, "t * c", x.rows * c)?;
     let tensors = [x.tensor, weight, bias, state, out];
+    if x.rows == 1 {
+        // A decode step: a batch of one sequence, whose state is [K-1, C]. One dispatch instead of two, and the
+        // same sums in the same order.
+        let params = ConvParams { state_stride: u32_of(op, "state stride", (k - 1) * c)?, ..params };
+        let grid = g.linear_grid(c.div_ceil(64) as u64)?;
+        g.dispatch(&CONV_BATCH, &[], &params, &tensors, grid)?;
+        return Ok(());
+    }
     let grid = g.linear_grid((x.rows.div_ceil(CONV_ROWS) * c.div_ceil(64)) as u64)?;
     g.dispatch(&CONV, &[], &params, &tensors, grid)?;
     if k > 1 {
