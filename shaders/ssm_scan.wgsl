@@ -15,6 +15,10 @@
 //   chunk_h[(k * N + n) * I + ch]                   [chunks, N, I] scratch of the chunked path
 //   chunk_delta[k * I + ch]                         [chunks, I]    scratch of the chunked path
 //
+// With NORM_BC = 1, b and c are x_proj's raw columns and the kernel applies Mamba's b_layernorm and
+// c_layernorm itself (rms_norm over each row's N values, weights b_norm and c_norm, epsilon p.eps) as it stages
+// the rows in workgroup memory: two dispatches fewer per decode step than normalising them apart.
+//
 // Each invocation owns one channel and keeps its N state values in registers; B and C rows are shared by
 // the workgroup's 64 channels through workgroup memory, TILE_STEPS rows at a time.
 //
@@ -45,7 +49,7 @@ struct ScanParams {
     c_stride: u32,
     c_offset: u32,
     state_stride: u32,
-    _pad0: u32,
+    eps: f32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -63,16 +67,41 @@ struct ScanParams {
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;          // [>=T, I]
 @group(0) @binding(11) var<storage, read_write> chunk_h: array<f32>;      // [chunks, N, I]
 @group(0) @binding(12) var<storage, read_write> chunk_delta: array<f32>;  // [chunks, I]
+@group(0) @binding(13) var<storage, read> b_norm: array<f32>;             // [N], read when NORM_BC = 1
+@group(0) @binding(14) var<storage, read> c_norm: array<f32>;             // [N], read when NORM_BC = 1
 
 // d_state, fixed when the pipeline is built so the loops over n unroll and h stays in registers.
 override D_STATE: u32 = 16u;
+// 1: normalise the rows of b and c in the kernel (see above).
+override NORM_BC: u32 = 0u;
 // The largest d_state the register arrays hold.
 const MAX_D_STATE: u32 = 64u;
 // Rows of B and C staged in workgroup memory at a time.
 const TILE_STEPS: u32 = 16u;
+const_assert WG >= 2u * TILE_STEPS; // NORM_BC's lanes
 
 var<workgroup> b_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
 var<workgroup> c_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
+
+// rms_norm of the D_STATE values of b_tile (or c_tile) from `first`, as rms_norm.wgsl computes it.
+fn normalise_row(first: u32, is_c: bool) {
+    var sum_sq = 0.0;
+    for (var n = 0u; n < D_STATE; n++) {
+        var v = b_tile[first + n];
+        if is_c {
+            v = c_tile[first + n];
+        }
+        sum_sq += v * v;
+    }
+    let scale = 1.0 / sqrt(sum_sq / f32(D_STATE) + p.eps);
+    for (var n = 0u; n < D_STATE; n++) {
+        if is_c {
+            c_tile[first + n] = c_norm[n] * (c_tile[first + n] * scale);
+        } else {
+            b_tile[first + n] = b_norm[n] * (b_tile[first + n] * scale);
+        }
+    }
+}
 
 // Advances the state `h` of channel `ch` over rows [t_begin, t_end), writing out[t, ch] when `emit`; returns
 // the sum of delta over those rows. Every invocation of the workgroup must call it with the same rows (it holds
@@ -109,6 +138,15 @@ fn advance(
             }
         }
         workgroupBarrier();
+        if NORM_BC != 0u {
+            // Lane s normalises row s of B, lane TILE_STEPS + s row s of C, in place (WG >= 2 * TILE_STEPS).
+            let s = lane % TILE_STEPS;
+            let is_c = lane >= TILE_STEPS;
+            if s < steps && lane < 2u * TILE_STEPS && (emit || !is_c) {
+                normalise_row(s * D_STATE, is_c);
+            }
+            workgroupBarrier();
+        }
         // Not `continue`: a barrier must stay in uniform control flow for every WGSL compiler.
         if live {
             for (var s = 0u; s < steps; s++) {

@@ -8,7 +8,9 @@ mod common;
 
 use common::{assert_close, gpu, Rng};
 use jamba_wgpu::gpu::{Context, DType, Graph, Tensor};
-use jamba_wgpu::kernels::ssm_scan::{selective_scan, selective_scan_with, ScanPath, ScanScratch};
+use jamba_wgpu::kernels::ssm_scan::{
+    selective_scan, selective_scan_normed, selective_scan_with, BcNorm, ScanPath, ScanScratch,
+};
 use jamba_wgpu::kernels::{conv1d, Cols};
 use jamba_wgpu::{reference, Error};
 
@@ -159,7 +161,12 @@ struct Ssm {
     a_log_gpu: Tensor,
     d_gpu: Tensor,
     state_gpu: Tensor,
+    /// b_layernorm's and c_layernorm's weights ([N] each) on both sides: the scan is then given x_proj's raw B
+    /// and C and normalises them itself (`selective_scan_normed`), the reference normalises them first.
+    bc_norm: Option<(Vec<f32>, Vec<f32>, Tensor, Tensor)>,
 }
+
+const BC_EPS: f32 = 1e-6;
 
 impl Ssm {
     fn new(ctx: &Context, rng: &mut Rng, i: usize, n: usize) -> Ssm {
@@ -175,11 +182,19 @@ impl Ssm {
             i,
             n,
             r: 5,
+            bc_norm: None,
             dt_bias,
             a_log,
             d,
             state,
         }
+    }
+
+    fn with_bc_norm(mut self, ctx: &Context, rng: &mut Rng) -> Ssm {
+        let (b, c) = (rng.vec(self.n, 1.0), rng.vec(self.n, 1.0));
+        let upload = |name, w: &[f32]| ctx.upload_f32(name, &[w.len()], w).unwrap();
+        self.bc_norm = Some((b.clone(), c.clone(), upload("b_norm", &b), upload("c_norm", &c)));
+        self
     }
 
     /// Runs `t` fresh random rows through both on `path` (None: the default choice). B and C are read from an
@@ -192,13 +207,17 @@ impl Ssm {
         let in_proj = rng.vec(t * 2 * i, 2.0); // [T, 2I]
         let (b, c) = (columns(&x_proj, r + 2 * n, r, n), columns(&x_proj, r + 2 * n, r + n, n));
         let z = columns(&in_proj, 2 * i, i, i);
+        let (b_ref, c_ref) = match &self.bc_norm {
+            Some((wb, wc, ..)) => (reference::rms_norm(&b, wb, BC_EPS), reference::rms_norm(&c, wc, BC_EPS)),
+            None => (b.clone(), c.clone()),
+        };
         let want = reference::ssm::selective_scan(
             &x,
             &dt,
             &self.dt_bias,
             &self.a_log,
-            &b,
-            &c,
+            &b_ref,
+            &c_ref,
             &self.d,
             &z,
             &mut self.state,
@@ -219,11 +238,18 @@ impl Ssm {
         let (dt_bias, a_log, d, state) = (&self.dt_bias_gpu, &self.a_log_gpu, &self.d_gpu, &self.state_gpu);
         // Scratch for fewer rows than T on odd calls: the scan then lengthens its chunks instead.
         let scratch = ScanScratch::new(ctx, if t % 2 == 1 { t.div_ceil(2) } else { t }, i, n).unwrap();
-        match path {
-            None => {
+        match (path, &self.bc_norm) {
+            (path, Some((_, _, b_weight, c_weight))) => {
+                let norm = BcNorm { b_weight, c_weight, eps: BC_EPS };
+                let path = path.unwrap_or(if t == 1 { ScanPath::Decode } else { ScanPath::Chunked });
+                selective_scan_normed(
+                    &mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, norm, d, z_cols, state, &scratch, &out, path,
+                )
+            }
+            (None, None) => {
                 selective_scan(&mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, d, z_cols, state, &scratch, &out)
             }
-            Some(path) => selective_scan_with(
+            (Some(path), None) => selective_scan_with(
                 &mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, d, z_cols, state, &scratch, &out, path,
             ),
         }
@@ -270,6 +296,30 @@ fn scan_matches_reference_on_every_path() {
         }
     }
     eprintln!("scan: max |out - reference| = {worst_out:e}, max |state - reference| = {worst_state:e}");
+}
+
+#[test]
+fn scan_normalises_b_and_c_itself() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(22);
+    let mut worst = 0.0f32;
+    for &(t, i, n) in &[(1, 24, 4), (1, 70, 16), (2, 40, 8), (17, 24, 16), (65, 40, 32), (300, 24, 16)] {
+        let mut paths = vec![None, Some(ScanPath::Chunked), Some(ScanPath::Serial)];
+        if t == 1 {
+            paths.push(Some(ScanPath::Decode));
+        }
+        for path in paths {
+            let mut ssm = Ssm::new(ctx, &mut rng, i, n).with_bc_norm(ctx, &mut rng);
+            // Twice, so the second step starts from a state the normalised inputs wrote.
+            for step in 0..2 {
+                let (got, want) = ssm.step(ctx, &mut rng, t, path);
+                let what = format!("normalising scan T={t} I={i} N={n} {path:?} step {step}");
+                worst = worst.max(check_out(&what, &got, &want));
+                ssm.check_state(ctx, &what);
+            }
+        }
+    }
+    eprintln!("scan with B/C norms: max |out - reference| = {worst:e}");
 }
 
 #[test]

@@ -22,7 +22,7 @@ params! {
         pub c_stride: u32,
         pub c_offset: u32,
         pub state_stride: u32,
-        pub _pad0: u32,
+        pub eps: f32,
         pub _pad1: u32,
         pub _pad2: u32,
     }
@@ -41,6 +41,8 @@ const BINDINGS: &[Binding] = &[
     read_write("out"),
     read_write("chunk_h"),
     read_write("chunk_delta"),
+    read("b_norm"),
+    read("c_norm"),
 ];
 
 /// The d_state values each kernel is validated with; any N up to [`MAX_D_STATE`] builds.
@@ -53,7 +55,8 @@ pub const MAX_D_STATE: usize = 64;
 pub const CHUNK_LEN: usize = 64;
 
 fn d_state_variants() -> Vec<Vec<(&'static str, f64)>> {
-    D_STATES.iter().map(|&n| vec![("D_STATE", n as f64)]).collect()
+    let norm = [0.0, 1.0];
+    D_STATES.iter().flat_map(|&n| norm.map(|norm| vec![("D_STATE", n as f64), ("NORM_BC", norm)])).collect()
 }
 
 macro_rules! scan_kernel {
@@ -144,6 +147,37 @@ pub fn selective_scan<'a>(
     selective_scan_with(g, x, dt, dt_bias, a_log, b, c, d, z, state, scratch, out, path)
 }
 
+/// Mamba's RMSNorms of the B and C rows (b_layernorm, c_layernorm), for [`selective_scan_normed`].
+#[derive(Clone, Copy)]
+pub struct BcNorm<'a> {
+    /// [N] f32 each.
+    pub b_weight: &'a Tensor,
+    pub c_weight: &'a Tensor,
+    pub eps: f32,
+}
+
+/// [`selective_scan_with`] on x_proj's raw B and C columns, normalising each row with `norm` inside the scan
+/// (rms_norm(b, b_weight), rms_norm(c, c_weight)): the decode step without two separate norm dispatches.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan_normed<'a>(
+    g: &mut Graph,
+    x: &Tensor,
+    dt: impl IntoCols<'a>,
+    dt_bias: &Tensor,
+    a_log: &Tensor,
+    b: impl IntoCols<'a>,
+    c: impl IntoCols<'a>,
+    norm: BcNorm<'_>,
+    d: &Tensor,
+    z: impl IntoCols<'a>,
+    state: &Tensor,
+    scratch: &ScanScratch,
+    out: &Tensor,
+    path: ScanPath,
+) -> Result<()> {
+    scan(g, x, dt.into_cols()?, dt_bias, a_log, b.into_cols()?, c.into_cols()?, Some(norm), d, z.into_cols()?, state, scratch, out, path)
+}
+
 /// [`selective_scan`] on a chosen path.
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan_with<'a>(
@@ -161,8 +195,27 @@ pub fn selective_scan_with<'a>(
     out: &Tensor,
     path: ScanPath,
 ) -> Result<()> {
+    scan(g, x, dt.into_cols()?, dt_bias, a_log, b.into_cols()?, c.into_cols()?, None, d, z.into_cols()?, state, scratch, out, path)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan(
+    g: &mut Graph,
+    x: &Tensor,
+    dt: Cols,
+    dt_bias: &Tensor,
+    a_log: &Tensor,
+    b: Cols,
+    c: Cols,
+    norm: Option<BcNorm>,
+    d: &Tensor,
+    z: Cols,
+    state: &Tensor,
+    scratch: &ScanScratch,
+    out: &Tensor,
+    path: ScanPath,
+) -> Result<()> {
     let op = "selective_scan";
-    let (dt, b, c, z) = (dt.into_cols()?, b.into_cols()?, c.into_cols()?, z.into_cols()?);
     let [i, n] = dims2(a_log)?;
     let t = dt.rows;
     for tensor in [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out] {
@@ -182,6 +235,12 @@ pub fn selective_scan_with<'a>(
     expect_rows(op, out, t, i)?;
     expect_shape(op, dt_bias, &[i])?;
     expect_shape(op, d, &[i])?;
+    if let Some(norm) = &norm {
+        for weight in [norm.b_weight, norm.c_weight] {
+            expect_dtype(op, weight, &[DType::F32])?;
+            expect_shape(op, weight, &[n])?;
+        }
+    }
     let state_stride = match path {
         ScanPath::Batch => {
             let [rows, stride] = dims2(state)?;
@@ -227,13 +286,31 @@ pub fn selective_scan_with<'a>(
         c_stride: u32_of(op, "c stride", c.stride())?,
         c_offset: u32_of(op, "c offset", c.offset)?,
         state_stride: u32_of(op, "state stride", state_stride)?,
+        eps: norm.map_or(0.0, |norm| norm.eps),
         ..Default::default()
     };
     u32_of(op, "t * i", t * i)?;
     u32_of(op, "t * state stride", t * state_stride)?;
     u32_of(op, "chunks * n * i", chunks * n * i)?;
-    let constants = [("D_STATE", n as f64)];
-    let tensors = [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out, &scratch.chunk_h, &scratch.chunk_delta];
+    let constants = [("D_STATE", n as f64), ("NORM_BC", norm.is_some() as u32 as f64)];
+    // Without norms the kernel never reads its norm bindings: `d` stands in for them.
+    let (b_norm, c_norm) = norm.map_or((d, d), |norm| (norm.b_weight, norm.c_weight));
+    let tensors = [
+        x,
+        dt.tensor,
+        dt_bias,
+        a_log,
+        b.tensor,
+        c.tensor,
+        d,
+        z.tensor,
+        state,
+        out,
+        &scratch.chunk_h,
+        &scratch.chunk_delta,
+        b_norm,
+        c_norm,
+    ];
     let channel_groups = i.div_ceil(64);
     // A single chunk needs no carries: it is scanned straight from the state, without the 3 passes' doubled work.
     let single_chunk = path == ScanPath::Chunked && chunks == 1;

@@ -32,33 +32,31 @@ pub(crate) fn encode(
     conv(g, cols(&sc.xz, 0, i)?, conv_state, &w.conv_weight, &w.conv_bias, &sc.xs)?;
     // [dt | B | C] = xs x_proj^T
     w.x_proj.matmul(g, rows(&sc.xs, t)?, rows(&sc.dbc, t)?, false)?;
-    // dt = rms_norm(dt, dt_layernorm); B = rms_norm(B, b_layernorm); C = rms_norm(C, c_layernorm)
-    for (norm, offset, width) in [(&w.dt_norm, 0, r), (&w.b_norm, r, n), (&w.c_norm, r + n, n)] {
-        rms_norm(g, cols(&sc.dbc, offset, width)?, norm, eps, cols(&sc.dbc_normed, offset, width)?)?;
-    }
-    // dt = dt dt_proj.weight^T; dt_proj.bias and the softplus are fused into the scan
-    w.dt_proj.matmul(g, cols(&sc.dbc_normed, 0, r)?, rows(&sc.dt, t)?, false)?;
-    // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z)
     let path = match fed {
         Rows::Sequence { t: 1, .. } => ScanPath::Decode,
         Rows::Sequence { .. } => ScanPath::Chunked,
         Rows::Batch { .. } => ScanPath::Batch,
     };
-    ssm_scan::selective_scan_with(
-        g,
-        &sc.xs,
-        rows(&sc.dt, t)?,
-        &w.dt_bias,
-        &w.a_log,
-        cols(&sc.dbc_normed, r, n)?,
-        cols(&sc.dbc_normed, r + n, n)?,
-        &w.d,
-        cols(&sc.xz, i, i)?,
-        ssm_state,
-        &sc.scan,
-        &sc.y,
-        path,
-    )?;
+    // A decode step's scan normalises B and C itself, two dispatches fewer; a prefill keeps them apart.
+    let fused_bc = path != ScanPath::Chunked;
+    // dt = rms_norm(dt, dt_layernorm); B = rms_norm(B, b_layernorm); C = rms_norm(C, c_layernorm)
+    let norms = [(&w.dt_norm, 0, r), (&w.b_norm, r, n), (&w.c_norm, r + n, n)];
+    for &(norm, offset, width) in &norms[..if fused_bc { 1 } else { 3 }] {
+        rms_norm(g, cols(&sc.dbc, offset, width)?, norm, eps, cols(&sc.dbc_normed, offset, width)?)?;
+    }
+    // dt = dt dt_proj.weight^T; dt_proj.bias and the softplus are fused into the scan
+    w.dt_proj.matmul(g, cols(&sc.dbc_normed, 0, r)?, rows(&sc.dt, t)?, false)?;
+    // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z)
+    let (dt, z) = (rows(&sc.dt, t)?, cols(&sc.xz, i, i)?);
+    if fused_bc {
+        let (b, c) = (cols(&sc.dbc, r, n)?, cols(&sc.dbc, r + n, n)?);
+        let norm = ssm_scan::BcNorm { b_weight: &w.b_norm, c_weight: &w.c_norm, eps };
+        let (state, scratch) = (ssm_state, &sc.scan);
+        ssm_scan::selective_scan_normed(g, &sc.xs, dt, &w.dt_bias, &w.a_log, b, c, norm, &w.d, z, state, scratch, &sc.y, path)?;
+    } else {
+        let (b, c) = (cols(&sc.dbc_normed, r, n)?, cols(&sc.dbc_normed, r + n, n)?);
+        ssm_scan::selective_scan_with(g, &sc.xs, dt, &w.dt_bias, &w.a_log, b, c, &w.d, z, ssm_state, &sc.scan, &sc.y, path)?;
+    }
     // x += (y * silu(z)) out_proj^T
     w.out_proj.matmul(g, rows(&sc.y, t)?, rows(&sc.x, t)?, true)
 }
