@@ -16,6 +16,7 @@
 //   invocation computing 4 x 4 outputs (both gate and up for swiglu), k in steps of 16 through workgroup memory.
 //   act is indexed by grouped row, y_slots by slot. Grid: count * ceil(t / 32) * ceil(n / 32) workgroups,
 //   linear (the worst case: every token routed to each expert); tiles past an expert's rows exit at once.
+// - down_combine_matvec (decode, one stack holding every expert): down_matvec and combine in one dispatch.
 // - combine: out[r, c] += sum_j weights[r, j] * y_slots[r * top_k + j, c], in j order (no float atomics).
 //   Grid: ceil(t * H / WG) workgroups, linear.
 
@@ -124,6 +125,46 @@ fn down_matvec(
     acc = row_sum(lane, acc);
     if job.live && lane % ROW_THREADS == 0u {
         y[job.slot * p.n + job.j] = acc;
+    }
+}
+
+// out[r, j] += sum_j' weights[s] * (act[s] . down_{ids[s]}[j]) over token r's slots s = r * top_k + j', in j'
+// order: down_matvec and combine in one dispatch, with the same sums in the same order (so bit for bit the
+// same result). Needs every expert in this stack. Grid: t * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
+@compute @workgroup_size(WG)
+fn down_combine_matvec(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let rows_per_group = WG / ROW_THREADS;
+    let groups_per_token = (p.n + rows_per_group - 1u) / rows_per_group;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let r = g / groups_per_token;
+    let j = (g % groups_per_token) * rows_per_group + lane / ROW_THREADS;
+    var sum = 0.0;
+    for (var choice = 0u; choice < p.top_k; choice++) {
+        let s = r * p.top_k + choice;
+        var e = p.count;
+        if r < p.t {
+            e = local_expert(ids[s]);
+        }
+        let live = e < p.count && j < p.n;
+        var acc = 0.0;
+        if live {
+            let x0 = s * p.k;
+            let row = e * p.n + j;
+            for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+                acc += x[x0 + c] * w_at(row, c);
+            }
+        }
+        acc = row_sum(lane, acc);
+        if live {
+            sum += weights[s] * acc;
+        }
+    }
+    if r < p.t && j < p.n && lane % ROW_THREADS == 0u {
+        y[r * p.n + j] += sum;
     }
 }
 

@@ -48,6 +48,7 @@ pub fn all() -> Vec<&'static Kernel> {
         &moe::GROUP,
         &moe::SWIGLU_MATVEC,
         &moe::DOWN_MATVEC,
+        &moe::DOWN_COMBINE_MATVEC,
         &moe::SWIGLU_TILED,
         &moe::DOWN_TILED,
         &moe::SWIGLU_BLOCKED,

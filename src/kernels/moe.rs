@@ -112,6 +112,12 @@ expert_kernel!(/** Prefill on CPU adapters: SwiGLU_TILED's values, in register b
     SWIGLU_BLOCKED, MOE_CPU_SHADER, "swiglu_blocked", weight_variants);
 expert_kernel!(/** Prefill on CPU adapters: DOWN_TILED's values, in register blocks with x shared per subgroup. */
     DOWN_BLOCKED, MOE_CPU_SHADER, "down_blocked", weight_variants);
+expert_kernel!(
+    /** Decode with every expert in one stack: out += the routing-weighted sum of act[s] down_e^T. */
+    DOWN_COMBINE_MATVEC,
+    "down_combine_matvec",
+    weight_row_variants
+);
 expert_kernel!(/** out += the routing-weighted sum of each token's expert outputs. */ COMBINE, "combine", no_variants);
 
 /// ids, weights = top-k of softmax(logits) per token: the MoE router after its matmul.
@@ -263,8 +269,61 @@ pub fn moe_ffn(
     if held != scratch.n_experts {
         return Err(Error::shape("moe_ffn", format!("{held} experts; the scratch was made for {}", scratch.n_experts)));
     }
+    if let [stack] = experts {
+        if t < g.tuning.tiled_min_rows {
+            // Decode with every expert in one stack: the down projection and the weighted sum in one dispatch.
+            return moe_decode_one_stack(g, x, t, stack, ids, weights, top_k, scratch, out);
+        }
+    }
     let n_experts = moe_experts(g, x, t, experts, ids, weights, top_k, scratch)?;
     moe_combine(g, t, ids, weights, top_k, n_experts, scratch, out)
+}
+
+/// [`moe_ffn`]'s decode step when one stack holds every expert: SwiGLU per slot, then down and combine fused
+/// (the same sums in the same order as down_matvec + combine).
+#[allow(clippy::too_many_arguments)]
+fn moe_decode_one_stack(
+    g: &mut Graph,
+    x: &Tensor,
+    t: usize,
+    stack: &ExpertStack,
+    ids: &Tensor,
+    weights: &Tensor,
+    top_k: usize,
+    scratch: &MoeScratch,
+    out: &Tensor,
+) -> Result<()> {
+    let op = "moe_ffn";
+    let [_, hidden] = dims2(x)?;
+    let inter = stack.gate.shape().get(1).copied().unwrap_or(0);
+    let n_experts = check_stacks(op, std::slice::from_ref(stack), hidden, inter)?;
+    scratch.check(op, t, hidden, inter)?;
+    if top_k == 0 || top_k > scratch.top_k {
+        return Err(Error::shape(op, format!("top_k {top_k}; the scratch was made for top_k <= {}", scratch.top_k)));
+    }
+    check_x(op, x, t, hidden)?;
+    check_x(op, out, t, hidden)?;
+    check_routing(op, ids, weights, t * top_k)?;
+    let base = MoeParams {
+        t: u32_of(op, "t", t)?,
+        top_k: u32_of(op, "top_k", top_k)?,
+        n_experts: u32_of(op, "n_experts", n_experts)?,
+        first: 0,
+        count: u32_of(op, "experts", stack.count)?,
+        ..Default::default()
+    };
+    let (s, dtype) = (scratch, ("W_DTYPE", stack.gate.dtype().shader_code()));
+    let rows_per_group = (64 / g.tuning.row_threads) as usize;
+    let row_threads = ("ROW_THREADS", g.tuning.row_threads as f64);
+    let swiglu = MoeParams { n: inter as u32, k: hidden as u32, ..base };
+    let grid = g.linear_grid((t * top_k * inter.div_ceil(rows_per_group)) as u64)?;
+    let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
+    g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads], &swiglu, &bind, grid)?;
+    let down = MoeParams { n: hidden as u32, k: inter as u32, ..base };
+    let grid = g.linear_grid((t * hidden.div_ceil(rows_per_group)) as u64)?;
+    let bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, out];
+    g.dispatch(&DOWN_COMBINE_MATVEC, &[dtype, row_threads], &down, &bind, grid)?;
+    Ok(())
 }
 
 /// The expert half of [`moe_ffn`]: each routed slot's expert output into the scratch's y_slots, for the slots whose
