@@ -198,6 +198,10 @@ pub struct MoeScratch {
     up: Tensor,      // [max_t, I]: the dense MLP's up projection
     y_slots: Tensor, // [max_t * top_k, H]: each routed slot's expert output
     groups: Tensor,  // [E + 1 + max_t * top_k] u32: see moe_group.wgsl
+    /// The dense MLP's decode step as a mixture of one expert: [max_t] u32 zeros (every token's expert 0)
+    /// and [max_t] f32 ones (its weight).
+    dense_ids: Tensor,
+    dense_weights: Tensor,
 }
 
 impl MoeScratch {
@@ -231,6 +235,8 @@ impl MoeScratch {
             up: ctx.zeros("mlp up", &[max_t, intermediate], DType::F32)?,
             y_slots: ctx.zeros("moe y_slots", &[slots.max(1), hidden], DType::F32)?,
             groups: ctx.zeros("moe groups", &[n_experts + 1 + slots], DType::U32)?,
+            dense_ids: ctx.zeros("mlp expert ids", &[max_t], DType::U32)?,
+            dense_weights: ctx.upload_f32("mlp expert weights", &[max_t], &vec![1.0; max_t])?,
         })
     }
 
@@ -298,7 +304,7 @@ fn moe_decode_one_stack(
     let inter = stack.gate.shape().get(1).copied().unwrap_or(0);
     let n_experts = check_stacks(op, std::slice::from_ref(stack), hidden, inter)?;
     scratch.check(op, t, hidden, inter)?;
-    if top_k == 0 || top_k > scratch.top_k {
+    if top_k == 0 || top_k > scratch.top_k.max(1) {
         return Err(Error::shape(op, format!("top_k {top_k}; the scratch was made for top_k <= {}", scratch.top_k)));
     }
     check_x(op, x, t, hidden)?;
@@ -485,7 +491,8 @@ fn check_stacks(op: &str, experts: &[ExpertStack], hidden: usize, inter: usize) 
     Ok(next)
 }
 
-/// out += down(silu(gate(x)) * up(x)) for the first `t` rows: the dense SwiGLU MLP, through kernels::matmul.
+/// out += down(silu(gate(x)) * up(x)) for the first `t` rows: the dense SwiGLU MLP, through kernels::matmul (a
+/// decode step's few rows: through the expert kernels, as one expert).
 /// x: [>= t, H]; gate, up: [I, H]; down: [H, I]; out: [>= t, H] (the residual stream).
 #[allow(clippy::too_many_arguments)]
 pub fn dense_mlp(
@@ -502,6 +509,26 @@ pub fn dense_mlp(
     scratch.check("dense_mlp", t, hidden, inter)?;
     let gate_out = scratch.act.first_rows(t)?; // [t, I]
     let up_out = scratch.up.first_rows(t)?; // [t, I]
+    for (w, shape) in [(up, [inter, hidden]), (down, [hidden, inter])] {
+        if dims2(w)? != shape {
+            let (label, found, gate) = (w.label(), w.shape(), gate.label());
+            let message = format!("`{label}` is {found:?}, expected {shape:?} (gate `{gate}` is [{inter}, {hidden}])");
+            return Err(Error::shape("dense_mlp", message));
+        }
+    }
+    if t < g.tuning.tiled_min_rows {
+        // A decode step: the MLP is a mixture of one expert with weight 1, whose kernels compute the SwiGLU in one
+        // dispatch and down in another (instead of gate, up, silu_mul and down), with the same sums.
+        let stack = ExpertStack {
+            first: 0,
+            count: 1,
+            gate: gate.reshape(&[1, inter, hidden])?,
+            up: up.reshape(&[1, inter, hidden])?,
+            down: down.reshape(&[1, hidden, inter])?,
+        };
+        let (ids, weights) = (&scratch.dense_ids, &scratch.dense_weights);
+        return moe_decode_one_stack(g, x, t, &stack, ids, weights, 1, scratch, out);
+    }
     let x = x.into_cols()?.rows(t)?;
     matmul(g, x, gate, &gate_out, false)?;
     matmul(g, x, up, &up_out, false)?;
