@@ -29,33 +29,16 @@ fn route(
         return;
     }
     let row = r * p.n_experts;
-    // softmax as reference::ops::softmax: subtract the max, exponentiate, divide by the sum taken in index order.
-    var max_logit = logits[row];
-    for (var e = 1u; e < p.n_experts; e++) {
-        max_logit = max(max_logit, logits[row + e]);
-    }
-    var sum = 0.0;
+    var logit: array<f32, MAX_ROUTED_EXPERTS>;
     for (var e = 0u; e < p.n_experts; e++) {
-        sum += exp(logits[row + e] - max_logit);
+        logit[e] = logits[row + e];
     }
-    // Selection without a sort: the j-th choice is the best (p, index) ordered strictly after the (j-1)-th, in
-    // the order "larger p first, then lower index". Probabilities are recomputed identically on each pass.
-    var prev_p = 2.0;
-    var prev_e = 0u;
+    // prelude.wgsl's softmax and top-k, as moe_router.wgsl's.
+    let softmax = softmax_of(&logit, p.n_experts);
+    var choice = Choice(2.0, 0u);
     for (var j = 0u; j < p.top_k; j++) {
-        var best_p = -1.0;
-        var best_e = p.n_experts;
-        for (var e = 0u; e < p.n_experts; e++) {
-            let pe = exp(logits[row + e] - max_logit) / sum;
-            let after_prev = pe < prev_p || (pe == prev_p && e > prev_e);
-            if after_prev && pe > best_p {
-                best_p = pe;
-                best_e = e;
-            }
-        }
-        ids[r * p.top_k + j] = best_e;
-        weights[r * p.top_k + j] = select(0.0, best_p, best_e < p.n_experts);
-        prev_p = best_p;
-        prev_e = best_e;
+        choice = next_choice(&logit, p.n_experts, softmax, choice);
+        ids[r * p.top_k + j] = choice.e;
+        weights[r * p.top_k + j] = select(0.0, choice.p, choice.e < p.n_experts);
     }
 }

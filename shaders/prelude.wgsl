@@ -182,3 +182,47 @@ fn row_sum(lane: u32, value: f32) -> f32 {
     workgroupBarrier();
     return total;
 }
+
+// ---- MoE routing (reference::moe::route), shared by moe_route.wgsl and moe_router.wgsl ----
+
+// The most experts a router row may have (MAX_EXPERTS in src/kernels/moe.rs).
+const MAX_ROUTED_EXPERTS: u32 = 256u;
+
+// A router row's softmax over all experts, as reference::ops::softmax: p[e] = exp(logit[e] - max) / sum, the
+// sum taken in index order.
+struct Softmax {
+    max_logit: f32,
+    sum: f32,
+}
+
+fn softmax_of(logits: ptr<function, array<f32, MAX_ROUTED_EXPERTS>>, n: u32) -> Softmax {
+    var max_logit = (*logits)[0];
+    for (var e = 1u; e < n; e++) {
+        max_logit = max(max_logit, (*logits)[e]);
+    }
+    var sum = 0.0;
+    for (var e = 0u; e < n; e++) {
+        sum += exp((*logits)[e] - max_logit);
+    }
+    return Softmax(max_logit, sum);
+}
+
+struct Choice {
+    p: f32,
+    e: u32, // n when no expert qualifies (a row of NaN)
+}
+
+// Top-k without a sort: the j-th choice is the best (p, e) ordered strictly after the (j-1)-th (`prev`; start
+// from Choice(2.0, 0u)) in the order "larger p first, then lower index". Probabilities are recomputed
+// identically on each pass.
+fn next_choice(logits: ptr<function, array<f32, MAX_ROUTED_EXPERTS>>, n: u32, softmax: Softmax, prev: Choice) -> Choice {
+    var best = Choice(-1.0, n);
+    for (var e = 0u; e < n; e++) {
+        let pe = exp((*logits)[e] - softmax.max_logit) / softmax.sum;
+        let after_prev = pe < prev.p || (pe == prev.p && e > prev.e);
+        if after_prev && pe > best.p {
+            best = Choice(pe, e);
+        }
+    }
+    return best;
+}

@@ -12,7 +12,7 @@ mod common;
 use common::{assert_close, gpu, upload_weights, Rng};
 use jamba_wgpu::gpu::{Context, DType, Graph, Prefill, Tensor, Tuning};
 use jamba_wgpu::kernels::matmul::matmul;
-use jamba_wgpu::kernels::moe::{dense_mlp, moe_ffn, route, ExpertStack, MoeScratch};
+use jamba_wgpu::kernels::moe::{dense_mlp, moe_ffn, norm_route, route, ExpertStack, MoeScratch};
 use jamba_wgpu::{reference, Error};
 
 /// The decode path (indexed matvec, at two row widths) and the prefill path (grouped tiled, with each tiled kernel
@@ -39,6 +39,46 @@ fn gpu_route(ctx: &Context, logits: &[f32], t: usize, e: usize, k: usize) -> (Ve
     route(&mut g, &logits, t, k, &ids, &weights).unwrap();
     g.run().unwrap();
     (ctx.read_u32(&ids).unwrap(), ctx.read_f32(&weights).unwrap())
+}
+
+#[test]
+fn norm_route_matches_rms_norm_matmul_and_route() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(16);
+    let (eps, mut worst) = (1e-6, 0.0f32);
+    for (h, e) in [(24, 4), (100, 16), (300, 64)] {
+        for k in [1, 2] {
+            for dtype in [DType::F32, DType::BF16] {
+                for t in [1, 3] {
+                    let x = rng.vec(t * h, 1.0);
+                    let norm_w = rng.vec(h, 1.0);
+                    let (router, router_values) = upload_weights(ctx, "router", &[e, h], &rng.vec(e * h, 1.0), dtype);
+                    let normed_want = reference::rms_norm(&x, &norm_w, eps);
+                    let logits_want = reference::matmul(&normed_want, &router_values, t, e, h);
+                    let (ids_want, weights_want) = reference::moe::route(&logits_want, e, k);
+
+                    let f32s = |name, shape: &[usize]| ctx.zeros(name, shape, DType::F32).unwrap();
+                    let (normed, logits, weights) = (f32s("normed", &[t, h]), f32s("logits", &[t, e]), f32s("w", &[t * k]));
+                    let ids = ctx.zeros("ids", &[t * k], DType::U32).unwrap();
+                    let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
+                    let norm_gpu = ctx.upload_f32("norm", &[h], &norm_w).unwrap();
+                    let mut g = Graph::new(ctx);
+                    norm_route(&mut g, &x_gpu, t, &norm_gpu, eps, &router, &normed, &logits, k, &ids, &weights).unwrap();
+                    g.run().unwrap();
+
+                    let what = format!("norm_route H = {h}, E = {e}, k = {k}, {dtype:?}, T = {t}");
+                    let logits_got = ctx.read_f32(&logits).unwrap();
+                    assert_close(&format!("{what}: normed"), &ctx.read_f32(&normed).unwrap(), &normed_want, 1e-6, 1e-5);
+                    assert_close(&format!("{what}: logits"), &logits_got, &logits_want, 1e-5, 1e-5);
+                    // Random logits have no near-ties: the choices are the reference's.
+                    assert_eq!(ctx.read_u32(&ids).unwrap(), ids_want, "{what}: ids");
+                    assert_close(&format!("{what}: weights"), &ctx.read_f32(&weights).unwrap(), &weights_want, 1e-6, 1e-5);
+                    worst = logits_got.iter().zip(&logits_want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+                }
+            }
+        }
+    }
+    eprintln!("norm_route: max |logit - reference| = {worst:e}");
 }
 
 #[test]

@@ -45,6 +45,7 @@ pub fn all() -> Vec<&'static Kernel> {
         &attention::DECODE_SPLIT_BATCH,
         &attention::DECODE_COMBINE,
         &moe::ROUTE,
+        &moe::ROUTER,
         &moe::GROUP,
         &moe::SWIGLU_MATVEC,
         &moe::DOWN_MATVEC,

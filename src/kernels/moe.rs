@@ -13,11 +13,13 @@ use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId,
 use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::matmul;
 use crate::kernels::{
-    dims2, expect_dtype, expect_len, no_variants, u32_of, weight_row_variants, weight_variants, IntoCols, WEIGHT_DTYPES,
+    dims2, expect_dtype, expect_len, expect_shape, no_variants, u32_of, weight_row_variants, weight_variants, IntoCols,
+    FLOAT_DTYPES, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
 shader!(MOE_ROUTE_SHADER, "moe_route");
+shader!(MOE_ROUTER_SHADER, "moe_router");
 shader!(MOE_GROUP_SHADER, "moe_group");
 shader!(MOE_SHADER, "moe");
 shader!(MOE_CPU_SHADER, "moe_cpu");
@@ -71,6 +73,40 @@ pub static ROUTE: Kernel = Kernel {
     params: &<RouteParams as crate::gpu::Params>::LAYOUT,
     bindings: &[read("logits"), read_write("ids"), read_write("weights")],
     variants: no_variants,
+};
+
+params! {
+    pub struct RouterParams {
+        pub t: u32,
+        pub hidden: u32,
+        pub top_k: u32,
+        pub eps: f32,
+    }
+}
+
+/// The most experts [`ROUTER`] handles (`MAX_N` in moe_router.wgsl); more go through matmul and [`route`].
+pub const MAX_FUSED_EXPERTS: usize = 64;
+
+fn router_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let experts = [4.0, 16.0, MAX_FUSED_EXPERTS as f64];
+    FLOAT_DTYPES.iter().flat_map(|d| experts.map(|e| vec![("W_DTYPE", d.shader_code()), ("N_EXPERTS", e)])).collect()
+}
+
+/// The pre-FFN norm, the router's matmul and [`ROUTE`] in one dispatch, one workgroup per token (decode).
+pub static ROUTER: Kernel = Kernel {
+    shader: &MOE_ROUTER_SHADER,
+    entry: "router",
+    params: &<RouterParams as crate::gpu::Params>::LAYOUT,
+    bindings: &[
+        read("x"),
+        read("norm_w"),
+        read("w"),
+        read_write("normed"),
+        read_write("logits"),
+        read_write("ids"),
+        read_write("weights"),
+    ],
+    variants: router_variants,
 };
 
 /// The routed slots grouped by expert (a counting sort in one workgroup).
@@ -145,6 +181,58 @@ pub fn route(g: &mut Graph, logits: &Tensor, t: usize, top_k: usize, ids: &Tenso
     };
     let grid = g.linear_grid(t.div_ceil(64) as u64)?;
     g.dispatch(&ROUTE, &[], &params, &[logits, ids, weights], grid)
+}
+
+/// A decode step's router in one dispatch: normed = rms_norm(x, norm_w, eps) for the first `t` rows (written for
+/// the expert kernels), logits = normed router^T, then [`route`]'s ids and weights. The values equal rms_norm,
+/// matmul and route's up to the order of the float sums. Few tokens only: one workgroup per token.
+///
+/// x, normed: [>= t, H] f32; norm_w: [H] f32; router: [E, H] float (E <= [`MAX_FUSED_EXPERTS`]);
+/// logits: [>= t, E] f32; ids, weights: [>= t * top_k].
+#[allow(clippy::too_many_arguments)]
+pub fn norm_route(
+    g: &mut Graph,
+    x: &Tensor,
+    t: usize,
+    norm_w: &Tensor,
+    eps: f32,
+    router: &Tensor,
+    normed: &Tensor,
+    logits: &Tensor,
+    top_k: usize,
+    ids: &Tensor,
+    weights: &Tensor,
+) -> Result<OpId> {
+    let op = "moe norm_route";
+    let [n_experts, hidden] = dims2(router)?;
+    expect_dtype(op, router, &FLOAT_DTYPES)?;
+    for tensor in [x, norm_w, normed, logits, weights] {
+        expect_dtype(op, tensor, &[DType::F32])?;
+    }
+    expect_dtype(op, ids, &[DType::U32])?;
+    if n_experts == 0 || n_experts > MAX_FUSED_EXPERTS || top_k == 0 || top_k > n_experts {
+        let message = format!("top_k {top_k} of {n_experts} experts; this kernel takes 1..={MAX_FUSED_EXPERTS}");
+        return Err(Error::shape(op, message));
+    }
+    check_x(op, x, t, hidden)?;
+    check_x(op, normed, t, hidden)?;
+    expect_shape(op, norm_w, &[hidden])?;
+    let [rows, width] = dims2(logits)?;
+    if rows < t || width != n_experts {
+        return Err(Error::shape(op, format!("logits `{}` is [{rows}, {width}], expected [>= {t}, {n_experts}]", logits.label())));
+    }
+    expect_len(op, ids, t * top_k)?;
+    expect_len(op, weights, t * top_k)?;
+    let params = RouterParams {
+        t: u32_of(op, "t", t)?,
+        hidden: u32_of(op, "hidden", hidden)?,
+        top_k: u32_of(op, "top_k", top_k)?,
+        eps,
+    };
+    u32_of(op, "t * hidden", t * hidden)?;
+    let constants = [("W_DTYPE", router.dtype().shader_code()), ("N_EXPERTS", n_experts as f64)];
+    let grid = g.linear_grid(t as u64)?;
+    g.dispatch(&ROUTER, &constants, &params, &[x, norm_w, router, normed, logits, ids, weights], grid)
 }
 
 /// Experts `first..first + count` of a layer, stacked in three tensors (f32, f16 or bf16, all three alike).
