@@ -19,6 +19,10 @@
 // c_layernorm itself (rms_norm over each row's N values, weights b_norm and c_norm, epsilon p.eps) as it stages
 // the rows in workgroup memory: two dispatches fewer per decode step than normalising them apart.
 //
+// With DT_PROJ = 1 as well (decode and batch steps: one row per workgroup), dt is x_proj's raw dt columns
+// [T, R] and the kernel computes dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch] itself (dt_layernorm
+// and dt_proj, p.dt_rank = R, dt_proj packed as W_DTYPE): one dispatch for what was a norm and a matvec.
+//
 // Each invocation owns one channel and keeps its N state values in registers; B and C rows are shared by
 // the workgroup's 64 channels through workgroup memory, TILE_STEPS rows at a time.
 //
@@ -50,7 +54,7 @@ struct ScanParams {
     c_offset: u32,
     state_stride: u32,
     eps: f32,
-    _pad1: u32,
+    dt_rank: u32,
     _pad2: u32,
 }
 
@@ -69,11 +73,17 @@ struct ScanParams {
 @group(0) @binding(12) var<storage, read_write> chunk_delta: array<f32>;  // [chunks, I]
 @group(0) @binding(13) var<storage, read> b_norm: array<f32>;             // [N], read when NORM_BC = 1
 @group(0) @binding(14) var<storage, read> c_norm: array<f32>;             // [N], read when NORM_BC = 1
+@group(0) @binding(15) var<storage, read> dt_norm: array<f32>;            // [R], read when DT_PROJ = 1
+@group(0) @binding(16) var<storage, read> dt_proj: array<u32>;            // [I, R] W_DTYPE, when DT_PROJ = 1
 
 // d_state, fixed when the pipeline is built so the loops over n unroll and h stays in registers.
 override D_STATE: u32 = 16u;
 // 1: normalise the rows of b and c in the kernel (see above).
 override NORM_BC: u32 = 0u;
+// 1: dt from x_proj's raw output through dt_layernorm and dt_proj in the kernel (see above).
+override DT_PROJ: u32 = 0u;
+// The largest dt_rank DT_PROJ stages in workgroup memory.
+const MAX_DT_RANK: u32 = 1024u;
 // The largest d_state the register arrays hold.
 const MAX_D_STATE: u32 = 64u;
 // Rows of B and C staged in workgroup memory at a time.
@@ -82,6 +92,38 @@ const_assert WG >= 2u * TILE_STEPS; // NORM_BC's lanes
 
 var<workgroup> b_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
 var<workgroup> c_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
+var<workgroup> dt_row: array<f32, MAX_DT_RANK>; // DT_PROJ: row t of dt, normalised
+var<workgroup> dt_partial: array<f32, WG>;
+
+// DT_PROJ: dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch], for the invocations with `live` channels.
+// Every invocation of the workgroup must call it (it holds barriers).
+fn projected_dt(ch: u32, live: bool, lane: u32, t: u32) -> f32 {
+    let r = p.dt_rank;
+    let row = t * p.dt_stride + p.dt_offset;
+    var own = 0.0;
+    for (var j = lane; j < r; j += WG) {
+        own += dt[row + j] * dt[row + j];
+    }
+    dt_partial[lane] = own;
+    workgroupBarrier();
+    var total = 0.0;
+    for (var i = 0u; i < WG; i++) {
+        total += dt_partial[i];
+    }
+    let scale = 1.0 / sqrt(total / f32(r) + p.eps);
+    for (var j = lane; j < r; j += WG) {
+        dt_row[j] = dt_norm[j] * (dt[row + j] * scale);
+    }
+    workgroupBarrier();
+    var acc = 0.0;
+    if live {
+        for (var j = 0u; j < r; j++) {
+            let w = weight_ref(ch, j, r);
+            acc += dt_row[j] * weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]);
+        }
+    }
+    return acc;
+}
 
 // rms_norm of the D_STATE values of b_tile (or c_tile) from `first`, as rms_norm.wgsl computes it.
 fn normalise_row(first: u32, is_c: bool) {
@@ -113,6 +155,7 @@ fn advance(
     t_begin: u32,
     t_end: u32,
     emit: bool,
+    dt_given: f32, // DT_PROJ: dt of the one row [t_begin, t_begin + 1)
     h: ptr<function, array<f32, MAX_D_STATE>>,
 ) -> f32 {
     var a: array<f32, MAX_D_STATE>; // A[ch, :] = -exp(a_log[ch, :])
@@ -152,7 +195,11 @@ fn advance(
             for (var s = 0u; s < steps; s++) {
                 let t = t0 + s;
                 let x_t = x[t * p.i + ch];
-                let delta = softplus(dt[t * p.dt_stride + p.dt_offset + ch] + bias);
+                var dt_t = dt_given;
+                if DT_PROJ == 0u {
+                    dt_t = dt[t * p.dt_stride + p.dt_offset + ch];
+                }
+                let delta = softplus(dt_t + bias);
                 delta_sum += delta;
                 var y = 0.0;
                 for (var n = 0u; n < D_STATE; n++) {
@@ -180,7 +227,11 @@ fn scan_rows(ch: u32, lane: u32, t_begin: u32, t_end: u32, s0: u32) {
             h[n] = state[s0 + ch * D_STATE + n];
         }
     }
-    advance(ch, live, lane, t_begin, t_end, true, &h);
+    var dt_given = 0.0;
+    if DT_PROJ != 0u {
+        dt_given = projected_dt(ch, live, lane, t_begin);
+    }
+    advance(ch, live, lane, t_begin, t_end, true, dt_given, &h);
     if live {
         for (var n = 0u; n < D_STATE; n++) {
             state[s0 + ch * D_STATE + n] = h[n];
@@ -237,7 +288,7 @@ fn chunk_local(
     let q = chunk_lane(workgroup_id, num_workgroups, lane);
     let live = q.ch < p.i;
     var h: array<f32, MAX_D_STATE>; // zeros
-    let delta_sum = advance(q.ch, live, lane, q.t_begin, q.t_end, false, &h);
+    let delta_sum = advance(q.ch, live, lane, q.t_begin, q.t_end, false, 0.0, &h);
     if live {
         for (var n = 0u; n < D_STATE; n++) {
             chunk_h[(q.k * D_STATE + n) * p.i + q.ch] = h[n];
@@ -283,5 +334,5 @@ fn chunk_output(
             h[n] = chunk_h[(q.k * D_STATE + n) * p.i + q.ch];
         }
     }
-    advance(q.ch, live, lane, q.t_begin, q.t_end, true, &h);
+    advance(q.ch, live, lane, q.t_begin, q.t_end, true, 0.0, &h);
 }

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{assert_close, gpu, Rng};
+use common::{assert_close, gpu, upload_weights, Rng};
 use jamba_wgpu::gpu::{Context, DType, Graph, Tensor};
 use jamba_wgpu::kernels::ssm_scan::{
-    selective_scan, selective_scan_normed, selective_scan_with, BcNorm, ScanPath, ScanScratch,
+    selective_scan, selective_scan_normed, selective_scan_with, ScanNorms, ScanPath, ScanScratch,
 };
 use jamba_wgpu::kernels::{conv1d, Cols};
 use jamba_wgpu::{reference, Error};
@@ -164,6 +164,9 @@ struct Ssm {
     /// b_layernorm's and c_layernorm's weights ([N] each) on both sides: the scan is then given x_proj's raw B
     /// and C and normalises them itself (`selective_scan_normed`), the reference normalises them first.
     bc_norm: Option<(Vec<f32>, Vec<f32>, Tensor, Tensor)>,
+    /// dt_layernorm's weight [R] and dt_proj's [I, R] (as stored) on both sides, with `bc_norm`: the scan is then
+    /// given x_proj's raw dt columns and projects them itself, the reference projects them first.
+    dt_proj: Option<(Vec<f32>, Vec<f32>, Tensor, Tensor)>,
 }
 
 const BC_EPS: f32 = 1e-6;
@@ -183,6 +186,7 @@ impl Ssm {
             n,
             r: 5,
             bc_norm: None,
+            dt_proj: None,
             dt_bias,
             a_log,
             d,
@@ -194,6 +198,16 @@ impl Ssm {
         let (b, c) = (rng.vec(self.n, 1.0), rng.vec(self.n, 1.0));
         let upload = |name, w: &[f32]| ctx.upload_f32(name, &[w.len()], w).unwrap();
         self.bc_norm = Some((b.clone(), c.clone(), upload("b_norm", &b), upload("c_norm", &c)));
+        self
+    }
+
+    /// dt from x_proj's raw output, through dt_layernorm and a dt_proj stored as `dtype`, in the scan.
+    fn with_dt_proj(mut self, ctx: &Context, rng: &mut Rng, dtype: DType) -> Ssm {
+        let (i, r) = (self.i, self.r);
+        let norm = rng.vec(r, 1.0);
+        let (weight, values) = upload_weights(ctx, "dt_proj", &[i, r], &rng.vec(i * r, 0.5), dtype);
+        let norm_gpu = ctx.upload_f32("dt_norm", &[r], &norm).unwrap();
+        self.dt_proj = Some((norm, values, norm_gpu, weight));
         self
     }
 
@@ -210,6 +224,14 @@ impl Ssm {
         let (b_ref, c_ref) = match &self.bc_norm {
             Some((wb, wc, ..)) => (reference::rms_norm(&b, wb, BC_EPS), reference::rms_norm(&c, wc, BC_EPS)),
             None => (b.clone(), c.clone()),
+        };
+        // With dt_proj, dt is projected from x_proj's first R columns.
+        let dt = match &self.dt_proj {
+            Some((norm, weight, ..)) => {
+                let raw = columns(&x_proj, r + 2 * n, 0, r);
+                reference::matmul(&reference::rms_norm(&raw, norm, BC_EPS), weight, t, i, r)
+            }
+            None => dt,
         };
         let want = reference::ssm::selective_scan(
             &x,
@@ -240,10 +262,15 @@ impl Ssm {
         let scratch = ScanScratch::new(ctx, if t % 2 == 1 { t.div_ceil(2) } else { t }, i, n).unwrap();
         match (path, &self.bc_norm) {
             (path, Some((_, _, b_weight, c_weight))) => {
-                let norm = BcNorm { b_weight, c_weight, eps: BC_EPS };
+                let dt_proj = self.dt_proj.as_ref().map(|(_, _, norm, weight)| (norm, weight));
+                let norm = ScanNorms { b_weight, c_weight, eps: BC_EPS, dt: dt_proj };
                 let path = path.unwrap_or(if t == 1 { ScanPath::Decode } else { ScanPath::Chunked });
+                let dt = match dt_proj {
+                    Some(_) => Cols::slice(&x_proj_gpu, 0, r).unwrap(),
+                    None => Cols::slice(&dt_gpu, 0, i).unwrap(),
+                };
                 selective_scan_normed(
-                    &mut g, &x_gpu, &dt_gpu, dt_bias, a_log, b_cols, c_cols, norm, d, z_cols, state, &scratch, &out, path,
+                    &mut g, &x_gpu, dt, dt_bias, a_log, b_cols, c_cols, norm, d, z_cols, state, &scratch, &out, path,
                 )
             }
             (None, None) => {
@@ -320,6 +347,47 @@ fn scan_normalises_b_and_c_itself() {
         }
     }
     eprintln!("scan with B/C norms: max |out - reference| = {worst:e}");
+}
+
+#[test]
+fn scan_projects_dt_itself_on_decode_steps() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(23);
+    let mut worst = 0.0f32;
+    let q8 = DType::Quant(jamba_wgpu::weights::quant::QuantFormat::Q8);
+    for dtype in [DType::F32, DType::BF16, q8] {
+        for &(i, n) in &[(24, 4), (70, 16), (130, 32)] {
+            let mut ssm = Ssm::new(ctx, &mut rng, i, n).with_bc_norm(ctx, &mut rng).with_dt_proj(ctx, &mut rng, dtype);
+            for step in 0..3 {
+                let (got, want) = ssm.step(ctx, &mut rng, 1, Some(ScanPath::Decode));
+                let what = format!("scan with dt_proj I={i} N={n} {dtype:?} step {step}");
+                worst = worst.max(check_out(&what, &got, &want));
+                ssm.check_state(ctx, &what);
+            }
+        }
+    }
+    // Not on a prefill (one row per workgroup only), nor with a dt_proj of the wrong shape: typed errors.
+    let ssm = Ssm::new(ctx, &mut rng, 24, 4).with_bc_norm(ctx, &mut rng).with_dt_proj(ctx, &mut rng, DType::F32);
+    let (t, i, n, r) = (5, 24, 4, ssm.r);
+    let z = |shape: &[usize]| ctx.zeros("t", shape, DType::F32).unwrap();
+    let (x, x_proj, in_proj, out, wrong) = (z(&[t, i]), z(&[t, r + 2 * n]), z(&[t, 2 * i]), z(&[t, i]), z(&[r, i]));
+    let scratch = ScanScratch::new(ctx, t, i, n).unwrap();
+    let (_, _, b_weight, c_weight) = ssm.bc_norm.as_ref().unwrap();
+    let (_, _, dt_norm, dt_weight) = ssm.dt_proj.as_ref().unwrap();
+    for (what, rows, weight, path) in
+        [("chunked", t, dt_weight, ScanPath::Chunked), ("dt_proj transposed", 1, &wrong, ScanPath::Decode)]
+    {
+        let norms = ScanNorms { b_weight, c_weight, eps: BC_EPS, dt: Some((dt_norm, weight)) };
+        let cols = |offset, width| Cols::slice(&x_proj, offset, width).unwrap().rows(rows).unwrap();
+        let z_cols = Cols::slice(&in_proj, i, i).unwrap().rows(rows).unwrap();
+        let (a_log, d, state) = (&ssm.a_log_gpu, &ssm.d_gpu, &ssm.state_gpu);
+        let mut g = Graph::new(ctx);
+        let result = selective_scan_normed(
+            &mut g, &x, cols(0, r), &ssm.dt_bias_gpu, a_log, cols(r, n), cols(r + n, n), norms, d, z_cols, state, &scratch, &out, path,
+        );
+        assert!(matches!(result, Err(Error::Shape { .. })), "{what}: {result:?}");
+    }
+    eprintln!("scan with dt_proj: max |out - reference| = {worst:e}");
 }
 
 #[test]

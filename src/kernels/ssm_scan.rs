@@ -23,7 +23,7 @@ params! {
         pub c_offset: u32,
         pub state_stride: u32,
         pub eps: f32,
-        pub _pad1: u32,
+        pub dt_rank: u32,
         pub _pad2: u32,
     }
 }
@@ -43,6 +43,8 @@ const BINDINGS: &[Binding] = &[
     read_write("chunk_delta"),
     read("b_norm"),
     read("c_norm"),
+    read("dt_norm"),
+    read("dt_proj"),
 ];
 
 /// The d_state values each kernel is validated with; any N up to [`MAX_D_STATE`] builds.
@@ -54,9 +56,20 @@ pub const MAX_D_STATE: usize = 64;
 /// Rows per chunk of the chunked prefill (more when T needs more chunks than the scratch binding holds).
 pub const CHUNK_LEN: usize = 64;
 
+/// The largest dt_rank the decode kernels project dt for (`MAX_DT_RANK` in ssm_scan.wgsl).
+pub const MAX_DT_RANK: usize = 1024;
+
 fn d_state_variants() -> Vec<Vec<(&'static str, f64)>> {
-    let norm = [0.0, 1.0];
-    D_STATES.iter().flat_map(|&n| norm.map(|norm| vec![("D_STATE", n as f64), ("NORM_BC", norm)])).collect()
+    let mut out = Vec::new();
+    for n in D_STATES {
+        out.push(vec![("D_STATE", n as f64), ("NORM_BC", 0.0), ("DT_PROJ", 0.0)]);
+        out.push(vec![("D_STATE", n as f64), ("NORM_BC", 1.0), ("DT_PROJ", 0.0)]);
+    }
+    // dt projected in the kernel, from weights of every storage type.
+    for dtype in crate::kernels::WEIGHT_DTYPES {
+        out.push(vec![("D_STATE", 16.0), ("NORM_BC", 1.0), ("DT_PROJ", 1.0), ("W_DTYPE", dtype.shader_code())]);
+    }
+    out
 }
 
 macro_rules! scan_kernel {
@@ -147,17 +160,23 @@ pub fn selective_scan<'a>(
     selective_scan_with(g, x, dt, dt_bias, a_log, b, c, d, z, state, scratch, out, path)
 }
 
-/// Mamba's RMSNorms of the B and C rows (b_layernorm, c_layernorm), for [`selective_scan_normed`].
+/// What [`selective_scan_normed`] applies to x_proj's raw output inside the scan: Mamba's RMSNorms of the B and C
+/// rows (b_layernorm, c_layernorm) and, on decode and batch steps, dt's norm and projection.
 #[derive(Clone, Copy)]
-pub struct BcNorm<'a> {
+pub struct ScanNorms<'a> {
     /// [N] f32 each.
     pub b_weight: &'a Tensor,
     pub c_weight: &'a Tensor,
+    /// Every norm's epsilon.
     pub eps: f32,
+    /// dt_layernorm's weight [R] f32 and dt_proj's weight [I, R] (any weight dtype): `dt` is then x_proj's raw dt
+    /// columns [T, R], and dt = rms_norm(dt_raw) dt_proj^T is computed in the scan. [`ScanPath::Decode`] and
+    /// [`ScanPath::Batch`] only (one row per workgroup); R <= [`MAX_DT_RANK`].
+    pub dt: Option<(&'a Tensor, &'a Tensor)>,
 }
 
-/// [`selective_scan_with`] on x_proj's raw B and C columns, normalising each row with `norm` inside the scan
-/// (rms_norm(b, b_weight), rms_norm(c, c_weight)): the decode step without two separate norm dispatches.
+/// [`selective_scan_with`] on x_proj's raw B and C columns (and dt, see [`ScanNorms::dt`]), which the scan
+/// normalises (and projects) itself: a decode step without the separate norm and dt_proj dispatches.
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan_normed<'a>(
     g: &mut Graph,
@@ -167,7 +186,7 @@ pub fn selective_scan_normed<'a>(
     a_log: &Tensor,
     b: impl IntoCols<'a>,
     c: impl IntoCols<'a>,
-    norm: BcNorm<'_>,
+    norms: ScanNorms<'_>,
     d: &Tensor,
     z: impl IntoCols<'a>,
     state: &Tensor,
@@ -175,7 +194,7 @@ pub fn selective_scan_normed<'a>(
     out: &Tensor,
     path: ScanPath,
 ) -> Result<()> {
-    scan(g, x, dt.into_cols()?, dt_bias, a_log, b.into_cols()?, c.into_cols()?, Some(norm), d, z.into_cols()?, state, scratch, out, path)
+    scan(g, x, dt.into_cols()?, dt_bias, a_log, b.into_cols()?, c.into_cols()?, Some(norms), d, z.into_cols()?, state, scratch, out, path)
 }
 
 /// [`selective_scan`] on a chosen path.
@@ -207,7 +226,7 @@ fn scan(
     a_log: &Tensor,
     b: Cols,
     c: Cols,
-    norm: Option<BcNorm>,
+    norm: Option<ScanNorms>,
     d: &Tensor,
     z: Cols,
     state: &Tensor,
@@ -227,7 +246,22 @@ fn scan(
             format!("d_state N = {n} from a_log `{}`; supported: 1..={MAX_D_STATE}", a_log.label()),
         ));
     }
-    expect_cols(op, "dt", &dt, t, i)?;
+    let dt_proj = norm.and_then(|norm| norm.dt);
+    match dt_proj {
+        None => expect_cols(op, "dt", &dt, t, i)?,
+        Some((dt_norm, dt_weight)) => {
+            let r = dt.width;
+            expect_cols(op, "raw dt", &dt, t, r)?;
+            expect_dtype(op, dt_norm, &[DType::F32])?;
+            expect_shape(op, dt_norm, &[r])?;
+            expect_dtype(op, dt_weight, &crate::kernels::WEIGHT_DTYPES)?;
+            expect_shape(op, dt_weight, &[i, r])?;
+            if r == 0 || r > MAX_DT_RANK || !matches!(path, ScanPath::Decode | ScanPath::Batch) {
+                let message = format!("dt_proj in the scan takes dt_rank 1..={MAX_DT_RANK} on decode and batch steps; given {r} on {path:?}");
+                return Err(Error::shape(op, message));
+            }
+        }
+    }
     expect_cols(op, "z", &z, t, i)?;
     expect_cols(op, "b", &b, t, n)?;
     expect_cols(op, "c", &c, t, n)?;
@@ -287,14 +321,22 @@ fn scan(
         c_offset: u32_of(op, "c offset", c.offset)?,
         state_stride: u32_of(op, "state stride", state_stride)?,
         eps: norm.map_or(0.0, |norm| norm.eps),
+        dt_rank: u32_of(op, "dt rank", dt_proj.map_or(0, |_| dt.width))?,
         ..Default::default()
     };
     u32_of(op, "t * i", t * i)?;
     u32_of(op, "t * state stride", t * state_stride)?;
     u32_of(op, "chunks * n * i", chunks * n * i)?;
-    let constants = [("D_STATE", n as f64), ("NORM_BC", norm.is_some() as u32 as f64)];
-    // Without norms the kernel never reads its norm bindings: `d` stands in for them.
+    let dt_dtype = dt_proj.map_or(DType::F32, |(_, w)| w.dtype());
+    let constants = [
+        ("D_STATE", n as f64),
+        ("NORM_BC", norm.is_some() as u32 as f64),
+        ("DT_PROJ", dt_proj.is_some() as u32 as f64),
+        ("W_DTYPE", dt_dtype.shader_code()),
+    ];
+    // The kernel never reads the bindings of what it does not fuse: `d` stands in for them.
     let (b_norm, c_norm) = norm.map_or((d, d), |norm| (norm.b_weight, norm.c_weight));
+    let (dt_norm, dt_weight) = dt_proj.unwrap_or((d, d));
     let tensors = [
         x,
         dt.tensor,
@@ -310,6 +352,8 @@ fn scan(
         &scratch.chunk_delta,
         b_norm,
         c_norm,
+        dt_norm,
+        dt_weight,
     ];
     let channel_groups = i.div_ceil(64);
     // A single chunk needs no carries: it is scanned straight from the state, without the 3 passes' doubled work.

@@ -37,25 +37,37 @@ pub(crate) fn encode(
         Rows::Sequence { .. } => ScanPath::Chunked,
         Rows::Batch { .. } => ScanPath::Batch,
     };
-    // A decode step's scan normalises B and C itself, two dispatches fewer; a prefill keeps them apart.
-    let fused_bc = path != ScanPath::Chunked;
-    // dt = rms_norm(dt, dt_layernorm); B = rms_norm(B, b_layernorm); C = rms_norm(C, c_layernorm)
-    let norms = [(&w.dt_norm, 0, r), (&w.b_norm, r, n), (&w.c_norm, r + n, n)];
-    for &(norm, offset, width) in &norms[..if fused_bc { 1 } else { 3 }] {
-        rms_norm(g, cols(&sc.dbc, offset, width)?, norm, eps, cols(&sc.dbc_normed, offset, width)?)?;
-    }
-    // dt = dt dt_proj.weight^T; dt_proj.bias and the softplus are fused into the scan
-    w.dt_proj.matmul(g, cols(&sc.dbc_normed, 0, r)?, rows(&sc.dt, t)?, false)?;
-    // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z)
-    let (dt, z) = (rows(&sc.dt, t)?, cols(&sc.xz, i, i)?);
-    if fused_bc {
-        let (b, c) = (cols(&sc.dbc, r, n)?, cols(&sc.dbc, r + n, n)?);
-        let norm = ssm_scan::BcNorm { b_weight: &w.b_norm, c_weight: &w.c_norm, eps };
-        let (state, scratch) = (ssm_state, &sc.scan);
-        ssm_scan::selective_scan_normed(g, &sc.xs, dt, &w.dt_bias, &w.a_log, b, c, norm, &w.d, z, state, scratch, &sc.y, path)?;
-    } else {
-        let (b, c) = (cols(&sc.dbc_normed, r, n)?, cols(&sc.dbc_normed, r + n, n)?);
+    let z = cols(&sc.xz, i, i)?;
+    if path == ScanPath::Chunked {
+        // dt = rms_norm(dt, dt_layernorm); B = rms_norm(B, b_layernorm); C = rms_norm(C, c_layernorm)
+        for (norm, offset, width) in [(&w.dt_norm, 0, r), (&w.b_norm, r, n), (&w.c_norm, r + n, n)] {
+            rms_norm(g, cols(&sc.dbc, offset, width)?, norm, eps, cols(&sc.dbc_normed, offset, width)?)?;
+        }
+        // dt = dt dt_proj.weight^T; dt_proj.bias and the softplus are fused into the scan
+        w.dt_proj.matmul(g, cols(&sc.dbc_normed, 0, r)?, rows(&sc.dt, t)?, false)?;
+        // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z)
+        let (dt, b, c) = (rows(&sc.dt, t)?, cols(&sc.dbc_normed, r, n)?, cols(&sc.dbc_normed, r + n, n)?);
         ssm_scan::selective_scan_with(g, &sc.xs, dt, &w.dt_bias, &w.a_log, b, c, &w.d, z, ssm_state, &sc.scan, &sc.y, path)?;
+    } else {
+        // A decode step's scan takes x_proj's raw output and applies the three norms and dt_proj itself (dt_proj
+        // in one part and dt_rank <= MAX_DT_RANK; otherwise dt's norm and projection stay apart): 4 dispatches
+        // fewer.
+        let dt_proj = match w.dt_proj.parts.as_slice() {
+            [(0, weight)] if r <= ssm_scan::MAX_DT_RANK => Some((&w.dt_norm, weight)),
+            _ => None,
+        };
+        let dt = match dt_proj {
+            Some(_) => cols(&sc.dbc, 0, r)?,
+            None => {
+                rms_norm(g, cols(&sc.dbc, 0, r)?, &w.dt_norm, eps, cols(&sc.dbc_normed, 0, r)?)?;
+                w.dt_proj.matmul(g, cols(&sc.dbc_normed, 0, r)?, rows(&sc.dt, t)?, false)?;
+                rows(&sc.dt, t)?
+            }
+        };
+        // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z), with the norms (and dt_proj) inside
+        let norms = ssm_scan::ScanNorms { b_weight: &w.b_norm, c_weight: &w.c_norm, eps, dt: dt_proj };
+        let (b, c, state) = (cols(&sc.dbc, r, n)?, cols(&sc.dbc, r + n, n)?, ssm_state);
+        ssm_scan::selective_scan_normed(g, &sc.xs, dt, &w.dt_bias, &w.a_log, b, c, norms, &w.d, z, state, &sc.scan, &sc.y, path)?;
     }
     // x += (y * silu(z)) out_proj^T
     w.out_proj.matmul(g, rows(&sc.y, t)?, rows(&sc.x, t)?, true)
