@@ -11,7 +11,7 @@
 
 use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Prefill, Tensor};
 use crate::kernels::elementwise::silu_mul;
-use crate::kernels::matmul::matmul;
+use crate::kernels::matmul::{matmul, matmul_rms_norm, Normed, RmsNorm};
 use crate::kernels::{
     dims2, expect_dtype, expect_len, no_variants, u32_of, weight_row_variants, weight_variants, IntoCols, WEIGHT_DTYPES,
 };
@@ -439,12 +439,53 @@ pub fn dense_mlp(
     scratch: &MoeScratch,
     out: &Tensor,
 ) -> Result<()> {
+    mlp(g, x, None, t, [gate, up, down], scratch, out)
+}
+
+/// [`dense_mlp`] of rms_norm(x, norm): the gate matmul normalises x as it reads it (matmul::matmul_rms_norm, one
+/// dispatch on decode steps) and stores the normalised rows into `normed` ([>= t, H]), which up reads.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_mlp_rms_norm(
+    g: &mut Graph,
+    x: &Tensor,
+    norm: RmsNorm,
+    normed: &Tensor,
+    t: usize,
+    gate: &Tensor,
+    up: &Tensor,
+    down: &Tensor,
+    scratch: &MoeScratch,
+    out: &Tensor,
+) -> Result<()> {
+    mlp(g, x, Some((norm, normed)), t, [gate, up, down], scratch, out)
+}
+
+/// [`dense_mlp`] of x, or of rms_norm(x) into `normed` when `norm` is given.
+fn mlp(
+    g: &mut Graph,
+    x: &Tensor,
+    norm: Option<(RmsNorm, &Tensor)>,
+    t: usize,
+    [gate, up, down]: [&Tensor; 3],
+    scratch: &MoeScratch,
+    out: &Tensor,
+) -> Result<()> {
     let [inter, hidden] = dims2(gate)?;
     scratch.check("dense_mlp", t, hidden, inter)?;
     let gate_out = scratch.act.first_rows(t)?; // [t, I]
     let up_out = scratch.up.first_rows(t)?; // [t, I]
     let x = x.into_cols()?.rows(t)?;
-    matmul(g, x, gate, &gate_out, false)?;
+    let x = match norm {
+        None => {
+            matmul(g, x, gate, &gate_out, false)?;
+            x
+        }
+        Some((norm, normed)) => {
+            let normed = normed.into_cols()?.rows(t)?;
+            matmul_rms_norm(g, x, norm, gate, &gate_out, false, Normed::Keep(normed))?;
+            normed
+        }
+    };
     matmul(g, x, up, &up_out, false)?;
     silu_mul(g, &gate_out, &up_out)?;
     matmul(g, &gate_out, down, out.into_cols()?.rows(t)?, true)?;

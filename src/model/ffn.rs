@@ -1,10 +1,9 @@
 //! The FFN on the GPU: a dense SwiGLU MLP, or a mixture of experts. JAMBA.md, "FFN".
 
-use super::jamba::{rows, Scratch};
+use super::jamba::{rows, Input, Scratch};
 use super::weights::FfnWeights;
 use crate::config::JambaConfig;
 use crate::gpu::Graph;
-use crate::kernels::matmul::matmul;
 use crate::kernels::moe::{self, ExpertStack};
 use crate::Result;
 
@@ -43,23 +42,30 @@ impl Experts for Resident {
     }
 }
 
-/// x += ffn(normed) for `t` tokens; layer `layer`'s experts through `experts`.
+/// x += ffn(normed) for `t` tokens; layer `layer`'s experts through `experts`. The kernels after the first matmul
+/// read the input from `sc.normed`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
     cfg: &JambaConfig,
     w: &FfnWeights,
     sc: &Scratch,
     t: usize,
+    normed: Input, // rms_norm(x, pre_ff_layernorm) into sc.normed
     layer: usize,
     experts_of: &mut dyn Experts,
 ) -> Result<()> {
     match w {
         // down(silu(gate(x)) * up(x))
-        FfnWeights::Dense { gate, up, down } => moe::dense_mlp(g, &sc.normed, t, gate, up, down, &sc.moe, &sc.x),
+        FfnWeights::Dense { gate, up, down } => match normed.pending() {
+            None => moe::dense_mlp(g, &sc.normed, t, gate, up, down, &sc.moe, &sc.x),
+            // the norm fused into gate's matvec, which keeps the normalised rows in sc.normed for up
+            Some(norm) => moe::dense_mlp_rms_norm(g, &sc.x, norm, &sc.normed, t, gate, up, down, &sc.moe, &sc.x),
+        },
         // out = sum over the top-k experts e of p[e] * expert_e(x), p = softmax(x router^T), not renormalised
         FfnWeights::Moe { router, experts } => {
             let top_k = cfg.num_experts_per_tok;
-            matmul(g, rows(&sc.normed, t)?, router, rows(&sc.router_logits, t)?, false)?;
+            normed.matmul(g, router, rows(&sc.router_logits, t)?, true)?;
             moe::route(g, &sc.router_logits, t, top_k, &sc.expert_ids, &sc.expert_weights)?;
             experts_of.encode(g, layer, experts, sc, t)
         }
