@@ -4,7 +4,8 @@
 
 use jamba_wgpu::bench::{report, time_plan};
 use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph, Prefill};
-use jamba_wgpu::kernels::{matmul, rms_norm};
+use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
+use jamba_wgpu::kernels::{matmul, rms_norm, IntoCols};
 
 fn main() -> anyhow::Result<()> {
     let ctx = Context::new(&ContextOptions::default())?;
@@ -31,6 +32,27 @@ fn main() -> anyhow::Result<()> {
                 let name = format!("matmul {name} [{t}x{k}]x[{n}x{k}]^T {dtype:?}{kind}");
                 println!("{}", report(&name, &timing, Some(bytes), Some(flops)));
             }
+        }
+    }
+    // A decode step's norm and the matvec that reads it: two dispatches, or one (matmul_rms_norm).
+    let (x, norm) = (ctx.zeros("x", &[1, h], DType::F32)?, ctx.zeros("norm", &[h], DType::F32)?);
+    let (normed, y) = (ctx.zeros("normed", &[1, h], DType::F32)?, ctx.zeros("y", &[1, 4 * h], DType::F32)?);
+    for dtype in [DType::F32, DType::BF16] {
+        let w = ctx.zeros("w", &[4 * h, h], dtype)?;
+        for fused in [false, true] {
+            let mut g = Graph::new(&ctx);
+            if fused {
+                let norm = RmsNorm { weight: &norm, eps: 1e-6 };
+                matmul::matmul_rms_norm(&mut g, &x, norm, &w, &y, false, Normed::Scratch(normed.into_cols()?))?;
+            } else {
+                rms_norm::rms_norm(&mut g, &x, &norm, 1e-6, &normed)?;
+                matmul::matmul(&mut g, &normed, &w, &y, false)?;
+            }
+            let plan = g.build()?;
+            let timing = time_plan(&ctx, &plan, 2, 10)?;
+            let way = if fused { "matmul_rms_norm" } else { "rms_norm + matmul" };
+            let name = format!("{way} in_proj [1x{h}]x[{}x{h}]^T {dtype:?}", 4 * h);
+            println!("{}", report(&name, &timing, Some(w.size_bytes()), None));
         }
     }
     for t in [1, 64] {

@@ -3,9 +3,15 @@
 // W: [n, k] row-major, packed as W_DTYPE (float or quantized rows), starting at row w_row0; y: [t, n] f32 at
 // y[r * y_stride + y_offset + j]. With accumulate = 1, y += x W^T (the residual connection fused in).
 //
-// Two entry points:
+// Entry points:
 // - matvec (decode, small t): ROW_THREADS invocations per output element, striding over k.
 //   Grid: t * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
+// - matvec_norm, matvec_norm_out: matvec of rms_norm(x, norm_w) (reference::rms_norm then reference::matmul),
+//   normalising x as it is read, so a decode step needs no rms_norm dispatch before the matmul that consumes it.
+//   Each row group recomputes its row's sum of squares in rms_norm.wgsl's order (x is one short row, cached),
+//   so the product matches rms_norm then matvec. matvec_norm_out also stores the normalised rows for later
+//   kernels: normed[r * normed_stride + normed_offset + c], written by the first workgroup of each row.
+//   Grid: as matvec.
 // - tiled (prefill): 32 x 32 output tiles, each invocation computing 4 x 4 outputs, k in steps of 16
 //   through workgroup memory. Grid: ceil(t / 32) * ceil(n / 32) workgroups, linear.
 
@@ -19,15 +25,19 @@ struct MatmulParams {
     y_stride: u32,
     y_offset: u32,
     accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // matvec_norm only: rms_norm's epsilon and where matvec_norm_out stores the normalised rows.
+    eps: f32,
+    normed_stride: u32,
+    normed_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// matvec_norm only: rms_norm's weight [k], and (matvec_norm_out) the normalised rows [t, k].
+@group(0) @binding(4) var<storage, read> norm_w: array<f32>;
+@group(0) @binding(5) var<storage, read_write> normed: array<f32>;
 
 fn w_at(row: u32, col: u32) -> f32 {
     let r = weight_ref(p.w_row0 + row, col, p.k);
@@ -43,29 +53,104 @@ fn store(r: u32, j: u32, value: f32) {
     }
 }
 
+// The output element of a matvec invocation: row r of x and y, column j of y (row j of W), and which block of
+// WG / ROW_THREADS columns its workgroup computes.
+struct MatvecSlot {
+    r: u32,
+    j: u32,
+    block: u32,
+}
+
+fn matvec_slot(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> MatvecSlot {
+    let rows_per_group = WG / ROW_THREADS;
+    let groups_per_token = (p.n + rows_per_group - 1u) / rows_per_group;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    var s: MatvecSlot;
+    s.r = g / groups_per_token;
+    s.block = g % groups_per_token;
+    s.j = s.block * rows_per_group + lane / ROW_THREADS;
+    return s;
+}
+
 @compute @workgroup_size(WG)
 fn matvec(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let rows_per_group = WG / ROW_THREADS;
-    let groups_per_token = (p.n + rows_per_group - 1u) / rows_per_group;
-    let g = linear_workgroup(workgroup_id, num_workgroups);
-    let r = g / groups_per_token;
-    let j = (g % groups_per_token) * rows_per_group + lane / ROW_THREADS;
-    let live = r < p.t && j < p.n;
+    let s = matvec_slot(workgroup_id, num_workgroups, lane);
+    let live = s.r < p.t && s.j < p.n;
 
     var acc = 0.0;
     if live {
-        let x0 = r * p.x_stride + p.x_offset;
+        let x0 = s.r * p.x_stride + p.x_offset;
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += x[x0 + c] * w_at(j, c);
+            acc += x[x0 + c] * w_at(s.j, c);
         }
     }
     let total = row_sum(lane, acc);
     if live && lane % ROW_THREADS == 0u {
-        store(r, j, total);
+        store(s.r, s.j, total);
+    }
+}
+
+// rms_norm(x)[r, c], as rms_norm.wgsl computes it, given the row's 1 / rms.
+fn normalised(x0: u32, c: u32, inv_rms: f32) -> f32 {
+    return norm_w[c] * (x[x0 + c] * inv_rms);
+}
+
+// matvec of rms_norm(x); returns the row's 1 / rms for matvec_norm_out. Every invocation must call it (barriers).
+fn matvec_norm_of(s: MatvecSlot, lane: u32) -> f32 {
+    let x0 = s.r * p.x_stride + p.x_offset;
+    // 1 / sqrt(mean(x^2) + eps), summed as rms_norm.wgsl sums it: each row group on its own, so that every
+    // invocation of the workgroup holds the same value, also those past the last column.
+    var sum_sq = 0.0;
+    if s.r < p.t {
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            let v = x[x0 + c];
+            sum_sq += v * v;
+        }
+    }
+    let inv_rms = 1.0 / sqrt(row_sum(lane, sum_sq) / f32(p.k) + p.eps);
+
+    let live = s.r < p.t && s.j < p.n;
+    var acc = 0.0;
+    if live {
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            acc += normalised(x0, c, inv_rms) * w_at(s.j, c);
+        }
+    }
+    let total = row_sum(lane, acc);
+    if live && lane % ROW_THREADS == 0u {
+        store(s.r, s.j, total);
+    }
+    return inv_rms;
+}
+
+@compute @workgroup_size(WG)
+fn matvec_norm(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    matvec_norm_of(matvec_slot(workgroup_id, num_workgroups, lane), lane);
+}
+
+@compute @workgroup_size(WG)
+fn matvec_norm_out(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let s = matvec_slot(workgroup_id, num_workgroups, lane);
+    let inv_rms = matvec_norm_of(s, lane);
+    // The row's first workgroup stores the normalised row, its whole width striding over the workgroup.
+    if s.block == 0u && s.r < p.t {
+        let x0 = s.r * p.x_stride + p.x_offset;
+        let n0 = s.r * p.normed_stride + p.normed_offset;
+        for (var c = lane; c < p.k; c += WG) {
+            normed[n0 + c] = normalised(x0, c, inv_rms);
+        }
     }
 }
 

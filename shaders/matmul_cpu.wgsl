@@ -29,9 +29,10 @@ struct MatmulParams {
     y_stride: u32,
     y_offset: u32,
     accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // matmul.wgsl's matvec_norm only.
+    eps: f32,
+    normed_stride: u32,
+    normed_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;

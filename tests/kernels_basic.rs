@@ -6,7 +6,8 @@ mod common;
 
 use common::{assert_close, gpu, upload_weights, Rng};
 use jamba_wgpu::gpu::{DType, Graph, Tensor};
-use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, FLOAT_DTYPES};
+use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
+use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, FLOAT_DTYPES, WEIGHT_DTYPES};
 use jamba_wgpu::{reference, Error};
 
 #[test]
@@ -62,6 +63,96 @@ fn matmul_accumulates_into_column_slices() {
         matmul::matmul(&mut g, x_cols, &w_gpu, y_cols, true).unwrap();
         g.run().unwrap();
         assert_close(&format!("accumulate {tuning:?}"), &ctx.read_f32(&y_gpu).unwrap(), &want, 1e-4, 1e-5);
+    }
+}
+
+#[test]
+fn matmul_rms_norm_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    // (t, n, K before rounding K up to a q4 group): K and n not multiples of anything, n = 1, t = 1..3.
+    let shapes: [(usize, usize, usize); 5] = [(1, 1, 1), (1, 37, 65), (2, 100, 33), (3, 1, 130), (3, 64, 300)];
+    let eps = 1e-6;
+    let mut rng = Rng::new(10);
+    for dtype in WEIGHT_DTYPES {
+        for &(t, n, k) in &shapes {
+            let k = match dtype {
+                DType::Quant(format) => format.group_size().map_or(k, |g| k.div_ceil(g) * g),
+                _ => k,
+            };
+            // x: columns 3..3 + K of the first t rows of a [t + 1, K + 5] tensor.
+            let x_wide = rng.vec((t + 1) * (k + 5), 3.0);
+            let x: Vec<f32> = x_wide.chunks(k + 5).take(t).flat_map(|r| r[3..3 + k].to_vec()).collect();
+            let norm_w = rng.vec(k, 1.0);
+            let (w, w_rounded) = upload_weights(ctx, "w", &[n, k], &rng.vec(n * k, 1.0), dtype);
+            let y0 = rng.vec(t * n, 1.0);
+            let normed_want = reference::rms_norm(&x, &norm_w, eps);
+            let product = reference::matmul(&normed_want, &w_rounded, t, n, k);
+            let x_gpu = ctx.upload_f32("x", &[t + 1, k + 5], &x_wide).unwrap();
+            let norm_gpu = ctx.upload_f32("norm", &[k], &norm_w).unwrap();
+            let norm = RmsNorm { weight: &norm_gpu, eps };
+            let x_cols = Cols::slice(&x_gpu, 3, k).unwrap().rows(t).unwrap();
+            for tuning in ctx.tunings() {
+                for (accumulate, keep) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let what = format!("matmul_rms_norm {t}x{n}x{k} {dtype:?} {tuning:?} acc {accumulate} keep {keep}");
+                    let y = ctx.upload_f32("y", &[t, n], &y0).unwrap();
+                    let pair_y = ctx.upload_f32("pair y", &[t, n], &y0).unwrap();
+                    // normed: [t + 1, K], one row more than fed, which must stay untouched.
+                    let normed = ctx.zeros("normed", &[t + 1, k], DType::F32).unwrap();
+                    let pair_normed = ctx.zeros("pair normed", &[t, k], DType::F32).unwrap();
+                    let normed_rows = Cols::slice(&normed, 0, k).unwrap().rows(t).unwrap();
+                    let out = if keep { Normed::Keep(normed_rows) } else { Normed::Scratch(normed_rows) };
+                    let mut g = Graph::new(ctx);
+                    g.tuning = tuning;
+                    matmul::matmul_rms_norm(&mut g, x_cols, norm, &w, &y, accumulate, out).unwrap();
+                    // The unfused pair on the same tuning: rms_norm, then matmul reading its output.
+                    rms_norm::rms_norm(&mut g, x_cols, &norm_gpu, eps, &pair_normed).unwrap();
+                    matmul::matmul(&mut g, &pair_normed, &w, &pair_y, accumulate).unwrap();
+                    let fused = matmul::is_matvec(&g, t);
+                    g.run().unwrap();
+
+                    let got = ctx.read_f32(&y).unwrap();
+                    let want: Vec<f32> =
+                        product.iter().zip(&y0).map(|(p, y)| if accumulate { p + y } else { *p }).collect();
+                    let rtol = if dtype.is_quantized() { 1e-4 } else { 1e-5 };
+                    // f32 accumulation in another order than the reference's: error grows with K.
+                    assert_close(&what, &got, &want, 2e-6 * k as f32, rtol);
+                    assert_close(&format!("{what} vs unfused"), &got, &ctx.read_f32(&pair_y).unwrap(), 1e-6, 1e-5);
+                    // The normalised rows are stored when kept (and always on the unfused path), else not at all;
+                    // never past the rows fed.
+                    let got_normed = ctx.read_f32(&normed).unwrap();
+                    let (rows, past) = got_normed.split_at(t * k);
+                    if keep || !fused {
+                        assert_close(&format!("{what} normed"), rows, &normed_want, 1e-6, 1e-6);
+                    } else {
+                        assert!(rows.iter().all(|&v| v == 0.0), "{what}: normed written though not kept");
+                    }
+                    assert!(past.iter().all(|&v| v == 0.0), "{what}: normed written past row {t}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_rms_norm_bad_calls_are_typed_errors() {
+    let Some(ctx) = gpu() else { return };
+    let f32s = |label: &str, shape: &[usize]| ctx.zeros(label, shape, DType::F32).unwrap();
+    let (x, w, y, normed) = (f32s("x", &[2, 8]), f32s("w", &[4, 8]), f32s("y", &[2, 4]), f32s("normed", &[2, 8]));
+    let (norm_w, short, narrow) = (f32s("norm", &[8]), f32s("short", &[7]), f32s("narrow", &[2, 7]));
+    let halves = ctx.zeros("halves", &[8], DType::F16).unwrap();
+    let cols = |t| Cols::slice(t, 0, t.shape()[1]).unwrap();
+    let cases = [
+        ("`short` is [7], expected [8]", &short, &normed),
+        ("`halves` is F16", &halves, &normed),
+        ("normed `narrow` is [2, 7]", &norm_w, &narrow),
+        ("`x` is bound twice and written", &norm_w, &x),
+    ];
+    for (message, weight, out) in cases {
+        let mut g = Graph::new(ctx);
+        g.tuning.tiled_min_rows = usize::MAX;
+        let norm = RmsNorm { weight, eps: 1e-6 };
+        let e = matmul::matmul_rms_norm(&mut g, &x, norm, &w, &y, false, Normed::Keep(cols(out))).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains(message), "{message}: {e}");
     }
 }
 

@@ -1,7 +1,11 @@
-//! matmul.wgsl: y = x W^T (+ y), the Linear layer, for f32, f16, bf16 and quantized (q8, q4) weights.
+//! matmul.wgsl: y = x W^T (+ y), the Linear layer, for f32, f16, bf16 and quantized (q8, q4) weights; and
+//! y = rms_norm(x) W^T (+ y), the norm fused into the matvec on decode steps.
 
-use crate::gpu::{read, read_write, Graph, Kernel, OpId, Prefill, Tensor};
-use crate::kernels::{IntoCols, dims2, expect_dtype, u32_of, weight_row_variants, weight_variants, WEIGHT_DTYPES};
+use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor};
+use crate::kernels::rms_norm::rms_norm;
+use crate::kernels::{
+    dims2, expect_dtype, expect_shape, u32_of, weight_row_variants, weight_variants, Cols, IntoCols, WEIGHT_DTYPES,
+};
 use crate::{params, shader, Error, Result};
 
 shader!(MATMUL, "matmul");
@@ -18,13 +22,16 @@ params! {
         pub y_stride: u32,
         pub y_offset: u32,
         pub accumulate: u32,
-        pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
+        pub eps: f32,
+        pub normed_stride: u32,
+        pub normed_offset: u32,
     }
 }
 
 const BINDINGS: &[crate::gpu::Binding] = &[read("x"), read("w"), read_write("y")];
+const NORM_BINDINGS: &[crate::gpu::Binding] = &[read("x"), read("w"), read_write("y"), read("norm_w")];
+const NORM_OUT_BINDINGS: &[crate::gpu::Binding] =
+    &[read("x"), read("w"), read_write("y"), read("norm_w"), read_write("normed")];
 
 /// Decode: a row reduction per output element.
 pub static MATVEC: Kernel = Kernel {
@@ -32,6 +39,24 @@ pub static MATVEC: Kernel = Kernel {
     entry: "matvec",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
+    variants: weight_row_variants,
+};
+
+/// Decode: the matvec of rms_norm(x), normalising x as it is read.
+pub static MATVEC_NORM: Kernel = Kernel {
+    shader: &MATMUL,
+    entry: "matvec_norm",
+    params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
+    bindings: NORM_BINDINGS,
+    variants: weight_row_variants,
+};
+
+/// [`MATVEC_NORM`] that also stores the normalised rows, for later kernels that read them.
+pub static MATVEC_NORM_OUT: Kernel = Kernel {
+    shader: &MATMUL,
+    entry: "matvec_norm_out",
+    params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
+    bindings: NORM_OUT_BINDINGS,
     variants: weight_row_variants,
 };
 
@@ -66,7 +91,109 @@ pub fn matmul<'a>(
     accumulate: bool,
 ) -> Result<OpId> {
     let (x, y) = (x.into_cols()?, y.into_cols()?);
-    let op = "matmul";
+    let params = matmul_params("matmul", x, w, y, accumulate)?;
+    let dtype = ("W_DTYPE", w.dtype().shader_code());
+    let tensors = [x.tensor, w, y.tensor];
+    let n = w.shape()[0];
+    if is_matvec(g, x.rows) {
+        let (row_threads, grid) = matvec_grid(g, x.rows, n)?;
+        g.dispatch(&MATVEC, &[dtype, row_threads], &params, &tensors, grid)
+    } else if g.tuning.prefill == Prefill::Blocked {
+        let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
+        g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
+    } else {
+        let grid = g.linear_grid((x.rows.div_ceil(32) * n.div_ceil(32)) as u64)?;
+        g.dispatch(&TILED, &[dtype], &params, &tensors, grid)
+    }
+}
+
+/// rms_norm(x, weight) for [`matmul_rms_norm`] to apply to x: weight [k] f32.
+#[derive(Clone, Copy, Debug)]
+pub struct RmsNorm<'a> {
+    pub weight: &'a Tensor,
+    pub eps: f32,
+}
+
+/// Where [`matmul_rms_norm`] leaves rms_norm(x).
+#[derive(Clone, Copy, Debug)]
+pub enum Normed<'a> {
+    /// Stored here, for later kernels that read the normalised rows.
+    Keep(Cols<'a>),
+    /// Nothing reads them after this matmul: stored here only when x has too many rows to fuse the norm (the
+    /// matmul then reads them back), else not at all.
+    Scratch(Cols<'a>),
+}
+
+impl<'a> Normed<'a> {
+    pub fn cols(self) -> Cols<'a> {
+        match self {
+            Normed::Keep(c) | Normed::Scratch(c) => c,
+        }
+    }
+}
+
+/// Whether a matmul of `rows` rows of x takes the matvec path (decode steps), where [`matmul_rms_norm`] fuses
+/// the norm.
+pub fn is_matvec(g: &Graph, rows: usize) -> bool {
+    rows < g.tuning.tiled_min_rows
+}
+
+/// y = rms_norm(x, norm) W^T, or y += that when `accumulate`, each row of x normalised by its own RMS; the
+/// normalised rows also into `normed` when it says [`Normed::Keep`]. On the matvec path (few rows: decode
+/// steps) one dispatch does it all; with more rows it is rms_norm into `normed`, then [`matmul`] reading it.
+/// x: [t, k] columns, w: [n, k] weights, y: [t, n] columns, normed: [t, k] columns of another buffer than x.
+pub fn matmul_rms_norm<'a>(
+    g: &mut Graph,
+    x: impl IntoCols<'a>,
+    norm: RmsNorm<'_>,
+    w: &Tensor,
+    y: impl IntoCols<'a>,
+    accumulate: bool,
+    normed: Normed<'a>,
+) -> Result<OpId> {
+    let (x, y, out) = (x.into_cols()?, y.into_cols()?, normed.cols());
+    let op = "matmul_rms_norm";
+    expect_dtype(op, norm.weight, &[DType::F32])?;
+    expect_shape(op, norm.weight, &[x.width])?;
+    if out.width != x.width || out.rows != x.rows {
+        return Err(Error::shape(
+            op,
+            format!(
+                "x is [{}, {}] but normed `{}` is [{}, {}]",
+                x.rows,
+                x.width,
+                out.tensor.label(),
+                out.rows,
+                out.width
+            ),
+        ));
+    }
+    if !is_matvec(g, x.rows) {
+        rms_norm(g, x, norm.weight, norm.eps, out)?;
+        return matmul(g, out, w, y, accumulate);
+    }
+    let params = MatmulParams {
+        eps: norm.eps,
+        normed_stride: u32_of(op, "normed stride", out.stride())?,
+        normed_offset: u32_of(op, "normed offset", out.offset)?,
+        ..matmul_params(op, x, w, y, accumulate)?
+    };
+    let dtype = ("W_DTYPE", w.dtype().shader_code());
+    let (row_threads, grid) = matvec_grid(g, x.rows, w.shape()[0])?;
+    match normed {
+        Normed::Keep(out) => {
+            let tensors = [x.tensor, w, y.tensor, norm.weight, out.tensor];
+            g.dispatch(&MATVEC_NORM_OUT, &[dtype, row_threads], &params, &tensors, grid)
+        }
+        Normed::Scratch(_) => {
+            let tensors = [x.tensor, w, y.tensor, norm.weight];
+            g.dispatch(&MATVEC_NORM, &[dtype, row_threads], &params, &tensors, grid)
+        }
+    }
+}
+
+/// The parameters of y (+)= x W^T, once the shapes and the weight type are checked.
+fn matmul_params(op: &str, x: Cols, w: &Tensor, y: Cols, accumulate: bool) -> Result<MatmulParams> {
     let [n, k] = dims2(w)?;
     expect_dtype(op, w, &WEIGHT_DTYPES)?;
     if x.width != k || y.width != n || x.rows != y.rows {
@@ -84,7 +211,7 @@ pub fn matmul<'a>(
             ),
         ));
     }
-    let params = MatmulParams {
+    Ok(MatmulParams {
         t: u32_of(op, "t", x.rows)?,
         n: u32_of(op, "n", n)?,
         k: u32_of(op, "k", k)?,
@@ -94,19 +221,12 @@ pub fn matmul<'a>(
         y_offset: u32_of(op, "y offset", y.offset)?,
         accumulate: accumulate as u32,
         ..Default::default()
-    };
-    let dtype = ("W_DTYPE", w.dtype().shader_code());
-    let tensors = [x.tensor, w, y.tensor];
-    if x.rows >= g.tuning.tiled_min_rows && g.tuning.prefill == Prefill::Blocked {
-        let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
-        g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
-    } else if x.rows >= g.tuning.tiled_min_rows {
-        let grid = g.linear_grid((x.rows.div_ceil(32) * n.div_ceil(32)) as u64)?;
-        g.dispatch(&TILED, &[dtype], &params, &tensors, grid)
-    } else {
-        let rows_per_group = (64 / g.tuning.row_threads) as usize;
-        let grid = g.linear_grid((x.rows * n.div_ceil(rows_per_group)) as u64)?;
-        let row_threads = ("ROW_THREADS", g.tuning.row_threads as f64);
-        g.dispatch(&MATVEC, &[dtype, row_threads], &params, &tensors, grid)
-    }
+    })
+}
+
+/// The matvec kernels' row width and grid for y: [t, n].
+fn matvec_grid(g: &Graph, t: usize, n: usize) -> Result<((&'static str, f64), [u32; 3])> {
+    let rows_per_group = (64 / g.tuning.row_threads) as usize;
+    let grid = g.linear_grid((t * n.div_ceil(rows_per_group)) as u64)?;
+    Ok((("ROW_THREADS", g.tuning.row_threads as f64), grid))
 }

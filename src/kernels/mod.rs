@@ -21,6 +21,8 @@ use crate::{Error, Result};
 pub fn all() -> Vec<&'static Kernel> {
     vec![
         &matmul::MATVEC,
+        &matmul::MATVEC_NORM,
+        &matmul::MATVEC_NORM_OUT,
         &matmul::TILED,
         &matmul::BLOCKED,
         &rms_norm::RMS_NORM,

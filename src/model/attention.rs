@@ -1,7 +1,7 @@
 //! The attention mixer on the GPU. transformers: `JambaAttention`; JAMBA.md, "Attention layer". No positional
 //! encoding of any kind. One kernel per line.
 
-use super::jamba::{cols, rows, Rows, Scratch};
+use super::jamba::{cols, rows, Input, Rows, Scratch};
 use super::weights::AttentionWeights;
 use crate::config::JambaConfig;
 use crate::gpu::{Graph, OpId, Tensor};
@@ -21,6 +21,7 @@ pub(crate) fn shape(cfg: &JambaConfig) -> AttentionShape {
 /// x += attention(normed) for the rows fed, appending their k and v to the cache: a sequence's `t` tokens at
 /// positions `pos..pos + t`, or a batch's row r at sequence r's own position. Returns the dispatches a replayed
 /// plan must update for a sequence; a batch's step reads its positions from the GPU and needs none.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
     cfg: &JambaConfig,
@@ -29,13 +30,14 @@ pub(crate) fn encode(
     v_cache: &Tensor, // [max_len, kv_dim]; a batch's [B, slot_rows, kv_dim]
     sc: &Scratch,
     fed: Rows,
+    normed: Input, // rms_norm(x, input_layernorm)
 ) -> Result<Option<AttentionOps>> {
     let (shape, t) = (shape(cfg), fed.t());
     let (q_dim, kv_dim) = (shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim);
     let qkv = |offset, width| cols(&sc.qkv, offset, width, t);
 
-    // q = x Wq^T, k = x Wk^T, v = x Wv^T, in one matmul
-    w.qkv.matmul(g, rows(&sc.normed, t)?, rows(&sc.qkv, t)?, false)?;
+    // q = normed Wq^T, k = normed Wk^T, v = normed Wv^T, in one matmul
+    normed.matmul(g, &w.qkv, rows(&sc.qkv, t)?, false)?;
     let (q, k, v) = (qkv(0, q_dim)?, qkv(q_dim, kv_dim)?, qkv(q_dim + kv_dim, kv_dim)?);
     let ops = match (fed, &sc.decode) {
         // k and v join the cache at rows pos..pos + t; o = causal softmax(q k^T / sqrt(head_dim)) v over it

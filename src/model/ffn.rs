@@ -1,10 +1,9 @@
 //! The FFN on the GPU: a dense SwiGLU MLP, or a mixture of experts. JAMBA.md, "FFN".
 
-use super::jamba::{rows, Scratch};
+use super::jamba::{rows, Input, Scratch};
 use super::weights::FfnWeights;
 use crate::config::JambaConfig;
 use crate::gpu::Graph;
-use crate::kernels::matmul::matmul;
 use crate::kernels::moe::{self, ExpertStack};
 use crate::Result;
 
@@ -43,24 +42,41 @@ impl Experts for Resident {
     }
 }
 
-/// x += ffn(normed) for `t` tokens; layer `layer`'s experts through `experts`.
+/// x += ffn(normed) for `t` tokens; layer `layer`'s experts through `experts`. The kernels after the first matmul
+/// read the input from `sc.normed`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
     cfg: &JambaConfig,
     w: &FfnWeights,
     sc: &Scratch,
     t: usize,
+    normed: Input, // rms_norm(x, pre_ff_layernorm) into sc.normed
     layer: usize,
     experts_of: &mut dyn Experts,
 ) -> Result<()> {
     match w {
         // down(silu(gate(x)) * up(x))
-        FfnWeights::Dense { gate, up, down } => moe::dense_mlp(g, &sc.normed, t, gate, up, down, &sc.moe, &sc.x),
+        // (a decode step's first kernel is the SwiGLU of the expert kernels, not a matmul: the norm goes first)
+        FfnWeights::Dense { gate, up, down } => {
+            normed.apply(g)?;
+            moe::dense_mlp(g, &sc.normed, t, gate, up, down, &sc.moe, &sc.x)
+        }
         // out = sum over the top-k experts e of p[e] * expert_e(x), p = softmax(x router^T), not renormalised
         FfnWeights::Moe { router, experts } => {
             let top_k = cfg.num_experts_per_tok;
-            matmul(g, rows(&sc.normed, t)?, router, rows(&sc.router_logits, t)?, false)?;
-            moe::route(g, &sc.router_logits, t, top_k, &sc.expert_ids, &sc.expert_weights)?;
+            let (ids, weights) = (&sc.expert_ids, &sc.expert_weights);
+            match normed.pending() {
+                // a decode step: the norm, the router and the routing in one dispatch, normed kept for the experts
+                Some(norm) if router.shape()[0] <= moe::MAX_FUSED_EXPERTS => {
+                    let (x, logits) = (&sc.x, &sc.router_logits);
+                    moe::norm_route(g, x, t, norm.weight, norm.eps, router, &sc.normed, logits, top_k, ids, weights)?;
+                }
+                _ => {
+                    normed.matmul(g, router, rows(&sc.router_logits, t)?, true)?;
+                    moe::route(g, &sc.router_logits, t, top_k, ids, weights)?;
+                }
+            }
             experts_of.encode(g, layer, experts, sc, t)
         }
     }

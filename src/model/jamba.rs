@@ -3,11 +3,12 @@
 
 use super::attention::{self, AttentionOps};
 use super::state::LayerState;
-use super::weights::{GpuWeights, MixerWeights};
+use super::weights::{GpuWeights, Matrix, MixerWeights};
 use super::{ffn, mamba};
 use crate::config::JambaConfig;
 use crate::gpu::{Context, DType, Graph, Tensor};
 use crate::kernels::attention::DecodeScratch;
+use crate::kernels::matmul::{self, Normed, RmsNorm};
 use crate::kernels::moe::MoeScratch;
 use crate::kernels::ssm_scan::ScanScratch;
 use crate::kernels::{argmax::argmax, embed, rms_norm::rms_norm, IntoCols, Cols};
@@ -21,6 +22,85 @@ pub(crate) fn rows(tensor: &Tensor, t: usize) -> Result<Cols<'_>> {
 /// Columns `offset..offset + width` of the first `t` rows of a matrix.
 pub(crate) fn cols(tensor: &Tensor, offset: usize, width: usize, t: usize) -> Result<Cols<'_>> {
     Cols::slice(tensor, offset, width)?.rows(t)
+}
+
+/// The input of a block, rms_norm(x, norm): on prefill written into `normed` before the block, as a dispatch of
+/// its own; on decode steps left to the block's first matmul, whose matvec normalises x as it reads it
+/// (kernels::matmul::matmul_rms_norm), one dispatch fewer.
+#[derive(Clone, Copy)]
+pub(crate) struct Input<'a> {
+    x: Cols<'a>,
+    normed: Cols<'a>,
+    /// The norm still to apply; None once `normed` holds the input.
+    pending: Option<RmsNorm<'a>>,
+}
+
+impl<'a> Input<'a> {
+    /// rms_norm(x, norm) into `normed` for the block reading it, now or (`fuse`) by the block's first matmul.
+    pub fn new(g: &mut Graph, x: Cols<'a>, norm: RmsNorm<'a>, normed: Cols<'a>, fuse: bool) -> Result<Self> {
+        if fuse {
+            return Ok(Input { x, normed, pending: Some(norm) });
+        }
+        rms_norm(g, x, norm.weight, norm.eps, normed)?;
+        Ok(Input { x, normed, pending: None })
+    }
+
+    /// The norm still to apply, for a block whose first kernel applies it itself; None once `normed` holds the
+    /// input.
+    pub fn pending(&self) -> Option<RmsNorm<'a>> {
+        self.pending
+    }
+
+    /// Records the norm still to apply, if any: `normed` holds the input afterwards, for a block whose first
+    /// kernel is not a matmul (the dense MLP's decode step).
+    pub fn apply(self, g: &mut Graph) -> Result<Input<'a>> {
+        if let Some(norm) = self.pending {
+            rms_norm(g, self.x, norm.weight, norm.eps, self.normed)?;
+        }
+        Ok(Input { pending: None, ..self })
+    }
+
+    /// y = input W^T. With `keep`, `normed` holds the input afterwards for later kernels of the block.
+    pub fn matmul(self, g: &mut Graph, w: &impl Linear, y: Cols, keep: bool) -> Result<()> {
+        match self.pending {
+            None => w.matmul(g, self.normed, y),
+            Some(norm) => {
+                let normed = if keep { Normed::Keep(self.normed) } else { Normed::Scratch(self.normed) };
+                w.matmul_rms_norm(g, self.x, norm, y, normed)
+            }
+        }
+    }
+}
+
+/// A weight the model multiplies activations by: a [`Matrix`] in parts, or one tensor.
+pub(crate) trait Linear {
+    /// y = x W^T.
+    fn matmul(&self, g: &mut Graph, x: Cols, y: Cols) -> Result<()>;
+    /// y = rms_norm(x, norm) W^T (kernels::matmul::matmul_rms_norm).
+    fn matmul_rms_norm<'a>(&self, g: &mut Graph, x: Cols<'a>, norm: RmsNorm, y: Cols<'a>, normed: Normed<'a>)
+        -> Result<()>;
+}
+
+impl Linear for Matrix {
+    fn matmul(&self, g: &mut Graph, x: Cols, y: Cols) -> Result<()> {
+        Matrix::matmul(self, g, x, y, false)
+    }
+
+    fn matmul_rms_norm<'a>(&self, g: &mut Graph, x: Cols<'a>, norm: RmsNorm, y: Cols<'a>, normed: Normed<'a>)
+        -> Result<()> {
+        Matrix::matmul_rms_norm(self, g, x, norm, y, normed)
+    }
+}
+
+impl Linear for Tensor {
+    fn matmul(&self, g: &mut Graph, x: Cols, y: Cols) -> Result<()> {
+        matmul::matmul(g, x, self, y, false).map(drop)
+    }
+
+    fn matmul_rms_norm<'a>(&self, g: &mut Graph, x: Cols<'a>, norm: RmsNorm, y: Cols<'a>, normed: Normed<'a>)
+        -> Result<()> {
+        matmul::matmul_rms_norm(g, x, norm, self, y, false, normed).map(drop)
+    }
 }
 
 /// Activations for up to `max_t` tokens, allocated once per session and shared by every layer and step.
@@ -130,6 +210,12 @@ impl Rows<'_> {
             Rows::Sequence { t, .. } | Rows::Batch { t, .. } => t,
         }
     }
+
+    /// One row per sequence (a decode step, or a batch's): the rows where each rms_norm is fused into the matvec
+    /// that reads it ([`Input`]).
+    pub fn is_decode(&self) -> bool {
+        matches!(self, Rows::Sequence { t: 1, .. } | Rows::Batch { .. })
+    }
 }
 
 /// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer,
@@ -157,30 +243,33 @@ pub(crate) fn encode(
         embed::embed_rows(g, part, *row0, &sc.ids, rows(&sc.x, t)?)?;
     }
     let mut attention_ops = Vec::new();
+    let input = |g: &mut Graph, weight| {
+        Input::new(g, rows(&sc.x, t)?, RmsNorm { weight, eps }, rows(&sc.normed, t)?, fed.is_decode())
+    };
     for (i, (layer, layer_state)) in w.layers.iter().zip(layers).enumerate() {
         // x = x + mixer(rms_norm(x, input_layernorm))
-        rms_norm(g, rows(&sc.x, t)?, &layer.input_norm, eps, rows(&sc.normed, t)?)?;
+        let normed = input(g, &layer.input_norm)?;
         match (&layer.mixer, layer_state) {
             (MixerWeights::Attention(aw), LayerState::Attention { k, v }) => {
-                if let Some(ops) = attention::encode(g, cfg, aw, k, v, sc, fed)? {
+                if let Some(ops) = attention::encode(g, cfg, aw, k, v, sc, fed, normed)? {
                     attention_ops.push((experts.part(), ops));
                 }
             }
             (MixerWeights::Mamba(mw), LayerState::Mamba { conv, ssm }) => {
-                mamba::encode(g, cfg, mw, conv, ssm, sc, fed)?
+                mamba::encode(g, cfg, mw, conv, ssm, sc, fed, normed)?
             }
             _ => unreachable!("weights and state are built from the same config"),
         }
         // x = x + ffn(rms_norm(x, pre_ff_layernorm))
-        rms_norm(g, rows(&sc.x, t)?, &layer.pre_ff_norm, eps, rows(&sc.normed, t)?)?;
-        ffn::encode(g, cfg, &layer.ffn, sc, t, i, experts)?;
+        let normed = input(g, &layer.pre_ff_norm)?;
+        ffn::encode(g, cfg, &layer.ffn, sc, t, normed, i, experts)?;
     }
     // logits = rms_norm(x, final_layernorm) lm_head^T
     let v = cfg.vocab_size;
     match head {
         Head::All | Head::Each => {
-            rms_norm(g, rows(&sc.x, t)?, &w.final_norm, eps, rows(&sc.normed, t)?)?;
-            w.lm_head().matmul(g, rows(&sc.normed, t)?, rows(&sc.logits, t)?, false)?;
+            let normed = input(g, &w.final_norm)?;
+            normed.matmul(g, w.lm_head(), rows(&sc.logits, t)?, false)?;
             if head == Head::Each {
                 argmax(g, rows(&sc.logits, t)?, &sc.next)?;
             } else {
@@ -190,8 +279,10 @@ pub(crate) fn encode(
         }
         Head::Last => {
             let flat = sc.x.reshape(&[1, sc.max_t * h])?;
-            rms_norm(g, Cols::slice(&flat, (t - 1) * h, h)?, &w.final_norm, eps, &sc.last)?;
-            w.lm_head().matmul(g, &sc.last, rows(&sc.logits, 1)?, false)?;
+            let last = Cols::slice(&flat, (t - 1) * h, h)?;
+            let final_norm = RmsNorm { weight: &w.final_norm, eps };
+            let normed = Input::new(g, last, final_norm, sc.last.into_cols()?, fed.is_decode())?;
+            normed.matmul(g, w.lm_head(), rows(&sc.logits, 1)?, false)?;
             argmax(g, rows(&sc.logits, 1)?, &sc.next)?;
         }
     }

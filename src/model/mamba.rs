@@ -1,15 +1,17 @@
 //! The Mamba mixer on the GPU. transformers: `JambaMambaMixer`; JAMBA.md, "Mamba layer". One kernel per line.
 
-use super::jamba::{cols, rows, Rows, Scratch};
+use super::jamba::{cols, rows, Input, Rows, Scratch};
 use super::weights::MambaWeights;
 use crate::config::JambaConfig;
 use crate::gpu::{Graph, Tensor};
+use crate::kernels::matmul::RmsNorm;
 use crate::kernels::ssm_scan::{self, ScanPath};
 use crate::kernels::{conv1d, rms_norm::rms_norm};
 use crate::Result;
 
 /// x += mamba(normed) for the rows fed, continuing from and updating the conv and SSM state (a batch's: each
 /// row its own sequence's).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
     cfg: &JambaConfig,
@@ -18,12 +20,13 @@ pub(crate) fn encode(
     ssm_state: &Tensor,  // [I, N]; a batch's [B, >= I * N]
     sc: &Scratch,
     fed: Rows,
+    normed: Input, // rms_norm(x, input_layernorm)
 ) -> Result<()> {
     let (i, n, r, eps, t) = (cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank(), cfg.rms_norm_eps, fed.t());
     let cols = |tensor, offset, width| cols(tensor, offset, width, t);
 
-    // [xs | z] = x in_proj^T
-    w.in_proj.matmul(g, rows(&sc.normed, t)?, rows(&sc.xz, t)?, false)?;
+    // [xs | z] = normed in_proj^T
+    normed.matmul(g, &w.in_proj, rows(&sc.xz, t)?, false)?;
     // xs = silu(causal_depthwise_conv1d(xs)), the conv state holding the last K-1 inputs
     let conv = match fed {
         Rows::Sequence { .. } => conv1d::causal_conv1d_silu,
@@ -59,8 +62,10 @@ pub(crate) fn encode(
         let dt = match dt_proj {
             Some(_) => cols(&sc.dbc, 0, r)?,
             None => {
-                rms_norm(g, cols(&sc.dbc, 0, r)?, &w.dt_norm, eps, cols(&sc.dbc_normed, 0, r)?)?;
-                w.dt_proj.matmul(g, cols(&sc.dbc_normed, 0, r)?, rows(&sc.dt, t)?, false)?;
+                // dt = rms_norm(dt, dt_layernorm) dt_proj.weight^T, the norm fused into the matvec
+                let dt_norm = RmsNorm { weight: &w.dt_norm, eps };
+                let dt = Input::new(g, cols(&sc.dbc, 0, r)?, dt_norm, cols(&sc.dbc_normed, 0, r)?, true)?;
+                dt.matmul(g, &w.dt_proj, rows(&sc.dt, t)?, false)?;
                 rows(&sc.dt, t)?
             }
         };

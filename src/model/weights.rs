@@ -15,6 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::{Ffn, JambaConfig, Mixer};
 use crate::gpu::{Context, DType, Graph, Tensor};
 use crate::kernels::moe::ExpertStack;
+use crate::kernels::matmul::{Normed, RmsNorm};
+use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{fill, matmul, IntoCols, Cols};
 use crate::weights::quant::{self, QuantFormat, QuantView, Quantization};
 use crate::weights::{self, Checkpoint, TensorView};
@@ -31,15 +33,44 @@ pub struct Matrix {
 impl Matrix {
     /// y = x W^T (or y += x W^T), one matmul per part, each writing its own columns of y.
     pub fn matmul<'a>(&self, g: &mut Graph, x: impl IntoCols<'a>, y: impl IntoCols<'a>, accumulate: bool) -> Result<()> {
-        let (x, y) = (x.into_cols()?, y.into_cols()?);
-        if y.width != self.rows {
-            return Err(Error::shape("Matrix::matmul", format!("y has {} columns, the matrix {} rows", y.width, self.rows)));
-        }
-        for (row0, part) in &self.parts {
-            let columns = Cols { offset: y.offset + row0, width: part.shape()[0], ..y };
+        let x = x.into_cols()?;
+        for (part, columns) in self.parts_of("Matrix::matmul", y.into_cols()?)? {
             matmul::matmul(g, x, part, columns, accumulate)?;
         }
         Ok(())
+    }
+
+    /// y = rms_norm(x, norm) W^T (kernels::matmul::matmul_rms_norm): on decode steps each part's matvec
+    /// normalises x as it reads it, the first keeping the normalised rows when `normed` says so; with more rows,
+    /// one rms_norm into `normed`, then [`Matrix::matmul`] reading it.
+    pub fn matmul_rms_norm<'a>(
+        &self,
+        g: &mut Graph,
+        x: impl IntoCols<'a>,
+        norm: RmsNorm<'_>,
+        y: impl IntoCols<'a>,
+        normed: Normed<'a>,
+    ) -> Result<()> {
+        let (x, y) = (x.into_cols()?, y.into_cols()?);
+        if !matmul::is_matvec(g, x.rows) {
+            rms_norm(g, x, norm.weight, norm.eps, normed.cols())?;
+            return self.matmul(g, normed.cols(), y, false);
+        }
+        for (i, (part, columns)) in self.parts_of("Matrix::matmul_rms_norm", y)?.enumerate() {
+            // One part storing the normalised rows is enough.
+            let normed = if i == 0 { normed } else { Normed::Scratch(normed.cols()) };
+            matmul::matmul_rms_norm(g, x, norm, part, columns, false, normed)?;
+        }
+        Ok(())
+    }
+
+    /// Each part, with the columns of y that it writes.
+    fn parts_of<'a>(&'a self, op: &str, y: Cols<'a>) -> Result<impl Iterator<Item = (&'a Tensor, Cols<'a>)>> {
+        if y.width != self.rows {
+            return Err(Error::shape(op, format!("y has {} columns, the matrix {} rows", y.width, self.rows)));
+        }
+        let columns = move |row0: usize, part: &Tensor| Cols { offset: y.offset + row0, width: part.shape()[0], ..y };
+        Ok(self.parts.iter().map(move |(row0, part)| (part, columns(*row0, part))))
     }
 
     pub fn size_bytes(&self) -> u64 {
