@@ -239,7 +239,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
             host.push(host_time / o.gen_len.saturating_sub(1).max(1) as u32);
             streaming = sequences.streaming_stats();
             ctx.wait("a decode run")?;
-            encode = sequences.encode_cost(32)?;
+            encode = sequences.encode_cost(200)?;
         }
         if run == 0 && profile {
             dispatches = sequences.profile_step(&tokens)?.len();
