@@ -12,6 +12,12 @@
 //   so the product matches rms_norm then matvec. matvec_norm_out also stores the normalised rows for later
 //   kernels: normed[r * normed_stride + normed_offset + c], written by the first workgroup of each row.
 //   Grid: as matvec.
+// - matvec_norm_conv: matvec_norm for Mamba's in_proj on a decode step, with the causal conv1d + SiLU of the
+//   first conv_channels output columns (xs) fused into its epilogue, as conv1d.wgsl's conv_batch computes it:
+//   each such column is one channel, owned by the one invocation that produced it, which convolves it with its
+//   row's conv state, writes silu(conv + bias) to side[r * normed_stride + normed_offset + ch] and shifts the
+//   state (row r's at conv_state[r * state_stride + j * conv_channels + ch]). The other columns (z) go to y as
+//   usual. Needs w_row0 = 0 and y_offset = 0 (in_proj in one part). Grid: as matvec.
 // - tiled (prefill): 32 x 32 output tiles, each invocation computing 4 x 4 outputs, k in steps of 16
 //   through workgroup memory. Grid: ceil(t / 32) * ceil(n / 32) workgroups, linear.
 
@@ -29,15 +35,25 @@ struct MatmulParams {
     eps: f32,
     normed_stride: u32,
     normed_offset: u32,
+    // matvec_norm_conv only: the conv's channels (xs columns), taps, and the stride of a row's conv state.
+    conv_channels: u32,
+    conv_k: u32,
+    state_stride: u32,
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-// matvec_norm only: rms_norm's weight [k], and (matvec_norm_out) the normalised rows [t, k].
+// matvec_norm only: rms_norm's weight [k]; the second output: matvec_norm_out's normalised rows [t, k],
+// matvec_norm_conv's conv output xs [t, conv_channels].
 @group(0) @binding(4) var<storage, read> norm_w: array<f32>;
-@group(0) @binding(5) var<storage, read_write> normed: array<f32>;
+@group(0) @binding(5) var<storage, read_write> side: array<f32>;
+// matvec_norm_conv only: the conv's weight [C, K], bias [C] and state (read and shifted).
+@group(0) @binding(6) var<storage, read> conv_w: array<f32>;
+@group(0) @binding(7) var<storage, read> conv_bias: array<f32>;
+@group(0) @binding(8) var<storage, read_write> conv_state: array<f32>;
 
 fn w_at(row: u32, col: u32) -> f32 {
     let r = weight_ref(p.w_row0 + row, col, p.k);
@@ -99,8 +115,18 @@ fn normalised(x0: u32, c: u32, inv_rms: f32) -> f32 {
     return norm_w[c] * (x[x0 + c] * inv_rms);
 }
 
-// matvec of rms_norm(x); returns the row's 1 / rms for matvec_norm_out. Every invocation must call it (barriers).
-fn matvec_norm_of(s: MatvecSlot, lane: u32) -> f32 {
+struct NormDot {
+    inv_rms: f32, // the row's 1 / rms
+    total: f32,   // the output element, in the invocations that store it (see `stores`)
+}
+
+// Whether this invocation holds an output element to store.
+fn stores(s: MatvecSlot, lane: u32) -> bool {
+    return s.r < p.t && s.j < p.n && lane % ROW_THREADS == 0u;
+}
+
+// matvec of rms_norm(x), stored by the caller. Every invocation must call it (barriers).
+fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
     let x0 = s.r * p.x_stride + p.x_offset;
     // 1 / sqrt(mean(x^2) + eps), summed as rms_norm.wgsl sums it: each row group on its own, so that every
     // invocation of the workgroup holds the same value, also those past the last column.
@@ -120,11 +146,31 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> f32 {
             acc += normalised(x0, c, inv_rms) * w_at(s.j, c);
         }
     }
-    let total = row_sum(lane, acc);
-    if live && lane % ROW_THREADS == 0u {
-        store(s.r, s.j, total);
+    return NormDot(inv_rms, row_sum(lane, acc));
+}
+
+// matvec_norm_conv's epilogue for channel ch of row r, whose pre-conv value is `value`: conv1d.wgsl's
+// conv_batch, the sums in the same order.
+fn conv_step(r: u32, ch: u32, value: f32) {
+    let c = p.conv_channels;
+    let s0 = r * p.state_stride + ch; // state_r[j, ch] at s0 + j * C
+    var acc = 0.0;
+    for (var j = 0u; j < p.conv_k; j++) {
+        var win = value; // window_r[j]: state_r[j] for j < K-1, then the new value
+        if j + 1u < p.conv_k {
+            win = conv_state[s0 + j * c];
+        }
+        acc += conv_w[ch * p.conv_k + j] * win;
     }
-    return inv_rms;
+    side[r * p.normed_stride + p.normed_offset + ch] = silu(acc + conv_bias[ch]);
+    // state_r = window_r[1 .. K], in place: row j takes row j + 1, read before it is overwritten.
+    for (var j = 0u; j + 1u < p.conv_k; j++) {
+        var next = value;
+        if j + 2u < p.conv_k {
+            next = conv_state[s0 + (j + 1u) * c];
+        }
+        conv_state[s0 + j * c] = next;
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -133,7 +179,11 @@ fn matvec_norm(
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    matvec_norm_of(matvec_slot(workgroup_id, num_workgroups, lane), lane);
+    let s = matvec_slot(workgroup_id, num_workgroups, lane);
+    let dot = matvec_norm_of(s, lane);
+    if stores(s, lane) {
+        store(s.r, s.j, dot.total);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -143,13 +193,34 @@ fn matvec_norm_out(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let s = matvec_slot(workgroup_id, num_workgroups, lane);
-    let inv_rms = matvec_norm_of(s, lane);
+    let dot = matvec_norm_of(s, lane);
+    if stores(s, lane) {
+        store(s.r, s.j, dot.total);
+    }
+    let inv_rms = dot.inv_rms;
     // The row's first workgroup stores the normalised row, its whole width striding over the workgroup.
     if s.block == 0u && s.r < p.t {
         let x0 = s.r * p.x_stride + p.x_offset;
         let n0 = s.r * p.normed_stride + p.normed_offset;
         for (var c = lane; c < p.k; c += WG) {
-            normed[n0 + c] = normalised(x0, c, inv_rms);
+            side[n0 + c] = normalised(x0, c, inv_rms);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matvec_norm_conv(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let s = matvec_slot(workgroup_id, num_workgroups, lane);
+    let dot = matvec_norm_of(s, lane);
+    if stores(s, lane) {
+        if s.j < p.conv_channels {
+            conv_step(s.r, s.j, dot.total);
+        } else {
+            store(s.r, s.j, dot.total);
         }
     }
 }

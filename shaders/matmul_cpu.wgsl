@@ -29,10 +29,14 @@ struct MatmulParams {
     y_stride: u32,
     y_offset: u32,
     accumulate: u32,
-    // matmul.wgsl's matvec_norm only.
+    // matmul.wgsl's matvec_norm and matvec_norm_conv only.
     eps: f32,
     normed_stride: u32,
     normed_offset: u32,
+    conv_channels: u32,
+    conv_k: u32,
+    state_stride: u32,
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;

@@ -11,6 +11,7 @@ use jamba_wgpu::gpu::{Context, DType, Graph, Tensor};
 use jamba_wgpu::kernels::ssm_scan::{
     selective_scan, selective_scan_normed, selective_scan_with, ScanNorms, ScanPath, ScanScratch,
 };
+use jamba_wgpu::kernels::matmul::{self, ConvStep, RmsNorm};
 use jamba_wgpu::kernels::{conv1d, Cols};
 use jamba_wgpu::{reference, Error};
 
@@ -560,4 +561,64 @@ fn scan_batch_matches_reference_per_row() {
         }
     }
     eprintln!("scan batch: max |out - reference| = {worst_out:e}, max |state - reference| = {worst_state:e}");
+}
+
+// ---- a decode step's in_proj with the conv fused into its epilogue ----
+
+#[test]
+fn in_proj_with_the_conv_fused_matches_the_kernels_apart() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(30);
+    let (h, c, k, eps) = (40, 24, 4, 1e-6);
+    let q8 = DType::Quant(jamba_wgpu::weights::quant::QuantFormat::Q8);
+    let mut worst = 0.0f32;
+    for dtype in [DType::F32, DType::BF16, q8] {
+        let (w, w_values) = upload_weights(ctx, "in_proj", &[2 * c, h], &rng.vec(2 * c * h, 0.5), dtype);
+        let (conv_w, conv_b, norm_w) = (rng.vec(c * k, 0.5), rng.vec(c, 0.5), rng.vec(h, 1.0));
+        let conv_w_gpu = ctx.upload_f32("conv weight", &[c, k], &conv_w).unwrap();
+        let conv_b_gpu = ctx.upload_f32("conv bias", &[c], &conv_b).unwrap();
+        let norm_gpu = ctx.upload_f32("norm", &[h], &norm_w).unwrap();
+        let norm = RmsNorm { weight: &norm_gpu, eps };
+        // A sequence's state [K-1, C] for one row; a batch's [B, (K-1) * C + 5] slots for three.
+        for (t, slot) in [(1, (k - 1) * c), (3, (k - 1) * c + 5)] {
+            let x = rng.vec(t * h, 2.0);
+            let states = rng.vec(t * slot, 1.0);
+            // Reference: rms_norm, matmul, then each row's conv from its own state.
+            let u = reference::matmul(&reference::rms_norm(&x, &norm_w, eps), &w_values, t, 2 * c, h);
+            let (mut xs_want, mut states_want) = (Vec::new(), states.clone());
+            for r in 0..t {
+                let state = &mut states_want[r * slot..r * slot + (k - 1) * c];
+                let u_xs = &u[r * 2 * c..r * 2 * c + c];
+                xs_want.extend(reference::conv1d::causal_conv1d_silu(u_xs, state, &conv_w, &conv_b, 1, c, k));
+            }
+            let z_want = columns(&u, 2 * c, c, c);
+            for tuning in ctx.tunings() {
+                let what = format!("in_proj + conv, T = {t}, {dtype:?}, {tuning:?}");
+                let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
+                let state_shape = if t == 1 { vec![k - 1, c] } else { vec![t, slot] };
+                let state = ctx.upload_f32("conv state", &state_shape, &states).unwrap();
+                let xz = ctx.zeros("xz", &[t, 2 * c], DType::F32).unwrap();
+                let xs = ctx.zeros("xs", &[t, c], DType::F32).unwrap();
+                let mut g = Graph::new(ctx);
+                g.tuning = tuning;
+                let conv = ConvStep { weight: &conv_w_gpu, bias: &conv_b_gpu, state: &state, out: &xs };
+                let result = matmul::matmul_rms_norm_conv(&mut g, &x_gpu, norm, &w, &xz, conv);
+                if !matmul::is_matvec(&g, t) {
+                    // Prefill-sized for this tuning: refused, not run another way.
+                    assert!(matches!(result, Err(Error::Shape { .. })), "{what}: {result:?}");
+                    continue;
+                }
+                result.unwrap();
+                g.run().unwrap();
+                let (xs_got, xz_got) = (ctx.read_f32(&xs).unwrap(), ctx.read_f32(&xz).unwrap());
+                assert_close(&format!("{what}: xs"), &xs_got, &xs_want, 1e-5, 1e-4);
+                assert_close(&format!("{what}: z"), &columns(&xz_got, 2 * c, c, c), &z_want, 1e-5, 1e-4);
+                // The state advanced, the slot padding untouched (the reference state is the f32 inputs, the
+                // GPU's the products it computed: the same tolerance).
+                assert_close(&format!("{what}: state"), &ctx.read_f32(&state).unwrap(), &states_want, 1e-5, 1e-4);
+                worst = xs_got.iter().zip(&xs_want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+            }
+        }
+    }
+    eprintln!("in_proj + conv: max |xs - reference| = {worst:e}");
 }

@@ -25,13 +25,27 @@ params! {
         pub eps: f32,
         pub normed_stride: u32,
         pub normed_offset: u32,
+        pub conv_channels: u32,
+        pub conv_k: u32,
+        pub state_stride: u32,
+        pub _pad0: u32,
     }
 }
 
 const BINDINGS: &[crate::gpu::Binding] = &[read("x"), read("w"), read_write("y")];
 const NORM_BINDINGS: &[crate::gpu::Binding] = &[read("x"), read("w"), read_write("y"), read("norm_w")];
 const NORM_OUT_BINDINGS: &[crate::gpu::Binding] =
-    &[read("x"), read("w"), read_write("y"), read("norm_w"), read_write("normed")];
+    &[read("x"), read("w"), read_write("y"), read("norm_w"), read_write("side")];
+const NORM_CONV_BINDINGS: &[crate::gpu::Binding] = &[
+    read("x"),
+    read("w"),
+    read_write("y"),
+    read("norm_w"),
+    read_write("side"),
+    read("conv_w"),
+    read("conv_bias"),
+    read_write("conv_state"),
+];
 
 /// Decode: a row reduction per output element.
 pub static MATVEC: Kernel = Kernel {
@@ -57,6 +71,15 @@ pub static MATVEC_NORM_OUT: Kernel = Kernel {
     entry: "matvec_norm_out",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_OUT_BINDINGS,
+    variants: weight_row_variants,
+};
+
+/// [`MATVEC_NORM`] for Mamba's in_proj on a decode step, the causal conv of the xs columns fused in.
+pub static MATVEC_NORM_CONV: Kernel = Kernel {
+    shader: &MATMUL,
+    entry: "matvec_norm_conv",
+    params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
+    bindings: NORM_CONV_BINDINGS,
     variants: weight_row_variants,
 };
 
@@ -190,6 +213,77 @@ pub fn matmul_rms_norm<'a>(
             g.dispatch(&MATVEC_NORM, &[dtype, row_threads], &params, &tensors, grid)
         }
     }
+}
+
+/// Mamba's causal conv1d step, fused into in_proj's matvec by [`matmul_rms_norm_conv`].
+#[derive(Clone, Copy)]
+pub struct ConvStep<'a> {
+    /// [C, K] f32 and [C] f32.
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    /// A sequence's [K-1, C] (one row of x), or a batch's [>= t, >= (K-1) * C] (row r of x is sequence r's
+    /// token, its state in the first (K-1) * C elements of row r); read and advanced.
+    pub state: &'a Tensor,
+    /// [>= t, C] f32: silu(conv + bias) of the first C columns of the product, which y does not receive.
+    pub out: &'a Tensor,
+}
+
+/// A Mamba decode step's in_proj and conv in one dispatch ([`MATVEC_NORM_CONV`]): with u = rms_norm(x, norm) W^T,
+/// columns C.. of y = u (z), and `conv.out` = silu(causal_conv1d(state ++ u[:, ..C]) + bias) (xs) with the conv
+/// state advanced, as conv1d::causal_conv1d_silu_batch computes it. Decode-sized t only (the matvec path); W in
+/// one tensor, y from column 0.
+pub fn matmul_rms_norm_conv<'a>(
+    g: &mut Graph,
+    x: impl IntoCols<'a>,
+    norm: RmsNorm<'_>,
+    w: &Tensor,
+    y: impl IntoCols<'a>,
+    conv: ConvStep<'_>,
+) -> Result<OpId> {
+    let (x, y) = (x.into_cols()?, y.into_cols()?);
+    let op = "matmul_rms_norm_conv";
+    expect_dtype(op, norm.weight, &[DType::F32])?;
+    expect_shape(op, norm.weight, &[x.width])?;
+    let [c, k] = dims2(conv.weight)?;
+    if c == 0 || k == 0 {
+        return Err(Error::shape(op, format!("conv weight `{}` is [{c}, {k}]", conv.weight.label())));
+    }
+    for tensor in [conv.weight, conv.bias, conv.state, conv.out] {
+        expect_dtype(op, tensor, &[DType::F32])?;
+    }
+    expect_shape(op, conv.bias, &[c])?;
+    let state_stride = match dims2(conv.state)? {
+        [rows, cols] if x.rows == 1 && [rows, cols] == [k - 1, c] => (k - 1) * c,
+        [rows, stride] if rows >= x.rows && stride >= (k - 1) * c => stride,
+        found => {
+            let (label, rows) = (conv.state.label(), x.rows);
+            let message = format!("conv state `{label}` is {found:?}, expected [{}, {c}] or [>= {rows}, >= {}]", k - 1, (k - 1) * c);
+            return Err(Error::shape(op, message));
+        }
+    };
+    let [out_rows, out_width] = dims2(conv.out)?;
+    if out_rows < x.rows || out_width != c {
+        let (label, rows) = (conv.out.label(), x.rows);
+        return Err(Error::shape(op, format!("conv out `{label}` is [{out_rows}, {out_width}], expected [>= {rows}, {c}]")));
+    }
+    if !is_matvec(g, x.rows) || y.offset != 0 || c > y.width {
+        let (rows, from) = (x.rows, y.offset);
+        let message = format!("{rows} rows into columns {from}.. of y, {c} conv channels: decode steps only, y from column 0");
+        return Err(Error::shape(op, message));
+    }
+    let params = MatmulParams {
+        eps: norm.eps,
+        normed_stride: u32_of(op, "conv channels", c)?,
+        conv_channels: u32_of(op, "conv channels", c)?,
+        conv_k: u32_of(op, "conv taps", k)?,
+        state_stride: u32_of(op, "conv state stride", state_stride)?,
+        ..matmul_params(op, x, w, y, false)?
+    };
+    u32_of(op, "conv state", x.rows * state_stride)?;
+    let dtype = ("W_DTYPE", w.dtype().shader_code());
+    let (row_threads, grid) = matvec_grid(g, x.rows, w.shape()[0])?;
+    let tensors = [x.tensor, w, y.tensor, norm.weight, conv.out, conv.weight, conv.bias, conv.state];
+    g.dispatch(&MATVEC_NORM_CONV, &[dtype, row_threads], &params, &tensors, grid)
 }
 
 /// The parameters of y (+)= x W^T, once the shapes and the weight type are checked.

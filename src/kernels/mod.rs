@@ -23,6 +23,7 @@ pub fn all() -> Vec<&'static Kernel> {
         &matmul::MATVEC,
         &matmul::MATVEC_NORM,
         &matmul::MATVEC_NORM_OUT,
+        &matmul::MATVEC_NORM_CONV,
         &matmul::TILED,
         &matmul::BLOCKED,
         &rms_norm::RMS_NORM,

@@ -45,6 +45,11 @@ impl<'a> Input<'a> {
         Ok(Input { x, normed, pending: None })
     }
 
+    /// The rows the norm applies to.
+    pub fn x(&self) -> Cols<'a> {
+        self.x
+    }
+
     /// The norm still to apply, for a block whose first kernel applies it itself; None once `normed` holds the
     /// input.
     pub fn pending(&self) -> Option<RmsNorm<'a>> {

@@ -4,7 +4,7 @@ use super::jamba::{cols, rows, Input, Rows, Scratch};
 use super::weights::MambaWeights;
 use crate::config::JambaConfig;
 use crate::gpu::{Graph, Tensor};
-use crate::kernels::matmul::RmsNorm;
+use crate::kernels::matmul::{self, ConvStep, RmsNorm};
 use crate::kernels::ssm_scan::{self, ScanPath};
 use crate::kernels::{conv1d, rms_norm::rms_norm};
 use crate::Result;
@@ -25,14 +25,24 @@ pub(crate) fn encode(
     let (i, n, r, eps, t) = (cfg.d_inner(), cfg.mamba_d_state, cfg.dt_rank(), cfg.rms_norm_eps, fed.t());
     let cols = |tensor, offset, width| cols(tensor, offset, width, t);
 
-    // [xs | z] = normed in_proj^T
-    normed.matmul(g, &w.in_proj, rows(&sc.xz, t)?, false)?;
-    // xs = silu(causal_depthwise_conv1d(xs)), the conv state holding the last K-1 inputs
-    let conv = match fed {
-        Rows::Sequence { .. } => conv1d::causal_conv1d_silu,
-        Rows::Batch { .. } => conv1d::causal_conv1d_silu_batch,
-    };
-    conv(g, cols(&sc.xz, 0, i)?, conv_state, &w.conv_weight, &w.conv_bias, &sc.xs)?;
+    match (normed.pending(), w.in_proj.parts.as_slice()) {
+        // A decode step (in_proj in one part): the norm, in_proj and the conv in one dispatch.
+        (Some(norm), [(0, in_proj)]) if matmul::is_matvec(g, t) => {
+            // [xs | z] = rms_norm(x) in_proj^T;  xs = silu(causal_depthwise_conv1d(xs)), the state advanced
+            let conv = ConvStep { weight: &w.conv_weight, bias: &w.conv_bias, state: conv_state, out: &sc.xs };
+            matmul::matmul_rms_norm_conv(g, normed.x(), norm, in_proj, rows(&sc.xz, t)?, conv)?;
+        }
+        _ => {
+            // [xs | z] = normed in_proj^T
+            normed.matmul(g, &w.in_proj, rows(&sc.xz, t)?, false)?;
+            // xs = silu(causal_depthwise_conv1d(xs)), the conv state holding the last K-1 inputs
+            let conv = match fed {
+                Rows::Sequence { .. } => conv1d::causal_conv1d_silu,
+                Rows::Batch { .. } => conv1d::causal_conv1d_silu_batch,
+            };
+            conv(g, cols(&sc.xz, 0, i)?, conv_state, &w.conv_weight, &w.conv_bias, &sc.xs)?;
+        }
+    }
     // [dt | B | C] = xs x_proj^T
     w.x_proj.matmul(g, rows(&sc.xs, t)?, rows(&sc.dbc, t)?, false)?;
     let path = match fed {
