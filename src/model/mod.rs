@@ -409,6 +409,13 @@ impl<'m> Session<'m> {
         Ok(decode.plans.iter().map(|plan| plan.encode_cost(&self.model.ctx, runs)).sum())
     }
 
+    /// The number of GPU dispatches one decode step records (the plans built if needed; feeds nothing): what
+    /// each token costs the host to encode, and the GPU in launches and barriers.
+    pub fn decode_dispatches(&mut self) -> Result<usize> {
+        self.prepare_decode()?;
+        Ok(self.decode.as_ref().expect("the decode plan was just built").plans.iter().map(Plan::len).sum())
+    }
+
     fn check_input(&self, ids: &[u32]) -> Result<()> {
         check_ids(&self.model.cfg, ids, self.position, self.options.max_len)
     }
