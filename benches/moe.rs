@@ -6,7 +6,9 @@
 
 use jamba_wgpu::bench::{report, time_plan};
 use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph};
-use jamba_wgpu::kernels::moe::{dense_mlp, moe_ffn, route, ExpertStack, MoeScratch};
+use jamba_wgpu::kernels::matmul::RmsNorm;
+use jamba_wgpu::kernels::moe::{dense_mlp, dense_mlp_rms_norm, moe_ffn, route, ExpertStack, MoeScratch};
+use jamba_wgpu::kernels::{rms_norm, IntoCols};
 
 fn main() -> anyhow::Result<()> {
     let ctx = Context::new(&ContextOptions::default())?;
@@ -56,6 +58,24 @@ fn main() -> anyhow::Result<()> {
         let timing = time_plan(&ctx, &g.build()?, 1, 3)?;
         let flops = (2 * rows * 3 * inter * h) as u64;
         println!("{}", report(&format!("dense_mlp rows={rows} (yardstick) {dtype:?}"), &timing, None, Some(flops)));
+
+        // A decode step's dense MLP and its pre-FFN norm: three dispatches, or two (the norm in the SwiGLU).
+        let norm_w = ctx.zeros("norm", &[h], DType::F32)?;
+        let norm = RmsNorm { weight: &norm_w, eps: 1e-6 };
+        let (x1, normed) = (ctx.zeros("x", &[1, h], DType::F32)?, ctx.zeros("normed", &[1, h], DType::F32)?);
+        for fused in [false, true] {
+            let mut g = Graph::new(&ctx);
+            if fused {
+                dense_mlp_rms_norm(&mut g, &x1, norm, 1, &gate, &up, &down, &normed, &dense, &x1)?;
+            } else {
+                rms_norm::rms_norm(&mut g, x1.into_cols()?, &norm_w, norm.eps, normed.into_cols()?)?;
+                dense_mlp(&mut g, &normed, 1, &gate, &up, &down, &dense, &x1)?;
+            }
+            let timing = time_plan(&ctx, &g.build()?, 2, 10)?;
+            let way = if fused { "dense_mlp_rms_norm" } else { "rms_norm + dense_mlp" };
+            let bytes = dtype.storage_bytes(&[3 * inter, h]) as u64;
+            println!("{}", report(&format!("{way} T=1 H={h} I={inter} {dtype:?}"), &timing, Some(bytes), None));
+        }
     }
     Ok(())
 }

@@ -8,10 +8,13 @@
 // the prelude's weight_ref): w (gate) and w_up: [count, I, H]; w (down): [count, H, I]. act: [t * top_k, I] (silu(gate) * up per slot); y_slots: [t * top_k, H] (each slot's
 // expert output, indexed by slot). Each kernel is dispatched once per stack and touches only its experts.
 //
-// Entry points (all share this file's bindings; the Rust side binds a read-only stand-in where one is unused):
+// Entry points (all share this file's bindings, norm_w aside; the Rust side binds a read-only stand-in where one is
+// unused):
 // - swiglu_matvec / down_matvec (decode, few tokens): ROW_THREADS invocations per output element of a slot,
 //   reading only the weights of the expert in ids[s]. act and y_slots are indexed by slot.
 //   Grid: t * top_k * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
+// - swiglu_norm_matvec (decode): swiglu_matvec with x the raw residual rows, rms_norm applied as they are read
+//   (the dense MLP's pre-FFN norm), norm_w bound after the shared bindings.
 // - swiglu_tiled / down_tiled (prefill): per expert, 32 x 32 output tiles over that expert's grouped rows, each
 //   invocation computing 4 x 4 outputs (both gate and up for swiglu), k in steps of 16 through workgroup memory.
 //   act is indexed by grouped row, y_slots by slot. Grid: count * ceil(t / 32) * ceil(n / 32) workgroups,
@@ -28,7 +31,7 @@ struct MoeParams {
     first: u32,
     count: u32,
     n_experts: u32,
-    _pad0: u32,
+    eps: f32, // swiglu_norm_matvec only: rms_norm's epsilon
 }
 
 @group(0) @binding(0) var<uniform> p: MoeParams;
@@ -39,6 +42,8 @@ struct MoeParams {
 @group(0) @binding(5) var<storage, read> groups: array<u32>;
 @group(0) @binding(6) var<storage, read> weights: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>; // act, y_slots or out
+// swiglu_norm_matvec only (the other entry points are bound without it): rms_norm's weight [H].
+@group(0) @binding(8) var<storage, read> norm_w: array<f32>;
 
 // Row `row` (of all the stack's experts' rows, expert e's first at e * n) and column `col` of gate / down, and of up.
 fn w_at(row: u32, col: u32) -> f32 {
@@ -99,11 +104,54 @@ fn swiglu_matvec(
             up += x[x0 + c] * w_up_at(row, c);
         }
     }
-    gate = row_sum(lane, gate);
-    up = row_sum(lane, up);
+    store_swiglu(job, lane, gate, up);
+}
+
+// act[s, j] = silu(gate) * up, each summed over the job's row group. Every invocation must call it (barriers).
+fn store_swiglu(job: MatvecJob, lane: u32, gate: f32, up: f32) {
+    let gate_sum = row_sum(lane, gate);
+    let up_sum = row_sum(lane, up);
     if job.live && lane % ROW_THREADS == 0u {
-        y[job.slot * p.n + job.j] = silu(gate) * up;
+        y[job.slot * p.n + job.j] = silu(gate_sum) * up_sum;
     }
+}
+
+// swiglu_matvec of rms_norm(x, norm_w) (reference::rms_norm, then the expert): x holds the raw residual rows,
+// normalised as they are read, so a decode step needs no rms_norm dispatch before the SwiGLU. Each row group
+// recomputes its token's sum of squares in rms_norm.wgsl's order (as matmul.wgsl's matvec_norm does) and
+// normalises as rms_norm.wgsl does, so act equals rms_norm then swiglu_matvec's, bit for bit where the
+// compiler treats the two alike. (The loop cannot be swiglu_matvec's: a function reading norm_w would make
+// swiglu_matvec bind it too.)
+@compute @workgroup_size(WG)
+fn swiglu_norm_matvec(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let job = matvec_job(workgroup_id, num_workgroups, lane);
+    let r = job.slot / p.top_k;
+    let x0 = r * p.k;
+    // 1 / sqrt(mean(x^2) + eps), the same in every row group: the whole workgroup works on one slot.
+    var sum_sq = 0.0;
+    if r < p.t {
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            let v = x[x0 + c];
+            sum_sq += v * v;
+        }
+    }
+    let inv_rms = 1.0 / sqrt(row_sum(lane, sum_sq) / f32(p.k) + p.eps);
+
+    var gate = 0.0;
+    var up = 0.0;
+    if job.live {
+        let row = job.expert_row0 + job.j;
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            let xn = norm_w[c] * (x[x0 + c] * inv_rms);
+            gate += xn * w_at(row, c);
+            up += xn * w_up_at(row, c);
+        }
+    }
+    store_swiglu(job, lane, gate, up);
 }
 
 // y_slots[s, j] = act[s] . down_e[j].

@@ -22,7 +22,7 @@ struct MoeParams {
     first: u32,
     count: u32,
     n_experts: u32,
-    _pad0: u32,
+    eps: f32, // unused here (moe.wgsl's swiglu_norm_matvec)
 }
 
 @group(0) @binding(0) var<uniform> p: MoeParams;

@@ -11,8 +11,11 @@ mod common;
 
 use common::{assert_close, gpu, upload_weights, Rng};
 use jamba_wgpu::gpu::{Context, DType, Graph, Prefill, Tensor, Tuning};
-use jamba_wgpu::kernels::matmul::matmul;
-use jamba_wgpu::kernels::moe::{dense_mlp, moe_ffn, norm_route, route, ExpertStack, MoeScratch};
+use jamba_wgpu::kernels::matmul::{matmul, RmsNorm};
+use jamba_wgpu::kernels::moe::{dense_mlp, dense_mlp_rms_norm, moe_ffn, norm_route, route, ExpertStack, MoeScratch};
+use jamba_wgpu::kernels::rms_norm::rms_norm;
+use jamba_wgpu::kernels::Cols;
+use jamba_wgpu::weights::quant::QuantFormat;
 use jamba_wgpu::{reference, Error};
 
 /// The decode path (indexed matvec, at two row widths) and the prefill path (grouped tiled, with each tiled kernel
@@ -278,6 +281,55 @@ fn moe_dense_mlp_matches_reference() {
 }
 
 #[test]
+fn moe_dense_mlp_rms_norm_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    // An epsilon that moves the result well past the tolerances (rows of x have mean squares near 1 / 3).
+    let (h, i, eps) = (24, 40, 0.05);
+    let mut rng = Rng::new(17);
+    let scratch = MoeScratch::new(ctx, 3, h, i, 0, 0).unwrap();
+    let norm_w = rng.vec(h, 1.0);
+    let norm_gpu = ctx.upload_f32("norm", &[h], &norm_w).unwrap();
+    let norm = RmsNorm { weight: &norm_gpu, eps };
+    let mut worst = (0.0f32, 0.0f32); // max |fused - reference|, max |fused - unfused|
+    for dtype in [DType::F32, DType::BF16, DType::Quant(QuantFormat::Q8)] {
+        let (gate, gate_r) = upload_weights(ctx, "gate", &[i, h], &rng.vec(i * h, 0.5), dtype);
+        let (up, up_r) = upload_weights(ctx, "up", &[i, h], &rng.vec(i * h, 0.5), dtype);
+        let (down, down_r) = upload_weights(ctx, "down", &[h, i], &rng.vec(h * i, 0.5), dtype);
+        for t in 1..=3 {
+            // The residual stream, x and out alike as the model passes them; the row past the chunk must stay.
+            let residual = rng.vec((t + 1) * h, 1.0);
+            let normed_want = reference::rms_norm(&residual[..t * h], &norm_w, eps);
+            let mut want = residual.clone();
+            let y = reference_mlp(&normed_want, &gate_r, &up_r, &down_r, t, h, i);
+            want.iter_mut().zip(y).for_each(|(o, y)| *o += y);
+            for tuning in paths(ctx) {
+                let what = format!("dense_mlp_rms_norm T = {t}, {dtype:?}, {tuning:?}");
+                let stream = ctx.upload_f32("stream", &[t + 1, h], &residual).unwrap();
+                let normed = ctx.zeros("normed", &[t, h], DType::F32).unwrap();
+                let mut g = Graph::new(ctx);
+                g.tuning = tuning;
+                dense_mlp_rms_norm(&mut g, &stream, norm, t, &gate, &up, &down, &normed, &scratch, &stream).unwrap();
+                // The unfused pair on the same tuning: rms_norm, then dense_mlp reading its output.
+                let pair = ctx.upload_f32("pair stream", &[t + 1, h], &residual).unwrap();
+                let pair_normed = ctx.zeros("pair normed", &[t, h], DType::F32).unwrap();
+                rms_norm(&mut g, Cols::slice(&pair, 0, h).unwrap().rows(t).unwrap(), &norm_gpu, eps, &pair_normed)
+                    .unwrap();
+                dense_mlp(&mut g, &pair_normed, t, &gate, &up, &down, &scratch, &pair).unwrap();
+                g.run().unwrap();
+
+                let (got, unfused) = (ctx.read_f32(&stream).unwrap(), ctx.read_f32(&pair).unwrap());
+                let rtol = if dtype.is_quantized() { 1e-4 } else { 1e-5 };
+                assert_close(&what, &got, &want, 1e-5, rtol);
+                assert_close(&format!("{what} vs unfused"), &got, &unfused, 1e-6, 1e-5);
+                let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                worst = (worst.0.max(max_diff(&got, &want)), worst.1.max(max_diff(&got, &unfused)));
+            }
+        }
+    }
+    eprintln!("dense_mlp_rms_norm: max |out - reference| = {:e}, max |out - unfused| = {:e}", worst.0, worst.1);
+}
+
+#[test]
 fn moe_bad_shapes_give_typed_errors() {
     let Some(ctx) = gpu() else { return };
     let (h, i, e, k, t) = (8, 12, 4, 2, 3);
@@ -293,6 +345,8 @@ fn moe_bad_shapes_give_typed_errors() {
     mixed[1].up = upload_weights(ctx, "up", &[2, i, h], &vec![0.0; 2 * i * h], DType::BF16).0;
     let wide_x = f32s(&[t, h + 1]);
     let (gate, down) = (f32s(&[i, h]), f32s(&[h, i])); // a dense MLP's weights
+    let long_norm = f32s(&[h + 1]);
+    let norm = RmsNorm { weight: &long_norm, eps: 1e-6 };
     type Case<'a> = (&'a str, Box<dyn Fn(&mut Graph) -> Result<(), Error> + 'a>);
     let cases: Vec<Case> = vec![
         ("route: top_k 0", Box::new(|g| route(g, &logits, t, 0, &ids, &weights).map(drop))),
@@ -316,6 +370,17 @@ fn moe_bad_shapes_give_typed_errors() {
         ("moe: weights not f32", Box::new(|g| moe_ffn(g, &x, t, &ex.stacks, &ids, &ids, k, &scratch, &out))),
         ("mlp: down transposed", Box::new(|g| dense_mlp(g, &x, t, &gate, &gate, &gate, &scratch, &out))),
         ("mlp: t > scratch", Box::new(|g| dense_mlp(g, &x, t + 1, &gate, &gate, &down, &scratch, &out))),
+        (
+            "mlp norm: weight [H + 1], decode",
+            Box::new(|g| dense_mlp_rms_norm(g, &x, norm, t, &gate, &gate, &down, &out, &scratch, &x)),
+        ),
+        (
+            "mlp norm: weight [H + 1], prefill",
+            Box::new(|g| {
+                g.tuning.tiled_min_rows = 1;
+                dense_mlp_rms_norm(g, &x, norm, t, &gate, &gate, &down, &out, &scratch, &x)
+            }),
+        ),
         ("scratch: top_k > E", Box::new(|_| MoeScratch::new(ctx, t, h, i, e, e + 1).map(drop))),
     ];
     for (what, case) in cases {

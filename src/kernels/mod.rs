@@ -51,6 +51,7 @@ pub fn all() -> Vec<&'static Kernel> {
         &moe::ROUTER,
         &moe::GROUP,
         &moe::SWIGLU_MATVEC,
+        &moe::SWIGLU_NORM_MATVEC,
         &moe::DOWN_MATVEC,
         &moe::DOWN_COMBINE_MATVEC,
         &moe::SWIGLU_TILED,

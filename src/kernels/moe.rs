@@ -11,7 +11,8 @@
 
 use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Prefill, Tensor};
 use crate::kernels::elementwise::silu_mul;
-use crate::kernels::matmul::matmul;
+use crate::kernels::matmul::{matmul, RmsNorm};
+use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
     dims2, expect_dtype, expect_len, expect_shape, no_variants, u32_of, weight_row_variants, weight_variants, IntoCols,
     FLOAT_DTYPES, WEIGHT_DTYPES,
@@ -62,7 +63,7 @@ params! {
         pub first: u32,
         pub count: u32,
         pub n_experts: u32,
-        pub _pad0: u32,
+        pub eps: f32,
     }
 }
 
@@ -118,20 +119,33 @@ pub static GROUP: Kernel = Kernel {
     variants: no_variants,
 };
 
-const EXPERT_BINDINGS: &[Binding] =
-    &[read("x"), read("w"), read("w_up"), read("ids"), read("groups"), read("weights"), read_write("y")];
+/// moe.wgsl's bindings in order: every entry point's, then rms_norm's weight for swiglu_norm_matvec alone.
+const EXPERT_NORM_BINDINGS: &[Binding] = &[
+    read("x"),
+    read("w"),
+    read("w_up"),
+    read("ids"),
+    read("groups"),
+    read("weights"),
+    read_write("y"),
+    read("norm_w"),
+];
+const EXPERT_BINDINGS: &[Binding] = EXPERT_NORM_BINDINGS.split_at(7).0;
 
 macro_rules! expert_kernel {
     ($(#[$meta:meta])* $name:ident, $entry:literal, $variants:expr) => {
         expert_kernel!($(#[$meta])* $name, MOE_SHADER, $entry, $variants);
     };
     ($(#[$meta:meta])* $name:ident, $shader:ident, $entry:literal, $variants:expr) => {
+        expert_kernel!($(#[$meta])* $name, $shader, $entry, $variants, EXPERT_BINDINGS);
+    };
+    ($(#[$meta:meta])* $name:ident, $shader:ident, $entry:literal, $variants:expr, $bindings:expr) => {
         $(#[$meta])*
         pub static $name: Kernel = Kernel {
             shader: &$shader,
             entry: $entry,
             params: &<MoeParams as crate::gpu::Params>::LAYOUT,
-            bindings: EXPERT_BINDINGS,
+            bindings: $bindings,
             variants: $variants,
         };
     };
@@ -139,6 +153,14 @@ macro_rules! expert_kernel {
 
 expert_kernel!(/** Decode: act[s] = silu(x gate_e^T) * (x up_e^T) for the expert in ids[s]. */
     SWIGLU_MATVEC, "swiglu_matvec", weight_row_variants);
+expert_kernel!(
+    /** Decode: SWIGLU_MATVEC of rms_norm(x, norm_w), normalising the raw rows as it reads them. */
+    SWIGLU_NORM_MATVEC,
+    MOE_SHADER,
+    "swiglu_norm_matvec",
+    weight_row_variants,
+    EXPERT_NORM_BINDINGS
+);
 expert_kernel!(/** Decode: y_slots[s] = act[s] down_e^T. */ DOWN_MATVEC, "down_matvec", weight_row_variants);
 expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its grouped rows. */
     SWIGLU_TILED, "swiglu_tiled", weight_variants);
@@ -366,7 +388,7 @@ pub fn moe_ffn(
     if let [stack] = experts {
         if t < g.tuning.tiled_min_rows {
             // Decode with every expert in one stack: the down projection and the weighted sum in one dispatch.
-            return moe_decode_one_stack(g, x, t, stack, ids, weights, top_k, scratch, out);
+            return moe_decode_one_stack(g, x, None, t, stack, ids, weights, top_k, scratch, out);
         }
     }
     let n_experts = moe_experts(g, x, t, experts, ids, weights, top_k, scratch)?;
@@ -374,11 +396,13 @@ pub fn moe_ffn(
 }
 
 /// [`moe_ffn`]'s decode step when one stack holds every expert: SwiGLU per slot, then down and combine fused
-/// (the same sums in the same order as down_matvec + combine).
+/// (the same sums in the same order as down_matvec + combine). With `norm` (checked by the caller), x holds the
+/// raw rows and the SwiGLU reads rms_norm(x, norm) instead.
 #[allow(clippy::too_many_arguments)]
 fn moe_decode_one_stack(
     g: &mut Graph,
     x: &Tensor,
+    norm: Option<RmsNorm>,
     t: usize,
     stack: &ExpertStack,
     ids: &Tensor,
@@ -412,7 +436,14 @@ fn moe_decode_one_stack(
     let swiglu = MoeParams { n: inter as u32, k: hidden as u32, ..base };
     let grid = g.linear_grid((t * top_k * inter.div_ceil(rows_per_group)) as u64)?;
     let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
-    g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads], &swiglu, &bind, grid)?;
+    match norm {
+        None => g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads], &swiglu, &bind, grid)?,
+        Some(norm) => {
+            let swiglu = MoeParams { eps: norm.eps, ..swiglu };
+            let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act, norm.weight];
+            g.dispatch(&SWIGLU_NORM_MATVEC, &[dtype, row_threads], &swiglu, &bind, grid)?
+        }
+    };
     let down = MoeParams { n: hidden as u32, k: inter as u32, ..base };
     let grid = g.linear_grid((t * hidden.div_ceil(rows_per_group)) as u64)?;
     let bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, out];
@@ -593,34 +624,81 @@ pub fn dense_mlp(
     scratch: &MoeScratch,
     out: &Tensor,
 ) -> Result<()> {
-    let [inter, hidden] = dims2(gate)?;
-    scratch.check("dense_mlp", t, hidden, inter)?;
-    let gate_out = scratch.act.first_rows(t)?; // [t, I]
-    let up_out = scratch.up.first_rows(t)?; // [t, I]
-    for (w, shape) in [(up, [inter, hidden]), (down, [hidden, inter])] {
-        if dims2(w)? != shape {
-            let (label, found, gate) = (w.label(), w.shape(), gate.label());
-            let message = format!("`{label}` is {found:?}, expected {shape:?} (gate `{gate}` is [{inter}, {hidden}])");
-            return Err(Error::shape("dense_mlp", message));
-        }
-    }
+    let stack = dense_expert("dense_mlp", t, gate, up, down, scratch)?;
     if t < g.tuning.tiled_min_rows {
         // A decode step: the MLP is a mixture of one expert with weight 1, whose kernels compute the SwiGLU in one
         // dispatch and down in another (instead of gate, up, silu_mul and down), with the same sums.
-        let stack = ExpertStack {
-            first: 0,
-            count: 1,
-            gate: gate.reshape(&[1, inter, hidden])?,
-            up: up.reshape(&[1, inter, hidden])?,
-            down: down.reshape(&[1, hidden, inter])?,
-        };
         let (ids, weights) = (&scratch.dense_ids, &scratch.dense_weights);
-        return moe_decode_one_stack(g, x, t, &stack, ids, weights, 1, scratch, out);
+        return moe_decode_one_stack(g, x, None, t, &stack, ids, weights, 1, scratch, out);
     }
+    let gate_out = scratch.act.first_rows(t)?; // [t, I]
+    let up_out = scratch.up.first_rows(t)?; // [t, I]
     let x = x.into_cols()?.rows(t)?;
     matmul(g, x, gate, &gate_out, false)?;
     matmul(g, x, up, &up_out, false)?;
     silu_mul(g, &gate_out, &up_out)?;
     matmul(g, &gate_out, down, out.into_cols()?.rows(t)?, true)?;
     Ok(())
+}
+
+/// out += [`dense_mlp`] of rms_norm(x, norm) for the first `t` rows: the pre-FFN norm and the MLP. A decode step
+/// (t below `g.tuning.tiled_min_rows`) is two dispatches: the SwiGLU normalises x as it reads it, with rms_norm's
+/// sums, then down; longer chunks store rms_norm(x) into `normed` first, then run [`dense_mlp`] over it.
+/// x, normed, out: [>= t, H] f32 (x and out may be one buffer, the residual stream; normed another);
+/// norm.weight: [H] f32; gate, up, down as in [`dense_mlp`].
+#[allow(clippy::too_many_arguments)]
+pub fn dense_mlp_rms_norm(
+    g: &mut Graph,
+    x: &Tensor,
+    norm: RmsNorm,
+    t: usize,
+    gate: &Tensor,
+    up: &Tensor,
+    down: &Tensor,
+    normed: &Tensor,
+    scratch: &MoeScratch,
+    out: &Tensor,
+) -> Result<()> {
+    let op = "dense_mlp_rms_norm";
+    let stack = dense_expert(op, t, gate, up, down, scratch)?;
+    let hidden = scratch.hidden;
+    expect_dtype(op, norm.weight, &[DType::F32])?;
+    expect_shape(op, norm.weight, &[hidden])?;
+    check_x(op, x, t, hidden)?;
+    check_x(op, out, t, hidden)?;
+    if t < g.tuning.tiled_min_rows {
+        let (ids, weights) = (&scratch.dense_ids, &scratch.dense_weights);
+        return moe_decode_one_stack(g, x, Some(norm), t, &stack, ids, weights, 1, scratch, out);
+    }
+    check_x(op, normed, t, hidden)?;
+    rms_norm(g, x.into_cols()?.rows(t)?, norm.weight, norm.eps, normed.into_cols()?.rows(t)?)?;
+    dense_mlp(g, normed, t, gate, up, down, scratch, out)
+}
+
+/// The dense MLP's weights as a stack of one expert, once their shapes agree with each other and the scratch
+/// fits `t` rows: gate, up: [I, H]; down: [H, I].
+fn dense_expert(
+    op: &str,
+    t: usize,
+    gate: &Tensor,
+    up: &Tensor,
+    down: &Tensor,
+    scratch: &MoeScratch,
+) -> Result<ExpertStack> {
+    let [inter, hidden] = dims2(gate)?;
+    scratch.check(op, t, hidden, inter)?;
+    for (w, shape) in [(up, [inter, hidden]), (down, [hidden, inter])] {
+        if dims2(w)? != shape {
+            let (label, found, gate) = (w.label(), w.shape(), gate.label());
+            let message = format!("`{label}` is {found:?}, expected {shape:?} (gate `{gate}` is [{inter}, {hidden}])");
+            return Err(Error::shape(op, message));
+        }
+    }
+    Ok(ExpertStack {
+        first: 0,
+        count: 1,
+        gate: gate.reshape(&[1, inter, hidden])?,
+        up: up.reshape(&[1, inter, hidden])?,
+        down: down.reshape(&[1, hidden, inter])?,
+    })
 }

@@ -57,11 +57,11 @@ pub(crate) fn encode(
 ) -> Result<()> {
     match w {
         // down(silu(gate(x)) * up(x))
-        // (a decode step's first kernel is the SwiGLU of the expert kernels, not a matmul: the norm goes first)
-        FfnWeights::Dense { gate, up, down } => {
-            normed.apply(g)?;
-            moe::dense_mlp(g, &sc.normed, t, gate, up, down, &sc.moe, &sc.x)
-        }
+        FfnWeights::Dense { gate, up, down } => match normed.pending() {
+            // a decode step: the SwiGLU of the expert kernels applies the norm as it reads x
+            Some(norm) => moe::dense_mlp_rms_norm(g, &sc.x, norm, t, gate, up, down, &sc.normed, &sc.moe, &sc.x),
+            None => moe::dense_mlp(g, &sc.normed, t, gate, up, down, &sc.moe, &sc.x),
+        },
         // out = sum over the top-k experts e of p[e] * expert_e(x), p = softmax(x router^T), not renormalised
         FfnWeights::Moe { router, experts } => {
             let top_k = cfg.num_experts_per_tok;

@@ -25,8 +25,9 @@ pub(crate) fn cols(tensor: &Tensor, offset: usize, width: usize, t: usize) -> Re
 }
 
 /// The input of a block, rms_norm(x, norm): on prefill written into `normed` before the block, as a dispatch of
-/// its own; on decode steps left to the block's first matmul, whose matvec normalises x as it reads it
-/// (kernels::matmul::matmul_rms_norm), one dispatch fewer.
+/// its own; on decode steps left to the block's first kernel, which normalises x as it reads it, one dispatch
+/// fewer: a matvec (kernels::matmul::matmul_rms_norm), the MoE router (moe::norm_route) or the dense MLP's
+/// SwiGLU (moe::dense_mlp_rms_norm).
 #[derive(Clone, Copy)]
 pub(crate) struct Input<'a> {
     x: Cols<'a>,
@@ -54,15 +55,6 @@ impl<'a> Input<'a> {
     /// input.
     pub fn pending(&self) -> Option<RmsNorm<'a>> {
         self.pending
-    }
-
-    /// Records the norm still to apply, if any: `normed` holds the input afterwards, for a block whose first
-    /// kernel is not a matmul (the dense MLP's decode step).
-    pub fn apply(self, g: &mut Graph) -> Result<Input<'a>> {
-        if let Some(norm) = self.pending {
-            rms_norm(g, self.x, norm.weight, norm.eps, self.normed)?;
-        }
-        Ok(Input { pending: None, ..self })
     }
 
     /// y = input W^T. With `keep`, `normed` holds the input afterwards for later kernels of the block.
