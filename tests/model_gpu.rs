@@ -228,3 +228,40 @@ fn bad_requests_are_clear_errors() -> Result<()> {
     ensure!(s.position() == 0);
     Ok(())
 }
+
+/// The dispatches of one decode step, per layer kind: what each token costs the host to encode (about 1 us each
+/// in wgpu) and the GPU in launches and barriers. A fused kernel split apart again fails here.
+#[test]
+fn a_decode_step_is_a_known_number_of_dispatches() -> Result<()> {
+    use jamba_wgpu::config::{Ffn, Mixer};
+    let Some(ctx) = gpu() else { return Ok(()) };
+    // Jamba-v0.1's schedule (32 layers, attention every 8th, MoE every other) at small widths.
+    let cfg = JambaConfig::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/configs/v0.1-layout.json"))?;
+    let model = Model::random(ctx.clone(), cfg.clone(), jamba_wgpu::gpu::DType::BF16, 7)?;
+    let mut session = model.session(SessionOptions { max_len: 16, chunk: 16 })?;
+    session.feed(&[1, 2, 3])?;
+    // Mamba: in_proj (with the norm and the conv), x_proj, the scan (with dt's norm and projection and the B and
+    // C norms), out_proj. Attention: qkv (with the norm), append, split-k decode, combine, o_proj. MoE: norm,
+    // router and routing; SwiGLU; down and combine. Dense MLP: norm and SwiGLU; down.
+    let per_layer: usize = cfg
+        .layers()
+        .iter()
+        .map(|kind| {
+            let mixer = match kind.mixer {
+                Mixer::Mamba => 4,
+                Mixer::Attention => 5,
+            };
+            let ffn = match kind.ffn {
+                Ffn::Moe => 3,
+                Ffn::Dense => 2,
+            };
+            mixer + ffn
+        })
+        .sum();
+    // The embedding gather; the head: lm_head (with the final norm) and argmax.
+    let want = 1 + per_layer + 2;
+    let got = session.decode_dispatches()?;
+    println!("v0.1 layout: {got} dispatches per decode step");
+    ensure!(got == want, "a decode step at the v0.1 layout records {got} dispatches, expected {want}");
+    Ok(())
+}
