@@ -14,14 +14,20 @@ const GENERATION_CONFIG: &str = include_str!("../models/jamba-tiny-quotes/genera
 const TOKENIZER_CONFIG: &str = include_str!("../models/jamba-tiny-quotes/tokenizer_config.json");
 const SPECIAL_TOKENS_MAP: &str = include_str!("../models/jamba-tiny-quotes/special_tokens_map.json");
 static TOKENIZER: &[u8] = include_bytes!("../models/jamba-tiny-quotes/tokenizer.json");
+#[cfg(feature = "embedded-model")]
 static WEIGHTS: &[u8] = include_bytes!("../models/jamba-tiny-quotes/model.safetensors");
 
 pub fn config() -> Result<JambaConfig> {
     JambaConfig::from_json_str(CONFIG)
 }
 
+/// The weights: embedded, or (a build without the `embedded-model` feature, 16 MB smaller, e.g. to carry to a
+/// GPU machine) memory-mapped from the source tree the binary was built from.
 pub fn checkpoint() -> Result<Checkpoint> {
-    Checkpoint::from_static(NAME, WEIGHTS)
+    #[cfg(feature = "embedded-model")]
+    return Checkpoint::from_static(NAME, WEIGHTS);
+    #[cfg(not(feature = "embedded-model"))]
+    return Checkpoint::open(concat!(env!("CARGO_MANIFEST_DIR"), "/models/jamba-tiny-quotes"));
 }
 
 pub fn tokenizer() -> Result<Tokenizer> {
