@@ -33,6 +33,15 @@ fn main() -> anyhow::Result<()> {
             }),
         ),
     ];
+    // A decode step changes kernel at nearly every dispatch: the same two kernels taking turns.
+    let mut g = Graph::new(&ctx);
+    for _ in 0..DISPATCHES / 2 {
+        (cases[0].2)(&mut g)?;
+        (cases[1].2)(&mut g)?;
+    }
+    let plan = g.build()?;
+    let per_dispatch = plan.encode_cost(&ctx, 200).as_secs_f64() * 1e6 / DISPATCHES as f64;
+    println!("{:<24} 2-3 storage buffers: {per_dispatch:.2} us per dispatch to record", "silu_mul, matvec in turn");
     for (name, buffers, record) in &cases {
         let mut g = Graph::new(&ctx);
         for _ in 0..DISPATCHES {
