@@ -31,9 +31,9 @@ struct RouterParams {
 // Experts of the router, fixed when the pipeline is built: the partial sums stay in registers.
 override N_EXPERTS: u32 = 16u;
 // The most experts this kernel handles (MAX_FUSED_EXPERTS in src/kernels/moe.rs).
-const MAX_N: u32 = 64u;
+const MAX_N: u32 = 32u;
 
-var<workgroup> partial: array<f32, 4096>; // [N_EXPERTS][WG] (MAX_N * WG)
+var<workgroup> partial: array<f32, 2048>; // [N_EXPERTS][WG] (MAX_N * WG: 8 KiB, within every limit)
 var<workgroup> sum_sq: array<f32, WG>;
 
 @compute @workgroup_size(WG)

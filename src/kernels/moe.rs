@@ -86,7 +86,7 @@ params! {
 }
 
 /// The most experts [`ROUTER`] handles (`MAX_N` in moe_router.wgsl); more go through matmul and [`route`].
-pub const MAX_FUSED_EXPERTS: usize = 64;
+pub const MAX_FUSED_EXPERTS: usize = 32;
 
 fn router_variants() -> Vec<Vec<(&'static str, f64)>> {
     let experts = [4.0, 16.0, MAX_FUSED_EXPERTS as f64];
