@@ -82,8 +82,6 @@ override D_STATE: u32 = 16u;
 override NORM_BC: u32 = 0u;
 // 1: dt from x_proj's raw output through dt_layernorm and dt_proj in the kernel (see above).
 override DT_PROJ: u32 = 0u;
-// The largest dt_rank DT_PROJ stages in workgroup memory.
-const MAX_DT_RANK: u32 = 1024u;
 // The largest d_state the register arrays hold.
 const MAX_D_STATE: u32 = 64u;
 // Rows of B and C staged in workgroup memory at a time.
@@ -92,35 +90,21 @@ const_assert WG >= 2u * TILE_STEPS; // NORM_BC's lanes
 
 var<workgroup> b_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
 var<workgroup> c_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
-var<workgroup> dt_row: array<f32, MAX_DT_RANK>; // DT_PROJ: row t of dt, normalised
-var<workgroup> dt_partial: array<f32, WG>;
-
-// DT_PROJ: dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch], for the invocations with `live` channels.
-// Every invocation of the workgroup must call it (it holds barriers).
-fn projected_dt(ch: u32, live: bool, lane: u32, t: u32) -> f32 {
+// DT_PROJ: dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch]. Every invocation reads the same R values of
+// row t (one broadcast load each on a GPU) and sums them in order, as rms_norm.wgsl with one invocation per row
+// does: no barrier, no workgroup memory.
+fn projected_dt(ch: u32, t: u32) -> f32 {
     let r = p.dt_rank;
     let row = t * p.dt_stride + p.dt_offset;
-    var own = 0.0;
-    for (var j = lane; j < r; j += WG) {
-        own += dt[row + j] * dt[row + j];
+    var sum_sq = 0.0;
+    for (var j = 0u; j < r; j++) {
+        sum_sq += dt[row + j] * dt[row + j];
     }
-    dt_partial[lane] = own;
-    workgroupBarrier();
-    var total = 0.0;
-    for (var i = 0u; i < WG; i++) {
-        total += dt_partial[i];
-    }
-    let scale = 1.0 / sqrt(total / f32(r) + p.eps);
-    for (var j = lane; j < r; j += WG) {
-        dt_row[j] = dt_norm[j] * (dt[row + j] * scale);
-    }
-    workgroupBarrier();
+    let scale = 1.0 / sqrt(sum_sq / f32(r) + p.eps);
     var acc = 0.0;
-    if live {
-        for (var j = 0u; j < r; j++) {
-            let w = weight_ref(ch, j, r);
-            acc += dt_row[j] * weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]);
-        }
+    for (var j = 0u; j < r; j++) {
+        let w = weight_ref(ch, j, r);
+        acc += dt_norm[j] * (dt[row + j] * scale) * weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]);
     }
     return acc;
 }
@@ -228,8 +212,8 @@ fn scan_rows(ch: u32, lane: u32, t_begin: u32, t_end: u32, s0: u32) {
         }
     }
     var dt_given = 0.0;
-    if DT_PROJ != 0u {
-        dt_given = projected_dt(ch, live, lane, t_begin);
+    if DT_PROJ != 0u && live {
+        dt_given = projected_dt(ch, t_begin);
     }
     advance(ch, live, lane, t_begin, t_end, true, dt_given, &h);
     if live {

@@ -63,10 +63,9 @@ pub(crate) fn encode(
         ssm_scan::selective_scan_with(g, &sc.xs, dt, &w.dt_bias, &w.a_log, b, c, &w.d, z, ssm_state, &sc.scan, &sc.y, path)?;
     } else {
         // A decode step's scan takes x_proj's raw output and applies the three norms and dt_proj itself (dt_proj
-        // in one part and dt_rank <= MAX_DT_RANK; otherwise dt's norm and projection stay apart): 4 dispatches
-        // fewer.
+        // in one part; otherwise dt's norm and projection stay apart): 4 dispatches fewer.
         let dt_proj = match w.dt_proj.parts.as_slice() {
-            [(0, weight)] if r <= ssm_scan::MAX_DT_RANK => Some((&w.dt_norm, weight)),
+            [(0, weight)] => Some((&w.dt_norm, weight)),
             _ => None,
         };
         let dt = match dt_proj {
