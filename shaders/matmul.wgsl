@@ -18,8 +18,8 @@
 //   row's conv state, writes silu(conv + bias) to side[r * normed_stride + normed_offset + ch] and shifts the
 //   state (row r's at conv_state[r * state_stride + j * conv_channels + ch]). The other columns (z) go to y as
 //   usual. Needs w_row0 = 0 and y_offset = 0 (in_proj in one part). Grid: as matvec.
-// - tiled (prefill): 32 x 32 output tiles, each invocation computing 4 x 4 outputs, k in steps of 16
-//   through workgroup memory. Grid: ceil(t / 32) * ceil(n / 32) workgroups, linear.
+// - tiled (prefill): 64 x 64 output tiles per workgroup of 256 invocations, each computing 4 x 4 outputs, k in
+//   steps of 16 through workgroup memory. Grid: ceil(t / 64) * ceil(n / 64) workgroups, linear.
 
 struct MatmulParams {
     t: u32,
@@ -225,13 +225,19 @@ fn matvec_norm_conv(
     }
 }
 
-const TILE: u32 = 32u;
+// The tiled kernel's output tile (TILE x TILE), its k step, and its workgroup: 16 x 16 invocations of 4 x 4
+// outputs. The tiles are stored k-major, so that the inner loop reads an invocation's 4 rows of x and 4 columns
+// of W as one vec4 each (2 workgroup loads per 16 multiply-adds); a k-row is padded from 16 to 17 vec4 so that
+// the staging stores of 16 consecutive k by neighbouring invocations fall in different banks.
+const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
+const TILED_WG: u32 = 256u;
+const TILE_STRIDE: u32 = 17u; // vec4 per k-row of a staged tile
 
-var<workgroup> x_tile: array<f32, 512>; // [TILE rows of x][TILE_K]
-var<workgroup> w_tile: array<f32, 512>; // [TILE rows of W][TILE_K]
+var<workgroup> x_tile: array<vec4<f32>, 272>; // x[r0 + r, k0 + kk] at [kk * TILE_STRIDE + r / 4][r % 4]
+var<workgroup> w_tile: array<vec4<f32>, 272>; // W[j0 + j, k0 + kk] at [kk * TILE_STRIDE + j / 4][j % 4]
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(TILED_WG)
 fn tiled(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
@@ -241,49 +247,68 @@ fn tiled(
     let g = linear_workgroup(workgroup_id, num_workgroups);
     let r0 = (g / tiles_n) * TILE;
     let j0 = (g % tiles_n) * TILE;
-    // This invocation's 4 x 4 block: rows r0 + 4 * ty + a, columns j0 + 4 * tx + b.
-    let tx = lane % 8u;
-    let ty = lane / 8u;
+    // This invocation's 4 x 4 block: rows r0 + 4 ty + i, columns j0 + 4 tx + jj.
+    let tx = lane % 16u;
+    let ty = lane / 16u;
+    // What it stages: element e = lane + TILED_WG q (q < 4) of each tile, row e / TILE_K, k0 + e % TILE_K, so
+    // that neighbouring invocations read neighbouring columns of x and W. The next step's values are loaded
+    // into registers before this step's arithmetic, to hide the loads' latency behind it.
+    let kk = lane % TILE_K;
+    let row = lane / TILE_K; // + 16 q
+    var xs: array<f32, 4>;
+    var ws: array<f32, 4>;
+    for (var q = 0u; q < 4u; q++) {
+        xs[q] = tile_x(r0 + row + 16u * q, kk);
+        ws[q] = tile_w(j0 + row + 16u * q, kk);
+    }
 
-    var acc: array<f32, 16>;
+    var acc: array<vec4<f32>, 4>; // [row i] columns 4 tx .. 4 tx + 3
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        for (var e = lane; e < TILE * TILE_K; e += WG) {
-            let row = e / TILE_K;
-            let c = k0 + e % TILE_K;
-            var xv = 0.0;
-            if r0 + row < p.t && c < p.k {
-                xv = x[(r0 + row) * p.x_stride + p.x_offset + c];
-            }
-            x_tile[e] = xv;
-            var wv = 0.0;
-            if j0 + row < p.n && c < p.k {
-                wv = w_at(j0 + row, c);
-            }
-            w_tile[e] = wv;
+        for (var q = 0u; q < 4u; q++) {
+            let at = kk * TILE_STRIDE + (row + 16u * q) / 4u;
+            x_tile[at][row % 4u] = xs[q];
+            w_tile[at][row % 4u] = ws[q];
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = x_tile[(ty * 4u + i) * TILE_K + kk];
-                b[i] = w_tile[(tx * 4u + i) * TILE_K + kk];
+        if k0 + TILE_K < p.k {
+            for (var q = 0u; q < 4u; q++) {
+                xs[q] = tile_x(r0 + row + 16u * q, k0 + TILE_K + kk);
+                ws[q] = tile_w(j0 + row + 16u * q, k0 + TILE_K + kk);
             }
-            for (var i = 0u; i < 4u; i++) {
-                for (var jj = 0u; jj < 4u; jj++) {
-                    acc[i * 4u + jj] += a[i] * b[jj];
-                }
-            }
+        }
+        for (var k = 0u; k < TILE_K; k++) {
+            let a = x_tile[k * TILE_STRIDE + ty];
+            let b = w_tile[k * TILE_STRIDE + tx];
+            acc[0] += a.x * b;
+            acc[1] += a.y * b;
+            acc[2] += a.z * b;
+            acc[3] += a.w * b;
         }
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
+        let r = r0 + ty * 4u + i;
         for (var jj = 0u; jj < 4u; jj++) {
-            let r = r0 + ty * 4u + i;
             let j = j0 + tx * 4u + jj;
             if r < p.t && j < p.n {
-                store(r, j, acc[i * 4u + jj]);
+                store(r, j, acc[i][jj]);
             }
         }
     }
+}
+
+// x[r, c] for the tiled kernel, 0 past the matrix.
+fn tile_x(r: u32, c: u32) -> f32 {
+    if r < p.t && c < p.k {
+        return x[r * p.x_stride + p.x_offset + c];
+    }
+    return 0.0;
+}
+
+// W[j, c] for the tiled kernel, 0 past the matrix.
+fn tile_w(j: u32, c: u32) -> f32 {
+    if j < p.n && c < p.k {
+        return w_at(j, c);
+    }
+    return 0.0;
 }

@@ -15,9 +15,9 @@
 //   Grid: t * top_k * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
 // - swiglu_norm_matvec (decode): swiglu_matvec with x the raw residual rows, rms_norm applied as they are read
 //   (the dense MLP's pre-FFN norm), norm_w bound after the shared bindings.
-// - swiglu_tiled / down_tiled (prefill): per expert, 32 x 32 output tiles over that expert's grouped rows, each
-//   invocation computing 4 x 4 outputs (both gate and up for swiglu), k in steps of 16 through workgroup memory.
-//   act is indexed by grouped row, y_slots by slot. Grid: count * ceil(t / 32) * ceil(n / 32) workgroups,
+// - swiglu_tiled / down_tiled (prefill): per expert, 64 x 64 output tiles over that expert's grouped rows, 256
+//   invocations each computing 4 x 4 outputs (both gate and up for swiglu), k in steps of 16 through workgroup
+//   memory. act is indexed by grouped row, y_slots by slot. Grid: count * ceil(t / 64) * ceil(n / 64) workgroups,
 //   linear (the worst case: every token routed to each expert); tiles past an expert's rows exit at once.
 // - down_combine_matvec (decode, one stack holding every expert): down_matvec and combine in one dispatch.
 // - combine: out[r, c] += sum_j weights[r, j] * y_slots[r * top_k + j, c], in j order (no float atomics).
@@ -218,12 +218,16 @@ fn down_combine_matvec(
 
 // ---- prefill: tiled matmuls over each expert's grouped rows ----
 
-const TILE: u32 = 32u;
+// As matmul.wgsl's tiled kernel: TILE x TILE outputs per workgroup of 16 x 16 invocations of 4 x 4, k-major
+// tiles read as vec4, each k-row padded to 17 vec4 against bank conflicts when staging.
+const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
+const TILED_WG: u32 = 256u;
+const TILE_STRIDE: u32 = 17u;
 
-var<workgroup> x_tile: array<f32, 512>; // [TILE rows][TILE_K]
-var<workgroup> w_tile: array<f32, 512>; // [TILE rows of gate or down][TILE_K]
-var<workgroup> w_up_tile: array<f32, 512>; // [TILE rows of up][TILE_K]
+var<workgroup> x_tile: array<vec4<f32>, 272>; // row r, k0 + kk at [kk * TILE_STRIDE + r / 4][r % 4]
+var<workgroup> w_tile: array<vec4<f32>, 272>; // gate or down: column j, k0 + kk likewise
+var<workgroup> w_up_tile: array<vec4<f32>, 272>; // up
 var<workgroup> tile_slot: array<u32, TILE>; // the slot of each of the tile's rows
 var<workgroup> tile_live_rows: u32;
 
@@ -259,31 +263,26 @@ fn tile_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> Ti
     return job;
 }
 
-// Accumulates one TILE_K step of this invocation's 4 x 4 block (rows 4 ty + a, columns 4 tx + b) of x W^T, and of
-// x W_up^T when `gated`.
-fn tile_step(lane: u32, gated: bool, acc: ptr<function, array<f32, 16>>, acc_up: ptr<function, array<f32, 16>>) {
-    let tx = lane % 8u;
-    let ty = lane / 8u;
-    for (var kk = 0u; kk < TILE_K; kk++) {
-        var a: array<f32, 4>;
-        var b: array<f32, 4>;
-        var b_up: array<f32, 4>;
-        for (var i = 0u; i < 4u; i++) {
-            a[i] = x_tile[(ty * 4u + i) * TILE_K + kk];
-            b[i] = w_tile[(tx * 4u + i) * TILE_K + kk];
-            if gated {
-                b_up[i] = w_up_tile[(tx * 4u + i) * TILE_K + kk];
-            }
-        }
-        for (var i = 0u; i < 4u; i++) {
-            for (var jj = 0u; jj < 4u; jj++) {
-                (*acc)[i * 4u + jj] += a[i] * b[jj];
-                if gated {
-                    (*acc_up)[i * 4u + jj] += a[i] * b_up[jj];
-                }
-            }
-        }
+// The tile's row `row` of x at column c, 0 past its live rows or k. gated: the slot's token row of x;
+// otherwise (down) the grouped row of act.
+fn expert_x(job: TileJob, row: u32, c: u32, live_rows: u32, gated: bool) -> f32 {
+    if row < live_rows && c < p.k {
+        let x_row = select(job.row0 + row, tile_slot[row] / p.top_k, gated);
+        return x[x_row * p.k + c];
     }
+    return 0.0;
+}
+
+// The tile's column j of gate / down (or of up, when `up`), at column c of the weights; 0 past n or k.
+fn expert_w(job: TileJob, j: u32, c: u32, up: bool) -> f32 {
+    if job.j0 + j < p.n && c < p.k {
+        let w_row = job.expert_row0 + job.j0 + j;
+        if up {
+            return w_up_at(w_row, c);
+        }
+        return w_at(w_row, c);
+    }
+    return 0.0;
 }
 
 // The tiled product of one expert over its grouped rows. gated (SwiGLU): rows of x are the slots' tokens, the
@@ -297,56 +296,83 @@ fn expert_tiled(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32, g
     if live_rows == 0u {
         return;
     }
-    var acc: array<f32, 16>;
-    var acc_up: array<f32, 16>;
+    // This invocation's 4 x 4 block: rows 4 ty + i, columns 4 tx + jj of the tile. It stages element
+    // lane + TILED_WG q of each tile (row lane / TILE_K + 16 q, k0 + lane % TILE_K), the next step's loaded into
+    // registers before this step's arithmetic.
+    let tx = lane % 16u;
+    let ty = lane / 16u;
+    let kk = lane % TILE_K;
+    let row = lane / TILE_K;
+    var xs: array<f32, 4>;
+    var ws: array<f32, 4>;
+    var ws_up: array<f32, 4>;
+    for (var q = 0u; q < 4u; q++) {
+        xs[q] = expert_x(job, row + 16u * q, kk, live_rows, gated);
+        ws[q] = expert_w(job, row + 16u * q, kk, false);
+        if gated {
+            ws_up[q] = expert_w(job, row + 16u * q, kk, true);
+        }
+    }
+    // Invocations whose 4 rows are all past the expert's last row skip the arithmetic, which matters when
+    // experts get few rows.
+    let computes = ty * 4u < live_rows;
+    var acc: array<vec4<f32>, 4>;
+    var acc_up: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        for (var e = lane; e < TILE * TILE_K; e += WG) {
-            let row = e / TILE_K;
-            let c = k0 + e % TILE_K;
-            var xv = 0.0;
-            if row < live_rows && c < p.k {
-                let x_row = select(job.row0 + row, tile_slot[row] / p.top_k, gated);
-                xv = x[x_row * p.k + c];
+        for (var q = 0u; q < 4u; q++) {
+            let at = kk * TILE_STRIDE + (row + 16u * q) / 4u;
+            x_tile[at][row % 4u] = xs[q];
+            w_tile[at][row % 4u] = ws[q];
+            if gated {
+                w_up_tile[at][row % 4u] = ws_up[q];
             }
-            x_tile[e] = xv;
-            var wv = 0.0;
-            var wv_up = 0.0;
-            if job.j0 + row < p.n && c < p.k {
-                let w_row = job.expert_row0 + job.j0 + row;
-                wv = w_at(w_row, c);
-                if gated {
-                    wv_up = w_up_at(w_row, c);
-                }
-            }
-            w_tile[e] = wv;
-            w_up_tile[e] = wv_up;
         }
         workgroupBarrier();
-        // Invocations whose 4 rows are all past the expert's last row skip the arithmetic (a whole subgroup
-        // at once: the 8 invocations of a row group are consecutive), which matters when experts get few rows.
-        if (lane / 8u) * 4u < live_rows {
-            tile_step(lane, gated, &acc, &acc_up);
+        if k0 + TILE_K < p.k {
+            let c = k0 + TILE_K + kk;
+            for (var q = 0u; q < 4u; q++) {
+                xs[q] = expert_x(job, row + 16u * q, c, live_rows, gated);
+                ws[q] = expert_w(job, row + 16u * q, c, false);
+                if gated {
+                    ws_up[q] = expert_w(job, row + 16u * q, c, true);
+                }
+            }
+        }
+        if computes {
+            for (var k = 0u; k < TILE_K; k++) {
+                let a = x_tile[k * TILE_STRIDE + ty];
+                let b = w_tile[k * TILE_STRIDE + tx];
+                acc[0] += a.x * b;
+                acc[1] += a.y * b;
+                acc[2] += a.z * b;
+                acc[3] += a.w * b;
+                if gated {
+                    let b_up = w_up_tile[k * TILE_STRIDE + tx];
+                    acc_up[0] += a.x * b_up;
+                    acc_up[1] += a.y * b_up;
+                    acc_up[2] += a.z * b_up;
+                    acc_up[3] += a.w * b_up;
+                }
+            }
         }
         workgroupBarrier();
     }
-    let tx = lane % 8u;
-    let ty = lane / 8u;
     for (var i = 0u; i < 4u; i++) {
-        let row = ty * 4u + i;
+        let r = ty * 4u + i;
         for (var jj = 0u; jj < 4u; jj++) {
             let j = job.j0 + tx * 4u + jj;
-            if row < live_rows && j < p.n {
+            if r < live_rows && j < p.n {
                 if gated {
-                    y[(job.row0 + row) * p.n + j] = silu(acc[i * 4u + jj]) * acc_up[i * 4u + jj];
+                    y[(job.row0 + r) * p.n + j] = silu(acc[i][jj]) * acc_up[i][jj];
                 } else {
-                    y[tile_slot[row] * p.n + j] = acc[i * 4u + jj];
+                    y[tile_slot[r] * p.n + j] = acc[i][jj];
                 }
             }
         }
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(TILED_WG)
 fn swiglu_tiled(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
@@ -355,7 +381,7 @@ fn swiglu_tiled(
     expert_tiled(workgroup_id, num_workgroups, lane, true);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(TILED_WG)
 fn down_tiled(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,

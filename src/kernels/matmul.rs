@@ -83,7 +83,7 @@ pub static MATVEC_NORM_CONV: Kernel = Kernel {
     variants: weight_row_variants,
 };
 
-/// Prefill: 32 x 32 output tiles through workgroup memory.
+/// Prefill: 64 x 64 output tiles through workgroup memory.
 pub static TILED: Kernel = Kernel {
     shader: &MATMUL,
     entry: "tiled",
@@ -100,6 +100,9 @@ pub static BLOCKED: Kernel = Kernel {
     bindings: BINDINGS,
     variants: weight_variants,
 };
+
+/// Rows and columns of y per workgroup of [`TILED`].
+const TILE: usize = 64;
 
 /// Rows and columns of y per workgroup of [`BLOCKED`] (8 subgroups of 16 rows each; 8 lanes of 4 columns each).
 const BLOCK_ROWS: usize = 128;
@@ -125,7 +128,7 @@ pub fn matmul<'a>(
         let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
         g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
     } else {
-        let grid = g.linear_grid((x.rows.div_ceil(32) * n.div_ceil(32)) as u64)?;
+        let grid = g.linear_grid((x.rows.div_ceil(TILE) * n.div_ceil(TILE)) as u64)?;
         g.dispatch(&TILED, &[dtype], &params, &tensors, grid)
     }
 }

@@ -29,7 +29,7 @@ shader!(MOE_CPU_SHADER, "moe_cpu");
 pub const MAX_EXPERTS: usize = 256;
 
 /// Rows of a prefill tile in the expert matmuls (`TILE` in moe.wgsl).
-const TILE: usize = 32;
+const TILE: usize = 64;
 
 /// Rows and columns of a workgroup's block in the CPU expert kernels (8 subgroups x `ROWS`, 8 lanes x `COLS` in
 /// moe_cpu.wgsl).
