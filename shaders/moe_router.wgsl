@@ -7,8 +7,8 @@
 // Reference: reference::rms_norm, reference::matmul, reference::moe::route. One workgroup per token: each
 // invocation takes the columns c = lane, lane + WG, ... of the row, holds a partial dot product for every
 // expert (N_EXPERTS, fixed when the pipeline is built), and the workgroup adds the partials up through
-// workgroup memory; invocation 0 then routes. Three dispatches' work (rms_norm, the router matvec, route) for a
-// token's 2 x H reads of x and E x H of the router.
+// workgroup memory, one invocation per expert; invocation 0 then routes. Three dispatches' work (rms_norm, the
+// router matvec, route) for a token's 2 x H reads of x and E x H of the router.
 // Layout: x[r * hidden + c], normed likewise; router w: [E, hidden] packed as W_DTYPE; logits: [>= t, E];
 // ids, weights: [>= t * top_k]. Grid: t workgroups, linear.
 
@@ -35,6 +35,7 @@ const MAX_N: u32 = 32u;
 
 var<workgroup> partial: array<f32, 2048>; // [N_EXPERTS][WG] (MAX_N * WG: 8 KiB, within every limit)
 var<workgroup> sum_sq: array<f32, WG>;
+var<workgroup> expert_logit: array<f32, MAX_N>;
 
 @compute @workgroup_size(WG)
 fn router(
@@ -75,17 +76,23 @@ fn router(
         partial[e * WG + lane] = acc[e];
     }
     workgroupBarrier();
+    // Invocation e adds up expert e's partials, in parallel rather than N_EXPERTS x WG serial loads by one
+    // invocation; then invocation 0 routes.
+    if lane < N_EXPERTS {
+        var dot = 0.0;
+        for (var i = 0u; i < WG; i++) {
+            dot += partial[lane * WG + i];
+        }
+        expert_logit[lane] = dot;
+        logits[r * N_EXPERTS + lane] = dot;
+    }
+    workgroupBarrier();
     if lane != 0u {
         return;
     }
     var logit: array<f32, MAX_ROUTED_EXPERTS>;
     for (var e = 0u; e < N_EXPERTS; e++) {
-        var dot = 0.0;
-        for (var i = 0u; i < WG; i++) {
-            dot += partial[e * WG + i];
-        }
-        logit[e] = dot;
-        logits[r * N_EXPERTS + e] = dot;
+        logit[e] = expert_logit[e];
     }
     let softmax = softmax_of(&logit, N_EXPERTS);
     var choice = Choice(2.0, 0u);
