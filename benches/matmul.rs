@@ -6,6 +6,7 @@ use jamba_wgpu::bench::{report, time_plan};
 use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph, Prefill};
 use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
 use jamba_wgpu::kernels::{matmul, rms_norm, IntoCols};
+use jamba_wgpu::weights::quant::QuantFormat;
 
 fn main() -> anyhow::Result<()> {
     let ctx = Context::new(&ContextOptions::default())?;
@@ -14,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     println!("tuning: {:?}", ctx.tuning());
     let (h, inter) = (4096 / scale, 14336 / scale);
     for (name, n, k) in [("in_proj", 4 * h, h), ("expert up", inter, h), ("expert down", h, inter)] {
-        for dtype in [DType::F32, DType::BF16] {
+        for dtype in [DType::F32, DType::BF16, DType::Quant(QuantFormat::Q8)] {
             let w = ctx.zeros("w", &[n, k], dtype)?;
             // Decode (matvec), then prefill with each tiled kernel the adapter runs.
             let prefills = [Prefill::Tiled, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));

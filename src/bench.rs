@@ -96,6 +96,8 @@ pub struct ModelBenchOptions {
     /// Sequences decoded together (a [`Batch`](crate::model::Batch) when above 1), each prefilled with its own
     /// prompt of `prompt_len` tokens and decoding `gen_len` tokens.
     pub batch: usize,
+    /// Print each run's prefill and decode times to stderr as it ends: a full-size model's runs take minutes.
+    pub progress: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -232,6 +234,16 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
             sequences.step(&tokens)?;
             host_time += submit.elapsed();
             tokens = sequences.greedy()?;
+        }
+        if o.progress {
+            let what = if run < o.warmup { "warm-up".to_string() } else { format!("run {}", run - o.warmup + 1) };
+            let decoded = start.elapsed();
+            eprintln!(
+                "bench: {what}: prefill {:.3} s, decode {:.3} s ({:.1} tokens/s)",
+                ttft.as_secs_f64(),
+                decoded.as_secs_f64(),
+                (b * o.gen_len.saturating_sub(1)) as f64 / decoded.as_secs_f64().max(1e-9)
+            );
         }
         if run >= o.warmup {
             prefill.push(ttft);

@@ -60,6 +60,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--gpu-memory streams experts from a checkpoint; random weights have none");
     }
     let ctx = Arc::new(args.gpu.context()?);
+    let loading = std::time::Instant::now();
     let model = match (&args.config, args.random_weights) {
         (Some(config), true) => {
             let cfg = if Path::new(config).is_file() { JambaConfig::from_file(config)? } else { preset_config(config)? };
@@ -80,6 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?
         }
     };
+    eprintln!("bench: weights ready in {:.1} s", loading.elapsed().as_secs_f64());
     let options = ModelBenchOptions {
         prompt_len: args.prompt_len,
         gen_len: args.gen_len.max(2),
@@ -87,6 +89,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         warmup: 1,
         runs: args.runs,
         batch: args.batch,
+        progress: true,
     };
     let b = bench_model(&model, &options)?;
     if args.json {
