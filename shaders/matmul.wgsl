@@ -69,6 +69,31 @@ fn store(r: u32, j: u32, value: f32) {
     }
 }
 
+// This invocation's part of the dot product of x's row at x0 with W's row j: the words lane, lane + ROW_THREADS,
+// ... of the row (see the prelude's word_dot), or its weights one by one where rows do not start on a word (f16
+// and bf16 of an odd width).
+fn row_part(x0: u32, j: u32, lane: u32) -> f32 {
+    var acc = 0.0;
+    if rows_by_word(p.k) {
+        let row = word_row(p.w_row0 + j, p.k);
+        let per = word_weights();
+        for (var i = lane % ROW_THREADS; i < row.words; i += ROW_THREADS) {
+            var xs: array<f32, 8>;
+            for (var e = 0u; e < per; e++) {
+                if i * per + e < p.k {
+                    xs[e] = x[x0 + i * per + e];
+                }
+            }
+            acc += word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
+        }
+    } else {
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            acc += x[x0 + c] * w_at(j, c);
+        }
+    }
+    return acc;
+}
+
 // The output element of a matvec invocation: row r of x and y, column j of y (row j of W), and which block of
 // WG / ROW_THREADS columns its workgroup computes.
 struct MatvecSlot {
@@ -99,10 +124,7 @@ fn matvec(
 
     var acc = 0.0;
     if live {
-        let x0 = s.r * p.x_stride + p.x_offset;
-        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += x[x0 + c] * w_at(s.j, c);
-        }
+        acc = row_part(s.r * p.x_stride + p.x_offset, s.j, lane);
     }
     let total = row_sum(lane, acc);
     if live && lane % ROW_THREADS == 0u {
@@ -141,7 +163,20 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
 
     let live = s.r < p.t && s.j < p.n;
     var acc = 0.0;
-    if live {
+    if live && rows_by_word(p.k) {
+        // row_part, x normalised as it is read (a function reading norm_w would make matvec bind it too)
+        let row = word_row(p.w_row0 + s.j, p.k);
+        let per = word_weights();
+        for (var i = lane % ROW_THREADS; i < row.words; i += ROW_THREADS) {
+            var xs: array<f32, 8>;
+            for (var e = 0u; e < per; e++) {
+                if i * per + e < p.k {
+                    xs[e] = normalised(x0, i * per + e, inv_rms);
+                }
+            }
+            acc += word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
+        }
+    } else if live {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
             acc += normalised(x0, c, inv_rms) * w_at(s.j, c);
         }

@@ -62,6 +62,54 @@ fn local_expert(e: u32) -> u32 {
 }
 
 // ---- decode: indexed matrix-vector products ----
+//
+// Each reads a weight row by words where rows start on words (the prelude's word_dot), else weight by weight.
+
+// The x values of word i of a row (columns i * word_weights() ..), from x's row at x0; 0 past k.
+fn x_word(x0: u32, i: u32) -> array<f32, 8> {
+    var xs: array<f32, 8>;
+    let per = word_weights();
+    for (var e = 0u; e < per; e++) {
+        if i * per + e < p.k {
+            xs[e] = x[x0 + i * per + e];
+        }
+    }
+    return xs;
+}
+
+// This invocation's part of x's row at x0 . w's stack row `row`.
+fn row_part(x0: u32, row: u32, lane: u32) -> f32 {
+    var acc = 0.0;
+    if rows_by_word(p.k) {
+        let wr = word_row(row, p.k);
+        for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
+            acc += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, x_word(x0, i));
+        }
+    } else {
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            acc += x[x0 + c] * w_at(row, c);
+        }
+    }
+    return acc;
+}
+
+// This invocation's parts of x's row at x0 . gate's and up's stack row `row`, x read once for both.
+fn gate_up_part(x0: u32, row: u32, lane: u32) -> vec2<f32> {
+    var acc = vec2(0.0);
+    if rows_by_word(p.k) {
+        let wr = word_row(row, p.k);
+        for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
+            let xs = x_word(x0, i);
+            acc.x += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, xs);
+            acc.y += word_dot(w_up[wr.first + i], w_up[word_scale(wr, i)], i, xs);
+        }
+    } else {
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            acc += x[x0 + c] * vec2(w_at(row, c), w_up_at(row, c));
+        }
+    }
+    return acc;
+}
 
 struct MatvecJob {
     slot: u32,
@@ -94,17 +142,11 @@ fn swiglu_matvec(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let job = matvec_job(workgroup_id, num_workgroups, lane);
-    var gate = 0.0;
-    var up = 0.0;
+    var acc = vec2(0.0);
     if job.live {
-        let x0 = (job.slot / p.top_k) * p.k;
-        let row = job.expert_row0 + job.j;
-        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            gate += x[x0 + c] * w_at(row, c);
-            up += x[x0 + c] * w_up_at(row, c);
-        }
+        acc = gate_up_part((job.slot / p.top_k) * p.k, job.expert_row0 + job.j, lane);
     }
-    store_swiglu(job, lane, gate, up);
+    store_swiglu(job, lane, acc.x, acc.y);
 }
 
 // act[s, j] = silu(gate) * up, each summed over the job's row group. Every invocation must call it (barriers).
@@ -143,8 +185,23 @@ fn swiglu_norm_matvec(
 
     var gate = 0.0;
     var up = 0.0;
-    if job.live {
-        let row = job.expert_row0 + job.j;
+    let row = job.expert_row0 + job.j;
+    if job.live && rows_by_word(p.k) {
+        // gate_up_part of the normalised row
+        let wr = word_row(row, p.k);
+        let per = word_weights();
+        for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
+            var xs: array<f32, 8>;
+            for (var e = 0u; e < per; e++) {
+                let c = i * per + e;
+                if c < p.k {
+                    xs[e] = norm_w[c] * (x[x0 + c] * inv_rms);
+                }
+            }
+            gate += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, xs);
+            up += word_dot(w_up[wr.first + i], w_up[word_scale(wr, i)], i, xs);
+        }
+    } else if job.live {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
             let xn = norm_w[c] * (x[x0 + c] * inv_rms);
             gate += xn * w_at(row, c);
@@ -164,11 +221,7 @@ fn down_matvec(
     let job = matvec_job(workgroup_id, num_workgroups, lane);
     var acc = 0.0;
     if job.live {
-        let x0 = job.slot * p.k;
-        let row = job.expert_row0 + job.j;
-        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += x[x0 + c] * w_at(row, c);
-        }
+        acc = row_part(job.slot * p.k, job.expert_row0 + job.j, lane);
     }
     acc = row_sum(lane, acc);
     if job.live && lane % ROW_THREADS == 0u {
@@ -200,11 +253,7 @@ fn down_combine_matvec(
         let live = e < p.count && j < p.n;
         var acc = 0.0;
         if live {
-            let x0 = s * p.k;
-            let row = e * p.n + j;
-            for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-                acc += x[x0 + c] * w_at(row, c);
-            }
+            acc = row_part(s * p.k, e * p.n + j, lane);
         }
         acc = row_sum(lane, acc);
         if live {

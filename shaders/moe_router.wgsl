@@ -4,11 +4,12 @@
 //   logits[r] = normed router^T                  // [E]
 //   ids, weights = top-k of softmax(logits[r])   // as moe_route.wgsl (prelude's softmax_of, next_choice)
 //
-// Reference: reference::rms_norm, reference::matmul, reference::moe::route. One workgroup per token: each
-// invocation takes the columns c = lane, lane + WG, ... of the row, holds a partial dot product for every
-// expert (N_EXPERTS, fixed when the pipeline is built), and the workgroup adds the partials up through
-// workgroup memory, one invocation per expert; invocation 0 then routes. Three dispatches' work (rms_norm, the
-// router matvec, route) for a token's 2 x H reads of x and E x H of the router.
+// Reference: reference::rms_norm, reference::matmul, reference::moe::route. One workgroup of 256 invocations
+// per token: together they take the row's sum of squares and write the normalised row; then 16 (or, past 16
+// experts, 8) invocations per expert take its router row by words (the prelude's word_dot); invocation 0
+// routes. Three dispatches' work (rms_norm, the router matvec, route) for a token's 2 x H reads of x and E x H
+// of the router. A workgroup of 64 invocations each holding every expert's partial sum took 640 us per token
+// on an H200 at Jamba-1.5-Mini's width (H 4096, 16 experts): one workgroup is all the parallelism there is.
 // Layout: x[r * hidden + c], normed likewise; router w: [E, hidden] packed as W_DTYPE; logits: [>= t, E];
 // ids, weights: [>= t * top_k]. Grid: t workgroups, linear.
 
@@ -28,16 +29,32 @@ struct RouterParams {
 @group(0) @binding(6) var<storage, read_write> ids: array<u32>;
 @group(0) @binding(7) var<storage, read_write> weights: array<f32>;
 
-// Experts of the router, fixed when the pipeline is built: the partial sums stay in registers.
+// Experts of the router, fixed when the pipeline is built.
 override N_EXPERTS: u32 = 16u;
 // The most experts this kernel handles (MAX_FUSED_EXPERTS in src/kernels/moe.rs).
 const MAX_N: u32 = 32u;
+// A workgroup: 16 invocations per expert up to 16 experts, 8 up to 32.
+const ROUTER_WG: u32 = 256u;
 
-var<workgroup> partial: array<f32, 2048>; // [N_EXPERTS][WG] (MAX_N * WG: 8 KiB, within every limit)
-var<workgroup> sum_sq: array<f32, WG>;
+var<workgroup> partial: array<f32, ROUTER_WG>;
 var<workgroup> expert_logit: array<f32, MAX_N>;
 
-@compute @workgroup_size(WG)
+// The sum of `value` over the workgroup, in every invocation (a tree through workgroup memory).
+fn workgroup_sum(lane: u32, value: f32) -> f32 {
+    partial[lane] = value;
+    workgroupBarrier();
+    for (var stride = ROUTER_WG / 2u; stride > 0u; stride >>= 1u) {
+        if lane < stride {
+            partial[lane] += partial[lane + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(ROUTER_WG)
 fn router(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
@@ -49,42 +66,49 @@ fn router(
     }
     let x0 = r * p.hidden;
 
-    // rms_norm: the sum of squares over the row, by the workgroup.
+    // rms_norm: the sum of squares over the row, by the workgroup; normed = norm_w * (x * scale).
     var own = 0.0;
-    for (var c = lane; c < p.hidden; c += WG) {
+    for (var c = lane; c < p.hidden; c += ROUTER_WG) {
         own += x[x0 + c] * x[x0 + c];
     }
-    sum_sq[lane] = own;
-    workgroupBarrier();
-    var total = 0.0;
-    for (var i = 0u; i < WG; i++) {
-        total += sum_sq[i];
+    let scale = 1.0 / sqrt(workgroup_sum(lane, own) / f32(p.hidden) + p.eps);
+    for (var c = lane; c < p.hidden; c += ROUTER_WG) {
+        normed[x0 + c] = norm_w[c] * (x[x0 + c] * scale);
     }
-    let scale = 1.0 / sqrt(total / f32(p.hidden) + p.eps);
 
-    // normed = norm_w * (x * scale), and every expert's partial dot product with it.
-    var acc: array<f32, MAX_N>;
-    for (var c = lane; c < p.hidden; c += WG) {
-        let v = norm_w[c] * (x[x0 + c] * scale);
-        normed[x0 + c] = v;
-        for (var e = 0u; e < N_EXPERTS; e++) {
+    // Expert e's logit by its `per` invocations, each taking every per-th word of the router's row e (or every
+    // per-th weight, where rows do not start on words), x normalised as it is read.
+    let per = select(8u, 16u, N_EXPERTS <= 16u);
+    let e = lane / per;
+    var dot = 0.0;
+    if e < N_EXPERTS && rows_by_word(p.hidden) {
+        let row = word_row(e, p.hidden);
+        let n = word_weights();
+        for (var i = lane % per; i < row.words; i += per) {
+            var xs: array<f32, 8>;
+            for (var j = 0u; j < n; j++) {
+                let c = i * n + j;
+                if c < p.hidden {
+                    xs[j] = norm_w[c] * (x[x0 + c] * scale);
+                }
+            }
+            dot += word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
+        }
+    } else if e < N_EXPERTS {
+        for (var c = lane % per; c < p.hidden; c += per) {
             let wr = weight_ref(e, c, p.hidden);
-            acc[e] += v * weight_value(wr, w[wr.word], w[wr.scale_word]);
+            dot += norm_w[c] * (x[x0 + c] * scale) * weight_value(wr, w[wr.word], w[wr.scale_word]);
         }
     }
-    for (var e = 0u; e < N_EXPERTS; e++) {
-        partial[e * WG + lane] = acc[e];
-    }
+    partial[lane] = dot;
     workgroupBarrier();
-    // Invocation e adds up expert e's partials, in parallel rather than N_EXPERTS x WG serial loads by one
-    // invocation; then invocation 0 routes.
-    if lane < N_EXPERTS {
-        var dot = 0.0;
-        for (var i = 0u; i < WG; i++) {
-            dot += partial[lane * WG + i];
+    if lane % per == 0u && e < N_EXPERTS {
+        var sum = 0.0;
+        for (var i = 0u; i < per; i++) {
+            sum += partial[lane + i];
         }
-        expert_logit[lane] = dot;
-        logits[r * N_EXPERTS + lane] = dot;
+        expert_logit[e] = sum;
+        logits[r * N_EXPERTS + e] = sum;
     }
     workgroupBarrier();
     if lane != 0u {
