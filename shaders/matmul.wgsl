@@ -70,21 +70,21 @@ fn store(r: u32, j: u32, value: f32) {
 }
 
 // This invocation's part of the dot product of x's row at x0 with W's row j: the words lane, lane + ROW_THREADS,
-// ... of the row (see the prelude's word_dot), or its weights one by one where rows do not start on a word (f16
-// and bf16 of an odd width).
+// ... of the row (see the prelude's word_dot), or its weights one by one (quantized rows, and f16 and bf16 rows
+// of an odd width).
 fn row_part(x0: u32, j: u32, lane: u32) -> f32 {
     var acc = 0.0;
     if rows_by_word(p.k) {
         let row = word_row(p.w_row0 + j, p.k);
         let per = word_weights();
         for (var i = lane % ROW_THREADS; i < row.words; i += ROW_THREADS) {
-            var xs: array<f32, 8>;
+            var xs = vec2(0.0);
             for (var e = 0u; e < per; e++) {
                 if i * per + e < p.k {
                     xs[e] = x[x0 + i * per + e];
                 }
             }
-            acc += word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
+            acc += word_dot(w[row.first + i], xs);
         }
     } else {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
@@ -168,13 +168,13 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
         let row = word_row(p.w_row0 + s.j, p.k);
         let per = word_weights();
         for (var i = lane % ROW_THREADS; i < row.words; i += ROW_THREADS) {
-            var xs: array<f32, 8>;
+            var xs = vec2(0.0);
             for (var e = 0u; e < per; e++) {
                 if i * per + e < p.k {
                     xs[e] = normalised(x0, i * per + e, inv_rms);
                 }
             }
-            acc += word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
+            acc += word_dot(w[row.first + i], xs);
         }
     } else if live {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {

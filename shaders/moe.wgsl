@@ -66,8 +66,8 @@ fn local_expert(e: u32) -> u32 {
 // Each reads a weight row by words where rows start on words (the prelude's word_dot), else weight by weight.
 
 // The x values of word i of a row (columns i * word_weights() ..), from x's row at x0; 0 past k.
-fn x_word(x0: u32, i: u32) -> array<f32, 8> {
-    var xs: array<f32, 8>;
+fn x_word(x0: u32, i: u32) -> vec2<f32> {
+    var xs = vec2(0.0);
     let per = word_weights();
     for (var e = 0u; e < per; e++) {
         if i * per + e < p.k {
@@ -83,7 +83,7 @@ fn row_part(x0: u32, row: u32, lane: u32) -> f32 {
     if rows_by_word(p.k) {
         let wr = word_row(row, p.k);
         for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
-            acc += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, x_word(x0, i));
+            acc += word_dot(w[wr.first + i], x_word(x0, i));
         }
     } else {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
@@ -100,8 +100,8 @@ fn gate_up_part(x0: u32, row: u32, lane: u32) -> vec2<f32> {
         let wr = word_row(row, p.k);
         for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
             let xs = x_word(x0, i);
-            acc.x += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, xs);
-            acc.y += word_dot(w_up[wr.first + i], w_up[word_scale(wr, i)], i, xs);
+            acc.x += word_dot(w[wr.first + i], xs);
+            acc.y += word_dot(w_up[wr.first + i], xs);
         }
     } else {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
@@ -191,15 +191,15 @@ fn swiglu_norm_matvec(
         let wr = word_row(row, p.k);
         let per = word_weights();
         for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
-            var xs: array<f32, 8>;
+            var xs = vec2(0.0);
             for (var e = 0u; e < per; e++) {
                 let c = i * per + e;
                 if c < p.k {
                     xs[e] = norm_w[c] * (x[x0 + c] * inv_rms);
                 }
             }
-            gate += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, xs);
-            up += word_dot(w_up[wr.first + i], w_up[word_scale(wr, i)], i, xs);
+            gate += word_dot(w[wr.first + i], xs);
+            up += word_dot(w_up[wr.first + i], xs);
         }
     } else if job.live {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {

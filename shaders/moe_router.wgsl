@@ -85,14 +85,14 @@ fn router(
         let row = word_row(e, p.hidden);
         let n = word_weights();
         for (var i = lane % per; i < row.words; i += per) {
-            var xs: array<f32, 8>;
+            var xs = vec2(0.0);
             for (var j = 0u; j < n; j++) {
                 let c = i * n + j;
                 if c < p.hidden {
                     xs[j] = norm_w[c] * (x[x0 + c] * scale);
                 }
             }
-            dot += word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
+            dot += word_dot(w[row.first + i], xs);
         }
     } else if e < N_EXPERTS {
         for (var c = lane % per; c < p.hidden; c += per) {

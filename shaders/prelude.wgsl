@@ -150,110 +150,47 @@ fn weight_value(r: WeightRef, word: u32, scale_word: u32) -> f32 {
     return (q - 8.0) * f16_to_f32((scale_word >> (16u * (g % 2u))) & 0xffffu);
 }
 
-// ---- weight rows a word at a time (the decode matvecs) ----
+// ---- float weight rows a word at a time (the decode matvecs) ----
 //
-// A matvec invocation reads whole words of a weight row, not one weight each: ROW_THREADS invocations on a row
-// then load ROW_THREADS consecutive words at once whatever the type (for q8, four times the bytes per load of
-// reading weight by weight), and take each word's dot product with the matching values of x. The kernel
-// gathers those values itself (x is its own binding): word i of a row covers columns
-// i * word_weights() .. + word_weights().
+// A matvec invocation reads whole words of a float weight row, not one weight each (bf16 and f16: two weights
+// per load), and takes each word's dot product with the matching values of x, which the kernel gathers itself
+// (x is its own binding): word i of a row covers columns i * word_weights() .. + word_weights(). Quantized rows
+// are still read weight by weight: on an H200 a q8 row read by words (4 codes a word, decoded through an
+// array) made the decode matvec 2.2x slower (0.213 ms against about 0.1 ms for [16384 x 4096]).
 
-// Weights per word: 1 (f32), 2 (f16, bf16), 4 (q8), 8 (q4).
+// Weights per word: 1 (f32), 2 (f16, bf16).
 fn word_weights() -> u32 {
-    switch W_DTYPE {
-        case DTYPE_F32: {
-            return 1u;
-        }
-        case DTYPE_F16, DTYPE_BF16: {
-            return 2u;
-        }
-        case DTYPE_Q8: {
-            return 4u;
-        }
-        default: {
-            return 8u;
-        }
-    }
+    return select(2u, 1u, W_DTYPE == DTYPE_F32);
 }
 
-// Whether every row of a matrix with `cols` columns starts on a word, so that it can be read by words: f32 and
-// quantized rows (word-aligned records) always, f16 and bf16 rows when cols is even.
+// Whether the rows of a matrix with `cols` columns are read by words: float rows that start on a word (f32
+// always, f16 and bf16 when cols is even).
 fn rows_by_word(cols: u32) -> bool {
-    return W_DTYPE == DTYPE_F32 || W_DTYPE > DTYPE_BF16 || cols % 2u == 0u;
+    return W_DTYPE == DTYPE_F32 || (W_DTYPE <= DTYPE_BF16 && cols % 2u == 0u);
 }
 
-// A row read by words: the word holding its first weight (or code), its words of weights, and (quantized) the
-// first word of its scales.
+// A row read by words: the word holding its first weight, and its words.
 struct WordRow {
     first: u32,
     words: u32,
-    scales: u32,
 }
 
 fn word_row(row: u32, cols: u32) -> WordRow {
-    var r: WordRow;
-    let per = word_weights();
-    r.words = (cols + per - 1u) / per;
-    if W_DTYPE <= DTYPE_BF16 {
-        r.first = row * r.words;
-        r.scales = r.first;
-    } else {
-        r.scales = row * quant_row_words(cols);
-        r.first = r.scales + quant_scale_words(cols);
-    }
-    return r;
+    let words = cols / word_weights();
+    return WordRow(row * words, words);
 }
 
-// The word holding the scale of word i of the row (float types: the word itself, which word_dot ignores).
-fn word_scale(r: WordRow, i: u32) -> u32 {
-    if W_DTYPE <= DTYPE_BF16 {
-        return r.first + i;
-    }
-    if W_DTYPE == DTYPE_Q8 {
-        return r.scales;
-    }
-    let g = i * 8u / q4_group();
-    return r.scales + select(g / 2u, g, q4_has_min());
-}
-
-// The dot product of the weights in `word`, word i of its row, with xs (x at the word's columns, 0 past the
-// row's end), given the word that word_scale points at. Quantized words take the dot product of the codes and
-// scale it once: the weights as weight_value decodes them, in another rounding order.
-fn word_dot(word: u32, scale_word: u32, i: u32, xs: array<f32, 8>) -> f32 {
+// The dot product of the weights in `word` with xs (x at the word's columns; f32: xs.x alone).
+fn word_dot(word: u32, xs: vec2<f32>) -> f32 {
     switch W_DTYPE {
-        case DTYPE_F32: {
-            return bitcast<f32>(word) * xs[0];
-        }
         case DTYPE_F16: {
             return f16_to_f32(word & 0xffffu) * xs[0] + f16_to_f32(word >> 16u) * xs[1];
         }
         case DTYPE_BF16: {
             return bitcast<f32>(word << 16u) * xs[0] + bitcast<f32>(word & 0xffff0000u) * xs[1];
         }
-        case DTYPE_Q8: {
-            var dot = 0.0;
-            for (var e = 0u; e < 4u; e++) {
-                dot += f32(bitcast<i32>(word << (24u - 8u * e)) >> 24u) * xs[e];
-            }
-            return dot * bitcast<f32>(scale_word);
-        }
         default: {
-            var dot = 0.0;
-            var sum = 0.0;
-            for (var e = 0u; e < 8u; e++) {
-                let q = f32((word >> (4u * e)) & 0xfu);
-                if q4_has_min() {
-                    dot += q * xs[e];
-                    sum += xs[e];
-                } else {
-                    dot += (q - 8.0) * xs[e];
-                }
-            }
-            if q4_has_min() {
-                return dot * f16_to_f32(scale_word & 0xffffu) + sum * f16_to_f32(scale_word >> 16u);
-            }
-            let g = i * 8u / q4_group();
-            return dot * f16_to_f32((scale_word >> (16u * (g % 2u))) & 0xffffu);
+            return bitcast<f32>(word) * xs[0];
         }
     }
 }
