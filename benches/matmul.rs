@@ -15,21 +15,29 @@ fn main() -> anyhow::Result<()> {
     println!("tuning: {:?}", ctx.tuning());
     let (h, inter) = (4096 / scale, 14336 / scale);
     for (name, n, k) in [("in_proj", 4 * h, h), ("expert up", inter, h), ("expert down", h, inter)] {
-        for dtype in [DType::F32, DType::BF16, DType::Quant(QuantFormat::Q8)] {
+        for dtype in [DType::F32, DType::BF16, DType::Quant(QuantFormat::Q8), DType::Quant(QuantFormat::ALL[1])] {
             let w = ctx.zeros("w", &[n, k], dtype)?;
-            // Decode (matvec), then prefill with each tiled kernel the adapter runs.
+            // Decode (matvec; quantized rows by codes, then by words), then prefill with each tiled kernel the
+            // adapter runs.
+            let by_words = dtype.is_quantized().then_some((1, None, true));
             let prefills = [Prefill::Tiled, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));
-            for (t, prefill) in std::iter::once((1, None)).chain(prefills.map(|p| (64, Some(p)))) {
+            let paths = std::iter::once((1, None, false)).chain(by_words).chain(prefills.map(|p| (64, Some(p), false)));
+            for (t, prefill, quant_words) in paths {
                 let x = ctx.zeros("x", &[t, k], DType::F32)?;
                 let y = ctx.zeros("y", &[t, n], DType::F32)?;
                 let mut g = Graph::new(&ctx);
                 g.tuning.prefill = prefill.unwrap_or(g.tuning.prefill);
+                g.tuning.quant_words = quant_words;
                 matmul::matmul(&mut g, &x, &w, &y, false)?;
                 let plan = g.build()?;
                 let timing = time_plan(&ctx, &plan, 2, if t == 1 { 10 } else { 3 })?;
                 let bytes = w.size_bytes() + x.size_bytes() + y.size_bytes();
                 let flops = 2 * (t * n * k) as u64;
-                let kind = prefill.map(|p| format!(" {p:?}")).unwrap_or_default();
+                let kind = match (prefill, quant_words) {
+                    (Some(p), _) => format!(" {p:?}"),
+                    (None, true) => " by words".to_string(),
+                    (None, false) => String::new(),
+                };
                 let name = format!("matmul {name} [{t}x{k}]x[{n}x{k}]^T {dtype:?}{kind}");
                 println!("{}", report(&name, &timing, Some(bytes), Some(flops)));
             }

@@ -69,22 +69,38 @@ fn store(r: u32, j: u32, value: f32) {
     }
 }
 
+// x[x0 + c], 0 past the row (c >= k); the load clamped into the row, so that it needs no branch.
+fn x_at(x0: u32, c: u32) -> f32 {
+    return select(0.0, x[x0 + min(c, p.k - 1u)], c < p.k);
+}
+
+// x's row at x0, at the columns of word i of a weight row (the prelude's X8).
+fn x_word(x0: u32, i: u32) -> X8 {
+    let per = word_weights();
+    let c = i * per;
+    var xs: X8;
+    xs.a.x = x_at(x0, c);
+    if per >= 2u {
+        xs.a.y = x_at(x0, c + 1u);
+    }
+    if per >= 4u {
+        xs.a.z = x_at(x0, c + 2u);
+        xs.a.w = x_at(x0, c + 3u);
+    }
+    if per == 8u {
+        xs.b = vec4(x_at(x0, c + 4u), x_at(x0, c + 5u), x_at(x0, c + 6u), x_at(x0, c + 7u));
+    }
+    return xs;
+}
+
 // This invocation's part of the dot product of x's row at x0 with W's row j: the words lane, lane + ROW_THREADS,
-// ... of the row (see the prelude's word_dot), or its weights one by one (quantized rows, and f16 and bf16 rows
-// of an odd width).
+// ... of the row (the prelude's word_dot), or its weights one by one where rows are not read by words.
 fn row_part(x0: u32, j: u32, lane: u32) -> f32 {
     var acc = 0.0;
     if rows_by_word(p.k) {
         let row = word_row(p.w_row0 + j, p.k);
-        let per = word_weights();
         for (var i = lane % ROW_THREADS; i < row.words; i += ROW_THREADS) {
-            var xs = vec2(0.0);
-            for (var e = 0u; e < per; e++) {
-                if i * per + e < p.k {
-                    xs[e] = x[x0 + i * per + e];
-                }
-            }
-            acc += word_dot(w[row.first + i], xs);
+            acc += word_dot(w[row.first + i], w[word_scale(row, i)], i, x_word(x0, i));
         }
     } else {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
@@ -137,6 +153,31 @@ fn normalised(x0: u32, c: u32, inv_rms: f32) -> f32 {
     return norm_w[c] * (x[x0 + c] * inv_rms);
 }
 
+// x_word of the normalised row.
+fn normalised_word(x0: u32, i: u32, inv_rms: f32) -> X8 {
+    let per = word_weights();
+    var xs: X8;
+    xs.a.x = normalised_at(x0, i * per, inv_rms);
+    if per >= 2u {
+        xs.a.y = normalised_at(x0, i * per + 1u, inv_rms);
+    }
+    if per >= 4u {
+        xs.a.z = normalised_at(x0, i * per + 2u, inv_rms);
+        xs.a.w = normalised_at(x0, i * per + 3u, inv_rms);
+    }
+    if per == 8u {
+        let c = i * per;
+        xs.b = vec4(normalised_at(x0, c + 4u, inv_rms), normalised_at(x0, c + 5u, inv_rms),
+            normalised_at(x0, c + 6u, inv_rms), normalised_at(x0, c + 7u, inv_rms));
+    }
+    return xs;
+}
+
+// normalised(x0, c, inv_rms), 0 past the row; the loads clamped into it.
+fn normalised_at(x0: u32, c: u32, inv_rms: f32) -> f32 {
+    return select(0.0, normalised(x0, min(c, p.k - 1u), inv_rms), c < p.k);
+}
+
 struct NormDot {
     inv_rms: f32, // the row's 1 / rms
     total: f32,   // the output element, in the invocations that store it (see `stores`)
@@ -166,15 +207,8 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
     if live && rows_by_word(p.k) {
         // row_part, x normalised as it is read (a function reading norm_w would make matvec bind it too)
         let row = word_row(p.w_row0 + s.j, p.k);
-        let per = word_weights();
         for (var i = lane % ROW_THREADS; i < row.words; i += ROW_THREADS) {
-            var xs = vec2(0.0);
-            for (var e = 0u; e < per; e++) {
-                if i * per + e < p.k {
-                    xs[e] = normalised(x0, i * per + e, inv_rms);
-                }
-            }
-            acc += word_dot(w[row.first + i], xs);
+            acc += word_dot(w[row.first + i], w[word_scale(row, i)], i, normalised_word(x0, i, inv_rms));
         }
     } else if live {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {

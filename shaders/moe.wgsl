@@ -65,14 +65,26 @@ fn local_expert(e: u32) -> u32 {
 //
 // Each reads a weight row by words where rows start on words (the prelude's word_dot), else weight by weight.
 
-// The x values of word i of a row (columns i * word_weights() ..), from x's row at x0; 0 past k.
-fn x_word(x0: u32, i: u32) -> vec2<f32> {
-    var xs = vec2(0.0);
+// x[x0 + c], 0 past the row (c >= k); the load clamped into the row, so that it needs no branch.
+fn x_at(x0: u32, c: u32) -> f32 {
+    return select(0.0, x[x0 + min(c, p.k - 1u)], c < p.k);
+}
+
+// x's row at x0, at the columns of word i of a weight row (the prelude's X8).
+fn x_word(x0: u32, i: u32) -> X8 {
     let per = word_weights();
-    for (var e = 0u; e < per; e++) {
-        if i * per + e < p.k {
-            xs[e] = x[x0 + i * per + e];
-        }
+    let c = i * per;
+    var xs: X8;
+    xs.a.x = x_at(x0, c);
+    if per >= 2u {
+        xs.a.y = x_at(x0, c + 1u);
+    }
+    if per >= 4u {
+        xs.a.z = x_at(x0, c + 2u);
+        xs.a.w = x_at(x0, c + 3u);
+    }
+    if per == 8u {
+        xs.b = vec4(x_at(x0, c + 4u), x_at(x0, c + 5u), x_at(x0, c + 6u), x_at(x0, c + 7u));
     }
     return xs;
 }
@@ -83,7 +95,7 @@ fn row_part(x0: u32, row: u32, lane: u32) -> f32 {
     if rows_by_word(p.k) {
         let wr = word_row(row, p.k);
         for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
-            acc += word_dot(w[wr.first + i], x_word(x0, i));
+            acc += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, x_word(x0, i));
         }
     } else {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
@@ -100,8 +112,8 @@ fn gate_up_part(x0: u32, row: u32, lane: u32) -> vec2<f32> {
         let wr = word_row(row, p.k);
         for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
             let xs = x_word(x0, i);
-            acc.x += word_dot(w[wr.first + i], xs);
-            acc.y += word_dot(w_up[wr.first + i], xs);
+            acc.x += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, xs);
+            acc.y += word_dot(w_up[wr.first + i], w_up[word_scale(wr, i)], i, xs);
         }
     } else {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
@@ -158,6 +170,32 @@ fn store_swiglu(job: MatvecJob, lane: u32, gate: f32, up: f32) {
     }
 }
 
+// norm_w[c] * (x[x0 + c] * inv_rms), rms_norm as rms_norm.wgsl computes it, 0 past the row (loads clamped).
+fn normalised_at(x0: u32, c: u32, inv_rms: f32) -> f32 {
+    let at = min(c, p.k - 1u);
+    return select(0.0, norm_w[at] * (x[x0 + at] * inv_rms), c < p.k);
+}
+
+// x_word of the normalised row.
+fn normalised_word(x0: u32, i: u32, inv_rms: f32) -> X8 {
+    let per = word_weights();
+    let c = i * per;
+    var xs: X8;
+    xs.a.x = normalised_at(x0, c, inv_rms);
+    if per >= 2u {
+        xs.a.y = normalised_at(x0, c + 1u, inv_rms);
+    }
+    if per >= 4u {
+        xs.a.z = normalised_at(x0, c + 2u, inv_rms);
+        xs.a.w = normalised_at(x0, c + 3u, inv_rms);
+    }
+    if per == 8u {
+        xs.b = vec4(normalised_at(x0, c + 4u, inv_rms), normalised_at(x0, c + 5u, inv_rms),
+            normalised_at(x0, c + 6u, inv_rms), normalised_at(x0, c + 7u, inv_rms));
+    }
+    return xs;
+}
+
 // swiglu_matvec of rms_norm(x, norm_w) (reference::rms_norm, then the expert): x holds the raw residual rows,
 // normalised as they are read, so a decode step needs no rms_norm dispatch before the SwiGLU. Each row group
 // recomputes its token's sum of squares in rms_norm.wgsl's order (as matmul.wgsl's matvec_norm does) and
@@ -189,17 +227,10 @@ fn swiglu_norm_matvec(
     if job.live && rows_by_word(p.k) {
         // gate_up_part of the normalised row
         let wr = word_row(row, p.k);
-        let per = word_weights();
         for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
-            var xs = vec2(0.0);
-            for (var e = 0u; e < per; e++) {
-                let c = i * per + e;
-                if c < p.k {
-                    xs[e] = norm_w[c] * (x[x0 + c] * inv_rms);
-                }
-            }
-            gate += word_dot(w[wr.first + i], xs);
-            up += word_dot(w_up[wr.first + i], xs);
+            let xs = normalised_word(x0, i, inv_rms);
+            gate += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, xs);
+            up += word_dot(w_up[wr.first + i], w_up[word_scale(wr, i)], i, xs);
         }
     } else if job.live {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {

@@ -54,6 +54,32 @@ fn workgroup_sum(lane: u32, value: f32) -> f32 {
     return total;
 }
 
+// norm_w[c] * (x[x0 + c] * scale), 0 past the row (loads clamped).
+fn normalised_at(x0: u32, c: u32, scale: f32) -> f32 {
+    let at = min(c, p.hidden - 1u);
+    return select(0.0, norm_w[at] * (x[x0 + at] * scale), c < p.hidden);
+}
+
+// The normalised row at the columns of word i of a router row (the prelude's X8).
+fn normalised_word(x0: u32, i: u32, scale: f32) -> X8 {
+    let per = word_weights();
+    let c = i * per;
+    var xs: X8;
+    xs.a.x = normalised_at(x0, c, scale);
+    if per >= 2u {
+        xs.a.y = normalised_at(x0, c + 1u, scale);
+    }
+    if per >= 4u {
+        xs.a.z = normalised_at(x0, c + 2u, scale);
+        xs.a.w = normalised_at(x0, c + 3u, scale);
+    }
+    if per == 8u {
+        xs.b = vec4(normalised_at(x0, c + 4u, scale), normalised_at(x0, c + 5u, scale),
+            normalised_at(x0, c + 6u, scale), normalised_at(x0, c + 7u, scale));
+    }
+    return xs;
+}
+
 @compute @workgroup_size(ROUTER_WG)
 fn router(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
@@ -83,16 +109,8 @@ fn router(
     var dot = 0.0;
     if e < N_EXPERTS && rows_by_word(p.hidden) {
         let row = word_row(e, p.hidden);
-        let n = word_weights();
         for (var i = lane % per; i < row.words; i += per) {
-            var xs = vec2(0.0);
-            for (var j = 0u; j < n; j++) {
-                let c = i * n + j;
-                if c < p.hidden {
-                    xs[j] = norm_w[c] * (x[x0 + c] * scale);
-                }
-            }
-            dot += word_dot(w[row.first + i], xs);
+            dot += word_dot(w[row.first + i], w[word_scale(row, i)], i, normalised_word(x0, i, scale));
         }
     } else if e < N_EXPERTS {
         for (var c = lane % per; c < p.hidden; c += per) {

@@ -150,49 +150,116 @@ fn weight_value(r: WeightRef, word: u32, scale_word: u32) -> f32 {
     return (q - 8.0) * f16_to_f32((scale_word >> (16u * (g % 2u))) & 0xffffu);
 }
 
-// ---- float weight rows a word at a time (the decode matvecs) ----
+// ---- weight rows a word at a time (the decode matvecs) ----
 //
-// A matvec invocation reads whole words of a float weight row, not one weight each (bf16 and f16: two weights
-// per load), and takes each word's dot product with the matching values of x, which the kernel gathers itself
-// (x is its own binding): word i of a row covers columns i * word_weights() .. + word_weights(). Quantized rows
-// are still read weight by weight: on an H200 a q8 row read by words (4 codes a word, decoded through an
-// array) made the decode matvec about 2x slower (0.213 ms of GPU time for [16384 x 4096], against 0.170 ms
-// submit-to-completion weight by weight, of which about 0.07 ms is submitting and waiting), and the MoE kernels
-// of a 1.5-Mini step 13.6 -> 23.5 ms.
+// A matvec invocation reads whole words of a weight row rather than one weight each: ROW_THREADS invocations
+// on a row then load ROW_THREADS consecutive words at once (bf16: two weights per load, q8 four, q4 eight), and
+// each takes its word's dot product with the matching values of x, which the kernel gathers itself (x is its
+// own binding) into an X8: word i of a row covers columns i * word_weights() .. + word_weights().
+//
+// Float rows are read by words wherever they start on a word. Quantized rows only when QUANT_WORDS is 1
+// (Tuning::quant_words): on an H200 a first version, decoding codes through arrays indexed in loops, made the
+// q8 matvec about 2x slower (0.213 ms of GPU time for [16384 x 4096], against 0.170 ms submit-to-completion
+// weight by weight, of which about 0.07 ms is submitting and waiting). This one decodes with extractBits and
+// vector dot products, no arrays; it has not run on a GPU yet.
+override QUANT_WORDS: u32 = 0u;
 
-// Weights per word: 1 (f32), 2 (f16, bf16).
+// The x values of one word's columns: a.x alone for f32, a.xy for f16 and bf16, a for q8, a then b for q4.
+struct X8 {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// Weights per word: 1 (f32), 2 (f16, bf16), 4 (q8), 8 (q4).
 fn word_weights() -> u32 {
-    return select(2u, 1u, W_DTYPE == DTYPE_F32);
+    switch W_DTYPE {
+        case DTYPE_F32: {
+            return 1u;
+        }
+        case DTYPE_F16, DTYPE_BF16: {
+            return 2u;
+        }
+        case DTYPE_Q8: {
+            return 4u;
+        }
+        default: {
+            return 8u;
+        }
+    }
 }
 
 // Whether the rows of a matrix with `cols` columns are read by words: float rows that start on a word (f32
-// always, f16 and bf16 when cols is even).
+// always, f16 and bf16 when cols is even); quantized rows (word-aligned records) when QUANT_WORDS is 1.
 fn rows_by_word(cols: u32) -> bool {
-    return W_DTYPE == DTYPE_F32 || (W_DTYPE <= DTYPE_BF16 && cols % 2u == 0u);
+    if W_DTYPE > DTYPE_BF16 {
+        return QUANT_WORDS != 0u;
+    }
+    return W_DTYPE == DTYPE_F32 || cols % 2u == 0u;
 }
 
-// A row read by words: the word holding its first weight, and its words.
+// A row read by words: the word holding its first weight (or code), its words of weights, and (quantized) the
+// first word of its scales.
 struct WordRow {
     first: u32,
     words: u32,
+    scales: u32,
 }
 
 fn word_row(row: u32, cols: u32) -> WordRow {
-    let words = cols / word_weights();
-    return WordRow(row * words, words);
+    var r: WordRow;
+    let per = word_weights();
+    r.words = (cols + per - 1u) / per;
+    if W_DTYPE <= DTYPE_BF16 {
+        r.first = row * r.words;
+        r.scales = r.first;
+    } else {
+        r.scales = row * quant_row_words(cols);
+        r.first = r.scales + quant_scale_words(cols);
+    }
+    return r;
 }
 
-// The dot product of the weights in `word` with xs (x at the word's columns; f32: xs.x alone).
-fn word_dot(word: u32, xs: vec2<f32>) -> f32 {
+// The word holding the scale of word i of the row (float types: the word itself, which word_dot ignores).
+fn word_scale(r: WordRow, i: u32) -> u32 {
+    if W_DTYPE <= DTYPE_BF16 {
+        return r.first + i;
+    }
+    if W_DTYPE == DTYPE_Q8 {
+        return r.scales;
+    }
+    let g = i * 8u / q4_group();
+    return r.scales + select(g / 2u, g, q4_has_min());
+}
+
+// The dot product of the weights in `word`, word i of its row, with xs (0 past the row's end), given the word
+// that word_scale points at. Quantized words take the codes' dot product and scale it once: the weights as
+// weight_value decodes them, summed in another order.
+fn word_dot(word: u32, scale_word: u32, i: u32, xs: X8) -> f32 {
     switch W_DTYPE {
+        case DTYPE_F32: {
+            return bitcast<f32>(word) * xs.a.x;
+        }
         case DTYPE_F16: {
-            return f16_to_f32(word & 0xffffu) * xs[0] + f16_to_f32(word >> 16u) * xs[1];
+            return f16_to_f32(word & 0xffffu) * xs.a.x + f16_to_f32(word >> 16u) * xs.a.y;
         }
         case DTYPE_BF16: {
-            return bitcast<f32>(word << 16u) * xs[0] + bitcast<f32>(word & 0xffff0000u) * xs[1];
+            return bitcast<f32>(word << 16u) * xs.a.x + bitcast<f32>(word & 0xffff0000u) * xs.a.y;
+        }
+        case DTYPE_Q8: {
+            let v = bitcast<i32>(word);
+            let codes = vec4(extractBits(v, 0u, 8u), extractBits(v, 8u, 8u), extractBits(v, 16u, 8u), extractBits(v, 24u, 8u));
+            return dot(vec4<f32>(codes), xs.a) * bitcast<f32>(scale_word);
         }
         default: {
-            return bitcast<f32>(word) * xs[0];
+            let lo = vec4<f32>(vec4(extractBits(word, 0u, 4u), extractBits(word, 4u, 4u), extractBits(word, 8u, 4u), extractBits(word, 12u, 4u)));
+            let hi = vec4<f32>(vec4(extractBits(word, 16u, 4u), extractBits(word, 20u, 4u), extractBits(word, 24u, 4u), extractBits(word, 28u, 4u)));
+            if q4_has_min() {
+                let sum = dot(xs.a + xs.b, vec4(1.0));
+                return (dot(lo, xs.a) + dot(hi, xs.b)) * f16_to_f32(scale_word & 0xffffu) + sum * f16_to_f32(scale_word >> 16u);
+            }
+            let g = i * 8u / q4_group();
+            let scale = f16_to_f32((scale_word >> (16u * (g % 2u))) & 0xffffu);
+            return (dot(lo - 8.0, xs.a) + dot(hi - 8.0, xs.b)) * scale;
         }
     }
 }

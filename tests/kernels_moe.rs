@@ -18,16 +18,17 @@ use jamba_wgpu::kernels::Cols;
 use jamba_wgpu::weights::quant::QuantFormat;
 use jamba_wgpu::{reference, Error};
 
-/// The decode path (indexed matvec, at two row widths) and the prefill path (grouped tiled, with each tiled kernel
+/// The decode path (indexed matvec, at two row widths, quantized rows by codes and by words) and the prefill path (grouped tiled, with each tiled kernel
 /// the adapter runs), forced.
 fn paths(ctx: &Context) -> Vec<Tuning> {
     let mut out = vec![
-        Tuning { row_threads: 1, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled },
-        Tuning { row_threads: 32, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled },
+        Tuning { row_threads: 1, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words: false },
+        Tuning { row_threads: 32, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words: false },
+        Tuning { row_threads: 32, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words: true },
     ];
     for prefill in [Prefill::Tiled, Prefill::Blocked] {
         if ctx.supports(prefill) {
-            out.push(Tuning { row_threads: 1, tiled_min_rows: 1, prefill });
+            out.push(Tuning { row_threads: 1, tiled_min_rows: 1, prefill, quant_words: false });
         }
     }
     out

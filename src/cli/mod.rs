@@ -69,12 +69,17 @@ pub struct GpuArgs {
     /// Adapter whose name contains this text (case-insensitive), e.g. llvmpipe.
     #[arg(long)]
     pub adapter: Option<String>,
+    /// How decode matvecs read quantized weights: `codes` (one per load, the default) or `words` (4 or 8 codes
+    /// per load; not yet measured on a GPU).
+    #[arg(long, value_parser = ["codes", "words"])]
+    pub quant_matvec: Option<String>,
 }
 
 impl GpuArgs {
     pub fn context(&self) -> anyhow::Result<Context> {
         let backends = self.backend.as_deref().map(ContextOptions::parse_backend).transpose()?;
-        let options = ContextOptions { backends, adapter: self.adapter.clone(), timeout: None };
+        let quant_words = self.quant_matvec.as_deref().map(|m| m == "words");
+        let options = ContextOptions { backends, adapter: self.adapter.clone(), timeout: None, quant_words };
         Ok(Context::new(&options)?)
     }
 }

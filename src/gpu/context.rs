@@ -20,6 +20,8 @@ pub struct ContextOptions {
     pub adapter: Option<String>,
     /// Longest wait for one submission before [`Error::Timeout`]; default 10 minutes (software adapters are slow).
     pub timeout: Option<Duration>,
+    /// [`Tuning::quant_words`] for every graph on this context; `None`: off.
+    pub quant_words: Option<bool>,
 }
 
 impl ContextOptions {
@@ -55,6 +57,10 @@ pub struct Tuning {
     pub tiled_min_rows: usize,
     /// How the tiled path (matmul, the MoE experts) computes its tiles.
     pub prefill: Prefill,
+    /// Whether the matvec path reads quantized weight rows a word (4 or 8 codes) at a time rather than one code
+    /// at a time (`QUANT_WORDS` in prelude.wgsl). Off unless asked for (`--quant-matvec words`): a first
+    /// version was slower on an H200, and this one has not been measured on a GPU yet.
+    pub quant_words: bool,
 }
 
 /// The tiled path's kernels: one for GPUs, one for CPU adapters.
@@ -77,6 +83,7 @@ pub struct Context {
     /// First error wgpu reported outside an error scope, or the reason the device was lost.
     fault: Arc<Mutex<Option<Error>>>,
     timeout: Duration,
+    quant_words: Option<bool>,
     pub(crate) pipelines: PipelineCache,
     pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
     pub(crate) memory: Arc<crate::gpu::tensor::MemoryCounter>,
@@ -138,6 +145,7 @@ impl Context {
             limits,
             fault,
             timeout: options.timeout.unwrap_or(Duration::from_secs(600)),
+            quant_words: options.quant_words,
             pipelines: PipelineCache::default(),
             readback: Mutex::new(None),
             memory: Default::default(),
@@ -171,7 +179,8 @@ impl Context {
     /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels.
     pub fn tuning(&self) -> Tuning {
         let prefill = if self.is_cpu() && self.supports(Prefill::Blocked) { Prefill::Blocked } else { Prefill::Tiled };
-        Tuning { row_threads: if self.is_cpu() { 1 } else { 32 }, tiled_min_rows: 8, prefill }
+        let quant_words = self.quant_words.unwrap_or(false);
+        Tuning { row_threads: if self.is_cpu() { 1 } else { 32 }, tiled_min_rows: 8, prefill, quant_words }
     }
 
     /// Every tuning this adapter runs, for tests: each row width on the matvec path, and each tiled kernel the
@@ -179,10 +188,12 @@ impl Context {
     pub fn tunings(&self) -> Vec<Tuning> {
         let mut out = Vec::new();
         for row_threads in crate::kernels::ROW_THREADS {
-            out.push(Tuning { row_threads, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled });
+            for quant_words in [false, true] {
+                out.push(Tuning { row_threads, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words });
+            }
             for prefill in [Prefill::Tiled, Prefill::Blocked] {
                 if self.supports(prefill) {
-                    out.push(Tuning { row_threads, tiled_min_rows: 1, prefill });
+                    out.push(Tuning { row_threads, tiled_min_rows: 1, prefill, quant_words: false });
                 }
             }
         }

@@ -4,6 +4,7 @@
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
+    quant_words,
     dims2, expect_dtype, expect_shape, u32_of, weight_row_variants, weight_variants, Cols, IntoCols, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
@@ -123,7 +124,7 @@ pub fn matmul<'a>(
     let n = w.shape()[0];
     if is_matvec(g, x.rows) {
         let (row_threads, grid) = matvec_grid(g, x.rows, n)?;
-        g.dispatch(&MATVEC, &[dtype, row_threads], &params, &tensors, grid)
+        g.dispatch(&MATVEC, &[dtype, row_threads, quant_words(g)], &params, &tensors, grid)
     } else if g.tuning.prefill == Prefill::Blocked {
         let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
         g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
@@ -209,11 +210,11 @@ pub fn matmul_rms_norm<'a>(
     match normed {
         Normed::Keep(out) => {
             let tensors = [x.tensor, w, y.tensor, norm.weight, out.tensor];
-            g.dispatch(&MATVEC_NORM_OUT, &[dtype, row_threads], &params, &tensors, grid)
+            g.dispatch(&MATVEC_NORM_OUT, &[dtype, row_threads, quant_words(g)], &params, &tensors, grid)
         }
         Normed::Scratch(_) => {
             let tensors = [x.tensor, w, y.tensor, norm.weight];
-            g.dispatch(&MATVEC_NORM, &[dtype, row_threads], &params, &tensors, grid)
+            g.dispatch(&MATVEC_NORM, &[dtype, row_threads, quant_words(g)], &params, &tensors, grid)
         }
     }
 }
@@ -286,7 +287,7 @@ pub fn matmul_rms_norm_conv<'a>(
     let dtype = ("W_DTYPE", w.dtype().shader_code());
     let (row_threads, grid) = matvec_grid(g, x.rows, w.shape()[0])?;
     let tensors = [x.tensor, w, y.tensor, norm.weight, conv.out, conv.weight, conv.bias, conv.state];
-    g.dispatch(&MATVEC_NORM_CONV, &[dtype, row_threads], &params, &tensors, grid)
+    g.dispatch(&MATVEC_NORM_CONV, &[dtype, row_threads, quant_words(g)], &params, &tensors, grid)
 }
 
 /// The parameters of y (+)= x W^T, once the shapes and the weight type are checked.

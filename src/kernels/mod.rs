@@ -101,10 +101,18 @@ fn weight_row_variants() -> Vec<Vec<(&'static str, f64)>> {
     let mut out = Vec::new();
     for d in WEIGHT_DTYPES {
         for r in ROW_THREADS {
-            out.push(vec![("W_DTYPE", d.shader_code()), ("ROW_THREADS", r as f64)]);
+            for words in [0.0, 1.0] {
+                out.push(vec![("W_DTYPE", d.shader_code()), ("ROW_THREADS", r as f64), ("QUANT_WORDS", words)]);
+            }
         }
     }
     out
+}
+
+/// The `QUANT_WORDS` constant of the row-reduction kernels (prelude.wgsl): whether they read quantized rows a
+/// word at a time, as [`Tuning::quant_words`](crate::gpu::Tuning::quant_words) says.
+fn quant_words(g: &crate::gpu::Graph) -> (&'static str, f64) {
+    ("QUANT_WORDS", if g.tuning.quant_words { 1.0 } else { 0.0 })
 }
 
 /// Columns `offset..offset + width` of the first `rows` rows of a 2-D f32 tensor `[rows, cols]`: how kernels

@@ -14,6 +14,7 @@ use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
+    quant_words,
     dims2, expect_dtype, expect_len, expect_shape, no_variants, u32_of, weight_row_variants, weight_variants, IntoCols,
     FLOAT_DTYPES, WEIGHT_DTYPES,
 };
@@ -437,17 +438,17 @@ fn moe_decode_one_stack(
     let grid = g.linear_grid((t * top_k * inter.div_ceil(rows_per_group)) as u64)?;
     let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
     match norm {
-        None => g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads], &swiglu, &bind, grid)?,
+        None => g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads, quant_words(g)], &swiglu, &bind, grid)?,
         Some(norm) => {
             let swiglu = MoeParams { eps: norm.eps, ..swiglu };
             let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act, norm.weight];
-            g.dispatch(&SWIGLU_NORM_MATVEC, &[dtype, row_threads], &swiglu, &bind, grid)?
+            g.dispatch(&SWIGLU_NORM_MATVEC, &[dtype, row_threads, quant_words(g)], &swiglu, &bind, grid)?
         }
     };
     let down = MoeParams { n: hidden as u32, k: inter as u32, ..base };
     let grid = g.linear_grid((t * hidden.div_ceil(rows_per_group)) as u64)?;
     let bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, out];
-    g.dispatch(&DOWN_COMBINE_MATVEC, &[dtype, row_threads], &down, &bind, grid)?;
+    g.dispatch(&DOWN_COMBINE_MATVEC, &[dtype, row_threads, quant_words(g)], &down, &bind, grid)?;
     Ok(())
 }
 
@@ -509,9 +510,9 @@ pub fn moe_experts(
             let rows_per_group = (64 / g.tuning.row_threads) as usize;
             let row_threads = ("ROW_THREADS", g.tuning.row_threads as f64);
             let grid = g.linear_grid((slots * inter.div_ceil(rows_per_group)) as u64)?;
-            g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads], &swiglu, &swiglu_bind, grid)?;
+            g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads, quant_words(g)], &swiglu, &swiglu_bind, grid)?;
             let grid = g.linear_grid((slots * hidden.div_ceil(rows_per_group)) as u64)?;
-            g.dispatch(&DOWN_MATVEC, &[dtype, row_threads], &down, &down_bind, grid)?;
+            g.dispatch(&DOWN_MATVEC, &[dtype, row_threads, quant_words(g)], &down, &down_bind, grid)?;
         } else if g.tuning.prefill == Prefill::Blocked {
             // The worst case, as below.
             let blocks = stack.count * t.div_ceil(BLOCK_ROWS);
