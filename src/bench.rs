@@ -143,6 +143,8 @@ pub struct ModelBench {
     /// GPU time per kernel family for one decode step (timestamp queries), when the adapter has them (not for
     /// a model that streams its experts).
     pub decode_kernel_ms: Vec<(String, f64)>,
+    /// The same for the first prefill chunk of one sequence (min(chunk, prompt_len) tokens), when profiled.
+    pub prefill_chunk_kernel_ms: Vec<(String, f64)>,
     /// Expert streaming during the last timed run (prefill and decode), when the model streams its experts.
     pub streaming: Option<crate::model::StreamingStats>,
 }
@@ -216,6 +218,20 @@ impl Sequences<'_> {
     }
 }
 
+/// Kernel times added up by family (the kernel name before `::`), in ms, largest first.
+fn by_family(times: Vec<(String, Duration)>) -> Vec<(String, f64)> {
+    let mut families: Vec<(String, f64)> = Vec::new();
+    for (kernel, time) in times {
+        let family = kernel.split("::").next().unwrap_or(&kernel).to_string();
+        match families.iter_mut().find(|(f, _)| *f == family) {
+            Some((_, ms)) => *ms += time.as_secs_f64() * 1e3,
+            None => families.push((family, time.as_secs_f64() * 1e3)),
+        }
+    }
+    families.sort_by(|a, b| b.1.total_cmp(&a.1));
+    families
+}
+
 /// Runs prefill of `prompt_len` pseudo-random tokens and `gen_len` greedy decode steps for each of `batch`
 /// sequences, `warmup` + `runs` times.
 pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelBench> {
@@ -274,18 +290,18 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let (prefill_s, decode_s) = (median(prefill), median(decode));
     let decode_tokens_per_s = (b * o.gen_len.saturating_sub(1)) as f64 / decode_s.max(1e-9);
 
-    let mut families: Vec<(String, f64)> = Vec::new();
+    let (mut families, mut prefill_families) = (Vec::new(), Vec::new());
     if profile {
         let mut sequences = Sequences::open(model, o)?;
         let tokens = sequences.prefill(&prompts)?;
-        for (kernel, time) in sequences.profile_step(&tokens)? {
-            let family = kernel.split("::").next().unwrap_or(&kernel).to_string();
-            match families.iter_mut().find(|(f, _)| *f == family) {
-                Some((_, ms)) => *ms += time.as_secs_f64() * 1e3,
-                None => families.push((family, time.as_secs_f64() * 1e3)),
+        families = by_family(sequences.profile_step(&tokens)?);
+        // The first chunk of one sequence's prompt.
+        if let Sequences::One(mut session) = Sequences::open(model, &ModelBenchOptions { batch: 1, ..o.clone() })? {
+            let chunk = &prompts[0][..o.chunk.min(o.prompt_len)];
+            if chunk.len() >= 2 {
+                prefill_families = by_family(session.profile_feed(chunk)?);
             }
         }
-        families.sort_by(|a, b| b.1.total_cmp(&a.1));
     }
     let (weight_bytes, decode_bytes) = decode_bytes(model, o.prompt_len + o.gen_len / 2, b);
     Ok(ModelBench {
@@ -307,6 +323,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         copy_gb_per_s: copy_bandwidth(ctx)?,
         peak_gpu_bytes: ctx.memory().1,
         decode_kernel_ms: families,
+        prefill_chunk_kernel_ms: prefill_families,
         streaming,
     })
 }

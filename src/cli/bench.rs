@@ -128,5 +128,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             println!("  {family:<16} {ms:>9.3} ms");
         }
     }
+    if !b.prefill_chunk_kernel_ms.is_empty() {
+        let t = args.chunk.min(args.prompt_len);
+        println!("prefill chunk of {t} tokens, GPU time by kernel family:");
+        for (family, ms) in &b.prefill_chunk_kernel_ms {
+            println!("  {family:<16} {ms:>9.3} ms");
+        }
+    }
     Ok(())
 }

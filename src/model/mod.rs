@@ -401,6 +401,33 @@ impl<'m> Session<'m> {
         Ok(times)
     }
 
+    /// Feeds `ids`, 2 to `chunk` tokens (one prefill chunk), with a GPU timestamp around every dispatch: the time
+    /// of each kernel of a prefill chunk, in order (benchmarks; needs timestamp queries; not with streamed
+    /// experts). The next token's logits are then ready, as after [`Session::feed`].
+    pub fn profile_feed(&mut self, ids: &[u32]) -> Result<Vec<(String, std::time::Duration)>> {
+        self.check_input(ids)?;
+        let (model, ctx) = (self.model, &*self.model.ctx);
+        if model.streaming.is_some() {
+            let message = "profiling a prefill chunk of a model that streams its experts is not supported";
+            return Err(Error::Input(message.into()));
+        }
+        let t = ids.len();
+        if t < 2 || t > self.options.chunk {
+            let chunk = self.options.chunk;
+            return Err(Error::Input(format!("profiling a prefill chunk takes 2 to {chunk} tokens (the chunk), not {t}")));
+        }
+        ctx.write(&self.scratch.ids, bytemuck::cast_slice(ids))?;
+        let mut g = Graph::new(ctx);
+        let mut resident = ffn::Resident { top_k: model.cfg.num_experts_per_tok };
+        let (cfg, w, layers, sc, pos) = (&model.cfg, &model.weights, &self.state.layers, &self.scratch, self.position);
+        jamba::encode(&mut g, cfg, w, layers, sc, Rows::Sequence { t, pos }, Head::Last, &mut resident)?;
+        let times = g.build()?.profile(ctx)?;
+        self.count_tokens(t);
+        self.last_row = Some(0);
+        self.position += t;
+        Ok(times)
+    }
+
     /// The CPU time to record one decode step's commands, without submitting them (see [`Plan::encode_cost`]):
     /// the median of `runs`. Builds the decode plan if needed; feeds nothing.
     pub fn decode_encode_cost(&mut self, runs: usize) -> Result<std::time::Duration> {
