@@ -19,15 +19,22 @@ fn main() -> anyhow::Result<()> {
             let w = ctx.zeros("w", &[n, k], dtype)?;
             // Decode (matvec; quantized rows by codes, then by words), then prefill with each tiled kernel the
             // adapter runs.
-            let by_words = dtype.is_quantized().then_some((1, None, true));
-            let prefills = [Prefill::Tiled, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));
-            let paths = std::iter::once((1, None, false)).chain(by_words).chain(prefills.map(|p| (64, Some(p), false)));
-            for (t, prefill, quant_words) in paths {
+            // On GPUs also with 64 invocations per row (one row per workgroup) instead of the default 32.
+            let rows = ctx.tuning().row_threads;
+            let wide = (!ctx.is_cpu()).then_some((1, None, false, 64));
+            let by_words = dtype.is_quantized().then_some((1, None, true, rows));
+            let prefills = [Prefill::Tiled, Prefill::Wide, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));
+            let paths = std::iter::once((1, None, false, rows))
+                .chain(wide)
+                .chain(by_words)
+                .chain(prefills.flat_map(|p| [64, 256].map(|t| (t, Some(p), false, rows))));
+            for (t, prefill, quant_words, row_threads) in paths {
                 let x = ctx.zeros("x", &[t, k], DType::F32)?;
                 let y = ctx.zeros("y", &[t, n], DType::F32)?;
                 let mut g = Graph::new(&ctx);
                 g.tuning.prefill = prefill.unwrap_or(g.tuning.prefill);
                 g.tuning.quant_words = quant_words;
+                g.tuning.row_threads = row_threads;
                 matmul::matmul(&mut g, &x, &w, &y, false)?;
                 let plan = g.build()?;
                 let timing = time_plan(&ctx, &plan, 2, if t == 1 { 10 } else { 3 })?;
@@ -36,6 +43,7 @@ fn main() -> anyhow::Result<()> {
                 let kind = match (prefill, quant_words) {
                     (Some(p), _) => format!(" {p:?}"),
                     (None, true) => " by words".to_string(),
+                    (None, false) if row_threads != rows => format!(" {row_threads} per row"),
                     (None, false) => String::new(),
                 };
                 let name = format!("matmul {name} [{t}x{k}]x[{n}x{k}]^T {dtype:?}{kind}");

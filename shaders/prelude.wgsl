@@ -158,10 +158,10 @@ fn weight_value(r: WeightRef, word: u32, scale_word: u32) -> f32 {
 // own binding) into an X8: word i of a row covers columns i * word_weights() .. + word_weights().
 //
 // Float rows are read by words wherever they start on a word. Quantized rows only when QUANT_WORDS is 1
-// (Tuning::quant_words): on an H200 a first version, decoding codes through arrays indexed in loops, made the
-// q8 matvec about 2x slower (0.213 ms of GPU time for [16384 x 4096], against 0.170 ms submit-to-completion
-// weight by weight, of which about 0.07 ms is submitting and waiting). This one decodes with extractBits and
-// vector dot products, no arrays; it has not run on a GPU yet.
+// (Tuning::quant_words, the default on CPU adapters, where it is faster): on an H200 a first version, decoding
+// codes through arrays indexed in loops, made the q8 matvec about 2x slower (0.213 ms of GPU time for
+// [16384 x 4096], against 0.170 ms submit-to-completion weight by weight, of which about 0.07 ms is submitting
+// and waiting). This one decodes with extractBits and vector dot products, no arrays; it has not run on a GPU.
 override QUANT_WORDS: u32 = 0u;
 
 // The x values of one word's columns: a.x alone for f32, a.xy for f16 and bf16, a for q8, a then b for q4.

@@ -61,7 +61,8 @@ fn text_prompt_matches_fixture() -> Result<()> {
     Ok(())
 }
 
-/// The same command on the GPU writes the same logits (within the GPU tolerance), prefilled in chunks of 100.
+/// The same command on the GPU writes the same logits (within the GPU tolerance), prefilled in chunks of 100,
+/// with the adapter's prefill kernel and with each GPU kernel chosen by `--prefill-kernel`.
 #[test]
 fn gpu_device_writes_the_same_logits() -> Result<()> {
     let Some(_) = common::gpu() else { return Ok(()) };
@@ -69,19 +70,21 @@ fn gpu_device_writes_the_same_logits() -> Result<()> {
     let dir = fixture_dir("tiny");
     let expected = Expected::open(&dir)?;
     let ids = expected.ids("p300.input_ids")?;
-    let out = tmp.path().join("gpu.safetensors");
-    let status = jamba_wgpu()
-        .args(["logits", "--device", "gpu", "--chunk", "100", "--prompt-ids"])
-        .arg(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
-        .arg("--model")
-        .arg(&dir)
-        .arg("--out")
-        .arg(&out)
-        .status()?;
-    ensure!(status.success(), "jamba-wgpu logits --device gpu failed: {status}");
-    let (shape, logits) = Expected::open_file(&out)?.f32("logits")?;
-    ensure!(shape == [300, 512], "shape {shape:?}");
     let (_, want) = expected.f32("p300.logits")?;
-    check_close("gpu logits", &logits, &want, 1e-3)?;
+    for kernel in [None, Some("tiled"), Some("wide")] {
+        let out = tmp.path().join("gpu.safetensors");
+        let mut command = jamba_wgpu();
+        command.args(["logits", "--device", "gpu", "--chunk", "100", "--prompt-ids"]);
+        command.arg(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+        command.arg("--model").arg(&dir).arg("--out").arg(&out);
+        if let Some(kernel) = kernel {
+            command.args(["--prefill-kernel", kernel]);
+        }
+        let status = command.status()?;
+        ensure!(status.success(), "jamba-wgpu logits --device gpu (prefill kernel {kernel:?}) failed: {status}");
+        let (shape, logits) = Expected::open_file(&out)?.f32("logits")?;
+        ensure!(shape == [300, 512], "shape {shape:?}");
+        check_close(&format!("gpu logits, prefill kernel {kernel:?}"), &logits, &want, 1e-3)?;
+    }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jamba_wgpu::config::JambaConfig;
-use jamba_wgpu::gpu::{Context, ContextOptions};
+use jamba_wgpu::gpu::{Context, ContextOptions, Prefill};
 use jamba_wgpu::tokenizer::Tokenizer;
 use jamba_wgpu::weights::quant::{QuantFormat, Quantization, Scope};
 use jamba_wgpu::weights::Checkpoint;
@@ -69,17 +69,26 @@ pub struct GpuArgs {
     /// Adapter whose name contains this text (case-insensitive), e.g. llvmpipe.
     #[arg(long)]
     pub adapter: Option<String>,
-    /// How decode matvecs read quantized weights: `codes` (one per load, the default) or `words` (4 or 8 codes
-    /// per load; not yet measured on a GPU).
+    /// How decode matvecs read quantized weights: `codes` (one per load; the default on GPUs) or `words` (4 or 8
+    /// codes per load; the default on CPU adapters, not yet measured on a GPU).
     #[arg(long, value_parser = ["codes", "words"])]
     pub quant_matvec: Option<String>,
+    /// Prefill matmul kernel: `tiled` (64 x 64 tiles; the default on GPUs), `wide` (128 x 128 tiles, not yet
+    /// measured on a GPU) or `blocked` (the default on CPU adapters with 8-wide subgroups).
+    #[arg(long, value_parser = ["tiled", "wide", "blocked"])]
+    pub prefill_kernel: Option<String>,
 }
 
 impl GpuArgs {
     pub fn context(&self) -> anyhow::Result<Context> {
         let backends = self.backend.as_deref().map(ContextOptions::parse_backend).transpose()?;
         let quant_words = self.quant_matvec.as_deref().map(|m| m == "words");
-        let options = ContextOptions { backends, adapter: self.adapter.clone(), timeout: None, quant_words };
+        let prefill = self.prefill_kernel.as_deref().map(|k| match k {
+            "wide" => Prefill::Wide,
+            "blocked" => Prefill::Blocked,
+            _ => Prefill::Tiled,
+        });
+        let options = ContextOptions { backends, adapter: self.adapter.clone(), timeout: None, quant_words, prefill };
         Ok(Context::new(&options)?)
     }
 }

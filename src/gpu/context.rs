@@ -20,8 +20,10 @@ pub struct ContextOptions {
     pub adapter: Option<String>,
     /// Longest wait for one submission before [`Error::Timeout`]; default 10 minutes (software adapters are slow).
     pub timeout: Option<Duration>,
-    /// [`Tuning::quant_words`] for every graph on this context; `None`: off.
+    /// [`Tuning::quant_words`] for every graph on this context; `None`: the adapter's default.
     pub quant_words: Option<bool>,
+    /// [`Tuning::prefill`] for every graph on this context; `None`: the adapter's default.
+    pub prefill: Option<Prefill>,
 }
 
 impl ContextOptions {
@@ -58,16 +60,22 @@ pub struct Tuning {
     /// How the tiled path (matmul, the MoE experts) computes its tiles.
     pub prefill: Prefill,
     /// Whether the matvec path reads quantized weight rows a word (4 or 8 codes) at a time rather than one code
-    /// at a time (`QUANT_WORDS` in prelude.wgsl). Off unless asked for (`--quant-matvec words`): a first
-    /// version was slower on an H200, and this one has not been measured on a GPU yet.
+    /// at a time (`QUANT_WORDS` in prelude.wgsl). On by default on CPU adapters, where it is faster (lavapipe:
+    /// anchor-35m's decode with q8 weights 10.4-12.1 -> 13.0-19.5 tokens/s); off on GPUs, where a first version
+    /// was slower on an H200 and this one has not been measured yet (`--quant-matvec` chooses).
     pub quant_words: bool,
 }
 
-/// The tiled path's kernels: one for GPUs, one for CPU adapters.
+/// The tiled path's kernels: two for GPUs, one for CPU adapters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prefill {
-    /// 32 x 32 tiles staged through workgroup memory (matmul.wgsl `tiled`): coalesced loads on GPUs.
+    /// 64 x 64 tiles staged through workgroup memory (matmul.wgsl `tiled`, moe.wgsl `*_tiled`): coalesced loads
+    /// on GPUs. 7-10 TFLOP/s in f32 on an H200.
     Tiled,
+    /// 128 x 128 tiles, 8 x 8 outputs per invocation (matmul.wgsl `tiled_wide`; the MoE experts take `Tiled`'s
+    /// kernels): four times the arithmetic per workgroup load. Not yet measured on a GPU, so no adapter's
+    /// default; `cargo bench --bench matmul` times it beside `Tiled`.
+    Wide,
     /// Register blocks, x shared across 8-wide subgroups, no workgroup memory or barriers (matmul_cpu.wgsl): for
     /// CPU adapters, where each load costs one scalar load per invocation and each barrier a context switch.
     Blocked,
@@ -84,6 +92,7 @@ pub struct Context {
     fault: Arc<Mutex<Option<Error>>>,
     timeout: Duration,
     quant_words: Option<bool>,
+    prefill: Option<Prefill>,
     pub(crate) pipelines: PipelineCache,
     pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
     pub(crate) memory: Arc<crate::gpu::tensor::MemoryCounter>,
@@ -133,7 +142,7 @@ impl Context {
             }
         });
 
-        Ok(Context {
+        let ctx = Context {
             device,
             queue,
             features: GpuFeatures {
@@ -146,10 +155,19 @@ impl Context {
             fault,
             timeout: options.timeout.unwrap_or(Duration::from_secs(600)),
             quant_words: options.quant_words,
+            prefill: options.prefill,
             pipelines: PipelineCache::default(),
             readback: Mutex::new(None),
             memory: Default::default(),
-        })
+        };
+        if let Some(prefill) = options.prefill.filter(|&p| !ctx.supports(p)) {
+            let (min, max) = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
+            return Err(Error::Input(format!(
+                "prefill kernel {prefill:?} needs subgroups exactly 8 wide; {} has {min} to {max}",
+                ctx.info.name
+            )));
+        }
+        Ok(ctx)
     }
 
     pub fn info(&self) -> &wgpu::AdapterInfo {
@@ -178,8 +196,9 @@ impl Context {
     /// one invocation each; GPUs spread a row over 32 invocations for coalesced loads.
     /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels.
     pub fn tuning(&self) -> Tuning {
-        let prefill = if self.is_cpu() && self.supports(Prefill::Blocked) { Prefill::Blocked } else { Prefill::Tiled };
-        let quant_words = self.quant_words.unwrap_or(false);
+        let default = if self.is_cpu() && self.supports(Prefill::Blocked) { Prefill::Blocked } else { Prefill::Tiled };
+        let prefill = self.prefill.unwrap_or(default);
+        let quant_words = self.quant_words.unwrap_or(self.is_cpu());
         Tuning { row_threads: if self.is_cpu() { 1 } else { 32 }, tiled_min_rows: 8, prefill, quant_words }
     }
 
@@ -191,7 +210,7 @@ impl Context {
             for quant_words in [false, true] {
                 out.push(Tuning { row_threads, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words });
             }
-            for prefill in [Prefill::Tiled, Prefill::Blocked] {
+            for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {
                 if self.supports(prefill) {
                     out.push(Tuning { row_threads, tiled_min_rows: 1, prefill, quant_words: false });
                 }
@@ -203,7 +222,7 @@ impl Context {
     /// Whether this adapter can run `prefill`'s kernels: Blocked needs subgroups exactly 8 wide.
     pub fn supports(&self, prefill: Prefill) -> bool {
         match prefill {
-            Prefill::Tiled => true,
+            Prefill::Tiled | Prefill::Wide => true,
             Prefill::Blocked => {
                 self.features.subgroups && self.info.subgroup_min_size == 8 && self.info.subgroup_max_size == 8
             }

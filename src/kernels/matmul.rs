@@ -93,6 +93,15 @@ pub static TILED: Kernel = Kernel {
     variants: weight_variants,
 };
 
+/// Prefill: 128 x 128 output tiles, 8 x 8 per invocation ([`Prefill::Wide`]).
+pub static TILED_WIDE: Kernel = Kernel {
+    shader: &MATMUL,
+    entry: "tiled_wide",
+    params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
+    bindings: BINDINGS,
+    variants: weight_variants,
+};
+
 /// Prefill on CPU adapters: register blocks of 16 rows x 4 columns per invocation, x shared across the subgroup.
 pub static BLOCKED: Kernel = Kernel {
     shader: &MATMUL_CPU,
@@ -102,8 +111,9 @@ pub static BLOCKED: Kernel = Kernel {
     variants: weight_variants,
 };
 
-/// Rows and columns of y per workgroup of [`TILED`].
+/// Rows and columns of y per workgroup of [`TILED`], and of [`TILED_WIDE`].
 const TILE: usize = 64;
+const WIDE_TILE: usize = 128;
 
 /// Rows and columns of y per workgroup of [`BLOCKED`] (8 subgroups of 16 rows each; 8 lanes of 4 columns each).
 const BLOCK_ROWS: usize = 128;
@@ -128,6 +138,9 @@ pub fn matmul<'a>(
     } else if g.tuning.prefill == Prefill::Blocked {
         let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
         g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
+    } else if g.tuning.prefill == Prefill::Wide {
+        let grid = g.linear_grid((x.rows.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE)) as u64)?;
+        g.dispatch(&TILED_WIDE, &[dtype], &params, &tensors, grid)
     } else {
         let grid = g.linear_grid((x.rows.div_ceil(TILE) * n.div_ceil(TILE)) as u64)?;
         g.dispatch(&TILED, &[dtype], &params, &tensors, grid)
