@@ -39,9 +39,10 @@ pub fn time(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Re
     Ok(Timing::of(samples))
 }
 
-/// Times one plan: by the adapter's timestamp queries where it has them (the GPU time of the plan's dispatches,
-/// added up), else by the host clock from submission to completion. The host clock also counts submitting and
-/// waiting, about 0.12 ms a run on an H200 under Vulkan, which is most of a decode-sized kernel's time there.
+/// Times one plan: by the adapter's timestamp queries where it has them, each sample the GPU time of one run
+/// out of 8 back to back ([`Plan::time_repeated`]), else by the host clock from submission to completion. The
+/// host clock also counts submitting and waiting, 0.06-0.08 ms a run on an H200 under Vulkan, and a GPU left
+/// idle between runs lowers its clocks: both are most of a decode-sized kernel's time there.
 pub fn time_plan(ctx: &Context, plan: &Plan, warmup: usize, runs: usize) -> Result<Timing> {
     if !ctx.features().timestamps {
         return time(warmup, runs, || {
@@ -49,13 +50,11 @@ pub fn time_plan(ctx: &Context, plan: &Plan, warmup: usize, runs: usize) -> Resu
             ctx.wait("benchmark")
         });
     }
+    const BACK_TO_BACK: usize = 8;
     for _ in 0..warmup {
-        plan.profile(ctx)?;
+        plan.time_repeated(ctx, BACK_TO_BACK)?;
     }
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        samples.push(plan.profile(ctx)?.iter().map(|(_, time)| *time).sum());
-    }
+    let samples = (0..runs.max(1)).map(|_| plan.time_repeated(ctx, BACK_TO_BACK)).collect::<Result<Vec<_>>>()?;
     Ok(Timing::of(samples))
 }
 

@@ -203,6 +203,11 @@ impl Plan {
     pub fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) {
         ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        self.record(&mut pass);
+    }
+
+    /// Every dispatch of the plan into `pass`.
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         // Consecutive dispatches of one kernel variant (a stack of experts, the matmuls of a layer) keep the
         // pipeline bound: each set_pipeline costs wgpu-core a command and a state check.
         let mut bound: Option<&Arc<Pipeline>> = None;
@@ -216,32 +221,43 @@ impl Plan {
         }
     }
 
+    /// Runs the plan `times` times back to back in one submission and returns the GPU time of one run: the
+    /// span from the start of the first run to the end of the last (timestamp queries), divided by `times`.
+    /// Steady-state time, with no submission or wait between runs to let an idle GPU lower its clocks (an
+    /// H200 idles at 345 MHz). Needs the adapter's TIMESTAMP_QUERY feature, and a plan that may run twice.
+    pub fn time_repeated(&self, ctx: &Context, times: usize) -> Result<std::time::Duration> {
+        let times = times.max(1);
+        let queries = Timestamps::new(ctx, 2, "time_repeated")?;
+        ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        for run in 0..times {
+            let first = run == 0;
+            let last = run + 1 == times;
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: (first || last).then(|| wgpu::ComputePassTimestampWrites {
+                    query_set: &queries.set,
+                    beginning_of_pass_write_index: first.then_some(0),
+                    end_of_pass_write_index: last.then_some(1),
+                }),
+            });
+            self.record(&mut pass);
+        }
+        let ticks = queries.read(ctx, encoder)?;
+        Ok(queries.span(ticks[0], ticks[1]) / times as u32)
+    }
+
     /// Runs the plan once with a GPU timestamp around every dispatch (each in a pass of its own) and returns the
     /// time each kernel took, in order. Needs the adapter's TIMESTAMP_QUERY feature.
     pub fn profile(&self, ctx: &Context) -> Result<Vec<(String, std::time::Duration)>> {
-        if !ctx.features().timestamps {
-            return Err(Error::Gpu { context: "profiling".into(), message: "the adapter has no timestamp queries".into() });
-        }
-        let count = (2 * self.steps.len()).max(2) as u32;
-        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
-        });
-        let resolved = ctx.zeros("profile timestamps", &[count as usize * 2], crate::gpu::DType::U32)?;
-        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile resolve"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let queries = Timestamps::new(ctx, 2 * self.steps.len(), "profile")?;
         ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         for (i, step) in self.steps.iter().enumerate() {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &queries,
+                    query_set: &queries.set,
                     beginning_of_pass_write_index: Some(2 * i as u32),
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 }),
@@ -250,17 +266,8 @@ impl Plan {
             pass.set_bind_group(0, &step.bind_group, &[]);
             pass.dispatch_workgroups(step.grid[0], step.grid[1], step.grid[2]);
         }
-        encoder.resolve_query_set(&queries, 0..count, &resolve, 0);
-        encoder.copy_buffer_to_buffer(&resolve, 0, resolved.buffer(), 0, count as u64 * 8);
-        ctx.queue.submit([encoder.finish()]);
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&ctx.read_bytes(&resolved)?);
-        let period = ctx.queue.get_timestamp_period() as f64;
-        Ok(self
-            .steps
-            .iter()
-            .zip(ticks.chunks_exact(2))
-            .map(|(step, t)| (step.kernel.name(), std::time::Duration::from_nanos((t[1].saturating_sub(t[0]) as f64 * period) as u64)))
-            .collect())
+        let ticks = queries.read(ctx, encoder)?;
+        Ok(self.steps.iter().zip(ticks.chunks_exact(2)).map(|(step, t)| (step.kernel.name(), queries.span(t[0], t[1]))).collect())
     }
 
     /// The CPU time to record this plan into a command buffer (parameter upload, pass, every dispatch, finish),
@@ -288,5 +295,49 @@ impl Plan {
         self.encode(ctx, &mut encoder);
         ctx.queue.submit([encoder.finish()]);
         ctx.check()
+    }
+}
+
+/// A set of GPU timestamp queries and the buffers to read them back.
+struct Timestamps {
+    set: wgpu::QuerySet,
+    count: u32,
+    resolve: wgpu::Buffer,
+    resolved: Tensor,
+    period_ns: f64,
+}
+
+impl Timestamps {
+    fn new(ctx: &Context, count: usize, label: &str) -> Result<Timestamps> {
+        if !ctx.features().timestamps {
+            return Err(Error::Gpu { context: label.into(), message: "the adapter has no timestamp queries".into() });
+        }
+        let count = count.max(2) as u32;
+        let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some(label),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolved = ctx.zeros(&format!("{label} timestamps"), &[count as usize * 2], crate::gpu::DType::U32)?;
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Ok(Timestamps { set, count, resolve, resolved, period_ns: ctx.queue.get_timestamp_period() as f64 })
+    }
+
+    /// Resolves the queries at the end of `encoder`, submits it and reads them back: ticks, one per query.
+    fn read(&self, ctx: &Context, mut encoder: wgpu::CommandEncoder) -> Result<Vec<u64>> {
+        encoder.resolve_query_set(&self.set, 0..self.count, &self.resolve, 0);
+        encoder.copy_buffer_to_buffer(&self.resolve, 0, self.resolved.buffer(), 0, self.count as u64 * 8);
+        ctx.queue.submit([encoder.finish()]);
+        Ok(bytemuck::pod_collect_to_vec(&ctx.read_bytes(&self.resolved)?))
+    }
+
+    /// The time between two ticks.
+    fn span(&self, start: u64, end: u64) -> std::time::Duration {
+        std::time::Duration::from_nanos((end.saturating_sub(start) as f64 * self.period_ns) as u64)
     }
 }
