@@ -125,10 +125,12 @@ pub struct ModelBench {
     /// Until every sequence's first token is known.
     pub time_to_first_token_ms: f64,
     pub decode_tokens_per_s: f64,
-    /// CPU time to write a decode step's parameters, encode its pass and submit it (no waiting).
+    /// CPU time of one decode step's call (no waiting): write the token, submit the step, and (a single
+    /// sequence with resident experts) record the next step while the GPU runs this one. A batch records its
+    /// step before submitting it.
     pub host_us_per_decode_step: f64,
-    /// Of which recording the commands (parameter upload, pass, dispatches, finish), measured apart with the
-    /// GPU idle: the host cost a replay cannot avoid, without the submission.
+    /// Recording a step's commands (parameter upload, pass, dispatches, finish), measured apart with the GPU
+    /// idle: the host cost of a replay, without the submission.
     pub encode_us_per_decode_step: f64,
     pub dispatches_per_decode_step: usize,
     pub weight_bytes: u64,

@@ -211,6 +211,51 @@ fn fork_and_reset() -> Result<()> {
     Ok(())
 }
 
+/// A decode step is recorded while the GPU runs the one before (Session::decode_step): submitted at its own
+/// position only, with its parameters, whether the host reads each token back in between or not, and dropped by
+/// anything else the session does (a prefill, a reset, a context full).
+#[test]
+fn steps_recorded_ahead_decode_as_steps_recorded_on_demand() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let model = load(ctx, &fixture_dir("tiny"))?;
+    let (prompt, tokens) = ([5, 17, 42, 7], [9, 300, 11, 2, 64, 128]);
+    // Reference: every token's logits through the prefill path (feed_all_logits), which records nothing ahead.
+    let mut want = Vec::new();
+    for n in 1..=tokens.len() {
+        let mut s = model.session(options(16, 16))?;
+        s.feed(&prompt)?;
+        let all = s.feed_all_logits(&tokens[..n])?;
+        want.push(all[(n - 1) * 512..].to_vec());
+    }
+    // Steps with a readback between each, then steps submitted back to back with no readback.
+    let mut a = model.session(options(16, 16))?;
+    a.feed(&prompt)?;
+    for (i, &t) in tokens.iter().enumerate() {
+        a.feed(&[t])?;
+        check_close(&format!("step {i}, read back"), &a.last_logits()?, &want[i], 1e-4)?;
+    }
+    let mut b = model.session(options(16, 16))?;
+    b.feed(&prompt)?;
+    for &t in &tokens {
+        b.feed(&[t])?;
+    }
+    check_close("steps back to back", &b.last_logits()?, &a.last_logits()?, 0.0)?;
+    // A prefill between decode steps, and a reset to the same position as the step recorded ahead.
+    b.reset();
+    b.feed(&prompt)?;
+    b.feed(&tokens[..2])?;
+    b.feed(&[tokens[2]])?;
+    check_close("decode after a prefill", &b.last_logits()?, &want[2], 1e-4)?;
+    // Decoding up to a full context, where nothing is recorded ahead.
+    let mut c = model.session(options(prompt.len() + 2, 16))?;
+    c.feed(&prompt)?;
+    c.feed(&[tokens[0]])?;
+    c.feed(&[tokens[1]])?;
+    check_close("the last position", &c.last_logits()?, &want[1], 1e-4)?;
+    ensure!(c.feed(&[1]).is_err(), "a full context took another token");
+    Ok(())
+}
+
 #[test]
 fn bad_requests_are_clear_errors() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };

@@ -119,7 +119,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     println!(
-        "host:      {:.1} us to encode and submit a decode step ({} dispatches); recording alone {:.1} us",
+        "host:      {:.1} us per decode step call ({} dispatches, the next step recorded ahead); recording {:.1} us",
         b.host_us_per_decode_step, b.dispatches_per_decode_step, b.encode_us_per_decode_step
     );
     if !b.decode_kernel_ms.is_empty() {

@@ -203,11 +203,11 @@ impl Plan {
     pub fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) {
         ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-        self.record(&mut pass);
+        self.record_pass(&mut pass);
     }
 
     /// Every dispatch of the plan into `pass`.
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    fn record_pass(&self, pass: &mut wgpu::ComputePass<'_>) {
         // Consecutive dispatches of one kernel variant (a stack of experts, the matmuls of a layer) keep the
         // pipeline bound: each set_pipeline costs wgpu-core a command and a state check.
         let mut bound: Option<&Arc<Pipeline>> = None;
@@ -241,7 +241,7 @@ impl Plan {
                     end_of_pass_write_index: last.then_some(1),
                 }),
             });
-            self.record(&mut pass);
+            self.record_pass(&mut pass);
         }
         let ticks = queries.read(ctx, encoder)?;
         Ok(queries.span(ticks[0], ticks[1]) / times as u32)
@@ -291,10 +291,17 @@ impl Plan {
 
     /// Encodes and submits the plan; does not wait.
     pub fn run(&self, ctx: &Context) -> Result<()> {
+        ctx.queue.submit([self.record(ctx)]);
+        ctx.check()
+    }
+
+    /// The plan's commands, recorded now to be submitted later: wgpu resolves resource states when a command
+    /// buffer is submitted, not when it is recorded. The parameter upload is queued now, so it lands at the
+    /// next submission on the queue, whichever that is: the parameters must not change in between.
+    pub fn record(&self, ctx: &Context) -> wgpu::CommandBuffer {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.encode(ctx, &mut encoder);
-        ctx.queue.submit([encoder.finish()]);
-        ctx.check()
+        encoder.finish()
     }
 }
 

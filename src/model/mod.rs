@@ -220,6 +220,9 @@ pub struct Session<'m> {
     state: SequenceState,
     scratch: Scratch,
     decode: Option<Decode>,
+    /// The decode step after the last one, recorded while the GPU ran that one (see `decode_step`): its
+    /// position and commands. Only a decode step at that position submits it; anything else drops it first.
+    next_step: Option<(usize, wgpu::CommandBuffer)>,
     /// Streaming only: [chunk * top_k] u32, the routed ids remapped to expert pool slots.
     slot_ids: Option<Tensor>,
     stream_stats: StreamingStats,
@@ -247,6 +250,7 @@ impl<'m> Session<'m> {
             state,
             scratch,
             decode: None,
+            next_step: None,
             slot_ids,
             stream_stats: stream_stats.unwrap_or_default(),
             position: 0,
@@ -289,6 +293,7 @@ impl<'m> Session<'m> {
             if t == 1 && head == Head::Last {
                 self.decode_step()?;
             } else {
+                self.next_step = None;
                 self.forward(t, head)?;
             }
             self.count_tokens(t);
@@ -336,19 +341,46 @@ impl<'m> Session<'m> {
     }
 
     /// One token through the decode plan (with streamed experts, its plans).
+    ///
+    /// With resident experts the step is one plan, and the host records it while the GPU runs the step before:
+    /// after submitting a step, the next one (whose commands differ only in the parameters written for its
+    /// position) is recorded at once and kept in `next_step`, so that recording, a few hundred microseconds
+    /// for a 215-dispatch step, is not paid between one step's token and the next step's start. Its
+    /// parameter upload lands at the next submission (the token's readback, or the step itself), after the
+    /// step in flight has read its own.
     fn decode_step(&mut self) -> Result<()> {
-        let model = self.model;
-        self.prepare_decode()?;
-        let decode = self.decode.as_ref().expect("the decode plans were just built");
-        match (&model.streaming, &self.slot_ids) {
-            (Some(stream), Some(slot_ids)) => {
-                let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
-                let parts = (decode.plans.as_slice(), decode.cuts.as_slice());
-                let stats = &mut self.stream_stats;
-                streaming::run_decode(&model.ctx, stream, &mut pool, parts, &self.scratch, slot_ids, stats)
-            }
-            _ => decode.plans.iter().try_for_each(|plan| plan.run(&model.ctx)),
+        let (model, ctx, pos) = (self.model, &*self.model.ctx, self.position);
+        let next = self.next_step.take();
+        if model.streaming.is_some() {
+            self.prepare_decode()?;
         }
+        if let (Some(stream), Some(slot_ids)) = (&model.streaming, &self.slot_ids) {
+            let decode = self.decode.as_ref().expect("the decode plans were just built");
+            let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let parts = (decode.plans.as_slice(), decode.cuts.as_slice());
+            let stats = &mut self.stream_stats;
+            return streaming::run_decode(ctx, stream, &mut pool, parts, &self.scratch, slot_ids, stats);
+        }
+        let commands = match next {
+            Some((at, commands)) if at == pos => commands,
+            _ => {
+                self.prepare_decode()?;
+                self.decode.as_ref().expect("the decode plan was just built").plans[0].record(ctx)
+            }
+        };
+        ctx.queue.submit([commands]);
+        ctx.check()?;
+        if pos + 1 < self.options.max_len {
+            self.position = pos + 1;
+            let prepared = self.prepare_decode();
+            self.position = pos;
+            // Ahead of need: should it fail, the next step records itself and reports the error then.
+            if prepared.is_ok() {
+                let commands = self.decode.as_ref().expect("the decode plan was just built").plans[0].record(ctx);
+                self.next_step = Some((pos + 1, commands));
+            }
+        }
+        Ok(())
     }
 
     /// The decode plans, built on first use, with their parameters set for the token at the current position.
@@ -394,6 +426,7 @@ impl<'m> Session<'m> {
             return Err(Error::Input(message.into()));
         }
         ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
+        self.next_step = None;
         self.prepare_decode()?;
         let times = self.decode.as_ref().expect("the decode plan was just built").plans[0].profile(ctx)?;
         self.position += 1;
@@ -417,6 +450,7 @@ impl<'m> Session<'m> {
             return Err(Error::Input(format!("profiling a prefill chunk takes 2 to {chunk} tokens (the chunk), not {t}")));
         }
         ctx.write(&self.scratch.ids, bytemuck::cast_slice(ids))?;
+        self.next_step = None;
         let mut g = Graph::new(ctx);
         let mut resident = ffn::Resident { top_k: model.cfg.num_experts_per_tok };
         let (cfg, w, layers, sc, pos) = (&model.cfg, &model.weights, &self.state.layers, &self.scratch, self.position);
@@ -431,6 +465,7 @@ impl<'m> Session<'m> {
     /// The CPU time to record one decode step's commands, without submitting them (see [`Plan::encode_cost`]):
     /// the median of `runs`. Builds the decode plan if needed; feeds nothing.
     pub fn decode_encode_cost(&mut self, runs: usize) -> Result<std::time::Duration> {
+        self.next_step = None;
         self.prepare_decode()?;
         let decode = self.decode.as_ref().expect("the decode plan was just built");
         Ok(decode.plans.iter().map(|plan| plan.encode_cost(&self.model.ctx, runs)).sum())
@@ -464,6 +499,7 @@ impl<'m> Session<'m> {
 
     /// Forgets everything fed: back to an empty sequence.
     pub fn reset(&mut self) {
+        self.next_step = None;
         self.state.clear(&self.model.ctx);
         self.position = 0;
         self.last_row = None;
