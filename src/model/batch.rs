@@ -29,6 +29,9 @@ pub struct Batch<'m> {
     step: Scratch,
     positions: Tensor, // [B] u32: where each sequence's next token goes, written before each step
     plan: Option<Plan>,
+    /// The next step's commands, recorded while the GPU ran the last one: the plan reads its positions and
+    /// tokens from buffers, so a recording serves any step (see Session::decode_step).
+    next_step: Option<wgpu::CommandBuffer>,
     /// Tokens each sequence has seen.
     position: Vec<usize>,
 }
@@ -52,6 +55,7 @@ impl<'m> Batch<'m> {
             step: Scratch::new(ctx, cfg, sequences, options.max_len, sequences)?,
             positions: ctx.zeros("batch positions", &[sequences], DType::U32)?,
             plan: None,
+            next_step: None,
             position: vec![0; sequences],
         })
     }
@@ -100,7 +104,11 @@ impl<'m> Batch<'m> {
     /// sequence has room for it.
     pub fn step(&mut self, tokens: &[u32]) -> Result<()> {
         let ctx = &*self.model.ctx;
-        self.prepare_step(tokens)?.run(ctx)?;
+        let recorded = self.next_step.take();
+        let plan = self.prepare_step(tokens)?;
+        ctx.queue.submit([recorded.unwrap_or_else(|| plan.record(ctx))]);
+        ctx.check()?;
+        self.next_step = Some(plan.record(ctx));
         self.position.iter_mut().for_each(|p| *p += 1);
         Ok(())
     }
