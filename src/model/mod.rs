@@ -352,7 +352,7 @@ impl<'m> Session<'m> {
         let (model, ctx, pos) = (self.model, &*self.model.ctx, self.position);
         let next = self.next_step.take();
         if model.streaming.is_some() {
-            self.prepare_decode()?;
+            self.prepare_decode(pos)?;
         }
         if let (Some(stream), Some(slot_ids)) = (&model.streaming, &self.slot_ids) {
             let decode = self.decode.as_ref().expect("the decode plans were just built");
@@ -364,18 +364,15 @@ impl<'m> Session<'m> {
         let commands = match next {
             Some((at, commands)) if at == pos => commands,
             _ => {
-                self.prepare_decode()?;
+                self.prepare_decode(pos)?;
                 self.decode.as_ref().expect("the decode plan was just built").plans[0].record(ctx)
             }
         };
         ctx.queue.submit([commands]);
         ctx.check()?;
         if pos + 1 < self.options.max_len {
-            self.position = pos + 1;
-            let prepared = self.prepare_decode();
-            self.position = pos;
             // Ahead of need: should it fail, the next step records itself and reports the error then.
-            if prepared.is_ok() {
+            if self.prepare_decode(pos + 1).is_ok() {
                 let commands = self.decode.as_ref().expect("the decode plan was just built").plans[0].record(ctx);
                 self.next_step = Some((pos + 1, commands));
             }
@@ -383,9 +380,9 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// The decode plans, built on first use, with their parameters set for the token at the current position.
-    fn prepare_decode(&mut self) -> Result<()> {
-        let (model, pos) = (self.model, self.position);
+    /// The decode plans, built on first use, with their parameters set for a token at position `pos`.
+    fn prepare_decode(&mut self, pos: usize) -> Result<()> {
+        let model = self.model;
         let (ctx, cfg, w) = (&*model.ctx, &model.cfg, &model.weights);
         if self.decode.is_none() {
             let mut g = Graph::new(ctx);
@@ -427,7 +424,7 @@ impl<'m> Session<'m> {
         }
         ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
         self.next_step = None;
-        self.prepare_decode()?;
+        self.prepare_decode(self.position)?;
         let times = self.decode.as_ref().expect("the decode plan was just built").plans[0].profile(ctx)?;
         self.position += 1;
         self.last_row = Some(0);
@@ -466,7 +463,7 @@ impl<'m> Session<'m> {
     /// the median of `runs`. Builds the decode plan if needed; feeds nothing.
     pub fn decode_encode_cost(&mut self, runs: usize) -> Result<std::time::Duration> {
         self.next_step = None;
-        self.prepare_decode()?;
+        self.prepare_decode(self.position)?;
         let decode = self.decode.as_ref().expect("the decode plan was just built");
         Ok(decode.plans.iter().map(|plan| plan.encode_cost(&self.model.ctx, runs)).sum())
     }
@@ -474,7 +471,7 @@ impl<'m> Session<'m> {
     /// The number of GPU dispatches one decode step records (the plans built if needed; feeds nothing): what
     /// each token costs the host to encode, and the GPU in launches and barriers.
     pub fn decode_dispatches(&mut self) -> Result<usize> {
-        self.prepare_decode()?;
+        self.prepare_decode(self.position)?;
         Ok(self.decode.as_ref().expect("the decode plan was just built").plans.iter().map(Plan::len).sum())
     }
 
