@@ -194,7 +194,8 @@ impl Context {
 
     /// Kernel choices for this adapter: CPU adapters pay a context switch per barrier, so they reduce rows with
     /// one invocation each; GPUs spread a row over 32 invocations for coalesced loads.
-    /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels.
+    /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels, and CPU adapters read
+    /// quantized rows by words. [`ContextOptions::prefill`] and [`ContextOptions::quant_words`] override those two.
     pub fn tuning(&self) -> Tuning {
         let default = if self.is_cpu() && self.supports(Prefill::Blocked) { Prefill::Blocked } else { Prefill::Tiled };
         let prefill = self.prefill.unwrap_or(default);
