@@ -310,22 +310,29 @@ impl<'m> Session<'m> {
     /// `t` tokens through one graph, or with streamed experts through one graph per part.
     fn forward(&mut self, t: usize, head: Head) -> Result<()> {
         let (model, ctx) = (self.model, &*self.model.ctx);
-        let mut g = Graph::new(ctx);
         let (cfg, w, state, sc, pos) = (&model.cfg, &model.weights, &self.state, &self.scratch, self.position);
         match (&model.streaming, &self.slot_ids) {
             (Some(stream), Some(slot_ids)) => {
+                let mut g = Graph::new(ctx);
                 let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
                 let stats = &mut self.stream_stats;
                 let mut parts = streaming::RunParts { stream, pool: &mut pool, slot_ids, stats };
                 jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut parts)?;
                 g.run()
             }
-            _ => {
-                let mut resident = ffn::Resident { top_k: cfg.num_experts_per_tok };
-                jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut resident)?;
-                g.run()
-            }
+            _ => self.resident_graph(t, pos, head)?.0.run(),
         }
+    }
+
+    /// The graph of `t` tokens from position `pos` with every expert resident (a prefill chunk, or the decode
+    /// plan when t = 1), and the operations a replay rewrites.
+    fn resident_graph(&self, t: usize, pos: usize, head: Head) -> Result<(Graph<'m>, jamba::StepOps)> {
+        let model = self.model;
+        let mut g = Graph::new(&model.ctx);
+        let mut resident = ffn::Resident { top_k: model.cfg.num_experts_per_tok };
+        let (layers, sc) = (&self.state.layers, &self.scratch);
+        let ops = jamba::encode(&mut g, &model.cfg, &model.weights, layers, sc, Rows::Sequence { t, pos }, head, &mut resident)?;
+        Ok((g, ops))
     }
 
     fn count_tokens(&mut self, t: usize) {
@@ -385,18 +392,17 @@ impl<'m> Session<'m> {
         let model = self.model;
         let (ctx, cfg, w) = (&*model.ctx, &model.cfg, &model.weights);
         if self.decode.is_none() {
-            let mut g = Graph::new(ctx);
             let (state, sc, step) = (&self.state, &self.scratch, Rows::Sequence { t: 1, pos });
             self.decode = Some(match (&model.streaming, &self.slot_ids) {
                 (Some(stream), Some(slot_ids)) => {
+                    let mut g = Graph::new(ctx);
                     let mut parts = streaming::PlanParts { stream, slot_ids, plans: Vec::new(), cuts: Vec::new() };
                     let ops = jamba::encode(&mut g, cfg, w, &state.layers, sc, step, Head::Last, &mut parts)?;
                     parts.plans.push(g.build()?);
                     Decode { plans: parts.plans, cuts: parts.cuts, ops }
                 }
                 _ => {
-                    let mut resident = ffn::Resident { top_k: cfg.num_experts_per_tok };
-                    let ops = jamba::encode(&mut g, cfg, w, &state.layers, sc, step, Head::Last, &mut resident)?;
+                    let (g, ops) = self.resident_graph(1, pos, Head::Last)?;
                     Decode { plans: vec![g.build()?], cuts: Vec::new(), ops }
                 }
             });
@@ -448,10 +454,7 @@ impl<'m> Session<'m> {
         }
         ctx.write(&self.scratch.ids, bytemuck::cast_slice(ids))?;
         self.next_step = None;
-        let mut g = Graph::new(ctx);
-        let mut resident = ffn::Resident { top_k: model.cfg.num_experts_per_tok };
-        let (cfg, w, layers, sc, pos) = (&model.cfg, &model.weights, &self.state.layers, &self.scratch, self.position);
-        jamba::encode(&mut g, cfg, w, layers, sc, Rows::Sequence { t, pos }, Head::Last, &mut resident)?;
+        let (g, _) = self.resident_graph(t, self.position, Head::Last)?;
         let times = g.build()?.profile(ctx)?;
         self.count_tokens(t);
         self.last_row = Some(0);
