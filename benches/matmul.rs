@@ -17,34 +17,42 @@ fn main() -> anyhow::Result<()> {
     for (name, n, k) in [("in_proj", 4 * h, h), ("expert up", inter, h), ("expert down", h, inter)] {
         for dtype in [DType::F32, DType::BF16, DType::Quant(QuantFormat::Q8), DType::Quant(QuantFormat::ALL[1])] {
             let w = ctx.zeros("w", &[n, k], dtype)?;
-            // Decode (matvec; quantized rows by codes, then by words), then prefill with each tiled kernel the
-            // adapter runs.
-            // On GPUs also with 64 invocations per row (one row per workgroup) instead of the default 32.
-            let rows = ctx.tuning().row_threads;
-            let wide = (!ctx.is_cpu()).then_some((1, None, false, 64));
-            let by_words = dtype.is_quantized().then_some((1, None, true, rows));
+            // Decode (matvec): the adapter's tuning, then on GPUs 64 invocations per row (one row per workgroup)
+            // instead of 32, each other count of rows per row group, and quantized rows by words; then prefill
+            // with each tiled kernel the adapter runs.
+            let base = Path::of(&ctx);
+            let wide = (!ctx.is_cpu()).then_some(Path { row_threads: 64, ..base });
+            let rows = [1, 4, 8].into_iter().filter(|&r| r != base.matvec_rows).map(|r| Path { matvec_rows: r, ..base });
+            let other_reads = dtype.is_quantized().then_some(Path { quant_words: !base.quant_words, ..base });
             let prefills = [Prefill::Tiled, Prefill::Wide, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));
-            let paths = std::iter::once((1, None, false, rows))
+            let paths = std::iter::once(base)
                 .chain(wide)
-                .chain(by_words)
-                .chain(prefills.flat_map(|p| [64, 256].map(|t| (t, Some(p), false, rows))));
-            for (t, prefill, quant_words, row_threads) in paths {
+                .chain(rows)
+                .chain(other_reads)
+                .chain(prefills.flat_map(|p| [64, 256].map(|t| Path { t, prefill: Some(p), ..base })));
+            for path in paths {
+                let t = path.t;
                 let x = ctx.zeros("x", &[t, k], DType::F32)?;
                 let y = ctx.zeros("y", &[t, n], DType::F32)?;
                 let mut g = Graph::new(&ctx);
-                g.tuning.prefill = prefill.unwrap_or(g.tuning.prefill);
-                g.tuning.quant_words = quant_words;
-                g.tuning.row_threads = row_threads;
+                g.tuning.prefill = path.prefill.unwrap_or(g.tuning.prefill);
+                g.tuning.quant_words = path.quant_words;
+                g.tuning.row_threads = path.row_threads;
+                g.tuning.matvec_rows = path.matvec_rows;
+                g.tuning.matvec_min_workgroups = 1; // the rows asked for, however few workgroups they leave
                 matmul::matmul(&mut g, &x, &w, &y, false)?;
                 let plan = g.build()?;
                 let timing = time_plan(&ctx, &plan, 2, if t == 1 { 10 } else { 3 })?;
                 let bytes = w.size_bytes() + x.size_bytes() + y.size_bytes();
                 let flops = 2 * (t * n * k) as u64;
-                let kind = match (prefill, quant_words) {
-                    (Some(p), _) => format!(" {p:?}"),
-                    (None, true) => " by words".to_string(),
-                    (None, false) if row_threads != rows => format!(" {row_threads} per row"),
-                    (None, false) => String::new(),
+                let kind = match path.prefill {
+                    Some(p) => format!(" {p:?}"),
+                    None => format!(
+                        " {} per row, {} rows{}",
+                        path.row_threads,
+                        path.matvec_rows,
+                        if dtype.is_quantized() && path.quant_words { ", by words" } else { "" }
+                    ),
                 };
                 let name = format!("matmul {name} [{t}x{k}]x[{n}x{k}]^T {dtype:?}{kind}");
                 println!("{}", report(&name, &timing, Some(bytes), Some(flops)));
@@ -83,4 +91,27 @@ fn main() -> anyhow::Result<()> {
         println!("{}", report(&format!("rms_norm [{t}x{h}]"), &timing, Some(x.size_bytes() * 2), None));
     }
     Ok(())
+}
+
+/// One way to run a matmul in this bench: rows of x, the tiled kernel (prefill) or the matvec's tuning (decode).
+#[derive(Clone, Copy)]
+struct Path {
+    t: usize,
+    prefill: Option<Prefill>,
+    quant_words: bool,
+    row_threads: u32,
+    matvec_rows: u32,
+}
+
+impl Path {
+    fn of(ctx: &Context) -> Path {
+        let tuning = ctx.tuning();
+        Path {
+            t: 1,
+            prefill: None,
+            quant_words: tuning.quant_words,
+            row_threads: tuning.row_threads,
+            matvec_rows: tuning.matvec_rows,
+        }
+    }
 }

@@ -4,8 +4,9 @@
 // y[r * y_stride + y_offset + j]. With accumulate = 1, y += x W^T (the residual connection fused in).
 //
 // Entry points:
-// - matvec (decode, small t): ROW_THREADS invocations per output element, striding over k.
-//   Grid: t * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
+// - matvec (decode, small t): ROW_THREADS invocations per row group, striding over k, each group computing
+//   MATVEC_ROWS consecutive output elements (the prelude's Rows8).
+//   Grid: t * ceil(n / (WG / ROW_THREADS * MATVEC_ROWS)) workgroups, linear.
 // - matvec_norm, matvec_norm_out: matvec of rms_norm(x, norm_w) (reference::rms_norm then reference::matmul),
 //   normalising x as it is read, so a decode step needs no rms_norm dispatch before the matmul that consumes it.
 //   Each row group recomputes its row's sum of squares in rms_norm.wgsl's order (x is one short row, cached),
@@ -93,40 +94,64 @@ fn x_word(x0: u32, i: u32) -> X8 {
     return xs;
 }
 
-// This invocation's part of the dot product of x's row at x0 with W's row j: the words lane, lane + ROW_THREADS,
-// ... of the row (the prelude's word_dot), or its weights one by one where rows are not read by words.
-fn row_part(x0: u32, j: u32, lane: u32) -> f32 {
-    var acc = 0.0;
+// Word i of W's row j (clamped to the last row) dotted with xs: the prelude's word_dot.
+fn row_word_dot(j: u32, i: u32, xs: X8) -> f32 {
+    let row = word_row(p.w_row0 + min(j, p.n - 1u), p.k);
+    return word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
+}
+
+// This invocation's part of the dot products of x's row at x0 with W's rows j0 .. j0 + MATVEC_ROWS: the words
+// lane, lane + ROW_THREADS, ... of each row, or its weights one by one where rows are not read by words.
+fn rows_part(x0: u32, j0: u32, lane: u32) -> Rows8 {
+    var acc: Rows8;
     if rows_by_word(p.k) {
-        let row = word_row(p.w_row0 + j, p.k);
-        for (var i = lane % ROW_THREADS; i < row.words; i += ROW_THREADS) {
-            acc += word_dot(w[row.first + i], w[word_scale(row, i)], i, x_word(x0, i));
+        let words = word_row(0u, p.k).words;
+        for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
+            let xs = x_word(x0, i);
+            for (var q = 0u; q < MATVEC_ROWS; q++) {
+                acc = rows8_add_at(acc, q, row_word_dot(j0 + q, i, xs));
+            }
         }
     } else {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += x[x0 + c] * w_at(j, c);
+            let xc = x[x0 + c];
+            for (var q = 0u; q < MATVEC_ROWS; q++) {
+                acc = rows8_add_at(acc, q, w_at(min(j0 + q, p.n - 1u), c) * xc);
+            }
         }
     }
     return acc;
 }
 
-// The output element of a matvec invocation: row r of x and y, column j of y (row j of W), and which block of
-// WG / ROW_THREADS columns its workgroup computes.
+// The output elements of a matvec invocation: row r of x and y, columns j0 .. j0 + MATVEC_ROWS of y (rows of
+// W), and which block of WG / ROW_THREADS * MATVEC_ROWS columns its workgroup computes.
 struct MatvecSlot {
     r: u32,
-    j: u32,
+    j0: u32,
     block: u32,
 }
 
 fn matvec_slot(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> MatvecSlot {
-    let rows_per_group = WG / ROW_THREADS;
+    let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
     let groups_per_token = (p.n + rows_per_group - 1u) / rows_per_group;
     let g = linear_workgroup(workgroup_id, num_workgroups);
     var s: MatvecSlot;
     s.r = g / groups_per_token;
     s.block = g % groups_per_token;
-    s.j = s.block * rows_per_group + lane / ROW_THREADS;
+    s.j0 = s.block * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
     return s;
+}
+
+// Whether this invocation stores its row group's outputs.
+fn stores(s: MatvecSlot, lane: u32) -> bool {
+    return s.r < p.t && lane % ROW_THREADS == 0u;
+}
+
+// Stores output q of the slot's rows, if it lies inside y.
+fn store_row(s: MatvecSlot, q: u32, sums: Rows8) {
+    if s.j0 + q < p.n {
+        store(s.r, s.j0 + q, rows8_at(sums, q));
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -136,15 +161,15 @@ fn matvec(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let s = matvec_slot(workgroup_id, num_workgroups, lane);
-    let live = s.r < p.t && s.j < p.n;
-
-    var acc = 0.0;
-    if live {
-        acc = row_part(s.r * p.x_stride + p.x_offset, s.j, lane);
+    var acc: Rows8;
+    if s.r < p.t && s.j0 < p.n {
+        acc = rows_part(s.r * p.x_stride + p.x_offset, s.j0, lane);
     }
-    let total = row_sum(lane, acc);
-    if live && lane % ROW_THREADS == 0u {
-        store(s.r, s.j, total);
+    let sums = row_sum8(lane, acc);
+    if stores(s, lane) {
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            store_row(s, q, sums);
+        }
     }
 }
 
@@ -180,12 +205,7 @@ fn normalised_at(x0: u32, c: u32, inv_rms: f32) -> f32 {
 
 struct NormDot {
     inv_rms: f32, // the row's 1 / rms
-    total: f32,   // the output element, in the invocations that store it (see `stores`)
-}
-
-// Whether this invocation holds an output element to store.
-fn stores(s: MatvecSlot, lane: u32) -> bool {
-    return s.r < p.t && s.j < p.n && lane % ROW_THREADS == 0u;
+    sums: Rows8,  // the output elements, in the invocations that store them (see `stores`)
 }
 
 // matvec of rms_norm(x), stored by the caller. Every invocation must call it (barriers).
@@ -202,20 +222,26 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
     }
     let inv_rms = 1.0 / sqrt(row_sum(lane, sum_sq) / f32(p.k) + p.eps);
 
-    let live = s.r < p.t && s.j < p.n;
-    var acc = 0.0;
+    let live = s.r < p.t && s.j0 < p.n;
+    var acc: Rows8;
     if live && rows_by_word(p.k) {
-        // row_part, x normalised as it is read (a function reading norm_w would make matvec bind it too)
-        let row = word_row(p.w_row0 + s.j, p.k);
-        for (var i = lane % ROW_THREADS; i < row.words; i += ROW_THREADS) {
-            acc += word_dot(w[row.first + i], w[word_scale(row, i)], i, normalised_word(x0, i, inv_rms));
+        // rows_part, x normalised as it is read (a function reading norm_w would make matvec bind it too)
+        let words = word_row(0u, p.k).words;
+        for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
+            let xs = normalised_word(x0, i, inv_rms);
+            for (var q = 0u; q < MATVEC_ROWS; q++) {
+                acc = rows8_add_at(acc, q, row_word_dot(s.j0 + q, i, xs));
+            }
         }
     } else if live {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += normalised(x0, c, inv_rms) * w_at(s.j, c);
+            let xc = normalised(x0, c, inv_rms);
+            for (var q = 0u; q < MATVEC_ROWS; q++) {
+                acc = rows8_add_at(acc, q, w_at(min(s.j0 + q, p.n - 1u), c) * xc);
+            }
         }
     }
-    return NormDot(inv_rms, row_sum(lane, acc));
+    return NormDot(inv_rms, row_sum8(lane, acc));
 }
 
 // matvec_norm_conv's epilogue for channel ch of row r, whose pre-conv value is `value`: conv1d.wgsl's
@@ -251,7 +277,9 @@ fn matvec_norm(
     let s = matvec_slot(workgroup_id, num_workgroups, lane);
     let dot = matvec_norm_of(s, lane);
     if stores(s, lane) {
-        store(s.r, s.j, dot.total);
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            store_row(s, q, dot.sums);
+        }
     }
 }
 
@@ -264,7 +292,9 @@ fn matvec_norm_out(
     let s = matvec_slot(workgroup_id, num_workgroups, lane);
     let dot = matvec_norm_of(s, lane);
     if stores(s, lane) {
-        store(s.r, s.j, dot.total);
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            store_row(s, q, dot.sums);
+        }
     }
     let inv_rms = dot.inv_rms;
     // The row's first workgroup stores the normalised row, its whole width striding over the workgroup.
@@ -286,10 +316,13 @@ fn matvec_norm_conv(
     let s = matvec_slot(workgroup_id, num_workgroups, lane);
     let dot = matvec_norm_of(s, lane);
     if stores(s, lane) {
-        if s.j < p.conv_channels {
-            conv_step(s.r, s.j, dot.total);
-        } else {
-            store(s.r, s.j, dot.total);
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            let j = s.j0 + q;
+            if j < p.conv_channels {
+                conv_step(s.r, j, rows8_at(dot.sums, q));
+            } else {
+                store_row(s, q, dot.sums);
+            }
         }
     }
 }

@@ -10,9 +10,10 @@
 //
 // Entry points (all share this file's bindings, norm_w aside; the Rust side binds a read-only stand-in where one is
 // unused):
-// - swiglu_matvec / down_matvec (decode, few tokens): ROW_THREADS invocations per output element of a slot,
-//   reading only the weights of the expert in ids[s]. act and y_slots are indexed by slot.
-//   Grid: t * top_k * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
+// - swiglu_matvec / down_matvec (decode, few tokens): ROW_THREADS invocations per row group of a slot, each
+//   group computing MATVEC_ROWS consecutive output elements, reading only the weights of the expert in ids[s].
+//   act and y_slots are indexed by slot. Grid: t * top_k * ceil(n / (WG / ROW_THREADS * MATVEC_ROWS))
+//   workgroups, linear.
 // - swiglu_norm_matvec (decode): swiglu_matvec with x the raw residual rows, rms_norm applied as they are read
 //   (the dense MLP's pre-FFN norm), norm_w bound after the shared bindings.
 // - swiglu_tiled / down_tiled (prefill): per expert, 64 x 64 output tiles over that expert's grouped rows, 256
@@ -89,61 +90,88 @@ fn x_word(x0: u32, i: u32) -> X8 {
     return xs;
 }
 
-// This invocation's part of x's row at x0 . w's stack row `row`.
-fn row_part(x0: u32, row: u32, lane: u32) -> f32 {
-    var acc = 0.0;
-    if rows_by_word(p.k) {
-        let wr = word_row(row, p.k);
-        for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
-            acc += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, x_word(x0, i));
-        }
-    } else {
-        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += x[x0 + c] * w_at(row, c);
-        }
+// A word of gate / down (up = false) or of up: the two bindings read through one function, called with a
+// constant `up` so that compilers keep only the load it names.
+fn stack_word(up: bool, at: u32) -> u32 {
+    if up {
+        return w_up[at];
     }
-    return acc;
+    return w[at];
 }
 
-// This invocation's parts of x's row at x0 . gate's and up's stack row `row`, x read once for both.
-fn gate_up_part(x0: u32, row: u32, lane: u32) -> vec2<f32> {
-    var acc = vec2(0.0);
-    if rows_by_word(p.k) {
-        let wr = word_row(row, p.k);
-        for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
-            let xs = x_word(x0, i);
-            acc.x += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, xs);
-            acc.y += word_dot(w_up[wr.first + i], w_up[word_scale(wr, i)], i, xs);
-        }
-    } else {
-        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            acc += x[x0 + c] * vec2(w_at(row, c), w_up_at(row, c));
-        }
-    }
-    return acc;
+// Word i of stack row `row` of gate / down or up, dotted with xs (the prelude's word_dot).
+fn row_word_dot(up: bool, row: u32, i: u32, xs: X8) -> f32 {
+    let wr = word_row(row, p.k);
+    return word_dot(stack_word(up, wr.first + i), stack_word(up, word_scale(wr, i)), i, xs);
 }
 
+// Stack row `row`, column c, of gate / down or up.
+fn stack_at(up: bool, row: u32, c: u32) -> f32 {
+    if up {
+        return w_up_at(row, c);
+    }
+    return w_at(row, c);
+}
+
+// A decode matvec's outputs for one slot: rows j0 .. j0 + MATVEC_ROWS of the expert's matrix, whose first row is
+// stack row expert_row0.
 struct MatvecJob {
     slot: u32,
-    j: u32,
-    expert_row0: u32, // the stack row of the expert's [n, k] matrix
+    j0: u32,
+    expert_row0: u32,
     live: bool,
 }
 
 fn matvec_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> MatvecJob {
-    let rows_per_group = WG / ROW_THREADS;
+    let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
     let groups_per_slot = (p.n + rows_per_group - 1u) / rows_per_group;
     let g = linear_workgroup(workgroup_id, num_workgroups);
     var job: MatvecJob;
     job.slot = g / groups_per_slot;
-    job.j = (g % groups_per_slot) * rows_per_group + lane / ROW_THREADS;
+    job.j0 = (g % groups_per_slot) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
     var e = p.count;
     if job.slot < p.t * p.top_k {
         e = local_expert(ids[job.slot]);
     }
     job.expert_row0 = e * p.n;
-    job.live = e < p.count && job.j < p.n;
+    job.live = e < p.count && job.j0 < p.n;
     return job;
+}
+
+// The stack row of row j of the job's expert, clamped to the expert's last row.
+fn job_row(job: MatvecJob, j: u32) -> u32 {
+    return job.expert_row0 + min(j, p.n - 1u);
+}
+
+// This invocation's parts of x's row at x0 . the job's rows j0 .. j0 + MATVEC_ROWS of gate / down (in [0]),
+// and with `both` of up (in [1]), x read once for all of them.
+fn rows_part(job: MatvecJob, x0: u32, both: bool, lane: u32) -> array<Rows8, 2> {
+    var acc: array<Rows8, 2>;
+    if rows_by_word(p.k) {
+        let words = word_row(0u, p.k).words;
+        for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
+            let xs = x_word(x0, i);
+            for (var q = 0u; q < MATVEC_ROWS; q++) {
+                let row = job_row(job, job.j0 + q);
+                acc[0] = rows8_add_at(acc[0], q, row_word_dot(false, row, i, xs));
+                if both {
+                    acc[1] = rows8_add_at(acc[1], q, row_word_dot(true, row, i, xs));
+                }
+            }
+        }
+    } else {
+        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+            let xc = x[x0 + c];
+            for (var q = 0u; q < MATVEC_ROWS; q++) {
+                let row = job_row(job, job.j0 + q);
+                acc[0] = rows8_add_at(acc[0], q, xc * stack_at(false, row, c));
+                if both {
+                    acc[1] = rows8_add_at(acc[1], q, xc * stack_at(true, row, c));
+                }
+            }
+        }
+    }
+    return acc;
 }
 
 // act[s, j] = silu(x[r] . gate_e[j]) * (x[r] . up_e[j]) for slot s = r * top_k + j'.
@@ -154,19 +182,24 @@ fn swiglu_matvec(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let job = matvec_job(workgroup_id, num_workgroups, lane);
-    var acc = vec2(0.0);
+    var acc: array<Rows8, 2>;
     if job.live {
-        acc = gate_up_part((job.slot / p.top_k) * p.k, job.expert_row0 + job.j, lane);
+        acc = rows_part(job, (job.slot / p.top_k) * p.k, true, lane);
     }
-    store_swiglu(job, lane, acc.x, acc.y);
+    store_swiglu(job, lane, acc);
 }
 
-// act[s, j] = silu(gate) * up, each summed over the job's row group. Every invocation must call it (barriers).
-fn store_swiglu(job: MatvecJob, lane: u32, gate: f32, up: f32) {
-    let gate_sum = row_sum(lane, gate);
-    let up_sum = row_sum(lane, up);
+// act[s, j] = silu(gate) * up for the job's rows j, each summed over its row group (gate in acc[0], up in
+// acc[1]). Every invocation must call it (barriers).
+fn store_swiglu(job: MatvecJob, lane: u32, acc: array<Rows8, 2>) {
+    let gate = row_sum8(lane, acc[0]);
+    let up = row_sum8(lane, acc[1]);
     if job.live && lane % ROW_THREADS == 0u {
-        y[job.slot * p.n + job.j] = silu(gate_sum) * up_sum;
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            if job.j0 + q < p.n {
+                y[job.slot * p.n + job.j0 + q] = silu(rows8_at(gate, q)) * rows8_at(up, q);
+            }
+        }
     }
 }
 
@@ -221,25 +254,29 @@ fn swiglu_norm_matvec(
     }
     let inv_rms = 1.0 / sqrt(row_sum(lane, sum_sq) / f32(p.k) + p.eps);
 
-    var gate = 0.0;
-    var up = 0.0;
-    let row = job.expert_row0 + job.j;
+    // rows_part of the normalised row, gate and up
+    var acc: array<Rows8, 2>;
     if job.live && rows_by_word(p.k) {
-        // gate_up_part of the normalised row
-        let wr = word_row(row, p.k);
-        for (var i = lane % ROW_THREADS; i < wr.words; i += ROW_THREADS) {
+        let words = word_row(0u, p.k).words;
+        for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
             let xs = normalised_word(x0, i, inv_rms);
-            gate += word_dot(w[wr.first + i], w[word_scale(wr, i)], i, xs);
-            up += word_dot(w_up[wr.first + i], w_up[word_scale(wr, i)], i, xs);
+            for (var q = 0u; q < MATVEC_ROWS; q++) {
+                let row = job_row(job, job.j0 + q);
+                acc[0] = rows8_add_at(acc[0], q, row_word_dot(false, row, i, xs));
+                acc[1] = rows8_add_at(acc[1], q, row_word_dot(true, row, i, xs));
+            }
         }
     } else if job.live {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
             let xn = norm_w[c] * (x[x0 + c] * inv_rms);
-            gate += xn * w_at(row, c);
-            up += xn * w_up_at(row, c);
+            for (var q = 0u; q < MATVEC_ROWS; q++) {
+                let row = job_row(job, job.j0 + q);
+                acc[0] = rows8_add_at(acc[0], q, xn * stack_at(false, row, c));
+                acc[1] = rows8_add_at(acc[1], q, xn * stack_at(true, row, c));
+            }
         }
     }
-    store_swiglu(job, lane, gate, up);
+    store_swiglu(job, lane, acc);
 }
 
 // y_slots[s, j] = act[s] . down_e[j].
@@ -250,49 +287,59 @@ fn down_matvec(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let job = matvec_job(workgroup_id, num_workgroups, lane);
-    var acc = 0.0;
+    var acc: array<Rows8, 2>;
     if job.live {
-        acc = row_part(job.slot * p.k, job.expert_row0 + job.j, lane);
+        acc = rows_part(job, job.slot * p.k, false, lane);
     }
-    acc = row_sum(lane, acc);
+    let sums = row_sum8(lane, acc[0]);
     if job.live && lane % ROW_THREADS == 0u {
-        y[job.slot * p.n + job.j] = acc;
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            if job.j0 + q < p.n {
+                y[job.slot * p.n + job.j0 + q] = rows8_at(sums, q);
+            }
+        }
     }
 }
 
 // out[r, j] += sum_j' weights[s] * (act[s] . down_{ids[s]}[j]) over token r's slots s = r * top_k + j', in j'
 // order: down_matvec and combine in one dispatch, with the same sums in the same order (so bit for bit the
-// same result). Needs every expert in this stack. Grid: t * ceil(n / (WG / ROW_THREADS)) workgroups, linear.
+// same result). Needs every expert in this stack. Grid: t * ceil(n / (WG / ROW_THREADS * MATVEC_ROWS)) workgroups,
+// linear.
 @compute @workgroup_size(WG)
 fn down_combine_matvec(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
-    let rows_per_group = WG / ROW_THREADS;
+    let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
     let groups_per_token = (p.n + rows_per_group - 1u) / rows_per_group;
     let g = linear_workgroup(workgroup_id, num_workgroups);
     let r = g / groups_per_token;
-    let j = (g % groups_per_token) * rows_per_group + lane / ROW_THREADS;
-    var sum = 0.0;
+    let j0 = (g % groups_per_token) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
+    var sum: Rows8;
     for (var choice = 0u; choice < p.top_k; choice++) {
-        let s = r * p.top_k + choice;
+        var job = MatvecJob(r * p.top_k + choice, j0, 0u, false);
         var e = p.count;
         if r < p.t {
-            e = local_expert(ids[s]);
+            e = local_expert(ids[job.slot]);
         }
-        let live = e < p.count && j < p.n;
-        var acc = 0.0;
-        if live {
-            acc = row_part(s * p.k, e * p.n + j, lane);
+        job.expert_row0 = e * p.n;
+        job.live = e < p.count && j0 < p.n;
+        var acc: array<Rows8, 2>;
+        if job.live {
+            acc = rows_part(job, job.slot * p.k, false, lane);
         }
-        acc = row_sum(lane, acc);
-        if live {
-            sum += weights[s] * acc;
+        let sums = row_sum8(lane, acc[0]);
+        if job.live {
+            sum = Rows8(sum.a + weights[job.slot] * sums.a, sum.b + weights[job.slot] * sums.b);
         }
     }
-    if r < p.t && j < p.n && lane % ROW_THREADS == 0u {
-        y[r * p.n + j] += sum;
+    if r < p.t && lane % ROW_THREADS == 0u {
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            if j0 + q < p.n {
+                y[r * p.n + j0 + q] += rows8_at(sum, q);
+            }
+        }
     }
 }
 

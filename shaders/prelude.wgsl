@@ -277,6 +277,7 @@ fn softplus(x: f32) -> f32 {
 }
 
 var<workgroup> row_scratch: array<f32, WG>;
+var<workgroup> row_scratch4: array<vec4<f32>, WG>;
 
 // The sum of `value` over the ROW_THREADS consecutive invocations that share a row. Every invocation of the
 // workgroup must call it (it holds barriers when ROW_THREADS > 1).
@@ -294,6 +295,58 @@ fn row_sum(lane: u32, value: f32) -> f32 {
     }
     let total = row_scratch[lane - lane % ROW_THREADS];
     workgroupBarrier();
+    return total;
+}
+
+// row_sum of four values at once.
+fn row_sum4(lane: u32, value: vec4<f32>) -> vec4<f32> {
+    if ROW_THREADS == 1u {
+        return value;
+    }
+    row_scratch4[lane] = value;
+    workgroupBarrier();
+    for (var stride = ROW_THREADS / 2u; stride > 0u; stride >>= 1u) {
+        if lane % ROW_THREADS < stride {
+            row_scratch4[lane] += row_scratch4[lane + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = row_scratch4[lane - lane % ROW_THREADS];
+    workgroupBarrier();
+    return total;
+}
+
+// ---- several weight rows per invocation (the decode matvecs) ----
+//
+// Each row group of a matvec computes MATVEC_ROWS consecutive output elements (rows of W) rather than one: the
+// values of x that a word's dot product needs are loaded once and serve every row, so a step loads x that many
+// times less often, and each invocation has that many weight loads in flight. Rows past the matrix's last are
+// read clamped to it and not stored.
+override MATVEC_ROWS: u32 = 1u; // 1, 2, 4 or 8
+
+// One value per row of a row group: rows 0-3 in a, 4-7 in b.
+struct Rows8 {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// s with v added to row q's value. Called with the counter of a loop over MATVEC_ROWS rows, which compilers
+// unroll, so the masks fold away.
+fn rows8_add_at(s: Rows8, q: u32, v: f32) -> Rows8 {
+    let at = vec4(0u, 1u, 2u, 3u);
+    return Rows8(s.a + select(vec4(0.0), vec4(v), at == vec4(q)), s.b + select(vec4(0.0), vec4(v), at + 4u == vec4(q)));
+}
+
+fn rows8_at(s: Rows8, q: u32) -> f32 {
+    return select(s.b[q % 4u], s.a[q % 4u], q < 4u);
+}
+
+// row_sum of each row's value; only the rows MATVEC_ROWS uses (every invocation must call it).
+fn row_sum8(lane: u32, value: Rows8) -> Rows8 {
+    var total = Rows8(row_sum4(lane, value.a), vec4(0.0));
+    if MATVEC_ROWS > 4u {
+        total.b = row_sum4(lane, value.b);
+    }
     return total;
 }
 

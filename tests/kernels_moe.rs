@@ -18,17 +18,27 @@ use jamba_wgpu::kernels::Cols;
 use jamba_wgpu::weights::quant::QuantFormat;
 use jamba_wgpu::{reference, Error};
 
-/// The decode path (indexed matvec, at two row widths, quantized rows by codes and by words) and the prefill path (grouped tiled, with each tiled kernel
-/// the adapter runs), forced.
+/// The decode path (indexed matvec: at two row widths, quantized rows by codes and by words, 1 to 8 rows per row
+/// group) and the prefill path (grouped tiled, with each tiled kernel the adapter runs), forced.
 fn paths(ctx: &Context) -> Vec<Tuning> {
+    let decode = Tuning {
+        row_threads: 1,
+        tiled_min_rows: usize::MAX,
+        prefill: Prefill::Tiled,
+        quant_words: false,
+        matvec_rows: 1,
+        matvec_min_workgroups: 1,
+    };
     let mut out = vec![
-        Tuning { row_threads: 1, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words: false },
-        Tuning { row_threads: 32, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words: false },
-        Tuning { row_threads: 32, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words: true },
+        decode,
+        Tuning { matvec_rows: 8, quant_words: true, ..decode },
+        Tuning { row_threads: 32, ..decode },
+        Tuning { row_threads: 32, quant_words: true, matvec_rows: 2, ..decode },
+        Tuning { row_threads: 32, matvec_rows: 4, ..decode },
     ];
     for prefill in [Prefill::Tiled, Prefill::Blocked] {
         if ctx.supports(prefill) {
-            out.push(Tuning { row_threads: 1, tiled_min_rows: 1, prefill, quant_words: false });
+            out.push(Tuning { tiled_min_rows: 1, prefill, ..decode });
         }
     }
     out

@@ -77,6 +77,10 @@ pub struct GpuArgs {
     /// measured on a GPU) or `blocked` (the default on CPU adapters with 8-wide subgroups).
     #[arg(long, value_parser = ["tiled", "wide", "blocked"])]
     pub prefill_kernel: Option<String>,
+    /// Rows of each weight matrix one decode matvec invocation computes, reading x once for all of them: 1, 2,
+    /// 4 or 8 (default: 8 on CPU adapters; 1 on GPUs, where more is not yet measured).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub matvec_rows: Option<u32>,
 }
 
 impl GpuArgs {
@@ -88,7 +92,14 @@ impl GpuArgs {
             "blocked" => Prefill::Blocked,
             _ => Prefill::Tiled,
         });
-        let options = ContextOptions { backends, adapter: self.adapter.clone(), timeout: None, quant_words, prefill };
+        let options = ContextOptions {
+            backends,
+            adapter: self.adapter.clone(),
+            timeout: None,
+            quant_words,
+            prefill,
+            matvec_rows: self.matvec_rows,
+        };
         Ok(Context::new(&options)?)
     }
 }

@@ -24,6 +24,8 @@ pub struct ContextOptions {
     pub quant_words: Option<bool>,
     /// [`Tuning::prefill`] for every graph on this context; `None`: the adapter's default.
     pub prefill: Option<Prefill>,
+    /// [`Tuning::matvec_rows`] for every graph on this context (1, 2, 4 or 8); `None`: the adapter's default.
+    pub matvec_rows: Option<u32>,
 }
 
 impl ContextOptions {
@@ -64,6 +66,19 @@ pub struct Tuning {
     /// anchor-35m's decode with q8 weights 10.4-12.1 -> 13.0-19.5 tokens/s); off on GPUs, where a first version
     /// was slower on an H200 and this one has not been measured yet (`--quant-matvec` chooses).
     pub quant_words: bool,
+    /// Rows of W each row group of a matvec computes (`MATVEC_ROWS` in prelude.wgsl: 1, 2, 4 or 8), so that the
+    /// values of x a weight word needs are loaded once for that many rows. 8 on CPU adapters; 1 on GPUs until
+    /// it is measured there (`--matvec-rows` chooses).
+    pub matvec_rows: u32,
+    /// The fewest workgroups a matvec dispatch should have: where `matvec_rows` rows per group would leave
+    /// fewer, it takes half as many, and so on down to 1. On a GPU enough to fill every compute unit of a large
+    /// one (128); on a CPU adapter two per hardware thread of the host.
+    pub matvec_min_workgroups: usize,
+}
+
+/// The host's hardware threads: a CPU adapter's compute units.
+fn cpu_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The tiled path's kernels: two for GPUs, one for CPU adapters.
@@ -93,6 +108,7 @@ pub struct Context {
     timeout: Duration,
     quant_words: Option<bool>,
     prefill: Option<Prefill>,
+    matvec_rows: Option<u32>,
     pub(crate) pipelines: PipelineCache,
     pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
     pub(crate) memory: Arc<crate::gpu::tensor::MemoryCounter>,
@@ -156,10 +172,14 @@ impl Context {
             timeout: options.timeout.unwrap_or(Duration::from_secs(600)),
             quant_words: options.quant_words,
             prefill: options.prefill,
+            matvec_rows: options.matvec_rows,
             pipelines: PipelineCache::default(),
             readback: Mutex::new(None),
             memory: Default::default(),
         };
+        if let Some(rows) = options.matvec_rows.filter(|r| !crate::kernels::MATVEC_ROWS.contains(r)) {
+            return Err(Error::Input(format!("matvec rows {rows}: expected one of {:?}", crate::kernels::MATVEC_ROWS)));
+        }
         if let Some(prefill) = options.prefill.filter(|&p| !ctx.supports(p)) {
             let (min, max) = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
             return Err(Error::Input(format!(
@@ -195,25 +215,37 @@ impl Context {
     /// Kernel choices for this adapter: CPU adapters pay a context switch per barrier, so they reduce rows with
     /// one invocation each; GPUs spread a row over 32 invocations for coalesced loads.
     /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels, and CPU adapters read
-    /// quantized rows by words. [`ContextOptions::prefill`] and [`ContextOptions::quant_words`] override those two.
+    /// quantized rows by words and compute 8 rows per matvec invocation. [`ContextOptions`] overrides the
+    /// prefill kernel, the quantized reads and the matvec rows.
     pub fn tuning(&self) -> Tuning {
         let default = if self.is_cpu() && self.supports(Prefill::Blocked) { Prefill::Blocked } else { Prefill::Tiled };
         let prefill = self.prefill.unwrap_or(default);
         let quant_words = self.quant_words.unwrap_or(self.is_cpu());
-        Tuning { row_threads: if self.is_cpu() { 1 } else { 32 }, tiled_min_rows: 8, prefill, quant_words }
+        let matvec_rows = self.matvec_rows.unwrap_or(if self.is_cpu() { 8 } else { 1 });
+        Tuning {
+            row_threads: if self.is_cpu() { 1 } else { 32 },
+            tiled_min_rows: 8,
+            prefill,
+            quant_words,
+            matvec_rows,
+            matvec_min_workgroups: if self.is_cpu() { 2 * cpu_threads() } else { 128 },
+        }
     }
 
     /// Every tuning this adapter runs, for tests: each row width on the matvec path, and each tiled kernel the
-    /// adapter supports on the tiled path.
+    /// adapter supports on the tiled path. Matvecs take their rows per group whatever the size of the test.
     pub fn tunings(&self) -> Vec<Tuning> {
         let mut out = Vec::new();
         for row_threads in crate::kernels::ROW_THREADS {
-            for quant_words in [false, true] {
-                out.push(Tuning { row_threads, tiled_min_rows: usize::MAX, prefill: Prefill::Tiled, quant_words });
+            // Each way of reading quantized rows, and each count of rows per row group, at least once.
+            for (quant_words, matvec_rows) in [(false, 1), (true, 8), (false, 4), (true, 2)] {
+                let prefill = Prefill::Tiled;
+                let matvec_min_workgroups = 1;
+                out.push(Tuning { row_threads, tiled_min_rows: usize::MAX, prefill, quant_words, matvec_rows, matvec_min_workgroups });
             }
             for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {
                 if self.supports(prefill) {
-                    out.push(Tuning { row_threads, tiled_min_rows: 1, prefill, quant_words: false });
+                    out.push(Tuning { tiled_min_rows: 1, prefill, quant_words: false, matvec_rows: 1, ..out[out.len() - 1] });
                 }
             }
         }

@@ -4,8 +4,8 @@
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    quant_words,
-    dims2, expect_dtype, expect_shape, u32_of, weight_row_variants, weight_variants, Cols, IntoCols, WEIGHT_DTYPES,
+    dims2, expect_dtype, expect_shape, matvec_launch, matvec_variants, u32_of, weight_variants, Cols, IntoCols,
+    WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -54,7 +54,7 @@ pub static MATVEC: Kernel = Kernel {
     entry: "matvec",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
-    variants: weight_row_variants,
+    variants: matvec_variants,
 };
 
 /// Decode: the matvec of rms_norm(x), normalising x as it is read.
@@ -63,7 +63,7 @@ pub static MATVEC_NORM: Kernel = Kernel {
     entry: "matvec_norm",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_BINDINGS,
-    variants: weight_row_variants,
+    variants: matvec_variants,
 };
 
 /// [`MATVEC_NORM`] that also stores the normalised rows, for later kernels that read them.
@@ -72,7 +72,7 @@ pub static MATVEC_NORM_OUT: Kernel = Kernel {
     entry: "matvec_norm_out",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_OUT_BINDINGS,
-    variants: weight_row_variants,
+    variants: matvec_variants,
 };
 
 /// [`MATVEC_NORM`] for Mamba's in_proj on a decode step, the causal conv of the xs columns fused in.
@@ -81,7 +81,7 @@ pub static MATVEC_NORM_CONV: Kernel = Kernel {
     entry: "matvec_norm_conv",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_CONV_BINDINGS,
-    variants: weight_row_variants,
+    variants: matvec_variants,
 };
 
 /// Prefill: 64 x 64 output tiles through workgroup memory.
@@ -133,8 +133,8 @@ pub fn matmul<'a>(
     let tensors = [x.tensor, w, y.tensor];
     let n = w.shape()[0];
     if is_matvec(g, x.rows) {
-        let (row_threads, grid) = matvec_grid(g, x.rows, n)?;
-        g.dispatch(&MATVEC, &[dtype, row_threads, quant_words(g)], &params, &tensors, grid)
+        let (constants, grid) = matvec_launch(g, w, x.rows, n)?;
+        g.dispatch(&MATVEC, &constants, &params, &tensors, grid)
     } else if g.tuning.prefill == Prefill::Blocked {
         let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
         g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
@@ -218,16 +218,15 @@ pub fn matmul_rms_norm<'a>(
         normed_offset: u32_of(op, "normed offset", out.offset)?,
         ..matmul_params(op, x, w, y, accumulate)?
     };
-    let dtype = ("W_DTYPE", w.dtype().shader_code());
-    let (row_threads, grid) = matvec_grid(g, x.rows, w.shape()[0])?;
+    let (constants, grid) = matvec_launch(g, w, x.rows, w.shape()[0])?;
     match normed {
         Normed::Keep(out) => {
             let tensors = [x.tensor, w, y.tensor, norm.weight, out.tensor];
-            g.dispatch(&MATVEC_NORM_OUT, &[dtype, row_threads, quant_words(g)], &params, &tensors, grid)
+            g.dispatch(&MATVEC_NORM_OUT, &constants, &params, &tensors, grid)
         }
         Normed::Scratch(_) => {
             let tensors = [x.tensor, w, y.tensor, norm.weight];
-            g.dispatch(&MATVEC_NORM, &[dtype, row_threads, quant_words(g)], &params, &tensors, grid)
+            g.dispatch(&MATVEC_NORM, &constants, &params, &tensors, grid)
         }
     }
 }
@@ -297,10 +296,9 @@ pub fn matmul_rms_norm_conv<'a>(
         ..matmul_params(op, x, w, y, false)?
     };
     u32_of(op, "conv state", x.rows * state_stride)?;
-    let dtype = ("W_DTYPE", w.dtype().shader_code());
-    let (row_threads, grid) = matvec_grid(g, x.rows, w.shape()[0])?;
+    let (constants, grid) = matvec_launch(g, w, x.rows, w.shape()[0])?;
     let tensors = [x.tensor, w, y.tensor, norm.weight, conv.out, conv.weight, conv.bias, conv.state];
-    g.dispatch(&MATVEC_NORM_CONV, &[dtype, row_threads, quant_words(g)], &params, &tensors, grid)
+    g.dispatch(&MATVEC_NORM_CONV, &constants, &params, &tensors, grid)
 }
 
 /// The parameters of y (+)= x W^T, once the shapes and the weight type are checked.
@@ -335,9 +333,4 @@ fn matmul_params(op: &str, x: Cols, w: &Tensor, y: Cols, accumulate: bool) -> Re
     })
 }
 
-/// The matvec kernels' row width and grid for y: [t, n].
-fn matvec_grid(g: &Graph, t: usize, n: usize) -> Result<((&'static str, f64), [u32; 3])> {
-    let rows_per_group = (64 / g.tuning.row_threads) as usize;
-    let grid = g.linear_grid((t * n.div_ceil(rows_per_group)) as u64)?;
-    Ok((("ROW_THREADS", g.tuning.row_threads as f64), grid))
-}
+

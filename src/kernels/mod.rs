@@ -65,6 +65,9 @@ pub fn all() -> Vec<&'static Kernel> {
 /// The row-reduction widths every reducing kernel is built for.
 pub const ROW_THREADS: [u32; 3] = [1, 32, 64];
 
+/// Every `MATVEC_ROWS` (prelude.wgsl) the matvec kernels are built for: rows of W per row group.
+pub const MATVEC_ROWS: [u32; 4] = [1, 2, 4, 8];
+
 /// The float weight types: what the embedding lookup and the random fill handle.
 pub const FLOAT_DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -97,22 +100,44 @@ fn float_weight_variants() -> Vec<Vec<(&'static str, f64)>> {
     FLOAT_DTYPES.iter().map(|d| vec![("W_DTYPE", d.shader_code())]).collect()
 }
 
-fn weight_row_variants() -> Vec<Vec<(&'static str, f64)>> {
+/// Every variant of a decode matvec: each weight type, row width, way of reading quantized rows and count of rows
+/// per row group.
+fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
     let mut out = Vec::new();
     for d in WEIGHT_DTYPES {
         for r in ROW_THREADS {
             for words in [0.0, 1.0] {
-                out.push(vec![("W_DTYPE", d.shader_code()), ("ROW_THREADS", r as f64), ("QUANT_WORDS", words)]);
+                for rows in MATVEC_ROWS {
+                    let (dtype, rows) = (d.shader_code(), rows as f64);
+                    out.push(vec![("W_DTYPE", dtype), ("ROW_THREADS", r as f64), ("QUANT_WORDS", words), ("MATVEC_ROWS", rows)]);
+                }
             }
         }
     }
     out
 }
 
-/// The `QUANT_WORDS` constant of the row-reduction kernels (prelude.wgsl): whether they read quantized rows a
-/// word at a time, as [`Tuning::quant_words`](crate::gpu::Tuning::quant_words) says.
-fn quant_words(g: &crate::gpu::Graph) -> (&'static str, f64) {
-    ("QUANT_WORDS", if g.tuning.quant_words { 1.0 } else { 0.0 })
+/// W_DTYPE, ROW_THREADS, MATVEC_ROWS and QUANT_WORDS of a decode matvec.
+type MatvecConstants = [(&'static str, f64); 4];
+
+/// The override constants and grid of a decode matvec (matmul.wgsl's and moe.wgsl's) over weights `w` for
+/// `rows` rows (tokens, or MoE slots) of `n` outputs each: the weight type, the graph's row width and way of
+/// reading quantized rows, and its rows per row group, halved while the dispatch would have fewer workgroups than
+/// [`Tuning::matvec_min_workgroups`](crate::gpu::Tuning::matvec_min_workgroups).
+fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Result<(MatvecConstants, [u32; 3])> {
+    let tuning = g.tuning;
+    let workgroups = |per_group: u32| rows * n.div_ceil((64 / tuning.row_threads * per_group) as usize);
+    let mut per_group = tuning.matvec_rows.max(1);
+    while per_group > 1 && workgroups(per_group) < tuning.matvec_min_workgroups {
+        per_group /= 2;
+    }
+    let constants = [
+        ("W_DTYPE", w.dtype().shader_code()),
+        ("ROW_THREADS", tuning.row_threads as f64),
+        ("MATVEC_ROWS", per_group as f64),
+        ("QUANT_WORDS", if tuning.quant_words { 1.0 } else { 0.0 }),
+    ];
+    Ok((constants, g.linear_grid(workgroups(per_group) as u64)?))
 }
 
 /// Columns `offset..offset + width` of the first `rows` rows of a 2-D f32 tensor `[rows, cols]`: how kernels

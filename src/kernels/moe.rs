@@ -14,8 +14,8 @@ use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    quant_words,
-    dims2, expect_dtype, expect_len, expect_shape, no_variants, u32_of, weight_row_variants, weight_variants, IntoCols,
+    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, matvec_variants, no_variants, u32_of, weight_variants,
+    IntoCols,
     FLOAT_DTYPES, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
@@ -153,16 +153,16 @@ macro_rules! expert_kernel {
 }
 
 expert_kernel!(/** Decode: act[s] = silu(x gate_e^T) * (x up_e^T) for the expert in ids[s]. */
-    SWIGLU_MATVEC, "swiglu_matvec", weight_row_variants);
+    SWIGLU_MATVEC, "swiglu_matvec", matvec_variants);
 expert_kernel!(
     /** Decode: SWIGLU_MATVEC of rms_norm(x, norm_w), normalising the raw rows as it reads them. */
     SWIGLU_NORM_MATVEC,
     MOE_SHADER,
     "swiglu_norm_matvec",
-    weight_row_variants,
+    matvec_variants,
     EXPERT_NORM_BINDINGS
 );
-expert_kernel!(/** Decode: y_slots[s] = act[s] down_e^T. */ DOWN_MATVEC, "down_matvec", weight_row_variants);
+expert_kernel!(/** Decode: y_slots[s] = act[s] down_e^T. */ DOWN_MATVEC, "down_matvec", matvec_variants);
 expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its grouped rows. */
     SWIGLU_TILED, "swiglu_tiled", weight_variants);
 expert_kernel!(/** Prefill: down of every expert of a stack over its grouped rows. */
@@ -175,7 +175,7 @@ expert_kernel!(
     /** Decode with every expert in one stack: out += the routing-weighted sum of act[s] down_e^T. */
     DOWN_COMBINE_MATVEC,
     "down_combine_matvec",
-    weight_row_variants
+    matvec_variants
 );
 expert_kernel!(/** out += the routing-weighted sum of each token's expert outputs. */ COMBINE, "combine", no_variants);
 
@@ -431,24 +431,22 @@ fn moe_decode_one_stack(
         count: u32_of(op, "experts", stack.count)?,
         ..Default::default()
     };
-    let (s, dtype) = (scratch, ("W_DTYPE", stack.gate.dtype().shader_code()));
-    let rows_per_group = (64 / g.tuning.row_threads) as usize;
-    let row_threads = ("ROW_THREADS", g.tuning.row_threads as f64);
+    let s = scratch;
     let swiglu = MoeParams { n: inter as u32, k: hidden as u32, ..base };
-    let grid = g.linear_grid((t * top_k * inter.div_ceil(rows_per_group)) as u64)?;
+    let (constants, grid) = matvec_launch(g, &stack.gate, t * top_k, inter)?;
     let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
     match norm {
-        None => g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads, quant_words(g)], &swiglu, &bind, grid)?,
+        None => g.dispatch(&SWIGLU_MATVEC, &constants, &swiglu, &bind, grid)?,
         Some(norm) => {
             let swiglu = MoeParams { eps: norm.eps, ..swiglu };
             let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act, norm.weight];
-            g.dispatch(&SWIGLU_NORM_MATVEC, &[dtype, row_threads, quant_words(g)], &swiglu, &bind, grid)?
+            g.dispatch(&SWIGLU_NORM_MATVEC, &constants, &swiglu, &bind, grid)?
         }
     };
     let down = MoeParams { n: hidden as u32, k: inter as u32, ..base };
-    let grid = g.linear_grid((t * hidden.div_ceil(rows_per_group)) as u64)?;
+    let (constants, grid) = matvec_launch(g, &stack.down, t, hidden)?;
     let bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, out];
-    g.dispatch(&DOWN_COMBINE_MATVEC, &[dtype, row_threads, quant_words(g)], &down, &bind, grid)?;
+    g.dispatch(&DOWN_COMBINE_MATVEC, &constants, &down, &bind, grid)?;
     Ok(())
 }
 
@@ -507,12 +505,10 @@ pub fn moe_experts(
         let down_bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, &s.y_slots];
         let dtype = ("W_DTYPE", stack.gate.dtype().shader_code());
         if decode {
-            let rows_per_group = (64 / g.tuning.row_threads) as usize;
-            let row_threads = ("ROW_THREADS", g.tuning.row_threads as f64);
-            let grid = g.linear_grid((slots * inter.div_ceil(rows_per_group)) as u64)?;
-            g.dispatch(&SWIGLU_MATVEC, &[dtype, row_threads, quant_words(g)], &swiglu, &swiglu_bind, grid)?;
-            let grid = g.linear_grid((slots * hidden.div_ceil(rows_per_group)) as u64)?;
-            g.dispatch(&DOWN_MATVEC, &[dtype, row_threads, quant_words(g)], &down, &down_bind, grid)?;
+            let (constants, grid) = matvec_launch(g, &stack.gate, slots, inter)?;
+            g.dispatch(&SWIGLU_MATVEC, &constants, &swiglu, &swiglu_bind, grid)?;
+            let (constants, grid) = matvec_launch(g, &stack.down, slots, hidden)?;
+            g.dispatch(&DOWN_MATVEC, &constants, &down, &down_bind, grid)?;
         } else if g.tuning.prefill == Prefill::Blocked {
             // The worst case, as below.
             let blocks = stack.count * t.div_ceil(BLOCK_ROWS);
