@@ -133,6 +133,9 @@ pub struct ModelBench {
     /// idle: the host cost of a replay, without the submission.
     pub encode_us_per_decode_step: f64,
     pub dispatches_per_decode_step: usize,
+    /// GPU objects (buffers, bind groups, pipelines) that decode steps after the first created, over the last
+    /// run: 0 when each step replays what the first built.
+    pub gpu_objects_created_decoding: u64,
     pub weight_bytes: u64,
     /// Bytes a decode step must read: the weights it uses (the experts that B x top-k uniform choices are
     /// expected to touch) and the state of every sequence.
@@ -250,6 +253,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let mut dispatches = 0;
     let mut streaming = None;
     let mut encode = Duration::ZERO;
+    let mut created_decoding = 0;
     // A streamed model's decode step is several plans with readbacks between them: not profiled.
     let profile = ctx.features().timestamps && model.streaming_stats().is_none();
     for run in 0..o.warmup + o.runs.max(1) {
@@ -259,7 +263,11 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         let ttft = start.elapsed();
         let start = Instant::now();
         let mut host_time = Duration::ZERO;
-        for _ in 1..o.gen_len {
+        let mut created = None;
+        for step in 1..o.gen_len {
+            if step == 2 {
+                created = Some(ctx.created());
+            }
             let submit = Instant::now();
             sequences.step(&tokens)?;
             host_time += submit.elapsed();
@@ -274,6 +282,11 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
                 decoded.as_secs_f64(),
                 (b * o.gen_len.saturating_sub(1)) as f64 / decoded.as_secs_f64().max(1e-9)
             );
+        }
+        if let Some(before) = created {
+            let after = ctx.created();
+            created_decoding = (after.buffers + after.bind_groups + after.pipelines)
+                - (before.buffers + before.bind_groups + before.pipelines);
         }
         if run >= o.warmup {
             prefill.push(ttft);
@@ -318,6 +331,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         host_us_per_decode_step: median(host) * 1e6,
         encode_us_per_decode_step: encode.as_secs_f64() * 1e6,
         dispatches_per_decode_step: dispatches,
+        gpu_objects_created_decoding: created_decoding,
         weight_bytes,
         decode_bytes_per_token: decode_bytes,
         decode_gb_per_s: decode_bytes as f64 * decode_tokens_per_s / b as f64 / 1e9,

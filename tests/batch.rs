@@ -34,6 +34,25 @@ fn alone(model: &Model, options: SessionOptions, prompt: &[u32]) -> Result<(Vec<
     Ok((logits, ids))
 }
 
+/// Once its first step has built the plan, a batch steps (and reads back its tokens) without creating any buffer,
+/// bind group or pipeline.
+#[test]
+fn batch_steps_create_no_gpu_objects() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let model = Model::load(ctx.clone(), fixture_dir("tiny"), &LoadOptions::default())?;
+    let mut batch = model.batch(3, SessionOptions { max_len: 32, chunk: 16 })?;
+    for (seq, prompt) in [[5u32, 17, 42], [7, 9, 11], [1, 2, 3]].iter().enumerate() {
+        batch.prefill(seq, prompt)?;
+    }
+    batch.step(&batch.greedy_tokens()?)?;
+    let before = ctx.created();
+    for _ in 0..8 {
+        batch.step(&batch.greedy_tokens()?)?;
+    }
+    ensure!(ctx.created() == before, "8 batch steps made GPU objects: {before:?} -> {:?}", ctx.created());
+    Ok(())
+}
+
 #[test]
 fn batch_steps_equal_each_sequence_run_alone() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };

@@ -256,6 +256,28 @@ fn steps_recorded_ahead_decode_as_steps_recorded_on_demand() -> Result<()> {
     Ok(())
 }
 
+/// Issue 7's "no allocation per token": once the first decode step has built its plan, decoding more tokens (their
+/// greedy ids and logits read back, as generation does) creates no buffer, bind group or pipeline.
+#[test]
+fn decode_steps_create_no_gpu_objects() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let model = load(ctx, &fixture_dir("tiny"))?;
+    let mut s = model.session(options(32, 16))?;
+    s.feed(&[5, 17, 42, 7])?;
+    s.feed(&[s.greedy_token()?])?;
+    s.last_logits()?; // the readback staging buffer grows once, to the logits' size
+    let before = ctx.created();
+    for _ in 0..8 {
+        s.feed(&[s.greedy_token()?])?;
+        s.last_logits()?;
+    }
+    ensure!(ctx.created() == before, "8 decode steps made GPU objects: {before:?} -> {:?}", ctx.created());
+    // The counter counts: a prefill chunk builds a plan of its own.
+    s.feed(&[1, 2, 3])?;
+    ensure!(ctx.created().bind_groups > before.bind_groups, "a prefill chunk made no bind groups");
+    Ok(())
+}
+
 #[test]
 fn bad_requests_are_clear_errors() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };

@@ -76,6 +76,7 @@ fn the_model_bench_reports_both_profiles() -> Result<()> {
     let b = bench_model(&model, &options)?;
     ensure!(b.prefill_tokens_per_s > 0.0 && b.decode_tokens_per_s > 0.0, "rates {b:?}");
     ensure!(b.dispatches_per_decode_step > 0 || !ctx.features().timestamps, "no dispatch count");
+    ensure!(b.gpu_objects_created_decoding == 0, "decode steps made {} GPU objects", b.gpu_objects_created_decoding);
     if ctx.features().timestamps {
         let total = |families: &[(String, f64)]| families.iter().map(|(_, ms)| ms).sum::<f64>();
         ensure!(total(&b.decode_kernel_ms) > 0.0, "decode profile {:?}", b.decode_kernel_ms);

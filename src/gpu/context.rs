@@ -5,6 +5,7 @@
 //! uncaptured errors and device loss are recorded here and surface as typed errors at the next sync point
 //! ([`Context::check`], every readback), never as a panic or a hang.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,6 +97,30 @@ pub enum Prefill {
     Blocked,
 }
 
+/// How many GPU objects a [`Context`] has made, by kind, through this crate's paths (tensors, plans' parameter
+/// arenas and bind groups, readback staging, timestamp queries, pipelines): two readings around some work tell
+/// whether it allocated anything, e.g. that a decode step replays what the first one built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Created {
+    pub buffers: u64,
+    pub bind_groups: u64,
+    pub pipelines: u64,
+}
+
+/// [`Created`]'s counters.
+#[derive(Debug, Default)]
+pub(crate) struct CreatedCounter {
+    pub(crate) buffers: AtomicU64,
+    pub(crate) bind_groups: AtomicU64,
+    pub(crate) pipelines: AtomicU64,
+}
+
+impl CreatedCounter {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The GPU: device, queue, what the adapter is and allows, and the pipeline cache.
 pub struct Context {
     pub device: wgpu::Device,
@@ -112,6 +137,7 @@ pub struct Context {
     pub(crate) pipelines: PipelineCache,
     pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
     pub(crate) memory: Arc<crate::gpu::tensor::MemoryCounter>,
+    pub(crate) created: CreatedCounter,
 }
 
 impl Context {
@@ -176,6 +202,7 @@ impl Context {
             pipelines: PipelineCache::default(),
             readback: Mutex::new(None),
             memory: Default::default(),
+            created: Default::default(),
         };
         if let Some(rows) = options.matvec_rows.filter(|r| !crate::kernels::MATVEC_ROWS.contains(r)) {
             return Err(Error::Input(format!("matvec rows {rows}: expected one of {:?}", crate::kernels::MATVEC_ROWS)));
@@ -265,6 +292,16 @@ impl Context {
     /// Bytes of tensors alive now, and the most alive at once since the context was created.
     pub fn memory(&self) -> (u64, u64) {
         (self.memory.live(), self.memory.peak())
+    }
+
+    /// The GPU objects made so far (see [`Created`]).
+    pub fn created(&self) -> Created {
+        let c = &self.created;
+        Created {
+            buffers: c.buffers.load(Ordering::Relaxed),
+            bind_groups: c.bind_groups.load(Ordering::Relaxed),
+            pipelines: c.pipelines.load(Ordering::Relaxed),
+        }
     }
 
     /// Returns the first error wgpu reported since the last check, if any.

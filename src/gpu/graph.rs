@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::gpu::context::CreatedCounter;
 use crate::gpu::{Context, Kernel, Params, Pipeline, Tensor, Tuning};
 use crate::{Error, Result};
 
@@ -115,6 +116,7 @@ impl<'c> Graph<'c> {
                 })
             },
         )?;
+        CreatedCounter::add(&ctx.created.buffers);
         let mut steps = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
             let params = wgpu::BufferBinding {
@@ -139,6 +141,7 @@ impl<'c> Graph<'c> {
                     })
                 },
             )?;
+            CreatedCounter::add(&ctx.created.bind_groups);
             steps.push(Step {
                 kernel: op.kernel,
                 pipeline: op.pipeline.clone(),
@@ -332,6 +335,7 @@ impl Timestamps {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
+        CreatedCounter::add(&ctx.created.buffers);
         Ok(Timestamps { set, count, resolve, resolved, period_ns: ctx.queue.get_timestamp_period() as f64 })
     }
 

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::gpu::context::CreatedCounter;
 use crate::gpu::Context;
 use crate::weights::quant::QuantFormat;
 use crate::{Error, Result};
@@ -242,6 +243,7 @@ impl Context {
             },
         )?;
         self.memory.allocate(size);
+        CreatedCounter::add(&self.created.buffers);
         let buffer = Arc::new(Allocation { buffer, memory: self.memory.clone() });
         Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype, label: label.into() })
     }
@@ -328,6 +330,7 @@ impl Context {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }));
+            CreatedCounter::add(&self.created.buffers);
         }
         let staging = slot.as_ref().expect("staging buffer was just created");
         let mut encoder = self.device.create_command_encoder(&Default::default());
