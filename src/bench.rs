@@ -136,6 +136,9 @@ pub struct ModelBench {
     /// GPU objects (buffers, bind groups, pipelines) that decode steps after the first created, over the last
     /// run: 0 when each step replays what the first built.
     pub gpu_objects_created_decoding: u64,
+    /// Times per decode step (after the first, last run) that the host waited for the GPU: 1, reading the step's
+    /// tokens back; more for a model streaming its experts, which reads each layer's routing.
+    pub syncs_per_decode_step: f64,
     pub weight_bytes: u64,
     /// Bytes a decode step must read: the weights it uses (the experts that B x top-k uniform choices are
     /// expected to touch) and the state of every sequence.
@@ -254,6 +257,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let mut streaming = None;
     let mut encode = Duration::ZERO;
     let mut created_decoding = 0;
+    let mut syncs_per_step = 0.0;
     // A streamed model's decode step is several plans with readbacks between them: not profiled.
     let profile = ctx.features().timestamps && model.streaming_stats().is_none();
     for run in 0..o.warmup + o.runs.max(1) {
@@ -287,6 +291,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
             let after = ctx.created();
             created_decoding = (after.buffers + after.bind_groups + after.pipelines)
                 - (before.buffers + before.bind_groups + before.pipelines);
+            syncs_per_step = (after.syncs - before.syncs) as f64 / (o.gen_len - 2) as f64;
         }
         if run >= o.warmup {
             prefill.push(ttft);
@@ -332,6 +337,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         encode_us_per_decode_step: encode.as_secs_f64() * 1e6,
         dispatches_per_decode_step: dispatches,
         gpu_objects_created_decoding: created_decoding,
+        syncs_per_decode_step: syncs_per_step,
         weight_bytes,
         decode_bytes_per_token: decode_bytes,
         decode_gb_per_s: decode_bytes as f64 * decode_tokens_per_s / b as f64 / 1e9,

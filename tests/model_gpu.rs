@@ -9,9 +9,9 @@ mod common;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context as _, Result};
-use common::{check_close, default_model_dir, fixture_dir, gpu, Expected, Rng, FIXTURES};
+use common::{check_close, default_model_dir, fixture_dir, gpu, own_gpu, Expected, Rng, FIXTURES};
 use jamba_wgpu::config::JambaConfig;
-use jamba_wgpu::gpu::Context;
+use jamba_wgpu::gpu::{Context, Created};
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::weights::Checkpoint;
 use jamba_wgpu::{generate, GenerateOptions, LoadOptions, Model, ReferenceSession, SessionOptions};
@@ -256,12 +256,13 @@ fn steps_recorded_ahead_decode_as_steps_recorded_on_demand() -> Result<()> {
     Ok(())
 }
 
-/// Issue 7's "no allocation per token": once the first decode step has built its plan, decoding more tokens (their
-/// greedy ids and logits read back, as generation does) creates no buffer, bind group or pipeline.
+/// Issue 7's "no allocation per token" and "no GPU-to-CPU sync inside a forward": once the first decode step has
+/// built its plan, decoding more tokens (their greedy ids and logits read back, as generation does) creates no
+/// buffer, bind group or pipeline, and waits for the GPU only in the readbacks.
 #[test]
 fn decode_steps_create_no_gpu_objects() -> Result<()> {
-    let Some(ctx) = gpu() else { return Ok(()) };
-    let model = load(ctx, &fixture_dir("tiny"))?;
+    let Some(ctx) = own_gpu() else { return Ok(()) };
+    let model = load(&ctx, &fixture_dir("tiny"))?;
     let mut s = model.session(options(32, 16))?;
     s.feed(&[5, 17, 42, 7])?;
     s.feed(&[s.greedy_token()?])?;
@@ -271,7 +272,14 @@ fn decode_steps_create_no_gpu_objects() -> Result<()> {
         s.feed(&[s.greedy_token()?])?;
         s.last_logits()?;
     }
-    ensure!(ctx.created() == before, "8 decode steps made GPU objects: {before:?} -> {:?}", ctx.created());
+    let after = ctx.created();
+    ensure!(after.syncs == before.syncs + 16, "8 steps and 16 readbacks waited {} times", after.syncs - before.syncs);
+    ensure!(after == Created { syncs: before.syncs + 16, ..before }, "8 decode steps made GPU objects: {before:?} -> {after:?}");
+    // Steps fed back to back wait for nothing: no readback, no sync inside a forward.
+    for _ in 0..4 {
+        s.feed(&[7])?;
+    }
+    ensure!(ctx.created() == after, "4 steps without readbacks: {after:?} -> {:?}", ctx.created());
     // The counter counts: a prefill chunk builds a plan of its own.
     s.feed(&[1, 2, 3])?;
     ensure!(ctx.created().bind_groups > before.bind_groups, "a prefill chunk made no bind groups");

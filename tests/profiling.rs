@@ -4,7 +4,7 @@
 mod common;
 
 use anyhow::{ensure, Result};
-use common::gpu;
+use common::{gpu, own_gpu};
 use jamba_wgpu::bench::{bench_model, ModelBenchOptions};
 use jamba_wgpu::gpu::{DType, Graph};
 use jamba_wgpu::kernels::matmul;
@@ -70,13 +70,15 @@ fn a_profiled_prefill_chunk_feeds_the_session_like_feed() -> Result<()> {
 
 #[test]
 fn the_model_bench_reports_both_profiles() -> Result<()> {
-    let Some(ctx) = gpu() else { return Ok(()) };
+    // Its own context: the bench counts the objects and waits of its decode steps.
+    let Some(ctx) = own_gpu() else { return Ok(()) };
     let model = Model::load_default(ctx.clone(), &LoadOptions::default())?;
     let options = ModelBenchOptions { prompt_len: 10, gen_len: 3, chunk: 8, warmup: 0, runs: 1, batch: 1, progress: false };
     let b = bench_model(&model, &options)?;
     ensure!(b.prefill_tokens_per_s > 0.0 && b.decode_tokens_per_s > 0.0, "rates {b:?}");
     ensure!(b.dispatches_per_decode_step > 0 || !ctx.features().timestamps, "no dispatch count");
     ensure!(b.gpu_objects_created_decoding == 0, "decode steps made {} GPU objects", b.gpu_objects_created_decoding);
+    ensure!(b.syncs_per_decode_step == 1.0, "{} waits per decode step, not 1 (the token)", b.syncs_per_decode_step);
     if ctx.features().timestamps {
         let total = |families: &[(String, f64)]| families.iter().map(|(_, ms)| ms).sum::<f64>();
         ensure!(total(&b.decode_kernel_ms) > 0.0, "decode profile {:?}", b.decode_kernel_ms);

@@ -122,7 +122,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "host:      {:.1} us per decode step call ({} dispatches, the next step recorded ahead); recording {:.1} us",
         b.host_us_per_decode_step, b.dispatches_per_decode_step, b.encode_us_per_decode_step
     );
-    println!("allocated: {} GPU objects by decode steps after the first", b.gpu_objects_created_decoding);
+    println!(
+        "syncs:     {} GPU objects created by decode steps after the first; {:.2} waits for the GPU per step",
+        b.gpu_objects_created_decoding, b.syncs_per_decode_step
+    );
     if !b.decode_kernel_ms.is_empty() {
         println!("decode step GPU time by kernel family (timestamps, one dispatch per pass):");
         for (family, ms) in &b.decode_kernel_ms {

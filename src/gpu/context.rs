@@ -98,13 +98,15 @@ pub enum Prefill {
 }
 
 /// How many GPU objects a [`Context`] has made, by kind, through this crate's paths (tensors, plans' parameter
-/// arenas and bind groups, readback staging, timestamp queries, pipelines): two readings around some work tell
-/// whether it allocated anything, e.g. that a decode step replays what the first one built.
+/// arenas and bind groups, readback staging, timestamp queries, pipelines), and how often the host has waited for
+/// the GPU (readbacks, [`Context::wait`]): two readings around some work tell whether it allocated anything or
+/// synchronised, e.g. that a decode step replays what the first one built and runs without a wait.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Created {
     pub buffers: u64,
     pub bind_groups: u64,
     pub pipelines: u64,
+    pub syncs: u64,
 }
 
 /// [`Created`]'s counters.
@@ -113,6 +115,7 @@ pub(crate) struct CreatedCounter {
     pub(crate) buffers: AtomicU64,
     pub(crate) bind_groups: AtomicU64,
     pub(crate) pipelines: AtomicU64,
+    pub(crate) syncs: AtomicU64,
 }
 
 impl CreatedCounter {
@@ -301,6 +304,7 @@ impl Context {
             buffers: c.buffers.load(Ordering::Relaxed),
             bind_groups: c.bind_groups.load(Ordering::Relaxed),
             pipelines: c.pipelines.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
         }
     }
 
@@ -320,6 +324,12 @@ impl Context {
 
     /// Blocks until all submitted work is done, then reports any error it raised.
     pub fn wait(&self, context: &str) -> Result<()> {
+        CreatedCounter::add(&self.created.syncs);
+        self.poll_wait(context)
+    }
+
+    /// [`Context::wait`], not counted: the polls of one readback.
+    pub(crate) fn poll_wait(&self, context: &str) -> Result<()> {
         let poll = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(self.timeout) });
         self.check()?;
         match poll {

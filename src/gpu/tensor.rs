@@ -338,6 +338,7 @@ impl Context {
         encoder.copy_buffer_to_buffer(tensor.buffer(), start, staging, 0, size.min(extent));
         self.queue.submit([encoder.finish()]);
 
+        CreatedCounter::add(&self.created.syncs);
         let (sender, receiver) = std::sync::mpsc::channel();
         staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| {
             let _ = sender.send(r);
@@ -346,7 +347,7 @@ impl Context {
         // callback itself, polling again meanwhile.
         let deadline = std::time::Instant::now() + self.timeout();
         let mapped = loop {
-            self.wait(&context)?;
+            self.poll_wait(&context)?;
             match receiver.recv_timeout(std::time::Duration::from_millis(5)) {
                 Ok(result) => break result,
                 Err(_) if std::time::Instant::now() < deadline => continue,

@@ -145,6 +145,15 @@ pub fn gpu() -> Option<&'static std::sync::Arc<GpuContext>> {
     }
 }
 
+/// A context of the test's own on gpu()'s adapter, for tests that count what a context does
+/// ([`GpuContext::created`]): the binary's other tests use the shared one at the same time.
+#[allow(dead_code)]
+pub fn own_gpu() -> Option<std::sync::Arc<GpuContext>> {
+    gpu()?;
+    let options = ContextOptions { adapter: std::env::var("JAMBA_WGPU_ADAPTER").ok(), ..Default::default() };
+    Some(std::sync::Arc::new(GpuContext::new(&options).expect("gpu() opened this adapter")))
+}
+
 /// A small deterministic generator (SplitMix64), so tests need no dependency and every run sees the same data.
 pub struct Rng(u64);
 
