@@ -27,9 +27,14 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// Head sizes the shader tests compile (any size up to [`MAX_HEAD_DIM`] gets its own pipeline when used).
 const TESTED_HEAD_DIMS: [usize; 6] = [8, 16, 24, 64, 128, 256];
 
-/// The decode split count grows with the cache length, one split per this many rows, up to [`MAX_SPLITS`].
-const ROWS_PER_SPLIT: usize = 256;
-const MAX_SPLITS: usize = 64;
+/// The decode split count grows with the cache length, one split per this many rows, up to [`MAX_SPLITS`]. A
+/// split's workgroup walks its keys one tile of WG at a time, each tile a loop of HEAD_DIM dependent loads per
+/// invocation, so a split's latency grows with its keys. One tile per split gives a GPU four times the
+/// workgroups of 256-row splits, each a quarter of the work (1.5-Mini at a context of 1,152: 576 instead of 160,
+/// for an H200's 132 compute units, where attention took 1.37 ms of each decode step with 256-row splits; not yet
+/// measured with 64). On lavapipe the two take the same time (`cargo bench --bench attention`).
+const ROWS_PER_SPLIT: usize = 64;
+const MAX_SPLITS: usize = 256;
 /// Invocations per workgroup (`WG` in prelude.wgsl); decode splits cover whole tiles of this many keys.
 const WG: usize = 64;
 
