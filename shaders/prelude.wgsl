@@ -276,12 +276,11 @@ fn softplus(x: f32) -> f32 {
     return log(1.0 + exp(x));
 }
 
-var<workgroup> row_scratch: array<f32, WG>;
-var<workgroup> row_scratch4: array<vec4<f32>, WG>;
+var<workgroup> row_scratch: array<vec4<f32>, WG>;
 
-// The sum of `value` over the ROW_THREADS consecutive invocations that share a row. Every invocation of the
+// The sums of four values over the ROW_THREADS consecutive invocations that share a row. Every invocation of the
 // workgroup must call it (it holds barriers when ROW_THREADS > 1).
-fn row_sum(lane: u32, value: f32) -> f32 {
+fn row_sum4(lane: u32, value: vec4<f32>) -> vec4<f32> {
     if ROW_THREADS == 1u {
         return value;
     }
@@ -298,22 +297,9 @@ fn row_sum(lane: u32, value: f32) -> f32 {
     return total;
 }
 
-// row_sum of four values at once.
-fn row_sum4(lane: u32, value: vec4<f32>) -> vec4<f32> {
-    if ROW_THREADS == 1u {
-        return value;
-    }
-    row_scratch4[lane] = value;
-    workgroupBarrier();
-    for (var stride = ROW_THREADS / 2u; stride > 0u; stride >>= 1u) {
-        if lane % ROW_THREADS < stride {
-            row_scratch4[lane] += row_scratch4[lane + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = row_scratch4[lane - lane % ROW_THREADS];
-    workgroupBarrier();
-    return total;
+// row_sum4 of one value.
+fn row_sum(lane: u32, value: f32) -> f32 {
+    return row_sum4(lane, vec4(value, 0.0, 0.0, 0.0)).x;
 }
 
 // ---- several weight rows per invocation (the decode matvecs) ----
