@@ -22,7 +22,8 @@ fn main() -> anyhow::Result<()> {
             // with each tiled kernel the adapter runs.
             let base = Path::of(&ctx);
             let wide = (!ctx.is_cpu()).then_some(Path { row_threads: 64, ..base });
-            let rows = [1, 4, 8].into_iter().filter(|&r| r != base.matvec_rows).map(|r| Path { matvec_rows: r, ..base });
+            let other_rows = [1, 4, 8].into_iter().filter(|&r| r != base.matvec_rows);
+            let rows = other_rows.map(|r| Path { matvec_rows: r, ..base });
             let other_reads = dtype.is_quantized().then_some(Path { quant_words: !base.quant_words, ..base });
             let prefills = [Prefill::Tiled, Prefill::Wide, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));
             let paths = std::iter::once(base)

@@ -269,13 +269,19 @@ impl Context {
         for row_threads in crate::kernels::ROW_THREADS {
             // Each way of reading quantized rows, and each count of rows per row group, at least once.
             for (quant_words, matvec_rows) in [(false, 1), (true, 8), (false, 4), (true, 2)] {
-                let prefill = Prefill::Tiled;
-                let matvec_min_workgroups = 1;
-                out.push(Tuning { row_threads, tiled_min_rows: usize::MAX, prefill, quant_words, matvec_rows, matvec_min_workgroups });
+                out.push(Tuning {
+                    row_threads,
+                    tiled_min_rows: usize::MAX,
+                    prefill: Prefill::Tiled,
+                    quant_words,
+                    matvec_rows,
+                    matvec_min_workgroups: 1,
+                });
             }
             for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {
                 if self.supports(prefill) {
-                    out.push(Tuning { tiled_min_rows: 1, prefill, quant_words: false, matvec_rows: 1, ..out[out.len() - 1] });
+                    let decode = out[out.len() - 1];
+                    out.push(Tuning { tiled_min_rows: 1, prefill, quant_words: false, matvec_rows: 1, ..decode });
                 }
             }
         }

@@ -108,8 +108,12 @@ fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
         for r in ROW_THREADS {
             for words in [0.0, 1.0] {
                 for rows in MATVEC_ROWS {
-                    let (dtype, rows) = (d.shader_code(), rows as f64);
-                    out.push(vec![("W_DTYPE", dtype), ("ROW_THREADS", r as f64), ("QUANT_WORDS", words), ("MATVEC_ROWS", rows)]);
+                    out.push(vec![
+                        ("W_DTYPE", d.shader_code()),
+                        ("ROW_THREADS", r as f64),
+                        ("QUANT_WORDS", words),
+                        ("MATVEC_ROWS", rows as f64),
+                    ]);
                 }
             }
         }
