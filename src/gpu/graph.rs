@@ -6,6 +6,7 @@
 //! `write_buffer` of the arena and one compute pass, with no allocation, so a decode step can be replayed
 //! per token with only its changed parameters rewritten through [`Plan::params_mut`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::gpu::context::CreatedCounter;
@@ -150,7 +151,8 @@ impl<'c> Graph<'c> {
                 params: op.params.clone(),
             });
         }
-        Ok(Plan { steps, arena, arena_bytes: self.arena, _tensors: self.ops.into_iter().flat_map(|o| o.tensors).collect() })
+        let tensors = self.ops.into_iter().flat_map(|o| o.tensors).collect();
+        Ok(Plan { steps, arena, arena_bytes: self.arena, arena_stale: AtomicBool::new(true), _tensors: tensors })
     }
 
     /// Builds and runs the graph once, without waiting for it.
@@ -183,6 +185,9 @@ pub struct Plan {
     steps: Vec<Step>,
     arena: wgpu::Buffer,
     arena_bytes: Vec<u8>,
+    /// Whether `arena_bytes` changed since they were last queued for upload: a plan whose parameters stay put
+    /// (a batch's step, which reads its positions from a buffer) uploads them once.
+    arena_stale: AtomicBool,
     /// Keeps every bound buffer alive as long as the plan.
     _tensors: Vec<Tensor>,
 }
@@ -191,6 +196,7 @@ impl Plan {
     /// The parameters of dispatch `op`, to change before the next run.
     pub fn params_mut<P: Params>(&mut self, op: OpId) -> &mut P {
         let range = self.steps[op.0].params.clone();
+        *self.arena_stale.get_mut() = true;
         bytemuck::from_bytes_mut(&mut self.arena_bytes[range])
     }
 
@@ -202,9 +208,16 @@ impl Plan {
         self.steps.is_empty()
     }
 
+    /// Queues the parameters' upload if they changed since the last one (see [`Plan::record`] for when it lands).
+    fn upload_params(&self, ctx: &Context) {
+        if self.arena_stale.swap(false, Ordering::Relaxed) {
+            ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
+        }
+    }
+
     /// Uploads the parameters and records every dispatch into `encoder`, in one compute pass.
     pub fn encode(&self, ctx: &Context, encoder: &mut wgpu::CommandEncoder) {
-        ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
+        self.upload_params(ctx);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
         self.record_pass(&mut pass);
     }
@@ -231,7 +244,7 @@ impl Plan {
     pub fn time_repeated(&self, ctx: &Context, times: usize) -> Result<std::time::Duration> {
         let times = times.max(1);
         let queries = Timestamps::new(ctx, 2, "time_repeated")?;
-        ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
+        self.upload_params(ctx);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         for run in 0..times {
             let first = run == 0;
@@ -254,7 +267,7 @@ impl Plan {
     /// time each kernel took, in order. Needs the adapter's TIMESTAMP_QUERY feature.
     pub fn profile(&self, ctx: &Context) -> Result<Vec<(String, std::time::Duration)>> {
         let queries = Timestamps::new(ctx, 2 * self.steps.len(), "profile")?;
-        ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
+        self.upload_params(ctx);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         for (i, step) in self.steps.iter().enumerate() {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -275,10 +288,12 @@ impl Plan {
 
     /// The CPU time to record this plan into a command buffer (parameter upload, pass, every dispatch, finish),
     /// the median of `runs` recordings that are then dropped unsubmitted: the host cost of a replay, apart
-    /// from the submission and whatever the driver does at submit.
+    /// from the submission and whatever the driver does at submit. Each recording uploads the parameters, as a
+    /// decode step whose positions changed does.
     pub fn encode_cost(&self, ctx: &Context, runs: usize) -> std::time::Duration {
         let mut times: Vec<_> = (0..runs.max(1))
             .map(|_| {
+                self.arena_stale.store(true, Ordering::Relaxed);
                 let start = std::time::Instant::now();
                 let mut encoder = ctx.device.create_command_encoder(&Default::default());
                 self.encode(ctx, &mut encoder);
@@ -299,8 +314,9 @@ impl Plan {
     }
 
     /// The plan's commands, recorded now to be submitted later: wgpu resolves resource states when a command
-    /// buffer is submitted, not when it is recorded. The parameter upload is queued now, so it lands at the
-    /// next submission on the queue, whichever that is: the parameters must not change in between.
+    /// buffer is submitted, not when it is recorded. The parameters' upload, if they changed since the last, is
+    /// queued now, so it lands at the next submission on the queue, whichever that is: the parameters must not
+    /// change in between.
     pub fn record(&self, ctx: &Context) -> wgpu::CommandBuffer {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.encode(ctx, &mut encoder);
