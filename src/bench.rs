@@ -267,10 +267,10 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         let ttft = start.elapsed();
         let start = Instant::now();
         let mut host_time = Duration::ZERO;
-        let mut created = None;
+        let mut counts = None;
         for step in 1..o.gen_len {
             if step == 2 {
-                created = Some(ctx.created());
+                counts = Some(ctx.counts());
             }
             let submit = Instant::now();
             sequences.step(&tokens)?;
@@ -287,8 +287,8 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
                 (b * o.gen_len.saturating_sub(1)) as f64 / decoded.as_secs_f64().max(1e-9)
             );
         }
-        if let Some(before) = created {
-            let after = ctx.created();
+        if let Some(before) = counts {
+            let after = ctx.counts();
             created_decoding = (after.buffers + after.bind_groups + after.pipelines)
                 - (before.buffers + before.bind_groups + before.pipelines);
             syncs_per_step = (after.syncs - before.syncs) as f64 / (o.gen_len - 2) as f64;

@@ -7,7 +7,7 @@ mod common;
 
 use anyhow::{ensure, Context as _, Result};
 use common::{check_close, fixture_dir, gpu, own_gpu, Rng};
-use jamba_wgpu::gpu::Created;
+use jamba_wgpu::gpu::GpuCounts;
 use jamba_wgpu::{LoadOptions, Model, SessionOptions};
 
 const LOGIT_TOL: f32 = 1e-4;
@@ -46,13 +46,13 @@ fn batch_steps_create_no_gpu_objects() -> Result<()> {
         batch.prefill(seq, prompt)?;
     }
     batch.step(&batch.greedy_tokens()?)?;
-    let before = ctx.created();
+    let before = ctx.counts();
     for _ in 0..8 {
         batch.step(&batch.greedy_tokens()?)?;
     }
-    let after = ctx.created();
+    let after = ctx.counts();
     ensure!(after.syncs == before.syncs + 8, "8 steps with 8 readbacks waited {} times", after.syncs - before.syncs);
-    let objects = |c: Created| c.buffers + c.bind_groups + c.pipelines;
+    let objects = |c: GpuCounts| c.buffers + c.bind_groups + c.pipelines;
     ensure!(objects(after) == objects(before), "8 batch steps made GPU objects: {before:?} -> {after:?}");
     Ok(())
 }

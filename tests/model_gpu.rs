@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{ensure, Context as _, Result};
 use common::{check_close, default_model_dir, fixture_dir, gpu, own_gpu, Expected, Rng, FIXTURES};
 use jamba_wgpu::config::JambaConfig;
-use jamba_wgpu::gpu::{Context, Created};
+use jamba_wgpu::gpu::{Context, GpuCounts};
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::weights::Checkpoint;
 use jamba_wgpu::{generate, GenerateOptions, LoadOptions, Model, ReferenceSession, SessionOptions};
@@ -267,23 +267,23 @@ fn decode_steps_create_no_gpu_objects() -> Result<()> {
     s.feed(&[5, 17, 42, 7])?;
     s.feed(&[s.greedy_token()?])?;
     s.last_logits()?; // the readback staging buffer grows once, to the logits' size
-    let before = ctx.created();
+    let before = ctx.counts();
     for _ in 0..8 {
         s.feed(&[s.greedy_token()?])?;
         s.last_logits()?;
     }
-    let after = ctx.created();
+    let after = ctx.counts();
     ensure!(after.syncs == before.syncs + 16, "8 steps and 16 readbacks waited {} times", after.syncs - before.syncs);
-    let objects_made = after != Created { syncs: before.syncs + 16, ..before };
+    let objects_made = after != GpuCounts { syncs: before.syncs + 16, ..before };
     ensure!(!objects_made, "8 decode steps made GPU objects: {before:?} -> {after:?}");
     // Steps fed back to back wait for nothing: no readback, no sync inside a forward.
     for _ in 0..4 {
         s.feed(&[7])?;
     }
-    ensure!(ctx.created() == after, "4 steps without readbacks: {after:?} -> {:?}", ctx.created());
+    ensure!(ctx.counts() == after, "4 steps without readbacks: {after:?} -> {:?}", ctx.counts());
     // The counter counts: a prefill chunk builds a plan of its own.
     s.feed(&[1, 2, 3])?;
-    ensure!(ctx.created().bind_groups > before.bind_groups, "a prefill chunk made no bind groups");
+    ensure!(ctx.counts().bind_groups > before.bind_groups, "a prefill chunk made no bind groups");
     Ok(())
 }
 

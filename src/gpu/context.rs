@@ -102,23 +102,23 @@ pub enum Prefill {
 /// the GPU (readbacks, [`Context::wait`]): two readings around some work tell whether it allocated anything or
 /// synchronised, e.g. that a decode step replays what the first one built and runs without a wait.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Created {
+pub struct GpuCounts {
     pub buffers: u64,
     pub bind_groups: u64,
     pub pipelines: u64,
     pub syncs: u64,
 }
 
-/// [`Created`]'s counters.
+/// [`GpuCounts`]'s counters.
 #[derive(Debug, Default)]
-pub(crate) struct CreatedCounter {
+pub(crate) struct Counters {
     pub(crate) buffers: AtomicU64,
     pub(crate) bind_groups: AtomicU64,
     pub(crate) pipelines: AtomicU64,
     pub(crate) syncs: AtomicU64,
 }
 
-impl CreatedCounter {
+impl Counters {
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -140,7 +140,7 @@ pub struct Context {
     pub(crate) pipelines: PipelineCache,
     pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
     pub(crate) memory: Arc<crate::gpu::tensor::MemoryCounter>,
-    pub(crate) created: CreatedCounter,
+    pub(crate) counts: Counters,
 }
 
 impl Context {
@@ -205,7 +205,7 @@ impl Context {
             pipelines: PipelineCache::default(),
             readback: Mutex::new(None),
             memory: Default::default(),
-            created: Default::default(),
+            counts: Default::default(),
         };
         if let Some(rows) = options.matvec_rows.filter(|r| !crate::kernels::MATVEC_ROWS.contains(r)) {
             return Err(Error::Input(format!("matvec rows {rows}: expected one of {:?}", crate::kernels::MATVEC_ROWS)));
@@ -303,10 +303,10 @@ impl Context {
         (self.memory.live(), self.memory.peak())
     }
 
-    /// The GPU objects made so far (see [`Created`]).
-    pub fn created(&self) -> Created {
-        let c = &self.created;
-        Created {
+    /// The GPU objects made and the waits for the GPU so far (see [`GpuCounts`]).
+    pub fn counts(&self) -> GpuCounts {
+        let c = &self.counts;
+        GpuCounts {
             buffers: c.buffers.load(Ordering::Relaxed),
             bind_groups: c.bind_groups.load(Ordering::Relaxed),
             pipelines: c.pipelines.load(Ordering::Relaxed),
@@ -330,7 +330,7 @@ impl Context {
 
     /// Blocks until all submitted work is done, then reports any error it raised.
     pub fn wait(&self, context: &str) -> Result<()> {
-        CreatedCounter::add(&self.created.syncs);
+        Counters::add(&self.counts.syncs);
         self.poll_wait(context)
     }
 

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::gpu::context::CreatedCounter;
+use crate::gpu::context::Counters;
 use crate::gpu::{Context, Kernel, Params, Pipeline, Tensor, Tuning};
 use crate::{Error, Result};
 
@@ -117,7 +117,7 @@ impl<'c> Graph<'c> {
                 })
             },
         )?;
-        CreatedCounter::add(&ctx.created.buffers);
+        Counters::add(&ctx.counts.buffers);
         let mut steps = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
             let params = wgpu::BufferBinding {
@@ -142,7 +142,7 @@ impl<'c> Graph<'c> {
                     })
                 },
             )?;
-            CreatedCounter::add(&ctx.created.bind_groups);
+            Counters::add(&ctx.counts.bind_groups);
             steps.push(Step {
                 kernel: op.kernel,
                 pipeline: op.pipeline.clone(),
@@ -351,7 +351,7 @@ impl Timestamps {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        CreatedCounter::add(&ctx.created.buffers);
+        Counters::add(&ctx.counts.buffers);
         Ok(Timestamps { set, count, resolve, resolved, period_ns: ctx.queue.get_timestamp_period() as f64 })
     }
 

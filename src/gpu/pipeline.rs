@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::gpu::context::CreatedCounter;
+use crate::gpu::context::Counters;
 use crate::gpu::{Access, Context, Kernel};
 use crate::Result;
 
@@ -31,7 +31,7 @@ impl Context {
             || format!("building kernel {key}"),
             || build(&self.device, kernel, &module, constants),
         )?;
-        CreatedCounter::add(&self.created.pipelines);
+        Counters::add(&self.counts.pipelines);
         let pipeline = Arc::new(pipeline);
         self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::gpu::context::CreatedCounter;
+use crate::gpu::context::Counters;
 use crate::gpu::Context;
 use crate::weights::quant::QuantFormat;
 use crate::{Error, Result};
@@ -243,7 +243,7 @@ impl Context {
             },
         )?;
         self.memory.allocate(size);
-        CreatedCounter::add(&self.created.buffers);
+        Counters::add(&self.counts.buffers);
         let buffer = Arc::new(Allocation { buffer, memory: self.memory.clone() });
         Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype, label: label.into() })
     }
@@ -330,7 +330,7 @@ impl Context {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }));
-            CreatedCounter::add(&self.created.buffers);
+            Counters::add(&self.counts.buffers);
         }
         let staging = slot.as_ref().expect("staging buffer was just created");
         let mut encoder = self.device.create_command_encoder(&Default::default());
@@ -338,7 +338,7 @@ impl Context {
         encoder.copy_buffer_to_buffer(tensor.buffer(), start, staging, 0, size.min(extent));
         self.queue.submit([encoder.finish()]);
 
-        CreatedCounter::add(&self.created.syncs);
+        Counters::add(&self.counts.syncs);
         let (sender, receiver) = std::sync::mpsc::channel();
         staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| {
             let _ = sender.send(r);

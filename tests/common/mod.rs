@@ -146,7 +146,7 @@ pub fn gpu() -> Option<&'static std::sync::Arc<GpuContext>> {
 }
 
 /// A context of the test's own on gpu()'s adapter, for tests that count what a context does
-/// ([`GpuContext::created`]): the binary's other tests use the shared one at the same time.
+/// ([`GpuContext::counts`]): the binary's other tests use the shared one at the same time.
 #[allow(dead_code)]
 pub fn own_gpu() -> Option<std::sync::Arc<GpuContext>> {
     gpu()?;
