@@ -289,8 +289,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         }
         if let Some(before) = counts {
             let after = ctx.counts();
-            created_decoding = (after.buffers + after.bind_groups + after.pipelines)
-                - (before.buffers + before.bind_groups + before.pipelines);
+            created_decoding = after.objects() - before.objects();
             syncs_per_step = (after.syncs - before.syncs) as f64 / (o.gen_len - 2) as f64;
         }
         if run >= o.warmup {

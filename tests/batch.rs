@@ -7,7 +7,6 @@ mod common;
 
 use anyhow::{ensure, Context as _, Result};
 use common::{check_close, fixture_dir, gpu, own_gpu, Rng};
-use jamba_wgpu::gpu::GpuCounts;
 use jamba_wgpu::{LoadOptions, Model, SessionOptions};
 
 const LOGIT_TOL: f32 = 1e-4;
@@ -52,8 +51,7 @@ fn batch_steps_create_no_gpu_objects() -> Result<()> {
     }
     let after = ctx.counts();
     ensure!(after.syncs == before.syncs + 8, "8 steps with 8 readbacks waited {} times", after.syncs - before.syncs);
-    let objects = |c: GpuCounts| c.buffers + c.bind_groups + c.pipelines;
-    ensure!(objects(after) == objects(before), "8 batch steps made GPU objects: {before:?} -> {after:?}");
+    ensure!(after.objects() == before.objects(), "8 batch steps made GPU objects: {before:?} -> {after:?}");
     Ok(())
 }
 

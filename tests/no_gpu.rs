@@ -2,7 +2,7 @@
 //! (override constants applied, then written to SPIR-V), and every kernel's Rust declaration agrees with its
 //! WGSL: the parameter struct's size and field offsets, and each binding's name, index and access.
 
-use jamba_wgpu::gpu::{Access, Kernel};
+use jamba_wgpu::gpu::{Access, Context, ContextOptions, Kernel};
 use jamba_wgpu::kernels;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -115,4 +115,14 @@ fn a_broken_shader_is_reported_with_its_name() {
     let source = broken.wgsl();
     let error = naga::front::wgsl::parse_str(&source).expect_err("an undefined name must not parse");
     assert!(error.emit_to_string(&source).contains("undefined_name"));
+}
+
+/// A count of matvec rows the kernels are not built for is refused before any adapter is opened.
+#[test]
+fn unsupported_matvec_rows_are_a_clear_error() {
+    for rows in [0, 3, 16] {
+        let options = ContextOptions { matvec_rows: Some(rows), ..Default::default() };
+        let err = Context::new(&options).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(&format!("matvec rows {rows}: expected one of [1, 2, 4, 8]")), "rows {rows}: {err:?}");
+    }
 }

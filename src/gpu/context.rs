@@ -109,6 +109,13 @@ pub struct GpuCounts {
     pub syncs: u64,
 }
 
+impl GpuCounts {
+    /// The GPU objects of every kind: buffers, bind groups and pipelines.
+    pub fn objects(&self) -> u64 {
+        self.buffers + self.bind_groups + self.pipelines
+    }
+}
+
 /// [`GpuCounts`]'s counters.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -150,6 +157,9 @@ impl Context {
     }
 
     async fn new_async(options: &ContextOptions) -> Result<Self> {
+        if let Some(rows) = options.matvec_rows.filter(|r| !crate::kernels::MATVEC_ROWS.contains(r)) {
+            return Err(Error::Input(format!("matvec rows {rows}: expected one of {:?}", crate::kernels::MATVEC_ROWS)));
+        }
         let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
         descriptor.backends = options.backends.unwrap_or_else(|| wgpu::Backends::all().with_env());
         let backends = descriptor.backends;
@@ -207,9 +217,6 @@ impl Context {
             memory: Default::default(),
             counts: Default::default(),
         };
-        if let Some(rows) = options.matvec_rows.filter(|r| !crate::kernels::MATVEC_ROWS.contains(r)) {
-            return Err(Error::Input(format!("matvec rows {rows}: expected one of {:?}", crate::kernels::MATVEC_ROWS)));
-        }
         if let Some(prefill) = options.prefill.filter(|&p| !ctx.supports(p)) {
             let (min, max) = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
             return Err(Error::Input(format!(
