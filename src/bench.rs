@@ -139,6 +139,9 @@ pub struct ModelBench {
     /// Times per decode step (after the first, last run) that the host waited for the GPU: 1, reading the step's
     /// tokens back; more for a model streaming its experts, which reads each layer's routing.
     pub syncs_per_decode_step: f64,
+    /// Bytes per decode step (after the first, last run) that the host wrote to GPU buffers: each sequence's token
+    /// and position, 8 bytes, when the step's plan replays unchanged.
+    pub uploaded_bytes_per_decode_step: f64,
     pub weight_bytes: u64,
     /// Bytes a decode step must read: the weights it uses (the experts that B x top-k uniform choices are
     /// expected to touch) and the state of every sequence.
@@ -258,6 +261,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let mut encode = Duration::ZERO;
     let mut created_decoding = 0;
     let mut syncs_per_step = 0.0;
+    let mut uploaded_per_step = 0.0;
     // A streamed model's decode step is several plans with readbacks between them: not profiled.
     let profile = ctx.features().timestamps && model.streaming_stats().is_none();
     for run in 0..o.warmup + o.runs.max(1) {
@@ -291,6 +295,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
             let after = ctx.counts();
             created_decoding = after.objects() - before.objects();
             syncs_per_step = (after.syncs - before.syncs) as f64 / (o.gen_len - 2) as f64;
+            uploaded_per_step = (after.uploaded_bytes - before.uploaded_bytes) as f64 / (o.gen_len - 2) as f64;
         }
         if run >= o.warmup {
             prefill.push(ttft);
@@ -337,6 +342,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         dispatches_per_decode_step: dispatches,
         gpu_objects_created_decoding: created_decoding,
         syncs_per_decode_step: syncs_per_step,
+        uploaded_bytes_per_decode_step: uploaded_per_step,
         weight_bytes,
         decode_bytes_per_token: decode_bytes,
         decode_gb_per_s: decode_bytes as f64 * decode_tokens_per_s / b as f64 / 1e9,

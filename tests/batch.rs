@@ -52,6 +52,9 @@ fn batch_steps_create_no_gpu_objects() -> Result<()> {
     let after = ctx.counts();
     ensure!(after.syncs == before.syncs + 8, "8 steps with 8 readbacks waited {} times", after.syncs - before.syncs);
     ensure!(after.objects() == before.objects(), "8 batch steps made GPU objects: {before:?} -> {after:?}");
+    // Each step uploads its 3 tokens and 3 positions, nothing else: the plan's parameters went up once.
+    let uploaded = after.uploaded_bytes - before.uploaded_bytes;
+    ensure!(uploaded == 8 * 3 * 8, "8 batch steps of 3 sequences uploaded {uploaded} bytes, not 24 each");
     Ok(())
 }
 

@@ -258,7 +258,8 @@ fn steps_recorded_ahead_decode_as_steps_recorded_on_demand() -> Result<()> {
 
 /// Issue 7's "no allocation per token" and "no GPU-to-CPU sync inside a forward": once the first decode step has
 /// built its plan, decoding more tokens (their greedy ids and logits read back, as generation does) creates no
-/// buffer, bind group or pipeline, and waits for the GPU only in the readbacks.
+/// buffer, bind group or pipeline, waits for the GPU only in the readbacks, and uploads only each token and its
+/// position: the plan replays unchanged, its parameters uploaded once.
 #[test]
 fn decode_steps_create_no_gpu_objects() -> Result<()> {
     let Some(ctx) = own_gpu() else { return Ok(()) };
@@ -274,13 +275,16 @@ fn decode_steps_create_no_gpu_objects() -> Result<()> {
     }
     let after = ctx.counts();
     ensure!(after.syncs == before.syncs + 16, "8 steps and 16 readbacks waited {} times", after.syncs - before.syncs);
-    let objects_made = after != GpuCounts { syncs: before.syncs + 16, ..before };
+    let uploaded = after.uploaded_bytes - before.uploaded_bytes;
+    ensure!(uploaded == 8 * 8, "8 decode steps uploaded {uploaded} bytes, not 8 each (token and position)");
+    let objects_made = after != GpuCounts { syncs: before.syncs + 16, uploaded_bytes: after.uploaded_bytes, ..before };
     ensure!(!objects_made, "8 decode steps made GPU objects: {before:?} -> {after:?}");
     // Steps fed back to back wait for nothing: no readback, no sync inside a forward.
     for _ in 0..4 {
         s.feed(&[7])?;
     }
-    ensure!(ctx.counts() == after, "4 steps without readbacks: {after:?} -> {:?}", ctx.counts());
+    let want = GpuCounts { uploaded_bytes: after.uploaded_bytes + 4 * 8, ..after };
+    ensure!(ctx.counts() == want, "4 steps without readbacks: {after:?} -> {:?}", ctx.counts());
     // The counter counts: a prefill chunk builds a plan of its own.
     s.feed(&[1, 2, 3])?;
     ensure!(ctx.counts().bind_groups > before.bind_groups, "a prefill chunk made no bind groups");

@@ -123,8 +123,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         b.host_us_per_decode_step, b.dispatches_per_decode_step, b.encode_us_per_decode_step
     );
     println!(
-        "syncs:     {} GPU objects created by decode steps after the first; {:.2} waits for the GPU per step",
-        b.gpu_objects_created_decoding, b.syncs_per_decode_step
+        "syncs:     {} GPU objects created by decode steps after the first; per step {:.2} waits for the GPU, {:.0} bytes uploaded",
+        b.gpu_objects_created_decoding, b.syncs_per_decode_step, b.uploaded_bytes_per_decode_step
     );
     if !b.decode_kernel_ms.is_empty() {
         println!("decode step GPU time by kernel family (timestamps, one dispatch per pass):");

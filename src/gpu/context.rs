@@ -98,15 +98,18 @@ pub enum Prefill {
 }
 
 /// How many GPU objects a [`Context`] has made, by kind, through this crate's paths (tensors, plans' parameter
-/// arenas and bind groups, readback staging, timestamp queries, pipelines), and how often the host has waited for
-/// the GPU (readbacks, [`Context::wait`]): two readings around some work tell whether it allocated anything or
-/// synchronised, e.g. that a decode step replays what the first one built and runs without a wait.
+/// arenas and bind groups, readback staging, timestamp queries, pipelines), how often the host has waited for
+/// the GPU (readbacks, [`Context::wait`]), and how many bytes it has written to GPU buffers (tensors' contents,
+/// [`Context::write`], plans' parameters, streamed experts): two readings around some work tell whether it
+/// allocated anything, synchronised or uploaded, e.g. that a decode step replays what the first one built,
+/// without a wait, writing only its token and position.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuCounts {
     pub buffers: u64,
     pub bind_groups: u64,
     pub pipelines: u64,
     pub syncs: u64,
+    pub uploaded_bytes: u64,
 }
 
 impl GpuCounts {
@@ -123,6 +126,7 @@ pub(crate) struct Counters {
     pub(crate) bind_groups: AtomicU64,
     pub(crate) pipelines: AtomicU64,
     pub(crate) syncs: AtomicU64,
+    pub(crate) uploaded_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -310,7 +314,12 @@ impl Context {
         (self.memory.live(), self.memory.peak())
     }
 
-    /// The GPU objects made and the waits for the GPU so far (see [`GpuCounts`]).
+    /// Counts `bytes` written to GPU buffers by the host (see [`GpuCounts`]).
+    pub(crate) fn count_upload(&self, bytes: u64) {
+        self.counts.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The GPU objects made, the waits for the GPU and the bytes uploaded so far (see [`GpuCounts`]).
     pub fn counts(&self) -> GpuCounts {
         let c = &self.counts;
         GpuCounts {
@@ -318,6 +327,7 @@ impl Context {
             bind_groups: c.bind_groups.load(Ordering::Relaxed),
             pipelines: c.pipelines.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
+            uploaded_bytes: c.uploaded_bytes.load(Ordering::Relaxed),
         }
     }
 

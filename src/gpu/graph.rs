@@ -3,8 +3,8 @@
 //! A [`Graph`] records dispatches (kernel, constants, parameters, tensors, grid) and checks each against the
 //! kernel's declaration and the device's limits. [`Graph::build`] turns it into a [`Plan`]: every bind group
 //! created once, every dispatch's parameters packed into one uniform arena. Running a plan again costs one
-//! `write_buffer` of the arena and one compute pass, with no allocation, so a decode step can be replayed
-//! per token with only its changed parameters rewritten through [`Plan::params_mut`].
+//! compute pass, with no allocation, and a `write_buffer` of the arena if [`Plan::params_mut`] changed it. The
+//! model's decode steps read their positions from buffers, so their plans replay unchanged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -212,6 +212,7 @@ impl Plan {
     fn upload_params(&self, ctx: &Context) {
         if self.arena_stale.swap(false, Ordering::Relaxed) {
             ctx.queue.write_buffer(&self.arena, 0, &self.arena_bytes);
+            ctx.count_upload(self.arena_bytes.len() as u64);
         }
     }
 
@@ -286,14 +287,12 @@ impl Plan {
         Ok(self.steps.iter().zip(ticks.chunks_exact(2)).map(|(step, t)| (step.kernel.name(), queries.span(t[0], t[1]))).collect())
     }
 
-    /// The CPU time to record this plan into a command buffer (parameter upload, pass, every dispatch, finish),
-    /// the median of `runs` recordings that are then dropped unsubmitted: the host cost of a replay, apart
-    /// from the submission and whatever the driver does at submit. Each recording uploads the parameters, as a
-    /// decode step whose positions changed does.
+    /// The CPU time to record this plan into a command buffer (pass, every dispatch, finish, and the parameters'
+    /// upload if they changed), the median of `runs` recordings that are then dropped unsubmitted: the host cost
+    /// of a replay, apart from the submission and whatever the driver does at submit.
     pub fn encode_cost(&self, ctx: &Context, runs: usize) -> std::time::Duration {
         let mut times: Vec<_> = (0..runs.max(1))
             .map(|_| {
-                self.arena_stale.store(true, Ordering::Relaxed);
                 let start = std::time::Instant::now();
                 let mut encoder = ctx.device.create_command_encoder(&Default::default());
                 self.encode(ctx, &mut encoder);

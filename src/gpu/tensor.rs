@@ -221,6 +221,7 @@ impl Context {
         }
         drop(view);
         tensor.buffer().unmap();
+        self.count_upload(bytes);
         Ok(tensor)
     }
 
@@ -305,6 +306,7 @@ impl Context {
             &padded
         };
         self.queue.write_buffer(tensor.buffer(), tensor.offset, data);
+        self.count_upload(data.len() as u64);
         Ok(())
     }
 

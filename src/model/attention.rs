@@ -4,23 +4,17 @@
 use super::jamba::{cols, rows, Input, Rows, Scratch};
 use super::weights::AttentionWeights;
 use crate::config::JambaConfig;
-use crate::gpu::{Graph, OpId, Tensor};
-use crate::kernels::attention::{self, AttentionShape, DecodeOps};
+use crate::gpu::{Graph, Tensor};
+use crate::kernels::attention::{self, AttentionShape};
 use crate::{Error, Result};
-
-/// The dispatches a decode plan updates as the position advances.
-pub(crate) struct AttentionOps {
-    pub append: OpId,
-    pub decode: Option<DecodeOps>,
-}
 
 pub(crate) fn shape(cfg: &JambaConfig) -> AttentionShape {
     AttentionShape { n_heads: cfg.num_attention_heads, n_kv_heads: cfg.num_key_value_heads, head_dim: cfg.head_dim() }
 }
 
 /// x += attention(normed) for the rows fed, appending their k and v to the cache: a sequence's `t` tokens at
-/// positions `pos..pos + t`, or a batch's row r at sequence r's own position. Returns the dispatches a replayed
-/// plan must update for a sequence; a batch's step reads its positions from the GPU and needs none.
+/// positions `pos..pos + t`, or one token per sequence (a session's step, a batch's) at the position the GPU
+/// reads from `sc.positions`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
@@ -31,7 +25,7 @@ pub(crate) fn encode(
     sc: &Scratch,
     fed: Rows,
     normed: Input, // rms_norm(x, input_layernorm)
-) -> Result<Option<AttentionOps>> {
+) -> Result<()> {
     let (shape, t) = (shape(cfg), fed.t());
     let (q_dim, kv_dim) = (shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim);
     let qkv = |offset, width| cols(&sc.qkv, offset, width, t);
@@ -39,27 +33,28 @@ pub(crate) fn encode(
     // q = normed Wq^T, k = normed Wk^T, v = normed Wv^T, in one matmul
     normed.matmul(g, &w.qkv, rows(&sc.qkv, t)?, false)?;
     let (q, k, v) = (qkv(0, q_dim)?, qkv(q_dim, kv_dim)?, qkv(q_dim + kv_dim, kv_dim)?);
-    let ops = match (fed, &sc.decode) {
+    match (fed, &sc.decode) {
         // k and v join the cache at rows pos..pos + t; o = causal softmax(q k^T / sqrt(head_dim)) v over it
         (Rows::Sequence { t: 1, pos }, Some(scratch)) => {
-            let append = attention::append_kv(g, k, v, k_cache, v_cache, pos)?;
-            let decode = attention::decode(g, q, k_cache, v_cache, pos + 1, shape, scratch, &sc.attn)?;
-            Some(AttentionOps { append, decode: Some(decode) })
+            attention::append_kv(g, k, v, k_cache, v_cache, pos)?;
+            attention::decode(g, q, k_cache, v_cache, pos + 1, shape, scratch, &sc.attn)?;
         }
         (Rows::Sequence { pos, .. }, _) => {
-            let append = attention::append_kv(g, k, v, k_cache, v_cache, pos)?;
+            attention::append_kv(g, k, v, k_cache, v_cache, pos)?;
             attention::prefill(g, q, k_cache, v_cache, pos + t, shape, &sc.attn)?;
-            Some(AttentionOps { append, decode: None })
         }
-        // the same per row r, at sequence r's position and over its cache
-        (Rows::Batch { positions, .. }, scratch) => {
-            let scratch = scratch.as_ref().ok_or_else(|| Error::shape("attention", "a batch's step needs decode scratch"))?;
-            attention::append_kv_batch(g, k, v, k_cache, v_cache, positions)?;
-            attention::decode_batch(g, q, k_cache, v_cache, positions, shape, scratch, &sc.attn)?;
-            None
+        // the same per row r, at sequence r's position and over its cache: a session's step is a batch of one
+        (Rows::Step | Rows::Batch { .. }, scratch) => {
+            let scratch = scratch.as_ref().ok_or_else(|| Error::shape("attention", "a decode step needs decode scratch"))?;
+            let as_batch = |cache: &Tensor| match fed {
+                Rows::Step => cache.reshape(&[1, cache.shape()[0], kv_dim]),
+                _ => Ok(cache.clone()),
+            };
+            let (k_cache, v_cache) = (as_batch(k_cache)?, as_batch(v_cache)?);
+            attention::append_kv_batch(g, k, v, &k_cache, &v_cache, &sc.positions)?;
+            attention::decode_batch(g, q, &k_cache, &v_cache, &sc.positions, shape, scratch, &sc.attn)?;
         }
     };
     // x += o o_proj^T
-    w.o_proj.matmul(g, rows(&sc.attn, t)?, rows(&sc.x, t)?, true)?;
-    Ok(ops)
+    w.o_proj.matmul(g, rows(&sc.attn, t)?, rows(&sc.x, t)?, true)
 }

@@ -4,14 +4,14 @@
 //!
 //! Every sequence keeps its own position. Its state lives in its slot of the batch's tensors ([`BatchState`]):
 //! the step's conv, scan and attention kernels address slot r from row r, and attention reads each row's position
-//! from a u32 [B] buffer written before the step, so the plan never changes. A prefill runs the single-sequence
+//! from a u32 [B] buffer (the step scratch's `positions`) written before the step, so the plan never changes. A prefill runs the single-sequence
 //! path ([`Session`](super::Session)'s chunks) on one sequence's slot, seen as views.
 
 use super::ffn::Resident;
 use super::jamba::{self, Head, Rows, Scratch};
 use super::state::{BatchState, SequenceState};
 use super::{check_ids, Model, SessionOptions};
-use crate::gpu::{DType, Graph, Plan, Tensor};
+use crate::gpu::{Graph, Plan};
 use crate::{Error, Result};
 
 /// Rows of a tile of the tiled matmul and MoE kernels.
@@ -25,9 +25,9 @@ pub struct Batch<'m> {
     /// Activations of one sequence's prefill chunks.
     prefill: Scratch,
     /// Activations of a step, one row per sequence; its `logits` [B, V] and `next` [B] hold each sequence's last
-    /// fed token's logits and greedy token, whichever way it was fed.
+    /// fed token's logits and greedy token, whichever way it was fed; its `positions` [B], where each
+    /// sequence's next token goes, are written before each step.
     step: Scratch,
-    positions: Tensor, // [B] u32: where each sequence's next token goes, written before each step
     plan: Option<Plan>,
     /// The next step's commands, recorded while the GPU ran the last one: the plan reads its positions and
     /// tokens from buffers, so a recording serves any step (see Session::decode_step).
@@ -53,7 +53,6 @@ impl<'m> Batch<'m> {
             state: BatchState::new(ctx, cfg, sequences, options.max_len)?,
             prefill: Scratch::new(ctx, cfg, options.chunk, options.max_len, 1)?,
             step: Scratch::new(ctx, cfg, sequences, options.max_len, sequences)?,
-            positions: ctx.zeros("batch positions", &[sequences], DType::U32)?,
             plan: None,
             next_step: None,
             position: vec![0; sequences],
@@ -141,7 +140,7 @@ impl<'m> Batch<'m> {
         }
         let positions: Vec<u32> = self.position.iter().map(|&p| p as u32).collect();
         ctx.write(&self.step.ids, bytemuck::cast_slice(tokens))?;
-        ctx.write(&self.positions, bytemuck::cast_slice(&positions))?;
+        ctx.write(&self.step.positions, bytemuck::cast_slice(&positions))?;
         if self.plan.is_none() {
             let mut g = Graph::new(ctx);
             if ctx.is_cpu() {
@@ -150,7 +149,7 @@ impl<'m> Batch<'m> {
                 // it (lavapipe, B = 8: twice the step time). GPUs keep the context's choice.
                 g.tuning.tiled_min_rows = g.tuning.tiled_min_rows.max(TILE_ROWS);
             }
-            let fed = Rows::Batch { t: b, positions: &self.positions };
+            let fed = Rows::Batch { t: b };
             let (cfg, w, experts) = (&self.model.cfg, &self.model.weights, &mut Resident { top_k: self.model.cfg.num_experts_per_tok });
             jamba::encode(&mut g, cfg, w, &self.state.layers, &self.step, fed, Head::Each, experts)?;
             self.plan = Some(g.build()?);

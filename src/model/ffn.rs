@@ -18,10 +18,6 @@ pub(crate) trait Experts {
         sc: &Scratch,
         t: usize,
     ) -> Result<()>;
-    /// How many times the forward was cut so far: the part of it that a dispatch recorded now belongs to.
-    fn part(&self) -> usize {
-        0
-    }
 }
 
 /// Every expert is on the GPU: the whole layer in one graph.

@@ -1,7 +1,7 @@
 //! The interleaved layer stack: the per-layer plan read from the config's schedule, encoded into one graph
 //! per forward step. transformers: `JambaModel.forward`; JAMBA.md, "The network".
 
-use super::attention::{self, AttentionOps};
+use super::attention;
 use super::state::LayerState;
 use super::weights::{GpuWeights, Matrix, MixerWeights};
 use super::{ffn, mamba};
@@ -128,6 +128,9 @@ pub struct Scratch {
     pub last: Tensor,   // [1, H], the final-normed last row
     pub logits: Tensor, // [max_t, V]
     pub next: Tensor,   // [max_t] u32, the greedy token (of each row, for a batch)
+    /// [decode_rows] u32: where each row of a decode step (a session's, or a batch's) puts its token, written
+    /// before each step, so that the step's plan serves every position.
+    pub positions: Tensor,
 }
 
 impl Scratch {
@@ -175,6 +178,7 @@ impl Scratch {
             last: f32s("last", &[1, h])?,
             logits: f32s("logits", &[max_t, v])?,
             next: ctx.zeros("next", &[max_t], DType::U32)?,
+            positions: ctx.zeros("positions", &[decode_rows.max(1)], DType::U32)?,
         })
     }
 }
@@ -192,37 +196,35 @@ pub enum Head {
 }
 
 /// The rows a step feeds, and whose state each advances.
-#[derive(Clone, Copy)]
-pub(crate) enum Rows<'a> {
-    /// `t` consecutive tokens of one sequence at positions pos..pos + t; the layers' state is a sequence's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Rows {
+    /// `t` consecutive tokens of one sequence at positions pos..pos + t, in a graph built for them (a prefill
+    /// chunk); the layers' state is a sequence's.
     Sequence { t: usize, pos: usize },
-    /// One token of each of a batch's `t` sequences, row r at positions[r] (u32 [t] on the GPU, written before
-    /// each step); the layers' state is a batch's.
-    Batch { t: usize, positions: &'a Tensor },
+    /// A session's decode step: one token of one sequence, at the position in `sc.positions[0]`, so that one
+    /// plan replays unchanged for every token; the layers' state is a sequence's.
+    Step,
+    /// One token of each of a batch's `t` sequences, row r at `sc.positions[r]`; the layers' state is a batch's.
+    Batch { t: usize },
 }
 
-impl Rows<'_> {
+impl Rows {
     pub fn t(&self) -> usize {
         match *self {
-            Rows::Sequence { t, .. } | Rows::Batch { t, .. } => t,
+            Rows::Sequence { t, .. } | Rows::Batch { t } => t,
+            Rows::Step => 1,
         }
     }
 
     /// One row per sequence (a decode step, or a batch's): the rows where each rms_norm is fused into the matvec
     /// that reads it ([`Input`]).
     pub fn is_decode(&self) -> bool {
-        matches!(self, Rows::Sequence { t: 1, .. } | Rows::Batch { .. })
+        matches!(self, Rows::Sequence { t: 1, .. } | Rows::Step | Rows::Batch { .. })
     }
 }
 
-/// The dispatches a replayed decode plan must update as the position advances: one entry per attention layer,
-/// with the part of the forward it was recorded in (always 0 unless the forward is cut, see [`ffn::Experts`]).
-pub(crate) struct StepOps {
-    pub attention: Vec<(usize, AttentionOps)>,
-}
-
-/// Records one forward step over `fed` rows (their tokens already in `sc.ids`), advancing `layers`' state, the
-/// MoE layers' experts through `experts`.
+/// Records one forward step over `fed` rows (their tokens already in `sc.ids`, and for decode steps their
+/// positions in `sc.positions`), advancing `layers`' state, the MoE layers' experts through `experts`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode(
     g: &mut Graph,
@@ -233,13 +235,12 @@ pub(crate) fn encode(
     fed: Rows,
     head: Head,
     experts: &mut dyn ffn::Experts,
-) -> Result<StepOps> {
+) -> Result<()> {
     let (h, eps, t) = (cfg.hidden_size, cfg.rms_norm_eps, fed.t());
     // x = embed_tokens[ids]
     for (row0, part) in &w.embed_tokens.parts {
         embed::embed_rows(g, part, *row0, &sc.ids, rows(&sc.x, t)?)?;
     }
-    let mut attention_ops = Vec::new();
     let input = |g: &mut Graph, weight| {
         Input::new(g, rows(&sc.x, t)?, RmsNorm { weight, eps }, rows(&sc.normed, t)?, fed.is_decode())
     };
@@ -248,9 +249,7 @@ pub(crate) fn encode(
         let normed = input(g, &layer.input_norm)?;
         match (&layer.mixer, layer_state) {
             (MixerWeights::Attention(aw), LayerState::Attention { k, v }) => {
-                if let Some(ops) = attention::encode(g, cfg, aw, k, v, sc, fed, normed)? {
-                    attention_ops.push((experts.part(), ops));
-                }
+                attention::encode(g, cfg, aw, k, v, sc, fed, normed)?
             }
             (MixerWeights::Mamba(mw), LayerState::Mamba { conv, ssm }) => {
                 mamba::encode(g, cfg, mw, conv, ssm, sc, fed, normed)?
@@ -283,5 +282,5 @@ pub(crate) fn encode(
             argmax(g, rows(&sc.logits, 1)?, &sc.next)?;
         }
     }
-    Ok(StepOps { attention: attention_ops })
+    Ok(())
 }

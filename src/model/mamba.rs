@@ -37,7 +37,7 @@ pub(crate) fn encode(
             normed.matmul(g, &w.in_proj, rows(&sc.xz, t)?, false)?;
             // xs = silu(causal_depthwise_conv1d(xs)), the conv state holding the last K-1 inputs
             let conv = match fed {
-                Rows::Sequence { .. } => conv1d::causal_conv1d_silu,
+                Rows::Sequence { .. } | Rows::Step => conv1d::causal_conv1d_silu,
                 Rows::Batch { .. } => conv1d::causal_conv1d_silu_batch,
             };
             conv(g, cols(&sc.xz, 0, i)?, conv_state, &w.conv_weight, &w.conv_bias, &sc.xs)?;
@@ -46,7 +46,7 @@ pub(crate) fn encode(
     // [dt | B | C] = xs x_proj^T
     w.x_proj.matmul(g, rows(&sc.xs, t)?, rows(&sc.dbc, t)?, false)?;
     let path = match fed {
-        Rows::Sequence { t: 1, .. } => ScanPath::Decode,
+        Rows::Sequence { t: 1, .. } | Rows::Step => ScanPath::Decode,
         Rows::Sequence { .. } => ScanPath::Chunked,
         Rows::Batch { .. } => ScanPath::Batch,
     };

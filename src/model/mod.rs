@@ -206,11 +206,11 @@ fn check_ids(cfg: &JambaConfig, ids: &[u32], position: usize, max_len: usize) ->
 }
 
 /// The decode step, built on first use: one plan, or with streamed experts one per part of the forward (see
-/// [`streaming`]), the MoE layer that ends each part but the last in `cuts`.
+/// [`streaming`]), the MoE layer that ends each part but the last in `cuts`. The plans read the token and its
+/// position from buffers (`Scratch::ids`, `Scratch::positions`), so they replay unchanged for every token.
 struct Decode {
     plans: Vec<Plan>,
     cuts: Vec<usize>,
-    ops: jamba::StepOps,
 }
 
 /// One sequence: its GPU state, activations, and the decode plan once built.
@@ -220,9 +220,9 @@ pub struct Session<'m> {
     state: SequenceState,
     scratch: Scratch,
     decode: Option<Decode>,
-    /// The decode step after the last one, recorded while the GPU ran that one (see `decode_step`): its
-    /// position and commands. Only a decode step at that position submits it; anything else drops it first.
-    next_step: Option<(usize, wgpu::CommandBuffer)>,
+    /// A decode step's commands, recorded while the GPU ran the last one (see `decode_step`): the plan reads
+    /// everything that changes from buffers, so a recording serves whichever step comes next.
+    next_step: Option<wgpu::CommandBuffer>,
     /// Streaming only: [chunk * top_k] u32, the routed ids remapped to expert pool slots.
     slot_ids: Option<Tensor>,
     stream_stats: StreamingStats,
@@ -293,7 +293,6 @@ impl<'m> Session<'m> {
             if t == 1 && head == Head::Last {
                 self.decode_step()?;
             } else {
-                self.next_step = None;
                 self.forward(t, head)?;
             }
             self.count_tokens(t);
@@ -320,19 +319,18 @@ impl<'m> Session<'m> {
                 jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut parts)?;
                 g.run()
             }
-            _ => self.resident_graph(t, pos, head)?.0.run(),
+            _ => self.resident_graph(Rows::Sequence { t, pos }, head)?.run(),
         }
     }
 
-    /// The graph of `t` tokens from position `pos` with every expert resident (a prefill chunk, or the decode
-    /// plan when t = 1), and the operations a replay rewrites.
-    fn resident_graph(&self, t: usize, pos: usize, head: Head) -> Result<(Graph<'m>, jamba::StepOps)> {
+    /// The graph of the rows `fed` with every expert resident: a prefill chunk, or the decode plan.
+    fn resident_graph(&self, fed: Rows, head: Head) -> Result<Graph<'m>> {
         let model = self.model;
         let mut g = Graph::new(&model.ctx);
         let mut resident = ffn::Resident { top_k: model.cfg.num_experts_per_tok };
         let (layers, sc) = (&self.state.layers, &self.scratch);
-        let ops = jamba::encode(&mut g, &model.cfg, &model.weights, layers, sc, Rows::Sequence { t, pos }, head, &mut resident)?;
-        Ok((g, ops))
+        jamba::encode(&mut g, &model.cfg, &model.weights, layers, sc, fed, head, &mut resident)?;
+        Ok(g)
     }
 
     fn count_tokens(&mut self, t: usize) {
@@ -347,73 +345,57 @@ impl<'m> Session<'m> {
         self.model.streaming.as_ref().map(|_| self.stream_stats)
     }
 
-    /// One token through the decode plan (with streamed experts, its plans).
+    /// One token (already in `scratch.ids`) through the decode plan (with streamed experts, its plans).
     ///
     /// With resident experts the step is one plan, and the host records it while the GPU runs the step before:
-    /// after submitting a step, the next one (whose commands differ only in the parameters written for its
-    /// position) is recorded at once and kept in `next_step`, so that recording, a few hundred microseconds
-    /// for a 215-dispatch step, is not paid between one step's token and the next step's start. Its
-    /// parameter upload lands at the next submission (the token's readback, or the step itself), after the
-    /// step in flight has read its own.
+    /// after submitting a step, the next one is recorded at once and kept in `next_step`, so that recording,
+    /// a few hundred microseconds for a 215-dispatch step, is not paid between one step's token and the next
+    /// step's start. The plan never changes: each step writes only its token and position (8 bytes).
     fn decode_step(&mut self) -> Result<()> {
-        let (model, ctx, pos) = (self.model, &*self.model.ctx, self.position);
-        let next = self.next_step.take();
-        if model.streaming.is_some() {
-            self.prepare_decode(pos)?;
-        }
+        let (model, ctx) = (self.model, &*self.model.ctx);
+        self.write_position()?;
+        self.build_decode()?;
+        let decode = self.decode.as_ref().expect("the decode plans were just built");
         if let (Some(stream), Some(slot_ids)) = (&model.streaming, &self.slot_ids) {
-            let decode = self.decode.as_ref().expect("the decode plans were just built");
             let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
             let parts = (decode.plans.as_slice(), decode.cuts.as_slice());
             let stats = &mut self.stream_stats;
             return streaming::run_decode(ctx, stream, &mut pool, parts, &self.scratch, slot_ids, stats);
         }
-        let commands = match next {
-            Some((at, commands)) if at == pos => commands,
-            _ => {
-                self.prepare_decode(pos)?;
-                self.decode.as_ref().expect("the decode plan was just built").plans[0].record(ctx)
-            }
+        let commands = match self.next_step.take() {
+            Some(commands) => commands,
+            None => decode.plans[0].record(ctx),
         };
         ctx.queue.submit([commands]);
         ctx.check()?;
-        if pos + 1 < self.options.max_len {
-            // Ahead of need: should it fail, the next step records itself and reports the error then.
-            if self.prepare_decode(pos + 1).is_ok() {
-                let commands = self.decode.as_ref().expect("the decode plan was just built").plans[0].record(ctx);
-                self.next_step = Some((pos + 1, commands));
-            }
+        if self.position + 1 < self.options.max_len {
+            self.next_step = Some(decode.plans[0].record(ctx));
         }
         Ok(())
     }
 
-    /// The decode plans, built on first use, with their parameters set for a token at position `pos`.
-    fn prepare_decode(&mut self, pos: usize) -> Result<()> {
-        let model = self.model;
-        let (ctx, cfg, w) = (&*model.ctx, &model.cfg, &model.weights);
+    /// Writes the position of the next token fed, where a decode plan reads it.
+    fn write_position(&self) -> Result<()> {
+        let position = u32::try_from(self.position)
+            .map_err(|_| Error::Input(format!("position {} does not fit the u32 a decode step reads", self.position)))?;
+        self.model.ctx.write(&self.scratch.positions, bytemuck::bytes_of(&position))
+    }
+
+    /// Builds the decode plans, if not yet built.
+    fn build_decode(&mut self) -> Result<()> {
         if self.decode.is_none() {
-            let (state, sc, step) = (&self.state, &self.scratch, Rows::Sequence { t: 1, pos });
+            let model = self.model;
+            let (ctx, cfg, w, state, sc) = (&*model.ctx, &model.cfg, &model.weights, &self.state, &self.scratch);
             self.decode = Some(match (&model.streaming, &self.slot_ids) {
                 (Some(stream), Some(slot_ids)) => {
                     let mut g = Graph::new(ctx);
                     let mut parts = streaming::PlanParts { stream, slot_ids, plans: Vec::new(), cuts: Vec::new() };
-                    let ops = jamba::encode(&mut g, cfg, w, &state.layers, sc, step, Head::Last, &mut parts)?;
+                    jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Step, Head::Last, &mut parts)?;
                     parts.plans.push(g.build()?);
-                    Decode { plans: parts.plans, cuts: parts.cuts, ops }
+                    Decode { plans: parts.plans, cuts: parts.cuts }
                 }
-                _ => {
-                    let (g, ops) = self.resident_graph(1, pos, Head::Last)?;
-                    Decode { plans: vec![g.build()?], cuts: Vec::new(), ops }
-                }
+                _ => Decode { plans: vec![self.resident_graph(Rows::Step, Head::Last)?.build()?], cuts: Vec::new() },
             });
-        }
-        let decode = self.decode.as_mut().expect("the decode plan was just built");
-        for (part, a) in &decode.ops.attention {
-            let plan = &mut decode.plans[*part];
-            crate::kernels::attention::set_append_pos(plan, a.append, pos);
-            if let Some(d) = &a.decode {
-                d.set_kv_len(plan, pos + 1)?;
-            }
         }
         Ok(())
     }
@@ -429,8 +411,8 @@ impl<'m> Session<'m> {
             return Err(Error::Input(message.into()));
         }
         ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
-        self.next_step = None;
-        self.prepare_decode(self.position)?;
+        self.write_position()?;
+        self.build_decode()?;
         let times = self.decode.as_ref().expect("the decode plan was just built").plans[0].profile(ctx)?;
         self.position += 1;
         self.last_row = Some(0);
@@ -453,8 +435,7 @@ impl<'m> Session<'m> {
             return Err(Error::Input(format!("profiling a prefill chunk takes 2 to {chunk} tokens (the chunk), not {t}")));
         }
         ctx.write(&self.scratch.ids, bytemuck::cast_slice(ids))?;
-        self.next_step = None;
-        let (g, _) = self.resident_graph(t, self.position, Head::Last)?;
+        let g = self.resident_graph(Rows::Sequence { t, pos: self.position }, Head::Last)?;
         let times = g.build()?.profile(ctx)?;
         self.count_tokens(t);
         self.last_row = Some(0);
@@ -465,8 +446,7 @@ impl<'m> Session<'m> {
     /// The CPU time to record one decode step's commands, without submitting them (see [`Plan::encode_cost`]):
     /// the median of `runs`. Builds the decode plan if needed; feeds nothing.
     pub fn decode_encode_cost(&mut self, runs: usize) -> Result<std::time::Duration> {
-        self.next_step = None;
-        self.prepare_decode(self.position)?;
+        self.build_decode()?;
         let decode = self.decode.as_ref().expect("the decode plan was just built");
         Ok(decode.plans.iter().map(|plan| plan.encode_cost(&self.model.ctx, runs)).sum())
     }
@@ -474,7 +454,7 @@ impl<'m> Session<'m> {
     /// The number of GPU dispatches one decode step records (the plans built if needed; feeds nothing): what
     /// each token costs the host to encode, and the GPU in launches and barriers.
     pub fn decode_dispatches(&mut self) -> Result<usize> {
-        self.prepare_decode(self.position)?;
+        self.build_decode()?;
         Ok(self.decode.as_ref().expect("the decode plan was just built").plans.iter().map(Plan::len).sum())
     }
 
@@ -499,7 +479,6 @@ impl<'m> Session<'m> {
 
     /// Forgets everything fed: back to an empty sequence.
     pub fn reset(&mut self) {
-        self.next_step = None;
         self.state.clear(&self.model.ctx);
         self.position = 0;
         self.last_row = None;

@@ -266,10 +266,6 @@ impl Experts for PlanParts<'_> {
         moe_experts(g, &sc.normed, t, &s.stacks, self.slot_ids, &sc.expert_weights, k, &sc.moe)?;
         moe_combine(g, t, &sc.expert_ids, &sc.expert_weights, k, s.n_experts, &sc.moe, &sc.x)
     }
-
-    fn part(&self) -> usize {
-        self.plans.len()
-    }
 }
 
 /// One decode token through plans built by [`PlanParts`]: each plan, then its MoE layer's experts made resident.

@@ -674,6 +674,7 @@ impl ExpertFeed {
             }
             uploaded += bytes;
         }
+        ctx.count_upload(uploaded);
         Ok(uploaded)
     }
 }
