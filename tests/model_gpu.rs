@@ -13,6 +13,7 @@ use common::{check_close, default_model_dir, fixture_dir, gpu, own_gpu, Expected
 use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::gpu::{Context, GpuCounts};
 use jamba_wgpu::reference::ReferenceModel;
+use jamba_wgpu::weights::quant::{QuantFormat, Quantization};
 use jamba_wgpu::weights::Checkpoint;
 use jamba_wgpu::{generate, GenerateOptions, LoadOptions, Model, ReferenceSession, SessionOptions};
 
@@ -343,5 +344,74 @@ fn a_decode_step_is_a_known_number_of_dispatches() -> Result<()> {
     let got = session.decode_dispatches()?;
     println!("v0.1 layout: {got} dispatches per decode step");
     ensure!(got == want, "a decode step at the v0.1 layout records {got} dispatches, expected {want}");
+    Ok(())
+}
+
+/// Tuning times every matvec choice the context leaves open on the model's own decode step (quantized weights:
+/// each row count, codes and words), keeps one of them for the decode plans, and the tuned model decodes what
+/// the untuned one does.
+#[test]
+fn decode_tuning_times_every_choice_and_decodes_the_same() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let dir = fixture_dir("tiny");
+    let quantize = Some(Quantization::new(QuantFormat::Q8));
+    let load = |tune_decode| Model::load(ctx.clone(), &dir, &LoadOptions { quantize, tune_decode, ..Default::default() });
+    let mut tuned = load(Some(true))?;
+    let report = tuned.tuned().context("tune_decode: Some(true) did not tune")?.clone();
+    let mut timed: Vec<_> = report.candidates.iter().map(|c| (c.matvec_rows, c.quant_words)).collect();
+    timed.sort();
+    let all: Vec<_> = [1, 2, 4, 8].into_iter().flat_map(|rows| [(rows, false), (rows, true)]).collect();
+    ensure!(timed == all, "timed {timed:?}, expected every row count with codes and words");
+    ensure!(report.candidates.iter().all(|c| c.step_ms > 0.0 && c.step_ms.is_finite()), "{}", report.summary());
+    let base = ctx.tuning();
+    let default = report.candidates[report.default];
+    ensure!((default.matvec_rows, default.quant_words) == (base.matvec_rows, base.quant_words), "default {default:?}");
+    let chosen = tuned.decode_tuning();
+    ensure!((chosen.matvec_rows, chosen.quant_words) == (report.chosen().matvec_rows, report.chosen().quant_words));
+    eprintln!("{}", report.summary());
+
+    let untuned = load(Some(false))?;
+    ensure!(untuned.tuned().is_none() && untuned.decode_tuning() == base, "tune_decode: Some(false) tuned");
+    for model in [&tuned, &untuned] {
+        ensure!(!model.tunes_by_default(), "a CPU adapter tunes by default");
+    }
+    let decode = |model: &Model| -> Result<Vec<f32>> {
+        let mut s = model.session(options(16, 8))?;
+        s.feed(&[5, 17, 42])?;
+        for _ in 0..3 {
+            s.feed(&[s.greedy_token()?])?;
+        }
+        Ok(s.last_logits()?)
+    };
+    check_close("tuned against untuned decode", &decode(&tuned)?, &decode(&untuned)?, 1e-4)?;
+    // Tuning again re-times the same choices; a model streaming its experts cannot be tuned.
+    ensure!(tuned.tune_decode()?.candidates.len() == all.len(), "a second tuning timed other choices");
+    let mut streamed = Model::load(ctx.clone(), &dir, &LoadOptions { expert_slots: Some(2), ..Default::default() })?;
+    let e = streamed.tune_decode().expect_err("tuned a streaming model").to_string();
+    ensure!(e.contains("streams its experts"), "{e}");
+    Ok(())
+}
+
+/// A decode plan is built with the model's decode tuning: setting one that no plan used yet makes the next
+/// session's decode step compile pipelines for it, while its prefill (the context's tuning) compiles nothing new.
+#[test]
+fn decode_plans_take_the_models_decode_tuning() -> Result<()> {
+    let Some(ctx) = own_gpu() else { return Ok(()) };
+    let mut model = load(&ctx, &fixture_dir("tiny"))?;
+    let run = |model: &Model| -> Result<(u64, u64)> {
+        let mut s = model.session(options(16, 8))?;
+        s.feed(&[5, 17, 42])?;
+        let prefilled = ctx.counts().pipelines;
+        s.feed(&[s.greedy_token()?])?;
+        Ok((prefilled, ctx.counts().pipelines))
+    };
+    run(&model)?;
+    let before = ctx.counts().pipelines;
+    // Codes where the context reads words (or the other way round): a pipeline constant no plan has used yet.
+    let base = ctx.tuning();
+    model.set_decode_tuning(jamba_wgpu::gpu::Tuning { quant_words: !base.quant_words, ..base });
+    let (prefilled, decoded) = run(&model)?;
+    ensure!(prefilled == before, "the prefill compiled {} pipelines", prefilled - before);
+    ensure!(decoded > prefilled, "the decode step ignored the model's decode tuning: no new pipeline");
     Ok(())
 }

@@ -70,14 +70,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "bf16" => DType::BF16,
                 other => bail!("--dtype {other}: expected f32, f16 or bf16"),
             };
-            Model::random_quantized(ctx, cfg, dtype, args.quant.quantization(args.quantize)?, 0)?
+            let mut model = Model::random_quantized(ctx, cfg, dtype, args.quant.quantization(args.quantize)?, 0)?;
+            if args.gpu.tune_decode().unwrap_or_else(|| model.tunes_by_default()) {
+                model.tune_decode()?;
+            }
+            model
         }
         (Some(_), false) => bail!("--config needs --random-weights (there is no checkpoint to load)"),
         (None, _) => {
             let (cfg, checkpoint, tokenizer) = args.model.open()?;
             let quantize = args.quant.quantization(args.quantize)?;
             let gpu_memory = args.memory.weights_budget(&cfg, args.prompt_len + args.gen_len.max(2) + 1)?;
-            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, ..Default::default() };
+            let tune_decode = args.gpu.tune_decode();
+            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, tune_decode, ..Default::default() };
             Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?
         }
     };
@@ -102,6 +107,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let per = if b.batch > 1 { format!(" x {} sequences", b.batch) } else { String::new() };
     println!("prefill:   {} tokens{per} at {:.1} tokens/s (time to first token {:.1} ms)", b.prompt_len, b.prefill_tokens_per_s, b.time_to_first_token_ms);
     println!("decode:    {} tokens{per} at {:.2} tokens/s", b.gen_len, b.decode_tokens_per_s);
+    if let Some(tuned) = &b.decode_tuning {
+        let how = if tuned.timestamps { "GPU timestamps" } else { "host clock" };
+        println!("tuning:    decode step by matvec choice ({how}): {}", tuned.summary());
+    }
     println!(
         "roofline:  a decode step reads {:.1} MiB: {:.2} GB/s achieved vs {:.2} GB/s streaming ({:.0}%)",
         b.decode_bytes_per_token as f64 / (1 << 20) as f64,

@@ -81,9 +81,22 @@ pub struct GpuArgs {
     /// 4 or 8 (default: 8 on CPU adapters; 1 on GPUs, where more is not yet measured).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub matvec_rows: Option<u32>,
+    /// Time the decode step's matvec choices (rows per invocation, reading quantized codes or words) at load
+    /// and keep the fastest: `auto` (on GPUs, for what the two flags above leave open), `on` or `off`.
+    #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
+    pub tune_decode: String,
 }
 
 impl GpuArgs {
+    /// [`LoadOptions::tune_decode`](jamba_wgpu::LoadOptions::tune_decode): None for `auto`.
+    pub fn tune_decode(&self) -> Option<bool> {
+        match self.tune_decode.as_str() {
+            "on" => Some(true),
+            "off" => Some(false),
+            _ => None,
+        }
+    }
+
     pub fn context(&self) -> anyhow::Result<Context> {
         let backends = self.backend.as_deref().map(ContextOptions::parse_backend).transpose()?;
         let quant_words = self.quant_matvec.as_deref().map(|m| m == "words");

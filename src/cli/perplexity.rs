@@ -50,7 +50,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         cfg,
         &checkpoint,
         Some(tokenizer),
-        &LoadOptions { progress: !args.json, quantize, ..Default::default() },
+        &LoadOptions { progress: !args.json, quantize, tune_decode: args.gpu.tune_decode(), ..Default::default() },
     )?;
 
     let bar = if args.json {

@@ -273,6 +273,22 @@ impl Context {
         }
     }
 
+    /// The decode matvec choices a model may time on this adapter ([`Model::tune_decode`]): every row count per
+    /// row group and both ways of reading quantized rows, except what [`ContextOptions`] fixed.
+    ///
+    /// [`Model::tune_decode`]: crate::Model::tune_decode
+    pub fn decode_choices(&self) -> (Vec<u32>, Vec<bool>) {
+        let rows = match self.matvec_rows {
+            Some(rows) => vec![rows],
+            None => crate::kernels::MATVEC_ROWS.to_vec(),
+        };
+        let words = match self.quant_words {
+            Some(words) => vec![words],
+            None => vec![false, true],
+        };
+        (rows, words)
+    }
+
     /// Every tuning this adapter runs, for tests: each row width on the matvec path, and each tiled kernel the
     /// adapter supports on the tiled path. Matvecs take their rows per group whatever the size of the test.
     pub fn tunings(&self) -> Vec<Tuning> {

@@ -143,6 +143,7 @@ impl<'m> Batch<'m> {
         ctx.write(&self.step.positions, bytemuck::cast_slice(&positions))?;
         if self.plan.is_none() {
             let mut g = Graph::new(ctx);
+            g.tuning = self.model.decode_tuning();
             if ctx.is_cpu() {
                 // A step's rows are B tokens of B sequences, not a prefill chunk: on a CPU adapter a tile of the
                 // tiled kernels (32 rows) costs more than one matrix-vector product per row until the rows fill

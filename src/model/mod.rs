@@ -2,8 +2,9 @@
 //! through prebuilt plans.
 //!
 //! A prefill is cut into chunks of at most [`SessionOptions::chunk`] tokens, each one graph of dispatches; a
-//! decode step replays one plan built on the first step, with only the position-dependent parameters rewritten,
-//! so a step allocates nothing. No forward reads anything back: the greedy token (4 bytes) or the logits, when
+//! decode step replays one plan built on the first step, unchanged (the token and its position are read from GPU
+//! buffers), so a step allocates nothing. On GPUs the decode plan's matvec kernels are chosen by timing them at
+//! load ([`tune`]). No forward reads anything back: the greedy token (4 bytes) or the logits, when
 //! asked for, are the one readback of a step.
 //!
 //! The exception is a model that streams its experts ([`LoadOptions::gpu_memory`], [`streaming`]): its forward
@@ -18,6 +19,7 @@ mod jamba;
 mod mamba;
 mod state;
 pub mod streaming;
+pub mod tune;
 mod weights;
 
 use std::path::Path;
@@ -27,12 +29,13 @@ pub use batch::Batch;
 pub use jamba::{Head, Scratch};
 pub use state::{BatchState, LayerState, SequenceState};
 pub use streaming::StreamingStats;
+pub use tune::{DecodeCandidate, DecodeTuning};
 pub use weights::{
     AttentionWeights, ExpertFeed, ExpertLayout, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights,
 };
 
 use crate::config::JambaConfig;
-use crate::gpu::{Context, Graph, Plan, Tensor};
+use crate::gpu::{Context, Graph, Plan, Tensor, Tuning};
 use jamba::Rows;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{Checkpoint, Quantization};
@@ -55,6 +58,10 @@ pub struct LoadOptions {
     /// Stream the experts through a pool of exactly this many slots (at least num_experts_per_tok), even when
     /// they would fit: for tests and benchmarks of streaming. Checked against `gpu_memory` when both are given.
     pub expert_slots: Option<usize>,
+    /// Time the decode step's matvec choices once loaded and keep the fastest ([`Model::tune_decode`]). None:
+    /// on GPUs, whose best choices are not known in advance, unless the context fixed them all; not on CPU
+    /// adapters, whose defaults were measured, nor for models that stream their experts.
+    pub tune_decode: Option<bool>,
 }
 
 /// A model on the GPU: config, weights, tokenizer.
@@ -65,6 +72,11 @@ pub struct Model {
     tokenizer: Option<Tokenizer>,
     /// The expert pool, when the experts are streamed.
     streaming: Option<streaming::Streaming>,
+    /// The kernel choices of decode plans, once [`Model::tune_decode`] or [`Model::set_decode_tuning`] chose
+    /// them; else the context's.
+    decode_tuning: Option<Tuning>,
+    /// What the last [`Model::tune_decode`] measured.
+    tuned: Option<DecodeTuning>,
 }
 
 impl Model {
@@ -100,7 +112,7 @@ impl Model {
         seed: u32,
     ) -> Result<Model> {
         let weights = weights::random(&ctx, &cfg, dtype, quantize, seed)?;
-        Ok(Model { ctx, cfg, weights, tokenizer: None, streaming: None })
+        Ok(Model { ctx, cfg, weights, tokenizer: None, streaming: None, decode_tuning: None, tuned: None })
     }
 
     pub fn from_checkpoint(
@@ -119,7 +131,34 @@ impl Model {
             false => None,
         };
         ctx.check()?;
-        Ok(Model { ctx, cfg, weights, tokenizer, streaming })
+        let mut model = Model { ctx, cfg, weights, tokenizer, streaming, decode_tuning: None, tuned: None };
+        if options.tune_decode.unwrap_or_else(|| model.tunes_by_default()) && model.streaming.is_none() {
+            model.tune_decode()?;
+        }
+        Ok(model)
+    }
+
+    /// Whether loading tunes the decode step when not told ([`LoadOptions::tune_decode`]): on GPUs, when the
+    /// context leaves a choice open.
+    pub fn tunes_by_default(&self) -> bool {
+        let (rows, words) = self.ctx.decode_choices();
+        let open = rows.len() > 1 || (words.len() > 1 && self.weights.any_quantized());
+        !self.ctx.is_cpu() && open && self.streaming.is_none()
+    }
+
+    /// The kernel choices decode steps (a session's, a batch's) are built with.
+    pub fn decode_tuning(&self) -> Tuning {
+        self.decode_tuning.unwrap_or_else(|| self.ctx.tuning())
+    }
+
+    /// Sets the kernel choices of decode plans built from now on (sessions and batches opened later).
+    pub fn set_decode_tuning(&mut self, tuning: Tuning) {
+        self.decode_tuning = Some(tuning);
+    }
+
+    /// What the last [`Model::tune_decode`] measured and chose, if it ran.
+    pub fn tuned(&self) -> Option<&DecodeTuning> {
+        self.tuned.as_ref()
     }
 
     /// What expert streaming did so far, over every session: None when the experts are resident.
@@ -319,14 +358,16 @@ impl<'m> Session<'m> {
                 jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut parts)?;
                 g.run()
             }
-            _ => self.resident_graph(Rows::Sequence { t, pos }, head)?.run(),
+            _ => self.resident_graph(Rows::Sequence { t, pos }, head, ctx.tuning())?.run(),
         }
     }
 
-    /// The graph of the rows `fed` with every expert resident: a prefill chunk, or the decode plan.
-    fn resident_graph(&self, fed: Rows, head: Head) -> Result<Graph<'m>> {
+    /// The graph of the rows `fed` with every expert resident, its kernels chosen by `tuning`: a prefill chunk,
+    /// or the decode plan.
+    fn resident_graph(&self, fed: Rows, head: Head, tuning: Tuning) -> Result<Graph<'m>> {
         let model = self.model;
         let mut g = Graph::new(&model.ctx);
+        g.tuning = tuning;
         let mut resident = ffn::Resident { top_k: model.cfg.num_experts_per_tok };
         let (layers, sc) = (&self.state.layers, &self.scratch);
         jamba::encode(&mut g, &model.cfg, &model.weights, layers, sc, fed, head, &mut resident)?;
@@ -389,12 +430,16 @@ impl<'m> Session<'m> {
             self.decode = Some(match (&model.streaming, &self.slot_ids) {
                 (Some(stream), Some(slot_ids)) => {
                     let mut g = Graph::new(ctx);
+                    g.tuning = model.decode_tuning();
                     let mut parts = streaming::PlanParts { stream, slot_ids, plans: Vec::new(), cuts: Vec::new() };
                     jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Step, Head::Last, &mut parts)?;
                     parts.plans.push(g.build()?);
                     Decode { plans: parts.plans, cuts: parts.cuts }
                 }
-                _ => Decode { plans: vec![self.resident_graph(Rows::Step, Head::Last)?.build()?], cuts: Vec::new() },
+                _ => {
+                    let g = self.resident_graph(Rows::Step, Head::Last, model.decode_tuning())?;
+                    Decode { plans: vec![g.build()?], cuts: Vec::new() }
+                }
             });
         }
         Ok(())
@@ -435,7 +480,7 @@ impl<'m> Session<'m> {
             return Err(Error::Input(format!("profiling a prefill chunk takes 2 to {chunk} tokens (the chunk), not {t}")));
         }
         ctx.write(&self.scratch.ids, bytemuck::cast_slice(ids))?;
-        let g = self.resident_graph(Rows::Sequence { t, pos: self.position }, Head::Last)?;
+        let g = self.resident_graph(Rows::Sequence { t, pos: self.position }, Head::Last, ctx.tuning())?;
         let times = g.build()?.profile(ctx)?;
         self.count_tokens(t);
         self.last_row = Some(0);

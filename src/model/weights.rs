@@ -97,6 +97,25 @@ impl GpuWeights {
         let layers: u64 = self.layers.iter().map(LayerWeights::size_bytes).sum();
         self.embed_tokens.size_bytes() + self.final_norm.size_bytes() + head + layers
     }
+
+    /// Whether any weight matrix is quantized (the head, a mixer's projections, an FFN's or an expert's).
+    pub fn any_quantized(&self) -> bool {
+        let matrix = |m: &Matrix| m.parts.iter().any(|(_, t)| t.dtype().is_quantized());
+        let layer = |l: &LayerWeights| {
+            let mixer = match &l.mixer {
+                MixerWeights::Attention(a) => matrix(&a.qkv) || matrix(&a.o_proj),
+                MixerWeights::Mamba(m) => [&m.in_proj, &m.x_proj, &m.dt_proj, &m.out_proj].into_iter().any(matrix),
+            };
+            let ffn = match &l.ffn {
+                FfnWeights::Dense { gate, up, down } => [gate, up, down].iter().any(|t| t.dtype().is_quantized()),
+                FfnWeights::Moe { router, experts } => {
+                    router.dtype().is_quantized() || experts.iter().any(|s| s.gate.dtype().is_quantized())
+                }
+            };
+            mixer || ffn
+        };
+        matrix(self.lm_head()) || self.layers.iter().any(layer)
+    }
 }
 
 pub struct LayerWeights {
