@@ -15,7 +15,7 @@ use jamba_wgpu::gpu::{Context, GpuCounts};
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::weights::quant::{QuantFormat, Quantization};
 use jamba_wgpu::weights::Checkpoint;
-use jamba_wgpu::{generate, GenerateOptions, LoadOptions, Model, ReferenceSession, SessionOptions};
+use jamba_wgpu::{generate, GenerateOptions, LoadOptions, Model, ReferenceSession, SessionOptions, TuneDecode};
 
 const LOGIT_TOL: f32 = 1e-3;
 
@@ -356,8 +356,8 @@ fn decode_tuning_times_every_choice_and_decodes_the_same() -> Result<()> {
     let dir = fixture_dir("tiny");
     let quantize = Some(Quantization::new(QuantFormat::Q8));
     let load = |tune_decode| Model::load(ctx.clone(), &dir, &LoadOptions { quantize, tune_decode, ..Default::default() });
-    let mut tuned = load(Some(true))?;
-    let report = tuned.tuned().context("tune_decode: Some(true) did not tune")?.clone();
+    let mut tuned = load(TuneDecode::On)?;
+    let report = tuned.tuned().context("TuneDecode::On did not tune")?.clone();
     let mut timed: Vec<_> = report.candidates.iter().map(|c| (c.matvec_rows, c.quant_words)).collect();
     timed.sort();
     let all: Vec<_> = [1, 2, 4, 8].into_iter().flat_map(|rows| [(rows, false), (rows, true)]).collect();
@@ -370,11 +370,11 @@ fn decode_tuning_times_every_choice_and_decodes_the_same() -> Result<()> {
     ensure!((chosen.matvec_rows, chosen.quant_words) == (report.chosen().matvec_rows, report.chosen().quant_words));
     eprintln!("{}", report.summary());
 
-    let untuned = load(Some(false))?;
-    ensure!(untuned.tuned().is_none() && untuned.decode_tuning() == base, "tune_decode: Some(false) tuned");
-    for model in [&tuned, &untuned] {
-        ensure!(!model.tunes_by_default(), "a CPU adapter tunes by default");
-    }
+    let untuned = load(TuneDecode::Off)?;
+    ensure!(untuned.tuned().is_none() && untuned.decode_tuning() == base, "TuneDecode::Off tuned");
+    // Auto tunes on GPUs only; the library's default is off.
+    ensure!(untuned.tunes_at_load(TuneDecode::Auto) == !ctx.is_cpu(), "Auto on {}", ctx.info().name);
+    ensure!(!untuned.tunes_at_load(LoadOptions::default().tune_decode), "the library tunes by default");
     let decode = |model: &Model| -> Result<Vec<f32>> {
         let mut s = model.session(options(16, 8))?;
         s.feed(&[5, 17, 42])?;

@@ -71,7 +71,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 other => bail!("--dtype {other}: expected f32, f16 or bf16"),
             };
             let mut model = Model::random_quantized(ctx, cfg, dtype, args.quant.quantization(args.quantize)?, 0)?;
-            if args.gpu.tune_decode().unwrap_or_else(|| model.tunes_by_default()) {
+            if model.tunes_at_load(args.gpu.tune_decode()) {
                 model.tune_decode()?;
             }
             model

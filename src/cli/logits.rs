@@ -54,6 +54,7 @@ pub fn run(args: LogitsArgs) -> Result<()> {
         Device::Gpu => {
             let checkpoint = Checkpoint::open(&args.model)?;
             let ctx = Arc::new(args.gpu.context()?);
+            // Logits of a prompt are a prefill: no decode step to tune (LoadOptions' default).
             let model = Model::from_checkpoint(ctx, cfg.clone(), &checkpoint, None, &LoadOptions::default())?;
             let options = SessionOptions { max_len: ids.len().max(1), chunk: args.chunk };
             model.session(options)?.feed_all_logits(&ids)? // [T, V]

@@ -15,6 +15,7 @@ use jamba_wgpu::gpu::{Context, ContextOptions, Prefill};
 use jamba_wgpu::tokenizer::Tokenizer;
 use jamba_wgpu::weights::quant::{QuantFormat, Quantization, Scope};
 use jamba_wgpu::weights::Checkpoint;
+use jamba_wgpu::TuneDecode;
 
 #[derive(Parser, Debug)]
 #[command(name = "jamba-wgpu", version, about = "Run Jamba language models with WGSL compute shaders")]
@@ -88,12 +89,12 @@ pub struct GpuArgs {
 }
 
 impl GpuArgs {
-    /// [`LoadOptions::tune_decode`](jamba_wgpu::LoadOptions::tune_decode): None for `auto`.
-    pub fn tune_decode(&self) -> Option<bool> {
+    /// [`LoadOptions::tune_decode`](jamba_wgpu::LoadOptions::tune_decode) as asked.
+    pub fn tune_decode(&self) -> TuneDecode {
         match self.tune_decode.as_str() {
-            "on" => Some(true),
-            "off" => Some(false),
-            _ => None,
+            "on" => TuneDecode::On,
+            "off" => TuneDecode::Off,
+            _ => TuneDecode::Auto,
         }
     }
 

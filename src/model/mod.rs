@@ -58,10 +58,21 @@ pub struct LoadOptions {
     /// Stream the experts through a pool of exactly this many slots (at least num_experts_per_tok), even when
     /// they would fit: for tests and benchmarks of streaming. Checked against `gpu_memory` when both are given.
     pub expert_slots: Option<usize>,
-    /// Time the decode step's matvec choices once loaded and keep the fastest ([`Model::tune_decode`]). None:
-    /// on GPUs, whose best choices are not known in advance, unless the context fixed them all; not on CPU
-    /// adapters, whose defaults were measured, nor for models that stream their experts.
-    pub tune_decode: Option<bool>,
+    /// Whether to time the decode step's matvec choices once loaded and keep the fastest ([`Model::tune_decode`]).
+    pub tune_decode: TuneDecode,
+}
+
+/// When loading tunes the decode step ([`Model::tune_decode`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TuneDecode {
+    /// Keep the adapter's defaults: the same kernels at every load (the library's default).
+    #[default]
+    Off,
+    /// On GPUs, whose best choices are not known in advance, when the context leaves a choice open; not on CPU
+    /// adapters, whose defaults were measured, nor for models that stream their experts (the CLI's default).
+    Auto,
+    /// Always (but never for a model that streams its experts).
+    On,
 }
 
 /// A model on the GPU: config, weights, tokenizer.
@@ -132,18 +143,22 @@ impl Model {
         };
         ctx.check()?;
         let mut model = Model { ctx, cfg, weights, tokenizer, streaming, decode_tuning: None, tuned: None };
-        if options.tune_decode.unwrap_or_else(|| model.tunes_by_default()) && model.streaming.is_none() {
+        if model.tunes_at_load(options.tune_decode) {
             model.tune_decode()?;
         }
         Ok(model)
     }
 
-    /// Whether loading tunes the decode step when not told ([`LoadOptions::tune_decode`]): on GPUs, when the
-    /// context leaves a choice open.
-    pub fn tunes_by_default(&self) -> bool {
+    /// Whether loading with `tune` tunes this model's decode step (see [`TuneDecode`]).
+    pub fn tunes_at_load(&self, tune: TuneDecode) -> bool {
         let (rows, words) = self.ctx.decode_choices();
         let open = rows.len() > 1 || (words.len() > 1 && self.weights.any_quantized());
-        !self.ctx.is_cpu() && open && self.streaming.is_none()
+        let wanted = match tune {
+            TuneDecode::Off => false,
+            TuneDecode::Auto => !self.ctx.is_cpu() && open,
+            TuneDecode::On => true,
+        };
+        wanted && self.streaming.is_none()
     }
 
     /// The kernel choices decode steps (a session's, a batch's) are built with.

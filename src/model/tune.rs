@@ -86,10 +86,12 @@ impl Model {
     /// the ways of reading quantized rows only when some weights are quantized) and makes the fastest the
     /// model's decode tuning (see [`choose`]). Each choice's step runs once to build its pipelines and warm the
     /// adapter, then is timed twice over three steps (once in each of two rounds over the choices), on a session
-    /// of its own (token 0 at position 0, its state advanced and thrown away). Not for models that stream their experts, whose steps wait on the host.
+    /// of its own (token 0 at position 0, its state advanced and thrown away). Not for models that stream their
+    /// experts, whose steps wait on the host.
     pub fn tune_decode(&mut self) -> Result<DecodeTuning> {
         if self.streaming.is_some() {
-            return Err(Error::Input("tuning the decode step of a model that streams its experts is not supported".into()));
+            let message = "tuning the decode step of a model that streams its experts is not supported";
+            return Err(Error::Input(message.into()));
         }
         let ctx = &*self.ctx;
         let base = ctx.tuning();
