@@ -141,6 +141,8 @@ pub struct Context {
     pub queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
+    /// The cooperative matrix shapes and types the adapter offers (tensor cores, simdgroup matrices), if any.
+    cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
     features: GpuFeatures,
     /// First error wgpu reported outside an error scope, or the reason the device was lost.
     fault: Arc<Mutex<Option<Error>>>,
@@ -173,6 +175,11 @@ impl Context {
         let info = adapter.get_info();
 
         let offered = adapter.features();
+        // What matrix units the adapter offers through wgpu (no kernel uses them yet): `info` reports them.
+        let cooperative_matrices = match offered.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            true => adapter.cooperative_matrix_properties(),
+            false => Vec::new(),
+        };
         let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let required_features = offered & wanted;
         let limits = adapter.limits();
@@ -211,6 +218,7 @@ impl Context {
             },
             info,
             limits,
+            cooperative_matrices,
             fault,
             timeout: options.timeout.unwrap_or(Duration::from_secs(600)),
             quant_words: options.quant_words,
@@ -411,8 +419,19 @@ impl Context {
             format!("max_workgroups_per_dimension:     {}", l.max_compute_workgroups_per_dimension),
             format!("min_uniform_buffer_offset_align:  {}", l.min_uniform_buffer_offset_alignment),
             format!("features: shader_f16={} subgroups={} timestamps={}", f.shader_f16, f.subgroups, f.timestamps),
+            format!("cooperative matrices (M x N x K, A/B -> C): {}", self.describe_cooperative_matrices()),
         ]
         .join("\n")
+    }
+
+    fn describe_cooperative_matrices(&self) -> String {
+        if self.cooperative_matrices.is_empty() {
+            return "none offered through wgpu".into();
+        }
+        let one = |c: &wgpu::CooperativeMatrixProperties| {
+            format!("{}x{}x{} {:?}->{:?}", c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type)
+        };
+        self.cooperative_matrices.iter().map(one).collect::<Vec<_>>().join(", ")
     }
 }
 
