@@ -21,7 +21,9 @@
 //
 // With DT_PROJ = 1 as well (decode and batch steps: one row per workgroup), dt is x_proj's raw dt columns
 // [T, R] and the kernel computes dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch] itself (dt_layernorm
-// and dt_proj, p.dt_rank = R, dt_proj packed as W_DTYPE): one dispatch for what was a norm and a matvec.
+// and dt_proj, p.dt_rank = R, dt_proj packed as W_DTYPE): one dispatch for what was a norm and a matvec. With
+// ROW_THREADS = 1 (CPU adapters) each invocation reads its own channel's row of dt_proj; with more (GPUs),
+// ROW_THREADS invocations read each row together, 8 rows at a time, coalesced (projected_dt_shared).
 //
 // Each invocation owns one channel and keeps its N state values in registers; B and C rows are shared by
 // the workgroup's 64 channels through workgroup memory, TILE_STEPS rows at a time.
@@ -90,23 +92,98 @@ const_assert WG >= 2u * TILE_STEPS; // NORM_BC's lanes
 
 var<workgroup> b_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
 var<workgroup> c_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
+
+// The scale 1 / rms of dt's raw row at `row` (rms_norm.wgsl's order).
+fn dt_inv_rms(row: u32) -> f32 {
+    var sum_sq = 0.0;
+    for (var j = 0u; j < p.dt_rank; j++) {
+        sum_sq += dt[row + j] * dt[row + j];
+    }
+    return 1.0 / sqrt(sum_sq / f32(p.dt_rank) + p.eps);
+}
+
 // DT_PROJ: dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch]. Every invocation reads the same R values of
 // row t (one broadcast load each on a GPU) and sums them in order, as rms_norm.wgsl with one invocation per row
 // does: no barrier, no workgroup memory.
 fn projected_dt(ch: u32, t: u32) -> f32 {
     let r = p.dt_rank;
     let row = t * p.dt_stride + p.dt_offset;
-    var sum_sq = 0.0;
-    for (var j = 0u; j < r; j++) {
-        sum_sq += dt[row + j] * dt[row + j];
-    }
-    let scale = 1.0 / sqrt(sum_sq / f32(r) + p.eps);
+    let scale = dt_inv_rms(row);
     var acc = 0.0;
     for (var j = 0u; j < r; j++) {
         let w = weight_ref(ch, j, r);
         acc += dt_norm[j] * (dt[row + j] * scale) * weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]);
     }
     return acc;
+}
+
+// DT_PROJ with ROW_THREADS > 1: the dt of the workgroup's channels, for each lane to take its own.
+var<workgroup> dt_lanes: array<f32, WG>;
+
+// Column j of the normalised dt row at `row` (0 past its end), as projected_dt weighs it.
+fn dt_normed(row: u32, j: u32, scale: f32) -> f32 {
+    let k = min(j, p.dt_rank - 1u);
+    return select(0.0, dt_norm[k] * (dt[row + k] * scale), j < p.dt_rank);
+}
+
+// The normalised dt values of word i of a dt_proj row (the prelude's X8).
+fn dt_word(row: u32, i: u32, scale: f32) -> X8 {
+    let per = word_weights();
+    let c = i * per;
+    var xs: X8;
+    xs.a.x = dt_normed(row, c, scale);
+    if per >= 2u {
+        xs.a.y = dt_normed(row, c + 1u, scale);
+    }
+    if per >= 4u {
+        xs.a.z = dt_normed(row, c + 2u, scale);
+        xs.a.w = dt_normed(row, c + 3u, scale);
+    }
+    if per == 8u {
+        xs.b = vec4(dt_normed(row, c + 4u, scale), dt_normed(row, c + 5u, scale), dt_normed(row, c + 6u, scale), dt_normed(row, c + 7u, scale));
+    }
+    return xs;
+}
+
+// DT_PROJ with ROW_THREADS > 1: dt[t, ch] of the lane's channel, ch = ch0 + lane, computed by the whole workgroup
+// (every invocation calls it: it holds barriers). Each row group of ROW_THREADS lanes takes 8 channels at a
+// time, its lanes striding over the words of their rows, so each load of the group reads consecutive words and
+// each normalised dt value serves 8 rows; row_sum4 then adds up each row's lanes.
+fn projected_dt_shared(ch0: u32, t: u32, lane: u32) -> f32 {
+    let r = p.dt_rank;
+    let row = t * p.dt_stride + p.dt_offset;
+    let scale = dt_inv_rms(row);
+    let per_round = WG / ROW_THREADS * 8u;
+    for (var c0 = 0u; c0 < WG; c0 += per_round) {
+        let first = c0 + lane / ROW_THREADS * 8u; // the group's first channel, from ch0
+        var acc: Rows8;
+        if rows_by_word(r) {
+            let words = word_row(0u, r).words;
+            for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
+                let xs = dt_word(row, i, scale);
+                for (var q = 0u; q < 8u; q++) {
+                    let w = word_row(min(ch0 + first + q, p.i - 1u), r);
+                    acc = rows8_add_at(acc, q, word_dot(dt_proj[w.first + i], dt_proj[word_scale(w, i)], i, xs));
+                }
+            }
+        } else {
+            for (var j = lane % ROW_THREADS; j < r; j += ROW_THREADS) {
+                let x_j = dt_normed(row, j, scale);
+                for (var q = 0u; q < 8u; q++) {
+                    let w = weight_ref(min(ch0 + first + q, p.i - 1u), j, r);
+                    acc = rows8_add_at(acc, q, weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]) * x_j);
+                }
+            }
+        }
+        let sums = Rows8(row_sum4(lane, acc.a), row_sum4(lane, acc.b));
+        if lane % ROW_THREADS == 0u && first < WG {
+            for (var q = 0u; q < 8u; q++) {
+                dt_lanes[first + q] = rows8_at(sums, q);
+            }
+        }
+    }
+    workgroupBarrier();
+    return dt_lanes[lane];
 }
 
 // rms_norm of the D_STATE values of b_tile (or c_tile) from `first`, as rms_norm.wgsl computes it.
@@ -212,7 +289,9 @@ fn scan_rows(ch: u32, lane: u32, t_begin: u32, t_end: u32, s0: u32) {
         }
     }
     var dt_given = 0.0;
-    if DT_PROJ != 0u && live {
+    if DT_PROJ != 0u && ROW_THREADS > 1u {
+        dt_given = projected_dt_shared(ch - lane, t_begin, lane); // by the whole workgroup: before `live`
+    } else if DT_PROJ != 0u && live {
         dt_given = projected_dt(ch, t_begin);
     }
     advance(ch, live, lane, t_begin, t_end, true, dt_given, &h);

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{assert_close, gpu, upload_weights, Rng};
-use jamba_wgpu::gpu::{Context, DType, Graph, Tensor};
+use jamba_wgpu::gpu::{Context, DType, Graph, Tensor, Tuning};
 use jamba_wgpu::kernels::ssm_scan::{
     selective_scan, selective_scan_normed, selective_scan_with, ScanNorms, ScanPath, ScanScratch,
 };
@@ -168,6 +168,8 @@ struct Ssm {
     /// dt_layernorm's weight [R] and dt_proj's [I, R] (as stored) on both sides, with `bc_norm`: the scan is then
     /// given x_proj's raw dt columns and projects them itself, the reference projects them first.
     dt_proj: Option<(Vec<f32>, Vec<f32>, Tensor, Tensor)>,
+    /// The kernel choices of the scan's graphs (None: the context's).
+    tuning: Option<Tuning>,
 }
 
 const BC_EPS: f32 = 1e-6;
@@ -188,6 +190,7 @@ impl Ssm {
             r: 5,
             bc_norm: None,
             dt_proj: None,
+            tuning: None,
             dt_bias,
             a_log,
             d,
@@ -202,9 +205,10 @@ impl Ssm {
         self
     }
 
-    /// dt from x_proj's raw output, through dt_layernorm and a dt_proj stored as `dtype`, in the scan.
-    fn with_dt_proj(mut self, ctx: &Context, rng: &mut Rng, dtype: DType) -> Ssm {
-        let (i, r) = (self.i, self.r);
+    /// dt from x_proj's raw output, through dt_layernorm and a dt_proj [I, r] stored as `dtype`, in the scan.
+    fn with_dt_proj(mut self, ctx: &Context, rng: &mut Rng, dtype: DType, r: usize) -> Ssm {
+        self.r = r;
+        let i = self.i;
         let norm = rng.vec(r, 1.0);
         let (weight, values) = upload_weights(ctx, "dt_proj", &[i, r], &rng.vec(i * r, 0.5), dtype);
         let norm_gpu = ctx.upload_f32("dt_norm", &[r], &norm).unwrap();
@@ -258,6 +262,7 @@ impl Ssm {
         let c_cols = Cols::slice(&x_proj_gpu, r + n, n).unwrap();
         let z_cols = Cols::slice(&in_proj_gpu, i, i).unwrap();
         let mut g = Graph::new(ctx);
+        g.tuning = self.tuning.unwrap_or(g.tuning);
         let (dt_bias, a_log, d, state) = (&self.dt_bias_gpu, &self.a_log_gpu, &self.d_gpu, &self.state_gpu);
         // Scratch for fewer rows than T on odd calls: the scan then lengthens its chunks instead.
         let scratch = ScanScratch::new(ctx, if t % 2 == 1 { t.div_ceil(2) } else { t }, i, n).unwrap();
@@ -357,18 +362,25 @@ fn scan_projects_dt_itself_on_decode_steps() {
     let mut worst = 0.0f32;
     let q8 = DType::Quant(jamba_wgpu::weights::quant::QuantFormat::Q8);
     for dtype in [DType::F32, DType::BF16, q8] {
-        for &(i, n) in &[(24, 4), (70, 16), (130, 32)] {
-            let mut ssm = Ssm::new(ctx, &mut rng, i, n).with_bc_norm(ctx, &mut rng).with_dt_proj(ctx, &mut rng, dtype);
-            for step in 0..3 {
-                let (got, want) = ssm.step(ctx, &mut rng, 1, Some(ScanPath::Decode));
-                let what = format!("scan with dt_proj I={i} N={n} {dtype:?} step {step}");
-                worst = worst.max(check_out(&what, &got, &want));
-                ssm.check_state(ctx, &what);
+        // dt_rank 5 reads 16-bit rows weight by weight (odd), 16 by words; I = 70 and 130 leave the last
+        // workgroup part empty. Each invocation projecting its own channel (CPU adapters), and rows of 32 or 64
+        // invocations projecting 8 channels at a time (GPUs).
+        for &(i, n, r) in &[(24, 4, 5), (70, 16, 16), (130, 32, 5), (130, 16, 16)] {
+            for row_threads in jamba_wgpu::kernels::ROW_THREADS {
+                let tuning = Tuning { row_threads, ..ctx.tuning() };
+                let ssm = Ssm::new(ctx, &mut rng, i, n).with_bc_norm(ctx, &mut rng);
+                let mut ssm = Ssm { tuning: Some(tuning), ..ssm.with_dt_proj(ctx, &mut rng, dtype, r) };
+                for step in 0..3 {
+                    let (got, want) = ssm.step(ctx, &mut rng, 1, Some(ScanPath::Decode));
+                    let what = format!("scan with dt_proj I={i} N={n} R={r} {dtype:?} {row_threads} lanes step {step}");
+                    worst = worst.max(check_out(&what, &got, &want));
+                    ssm.check_state(ctx, &what);
+                }
             }
         }
     }
     // Not on a prefill (one row per workgroup only), nor with a dt_proj of the wrong shape: typed errors.
-    let ssm = Ssm::new(ctx, &mut rng, 24, 4).with_bc_norm(ctx, &mut rng).with_dt_proj(ctx, &mut rng, DType::F32);
+    let ssm = Ssm::new(ctx, &mut rng, 24, 4).with_bc_norm(ctx, &mut rng).with_dt_proj(ctx, &mut rng, DType::F32, 5);
     let (t, i, n, r) = (5, 24, 4, ssm.r);
     let z = |shape: &[usize]| ctx.zeros("t", shape, DType::F32).unwrap();
     let (x, x_proj, in_proj, out, wrong) = (z(&[t, i]), z(&[t, r + 2 * n]), z(&[t, 2 * i]), z(&[t, i]), z(&[r, i]));

@@ -62,9 +62,14 @@ fn d_state_variants() -> Vec<Vec<(&'static str, f64)>> {
         out.push(vec![("D_STATE", n as f64), ("NORM_BC", 0.0), ("DT_PROJ", 0.0)]);
         out.push(vec![("D_STATE", n as f64), ("NORM_BC", 1.0), ("DT_PROJ", 0.0)]);
     }
-    // dt projected in the kernel, from weights of every storage type.
+    // dt projected in the kernel, from weights of every storage type, by each invocation alone or by rows of
+    // invocations.
     for dtype in crate::kernels::WEIGHT_DTYPES {
-        out.push(vec![("D_STATE", 16.0), ("NORM_BC", 1.0), ("DT_PROJ", 1.0), ("W_DTYPE", dtype.shader_code())]);
+        for row_threads in crate::kernels::ROW_THREADS {
+            let code = dtype.shader_code();
+            let dt_proj = [("DT_PROJ", 1.0), ("W_DTYPE", code), ("ROW_THREADS", row_threads as f64)];
+            out.push([vec![("D_STATE", 16.0), ("NORM_BC", 1.0)], dt_proj.to_vec()].concat());
+        }
     }
     out
 }
@@ -325,11 +330,14 @@ fn scan(
     u32_of(op, "t * state stride", t * state_stride)?;
     u32_of(op, "chunks * n * i", chunks * n * i)?;
     let dt_dtype = dt_proj.map_or(DType::F32, |(_, w)| w.dtype());
+    // Invocations per dt_proj row: GPUs read the rows together, coalesced; CPU adapters one invocation each.
+    let row_threads = if dt_proj.is_some() { g.tuning.row_threads } else { 1 };
     let constants = [
         ("D_STATE", n as f64),
         ("NORM_BC", norm.is_some() as u32 as f64),
         ("DT_PROJ", dt_proj.is_some() as u32 as f64),
         ("W_DTYPE", dt_dtype.shader_code()),
+        ("ROW_THREADS", row_threads as f64),
     ];
     // The kernel never reads the bindings of what it does not fuse: `d` stands in for them.
     let (b_norm, c_norm) = norm.map_or((d, d), |norm| (norm.b_weight, norm.c_weight));
