@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context as _, Result};
-use common::{check_close, default_model_dir, fixture_dir, gpu, own_gpu, Expected, Rng, FIXTURES};
+use common::{check_close, default_model_dir, fixture_dir, gpu, gpu_with_other_kernels, own_gpu, Expected, Rng, FIXTURES};
 use jamba_wgpu::config::JambaConfig;
 use jamba_wgpu::gpu::{Context, GpuCounts};
 use jamba_wgpu::reference::ReferenceModel;
@@ -30,6 +30,11 @@ fn options(max_len: usize, chunk: usize) -> SessionOptions {
 #[test]
 fn fixture_logits_match_transformers() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };
+    fixture_logits_match(ctx)
+}
+
+/// Every fixture's prompts, prefilled, against transformers' logits.
+fn fixture_logits_match(ctx: &Arc<Context>) -> Result<()> {
     for name in FIXTURES {
         let dir = fixture_dir(name);
         let model = load(ctx, &dir)?;
@@ -49,6 +54,21 @@ fn fixture_logits_match_transformers() -> Result<()> {
 #[test]
 fn gen0_greedy_ids_identical_and_gen1_step_logits_close() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };
+    generations_match(ctx)
+}
+
+/// The other kind of adapter's kernels (a GPU's on a CPU adapter, a CPU adapter's on a GPU) through the whole
+/// model: prefill and decode against transformers, as the two tests above check this adapter's own.
+#[test]
+fn the_other_adapter_kinds_kernels_match_transformers() -> Result<()> {
+    let Some(ctx) = gpu_with_other_kernels() else { return Ok(()) };
+    fixture_logits_match(&ctx)?;
+    generations_match(&ctx)
+}
+
+/// transformers' greedy generation (gen0) and the logits that chose each of its steps (gen1), decoded through the
+/// replayed plan.
+fn generations_match(ctx: &Arc<Context>) -> Result<()> {
     for name in FIXTURES {
         let dir = fixture_dir(name);
         let model = load(ctx, &dir)?;

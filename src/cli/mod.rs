@@ -113,6 +113,7 @@ impl GpuArgs {
             quant_words,
             prefill,
             matvec_rows: self.matvec_rows,
+            tuning: None,
         };
         Ok(Context::new(&options)?)
     }

@@ -27,6 +27,9 @@ pub struct ContextOptions {
     pub prefill: Option<Prefill>,
     /// [`Tuning::matvec_rows`] for every graph on this context (1, 2, 4 or 8); `None`: the adapter's default.
     pub matvec_rows: Option<u32>,
+    /// Every kernel choice at once, in place of the adapter's defaults (the three options above still apply on
+    /// top): [`Tuning::gpu`] runs a GPU's choices on a CPU adapter, as tests do.
+    pub tuning: Option<Tuning>,
 }
 
 impl ContextOptions {
@@ -75,6 +78,36 @@ pub struct Tuning {
     /// fewer, it takes half as many, and so on down to 1. On a GPU enough to fill every compute unit of a large
     /// one (128); on a CPU adapter two per hardware thread of the host.
     pub matvec_min_workgroups: usize,
+}
+
+impl Tuning {
+    /// A GPU's defaults: rows reduced by 32 invocations, for coalesced loads; 64 x 64 tiles through workgroup
+    /// memory for prefill; one row per matvec row group and quantized rows read a code at a time, until tuned
+    /// ([`Model::tune_decode`](crate::Model::tune_decode)); enough matvec workgroups to fill a large GPU.
+    pub fn gpu() -> Tuning {
+        Tuning {
+            row_threads: 32,
+            tiled_min_rows: 8,
+            prefill: Prefill::Tiled,
+            quant_words: false,
+            matvec_rows: 1,
+            matvec_min_workgroups: 128,
+        }
+    }
+
+    /// A CPU adapter's defaults, measured on lavapipe: one invocation per row (each barrier is a context switch),
+    /// register-blocked prefill where subgroups are 8 wide (`blocked`), quantized rows by words, 8 rows per
+    /// matvec row group, two matvec workgroups per host thread.
+    pub fn cpu(blocked: bool) -> Tuning {
+        Tuning {
+            row_threads: 1,
+            tiled_min_rows: 8,
+            prefill: if blocked { Prefill::Blocked } else { Prefill::Tiled },
+            quant_words: true,
+            matvec_rows: 8,
+            matvec_min_workgroups: 2 * cpu_threads(),
+        }
+    }
 }
 
 /// The host's hardware threads: a CPU adapter's compute units.
@@ -150,6 +183,7 @@ pub struct Context {
     quant_words: Option<bool>,
     prefill: Option<Prefill>,
     matvec_rows: Option<u32>,
+    base_tuning: Option<Tuning>,
     pub(crate) pipelines: PipelineCache,
     pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
     pub(crate) memory: Arc<crate::gpu::tensor::MemoryCounter>,
@@ -224,12 +258,13 @@ impl Context {
             quant_words: options.quant_words,
             prefill: options.prefill,
             matvec_rows: options.matvec_rows,
+            base_tuning: options.tuning,
             pipelines: PipelineCache::default(),
             readback: Mutex::new(None),
             memory: Default::default(),
             counts: Default::default(),
         };
-        if let Some(prefill) = options.prefill.filter(|&p| !ctx.supports(p)) {
+        if let Some(prefill) = options.prefill.or(options.tuning.map(|t| t.prefill)).filter(|&p| !ctx.supports(p)) {
             let (min, max) = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
             return Err(Error::Input(format!(
                 "prefill kernel {prefill:?} needs subgroups exactly 8 wide; {} has {min} to {max}",
@@ -267,17 +302,13 @@ impl Context {
     /// quantized rows by words and compute 8 rows per matvec invocation. [`ContextOptions`] overrides the
     /// prefill kernel, the quantized reads and the matvec rows.
     pub fn tuning(&self) -> Tuning {
-        let default = if self.is_cpu() && self.supports(Prefill::Blocked) { Prefill::Blocked } else { Prefill::Tiled };
-        let prefill = self.prefill.unwrap_or(default);
-        let quant_words = self.quant_words.unwrap_or(self.is_cpu());
-        let matvec_rows = self.matvec_rows.unwrap_or(if self.is_cpu() { 8 } else { 1 });
+        let adapter = if self.is_cpu() { Tuning::cpu(self.supports(Prefill::Blocked)) } else { Tuning::gpu() };
+        let base = self.base_tuning.unwrap_or(adapter);
         Tuning {
-            row_threads: if self.is_cpu() { 1 } else { 32 },
-            tiled_min_rows: 8,
-            prefill,
-            quant_words,
-            matvec_rows,
-            matvec_min_workgroups: if self.is_cpu() { 2 * cpu_threads() } else { 128 },
+            prefill: self.prefill.unwrap_or(base.prefill),
+            quant_words: self.quant_words.unwrap_or(base.quant_words),
+            matvec_rows: self.matvec_rows.unwrap_or(base.matvec_rows),
+            ..base
         }
     }
 

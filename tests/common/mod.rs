@@ -154,6 +154,18 @@ pub fn own_gpu() -> Option<std::sync::Arc<GpuContext>> {
     Some(std::sync::Arc::new(GpuContext::new(&options).expect("gpu() opened this adapter")))
 }
 
+/// A context of the test's own on gpu()'s adapter with the other kind of adapter's kernel choices: a GPU's
+/// ([`Tuning::gpu`]: rows reduced by 32 invocations, tiled prefill, codes) on a CPU adapter, a CPU adapter's
+/// (without the subgroup-bound blocked prefill) on a GPU, so that one machine runs both through the model.
+#[allow(dead_code)]
+pub fn gpu_with_other_kernels() -> Option<std::sync::Arc<GpuContext>> {
+    use jamba_wgpu::gpu::Tuning;
+    let tuning = if gpu()?.is_cpu() { Tuning::gpu() } else { Tuning::cpu(false) };
+    let adapter = std::env::var("JAMBA_WGPU_ADAPTER").ok();
+    let options = ContextOptions { adapter, tuning: Some(tuning), ..Default::default() };
+    Some(std::sync::Arc::new(GpuContext::new(&options).expect("gpu() opened this adapter")))
+}
+
 /// A small deterministic generator (SplitMix64), so tests need no dependency and every run sees the same data.
 pub struct Rng(u64);
 
