@@ -115,8 +115,8 @@ pub struct ModelBenchOptions {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelBench {
     pub adapter: String,
-    /// The decode matvec choices timed at load and the one taken ([`Model::tune_decode`]), if they were.
-    pub decode_tuning: Option<crate::model::DecodeTuning>,
+    /// The kernel choices timed at load and the ones taken ([`Model::tune`]), if they were.
+    pub tuning: crate::model::Tuned,
     pub backend: String,
     pub prompt_len: usize,
     pub gen_len: usize,
@@ -331,7 +331,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let (weight_bytes, decode_bytes) = decode_bytes(model, o.prompt_len + o.gen_len / 2, b);
     Ok(ModelBench {
         adapter: ctx.info().name.clone(),
-        decode_tuning: model.tuned().cloned(),
+        tuning: model.tuned().clone(),
         backend: format!("{:?}", ctx.info().backend),
         prompt_len: o.prompt_len,
         gen_len: o.gen_len,

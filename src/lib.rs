@@ -21,6 +21,6 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Forward, GenerateOptions, Generated, Generation, ReferenceSession, Timings};
-pub use model::{Batch, LoadOptions, Model, Session, SessionOptions, StreamingStats, TuneDecode};
+pub use model::{Batch, LoadOptions, Model, Session, SessionOptions, StreamingStats, Tune};
 pub use perplexity::{perplexity, Perplexity};
 pub use sampling::SamplingOptions;

@@ -15,7 +15,8 @@ use jamba_wgpu::gpu::{Context, GpuCounts};
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::weights::quant::{QuantFormat, Quantization};
 use jamba_wgpu::weights::Checkpoint;
-use jamba_wgpu::{generate, GenerateOptions, LoadOptions, Model, ReferenceSession, SessionOptions, TuneDecode};
+use jamba_wgpu::model::Tuned;
+use jamba_wgpu::{generate, GenerateOptions, LoadOptions, Model, ReferenceSession, SessionOptions, Tune};
 
 const LOGIT_TOL: f32 = 1e-3;
 
@@ -367,55 +368,66 @@ fn a_decode_step_is_a_known_number_of_dispatches() -> Result<()> {
     Ok(())
 }
 
-/// Tuning times every matvec choice the context leaves open on the model's own decode step (quantized weights:
-/// each row count, codes and words), keeps one of them for the decode plans, and the tuned model decodes what
-/// the untuned one does.
+/// Tuning times every kernel choice the context leaves open on the model's own work: on the decode step each row
+/// count, codes and words (quantized weights); on a prefill chunk each prefill kernel the adapter runs. It keeps
+/// one of each, and the tuned model computes what the untuned one does.
 #[test]
-fn decode_tuning_times_every_choice_and_decodes_the_same() -> Result<()> {
+fn tuning_times_every_choice_and_computes_the_same() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };
     let dir = fixture_dir("tiny");
     let quantize = Some(Quantization::new(QuantFormat::Q8));
-    let load = |tune_decode| Model::load(ctx.clone(), &dir, &LoadOptions { quantize, tune_decode, ..Default::default() });
-    let mut tuned = load(TuneDecode::On)?;
-    let report = tuned.tuned().context("TuneDecode::On did not tune")?.clone();
-    let mut timed: Vec<_> = report.candidates.iter().map(|c| (c.matvec_rows, c.quant_words)).collect();
+    let load = |tune| Model::load(ctx.clone(), &dir, &LoadOptions { quantize, tune, ..Default::default() });
+    let mut tuned = load(Tune::On)?;
+    let report = tuned.tuned().clone();
+    let decode = report.decode.context("Tune::On did not time the decode step")?;
+    let mut timed: Vec<_> = decode.candidates.iter().map(|c| (c.matvec_rows, c.quant_words)).collect();
     timed.sort();
     let all: Vec<_> = [1, 2, 4, 8].into_iter().flat_map(|rows| [(rows, false), (rows, true)]).collect();
     ensure!(timed == all, "timed {timed:?}, expected every row count with codes and words");
-    ensure!(report.candidates.iter().all(|c| c.step_ms > 0.0 && c.step_ms.is_finite()), "{}", report.summary());
-    let base = ctx.tuning();
-    let default = report.candidates[report.default];
-    ensure!((default.matvec_rows, default.quant_words) == (base.matvec_rows, base.quant_words), "default {default:?}");
-    let chosen = tuned.decode_tuning();
-    ensure!((chosen.matvec_rows, chosen.quant_words) == (report.chosen().matvec_rows, report.chosen().quant_words));
-    eprintln!("{}", report.summary());
+    let prefill = report.prefill.context("Tune::On did not time a prefill chunk")?;
+    let kernels: Vec<_> = prefill.candidates.iter().map(|c| c.prefill).collect();
+    ensure!(kernels == ctx.prefill_choices(), "prefill timed {kernels:?}");
+    for timed in [&decode, &prefill] {
+        ensure!(timed.candidates.iter().all(|c| c.ms > 0.0 && c.ms.is_finite()), "{}", timed.summary());
+        eprintln!("{}: {}", timed.work, timed.summary());
+    }
+    // Each default is the context's.
+    let (base, default) = (ctx.tuning(), decode.candidates[decode.default]);
+    ensure!((default.matvec_rows, default.quant_words) == (base.matvec_rows, base.quant_words), "{default:?}");
+    ensure!(prefill.candidates[prefill.default].prefill == base.prefill, "prefill default {:?}", prefill.default);
+    let (chosen, d, p) = (tuned.tuning(), decode.chosen(), prefill.chosen());
+    ensure!((chosen.matvec_rows, chosen.quant_words, chosen.prefill) == (d.matvec_rows, d.quant_words, p.prefill));
+    // The prefill kernels were timed with the decode choice already made.
+    ensure!(prefill.candidates.iter().all(|c| (c.matvec_rows, c.quant_words) == (d.matvec_rows, d.quant_words)));
 
-    let untuned = load(TuneDecode::Off)?;
-    ensure!(untuned.tuned().is_none() && untuned.decode_tuning() == base, "TuneDecode::Off tuned");
+    let untuned = load(Tune::Off)?;
+    ensure!(untuned.tuned() == &Tuned::default() && untuned.tuning() == base, "Tune::Off tuned");
     // Auto tunes on GPUs only; the library's default is off.
-    ensure!(untuned.tunes_at_load(TuneDecode::Auto) != ctx.is_cpu(), "Auto on {}", ctx.info().name);
-    ensure!(!untuned.tunes_at_load(LoadOptions::default().tune_decode), "the library tunes by default");
-    let decode = |model: &Model| -> Result<Vec<f32>> {
-        let mut s = model.session(options(16, 8))?;
-        s.feed(&[5, 17, 42])?;
+    ensure!(untuned.tunes_at_load(Tune::Auto) != ctx.is_cpu(), "Auto on {}", ctx.info().name);
+    ensure!(!untuned.tunes_at_load(LoadOptions::default().tune), "the library tunes by default");
+    let run = |model: &Model| -> Result<Vec<f32>> {
+        let mut s = model.session(options(32, 16))?;
+        let mut logits = s.feed_all_logits(&[5, 17, 42, 7, 9, 11, 13, 2, 3, 4, 8, 1])?;
         for _ in 0..3 {
             s.feed(&[s.greedy_token()?])?;
+            logits.extend(s.last_logits()?);
         }
-        Ok(s.last_logits()?)
+        Ok(logits)
     };
-    check_close("tuned against untuned decode", &decode(&tuned)?, &decode(&untuned)?, 1e-4)?;
+    check_close("tuned against untuned prefill and decode", &run(&tuned)?, &run(&untuned)?, 1e-4)?;
     // Tuning again re-times the same choices; a model streaming its experts cannot be tuned.
-    ensure!(tuned.tune_decode()?.candidates.len() == all.len(), "a second tuning timed other choices");
+    let again = tuned.tune()?.clone();
+    ensure!(again.decode.map(|t| t.candidates.len()) == Some(all.len()), "a second tuning timed other choices");
     let mut streamed = Model::load(ctx.clone(), &dir, &LoadOptions { expert_slots: Some(2), ..Default::default() })?;
-    let e = streamed.tune_decode().expect_err("tuned a streaming model").to_string();
+    let e = streamed.tune().expect_err("tuned a streaming model").to_string();
     ensure!(e.contains("streams its experts"), "{e}");
     Ok(())
 }
 
-/// A decode plan is built with the model's decode tuning: setting one that no plan used yet makes the next
-/// session's decode step compile pipelines for it, while its prefill (the context's tuning) compiles nothing new.
+/// The model's graphs are built with the model's tuning: setting one that no plan used yet makes the next
+/// session's decode step compile pipelines for it.
 #[test]
-fn decode_plans_take_the_models_decode_tuning() -> Result<()> {
+fn decode_plans_take_the_models_tuning() -> Result<()> {
     let Some(ctx) = own_gpu() else { return Ok(()) };
     let mut model = load(&ctx, &fixture_dir("tiny"))?;
     let run = |model: &Model| -> Result<(u64, u64)> {
@@ -426,12 +438,10 @@ fn decode_plans_take_the_models_decode_tuning() -> Result<()> {
         Ok((prefilled, ctx.counts().pipelines))
     };
     run(&model)?;
-    let before = ctx.counts().pipelines;
     // Codes where the context reads words (or the other way round): a pipeline constant no plan has used yet.
     let base = ctx.tuning();
-    model.set_decode_tuning(jamba_wgpu::gpu::Tuning { quant_words: !base.quant_words, ..base });
+    model.set_tuning(jamba_wgpu::gpu::Tuning { quant_words: !base.quant_words, ..base });
     let (prefilled, decoded) = run(&model)?;
-    ensure!(prefilled == before, "the prefill compiled {} pipelines", prefilled - before);
-    ensure!(decoded > prefilled, "the decode step ignored the model's decode tuning: no new pipeline");
+    ensure!(decoded > prefilled, "the decode step ignored the model's tuning: no new pipeline");
     Ok(())
 }

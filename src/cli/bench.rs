@@ -71,8 +71,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 other => bail!("--dtype {other}: expected f32, f16 or bf16"),
             };
             let mut model = Model::random_quantized(ctx, cfg, dtype, args.quant.quantization(args.quantize)?, 0)?;
-            if model.tunes_at_load(args.gpu.tune_decode()) {
-                model.tune_decode()?;
+            if model.tunes_at_load(args.gpu.tune()) {
+                model.tune()?;
             }
             model
         }
@@ -81,8 +81,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let (cfg, checkpoint, tokenizer) = args.model.open()?;
             let quantize = args.quant.quantization(args.quantize)?;
             let gpu_memory = args.memory.weights_budget(&cfg, args.prompt_len + args.gen_len.max(2) + 1)?;
-            let tune_decode = args.gpu.tune_decode();
-            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, tune_decode, ..Default::default() };
+            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, tune: args.gpu.tune(), ..Default::default() };
             Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?
         }
     };
@@ -107,9 +106,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let per = if b.batch > 1 { format!(" x {} sequences", b.batch) } else { String::new() };
     println!("prefill:   {} tokens{per} at {:.1} tokens/s (time to first token {:.1} ms)", b.prompt_len, b.prefill_tokens_per_s, b.time_to_first_token_ms);
     println!("decode:    {} tokens{per} at {:.2} tokens/s", b.gen_len, b.decode_tokens_per_s);
-    if let Some(tuned) = &b.decode_tuning {
-        let how = if tuned.timestamps { "GPU timestamps" } else { "host clock" };
-        println!("tuning:    decode step by matvec choice ({how}): {}", tuned.summary());
+    for timed in [&b.tuning.decode, &b.tuning.prefill].into_iter().flatten() {
+        let how = if timed.timestamps { "GPU timestamps" } else { "host clock" };
+        println!("tuning:    {} by kernel choice ({how}): {}", timed.work, timed.summary());
     }
     println!(
         "roofline:  a decode step reads {:.1} MiB: {:.2} GB/s achieved vs {:.2} GB/s streaming ({:.0}%)",

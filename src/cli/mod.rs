@@ -15,7 +15,7 @@ use jamba_wgpu::gpu::{Context, ContextOptions, Prefill};
 use jamba_wgpu::tokenizer::Tokenizer;
 use jamba_wgpu::weights::quant::{QuantFormat, Quantization, Scope};
 use jamba_wgpu::weights::Checkpoint;
-use jamba_wgpu::TuneDecode;
+use jamba_wgpu::Tune;
 
 #[derive(Parser, Debug)]
 #[command(name = "jamba-wgpu", version, about = "Run Jamba language models with WGSL compute shaders")]
@@ -82,19 +82,20 @@ pub struct GpuArgs {
     /// 4 or 8 (default: 8 on CPU adapters; 1 on GPUs, where more is not yet measured).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub matvec_rows: Option<u32>,
-    /// Time the decode step's matvec choices (rows per invocation, reading quantized codes or words) at load
-    /// and keep the fastest: `auto` (on GPUs, for what the two flags above leave open), `on` or `off`.
+    /// Time the kernel choices the flags above leave open on the model at load (decode: rows per matvec
+    /// invocation, quantized codes or words; prefill: the tiled kernel) and keep the fastest: `auto` (on GPUs),
+    /// `on` or `off`.
     #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
-    pub tune_decode: String,
+    pub tune: String,
 }
 
 impl GpuArgs {
-    /// [`LoadOptions::tune_decode`](jamba_wgpu::LoadOptions::tune_decode) as asked.
-    pub fn tune_decode(&self) -> TuneDecode {
-        match self.tune_decode.as_str() {
-            "on" => TuneDecode::On,
-            "off" => TuneDecode::Off,
-            _ => TuneDecode::Auto,
+    /// [`LoadOptions::tune`](jamba_wgpu::LoadOptions::tune) as asked.
+    pub fn tune(&self) -> Tune {
+        match self.tune.as_str() {
+            "on" => Tune::On,
+            "off" => Tune::Off,
+            _ => Tune::Auto,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use jamba_wgpu::{perplexity, LoadOptions, Model, TuneDecode};
+use jamba_wgpu::{perplexity, LoadOptions, Model};
 
 use super::{FormatArg, GpuArgs, ModelArgs, QuantArgs};
 
@@ -45,12 +45,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let Some(bos) = tokenizer.special_tokens().bos.or(cfg.bos_token_id) else { bail!("the model has no BOS token") };
     let quantize = args.quant.quantization(args.quantize)?;
     let ctx = Arc::new(args.gpu.context()?);
-    // Perplexity feeds whole windows and never decodes: no tuning unless asked for.
-    let tune_decode = match args.gpu.tune_decode() {
-        TuneDecode::Auto => TuneDecode::Off,
-        asked => asked,
-    };
-    let load = LoadOptions { progress: !args.json, quantize, tune_decode, ..Default::default() };
+    let load = LoadOptions { progress: !args.json, quantize, tune: args.gpu.tune(), ..Default::default() };
     let model = Model::from_checkpoint(ctx, cfg, &checkpoint, Some(tokenizer), &load)?;
 
     let bar = if args.json {

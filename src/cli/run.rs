@@ -116,8 +116,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             let ctx = Arc::new(args.gpu.context()?);
             let adapter = format!("{} ({:?})", ctx.info().name, ctx.info().backend);
             let gpu_memory = args.memory.weights_budget(&cfg, session_options.max_len)?;
-            let tune_decode = args.gpu.tune_decode();
-            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, tune_decode, ..Default::default() };
+            let load = LoadOptions { progress: !args.json, quantize, gpu_memory, tune: args.gpu.tune(), ..Default::default() };
             let model = Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?;
             let mut session = model.session(session_options)?;
             emit(&mut session, &prompt, options, model.tokenizer(), args.json, &adapter)?;

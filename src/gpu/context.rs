@@ -83,7 +83,7 @@ pub struct Tuning {
 impl Tuning {
     /// A GPU's defaults: rows reduced by 32 invocations, for coalesced loads; 64 x 64 tiles through workgroup
     /// memory for prefill; one row per matvec row group and quantized rows read a code at a time, until tuned
-    /// ([`Model::tune_decode`](crate::Model::tune_decode)); enough matvec workgroups to fill a large GPU.
+    /// ([`Model::tune`](crate::Model::tune)); enough matvec workgroups to fill a large GPU.
     pub fn gpu() -> Tuning {
         Tuning {
             row_threads: 32,
@@ -116,7 +116,7 @@ fn cpu_threads() -> usize {
 }
 
 /// The tiled path's kernels: two for GPUs, one for CPU adapters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Prefill {
     /// 64 x 64 tiles staged through workgroup memory (matmul.wgsl `tiled`, moe.wgsl `*_tiled`): coalesced loads
     /// on GPUs. 7.7-8.8 TFLOP/s in f32 on an H200 (in_proj and expert-up shapes at 64 rows).
@@ -312,10 +312,10 @@ impl Context {
         }
     }
 
-    /// The decode matvec choices a model may time on this adapter ([`Model::tune_decode`]): every row count per
-    /// row group and both ways of reading quantized rows, except what [`ContextOptions`] fixed.
+    /// The decode matvec choices a model may time on this adapter ([`Model::tune`]): every row count per row
+    /// group and both ways of reading quantized rows, except what [`ContextOptions`] fixed.
     ///
-    /// [`Model::tune_decode`]: crate::Model::tune_decode
+    /// [`Model::tune`]: crate::Model::tune
     pub fn decode_choices(&self) -> (Vec<u32>, Vec<bool>) {
         let rows = match self.matvec_rows {
             Some(rows) => vec![rows],
@@ -326,6 +326,17 @@ impl Context {
             None => vec![false, true],
         };
         (rows, words)
+    }
+
+    /// The prefill kernels a model may time on this adapter ([`Model::tune`]): the tiled ones, and the blocked
+    /// one where subgroups are 8 wide, unless [`ContextOptions`] fixed one.
+    ///
+    /// [`Model::tune`]: crate::Model::tune
+    pub fn prefill_choices(&self) -> Vec<Prefill> {
+        match self.prefill {
+            Some(prefill) => vec![prefill],
+            None => [Prefill::Tiled, Prefill::Wide, Prefill::Blocked].into_iter().filter(|&p| self.supports(p)).collect(),
+        }
     }
 
     /// Every tuning this adapter runs, for tests: each row width on the matvec path, and each tiled kernel the

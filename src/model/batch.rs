@@ -11,7 +11,7 @@ use super::ffn::Resident;
 use super::jamba::{self, Head, Rows, Scratch};
 use super::state::{BatchState, SequenceState};
 use super::{check_ids, Model, SessionOptions};
-use crate::gpu::{Graph, Plan};
+use crate::gpu::Plan;
 use crate::{Error, Result};
 
 /// Rows of a tile of the tiled matmul and MoE kernels.
@@ -142,8 +142,7 @@ impl<'m> Batch<'m> {
         ctx.write(&self.step.ids, bytemuck::cast_slice(tokens))?;
         ctx.write(&self.step.positions, bytemuck::cast_slice(&positions))?;
         if self.plan.is_none() {
-            let mut g = Graph::new(ctx);
-            g.tuning = self.model.decode_tuning();
+            let mut g = self.model.graph();
             if ctx.is_cpu() {
                 // A step's rows are B tokens of B sequences, not a prefill chunk: on a CPU adapter a tile of the
                 // tiled kernels (32 rows) costs more than one matrix-vector product per row until the rows fill
@@ -197,7 +196,7 @@ impl<'m> Batch<'m> {
 /// the last token's logits into row 0 of `sc.logits` and its greedy token into `sc.next[0]`.
 fn feed_chunk(model: &Model, state: &SequenceState, sc: &Scratch, chunk: &[u32], pos: usize) -> Result<()> {
     model.ctx.write(&sc.ids, bytemuck::cast_slice(chunk))?;
-    let mut g = Graph::new(&model.ctx);
+    let mut g = model.graph();
     let (fed, experts) = (Rows::Sequence { t: chunk.len(), pos }, &mut Resident { top_k: model.cfg.num_experts_per_tok });
     jamba::encode(&mut g, &model.cfg, &model.weights, &state.layers, sc, fed, Head::Last, experts)?;
     g.run()

@@ -3,8 +3,8 @@
 //!
 //! A prefill is cut into chunks of at most [`SessionOptions::chunk`] tokens, each one graph of dispatches; a
 //! decode step replays one plan built on the first step, unchanged (the token and its position are read from GPU
-//! buffers), so a step allocates nothing. On GPUs the decode plan's matvec kernels are chosen by timing them at
-//! load ([`tune`]). No forward reads anything back: the greedy token (4 bytes) or the logits, when
+//! buffers), so a step allocates nothing. The kernels may be chosen by timing them on the model at load
+//! ([`tune`]; `run` and `bench` do on GPUs). No forward reads anything back: the greedy token (4 bytes) or the logits, when
 //! asked for, are the one readback of a step.
 //!
 //! The exception is a model that streams its experts ([`LoadOptions::gpu_memory`], [`streaming`]): its forward
@@ -29,7 +29,7 @@ pub use batch::Batch;
 pub use jamba::{Head, Scratch};
 pub use state::{BatchState, LayerState, SequenceState};
 pub use streaming::StreamingStats;
-pub use tune::{DecodeCandidate, DecodeTuning};
+pub use tune::{Candidate, Timed, Tuned};
 pub use weights::{
     AttentionWeights, ExpertFeed, ExpertLayout, FfnWeights, GpuWeights, LayerWeights, MambaWeights, Matrix, MixerWeights,
 };
@@ -58,13 +58,13 @@ pub struct LoadOptions {
     /// Stream the experts through a pool of exactly this many slots (at least num_experts_per_tok), even when
     /// they would fit: for tests and benchmarks of streaming. Checked against `gpu_memory` when both are given.
     pub expert_slots: Option<usize>,
-    /// Whether to time the decode step's matvec choices once loaded and keep the fastest ([`Model::tune_decode`]).
-    pub tune_decode: TuneDecode,
+    /// Whether to time the kernel choices on the model once loaded and keep the fastest ([`Model::tune`]).
+    pub tune: Tune,
 }
 
-/// When loading tunes the decode step ([`Model::tune_decode`]).
+/// When loading tunes the model's kernels ([`Model::tune`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TuneDecode {
+pub enum Tune {
     /// Keep the adapter's defaults: the same kernels at every load (the library's default).
     #[default]
     Off,
@@ -83,11 +83,11 @@ pub struct Model {
     tokenizer: Option<Tokenizer>,
     /// The expert pool, when the experts are streamed.
     streaming: Option<streaming::Streaming>,
-    /// The kernel choices of decode plans, once [`Model::tune_decode`] or [`Model::set_decode_tuning`] chose
-    /// them; else the context's.
-    decode_tuning: Option<Tuning>,
-    /// What the last [`Model::tune_decode`] measured.
-    tuned: Option<DecodeTuning>,
+    /// The kernel choices of the model's graphs, once [`Model::tune`] or [`Model::set_tuning`] chose them; else
+    /// the context's.
+    tuning: Option<Tuning>,
+    /// What the last [`Model::tune`] measured.
+    tuned: Tuned,
 }
 
 impl Model {
@@ -123,7 +123,7 @@ impl Model {
         seed: u32,
     ) -> Result<Model> {
         let weights = weights::random(&ctx, &cfg, dtype, quantize, seed)?;
-        Ok(Model { ctx, cfg, weights, tokenizer: None, streaming: None, decode_tuning: None, tuned: None })
+        Ok(Model { ctx, cfg, weights, tokenizer: None, streaming: None, tuning: None, tuned: Tuned::default() })
     }
 
     pub fn from_checkpoint(
@@ -142,38 +142,46 @@ impl Model {
             false => None,
         };
         ctx.check()?;
-        let mut model = Model { ctx, cfg, weights, tokenizer, streaming, decode_tuning: None, tuned: None };
-        if model.tunes_at_load(options.tune_decode) {
-            model.tune_decode()?;
+        let mut model = Model { ctx, cfg, weights, tokenizer, streaming, tuning: None, tuned: Tuned::default() };
+        if model.tunes_at_load(options.tune) {
+            model.tune()?;
         }
         Ok(model)
     }
 
-    /// Whether loading with `tune` tunes this model's decode step (see [`TuneDecode`]).
-    pub fn tunes_at_load(&self, tune: TuneDecode) -> bool {
+    /// Whether loading with `tune` tunes this model's kernels (see [`Tune`]).
+    pub fn tunes_at_load(&self, tune: Tune) -> bool {
         let (rows, words) = self.ctx.decode_choices();
-        let open = rows.len() > 1 || (words.len() > 1 && self.weights.any_quantized());
+        let open = rows.len() > 1 || (words.len() > 1 && self.weights.any_quantized()) || self.ctx.prefill_choices().len() > 1;
         let wanted = match tune {
-            TuneDecode::Off => false,
-            TuneDecode::Auto => !self.ctx.is_cpu() && open,
-            TuneDecode::On => true,
+            Tune::Off => false,
+            Tune::Auto => !self.ctx.is_cpu() && open,
+            Tune::On => true,
         };
         wanted && self.streaming.is_none()
     }
 
-    /// The kernel choices decode steps (a session's, a batch's) are built with.
-    pub fn decode_tuning(&self) -> Tuning {
-        self.decode_tuning.unwrap_or_else(|| self.ctx.tuning())
+    /// The kernel choices the model's graphs (prefill chunks, decode steps, a batch's steps) are built with.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning.unwrap_or_else(|| self.ctx.tuning())
     }
 
-    /// Sets the kernel choices of decode plans built from now on (sessions and batches opened later).
-    pub fn set_decode_tuning(&mut self, tuning: Tuning) {
-        self.decode_tuning = Some(tuning);
+    /// Sets the kernel choices of the graphs built from now on (a session's decode plan is built on its first
+    /// step, a batch's on its first).
+    pub fn set_tuning(&mut self, tuning: Tuning) {
+        self.tuning = Some(tuning);
     }
 
-    /// What the last [`Model::tune_decode`] measured and chose, if it ran.
-    pub fn tuned(&self) -> Option<&DecodeTuning> {
-        self.tuned.as_ref()
+    /// What the last [`Model::tune`] measured and chose (nothing if it never ran).
+    pub fn tuned(&self) -> &Tuned {
+        &self.tuned
+    }
+
+    /// An empty graph with the model's kernel choices.
+    fn graph(&self) -> Graph<'_> {
+        let mut g = Graph::new(&self.ctx);
+        g.tuning = self.tuning();
+        g
     }
 
     /// What expert streaming did so far, over every session: None when the experts are resident.
@@ -362,18 +370,18 @@ impl<'m> Session<'m> {
 
     /// `t` tokens through one graph, or with streamed experts through one graph per part.
     fn forward(&mut self, t: usize, head: Head) -> Result<()> {
-        let (model, ctx) = (self.model, &*self.model.ctx);
+        let model = self.model;
         let (cfg, w, state, sc, pos) = (&model.cfg, &model.weights, &self.state, &self.scratch, self.position);
         match (&model.streaming, &self.slot_ids) {
             (Some(stream), Some(slot_ids)) => {
-                let mut g = Graph::new(ctx);
+                let mut g = model.graph();
                 let mut pool = stream.pool.lock().unwrap_or_else(|p| p.into_inner());
                 let stats = &mut self.stream_stats;
                 let mut parts = streaming::RunParts { stream, pool: &mut pool, slot_ids, stats };
                 jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Sequence { t, pos }, head, &mut parts)?;
                 g.run()
             }
-            _ => self.resident_graph(Rows::Sequence { t, pos }, head, ctx.tuning())?.run(),
+            _ => self.resident_graph(Rows::Sequence { t, pos }, head, model.tuning())?.run(),
         }
     }
 
@@ -381,7 +389,7 @@ impl<'m> Session<'m> {
     /// or the decode plan.
     fn resident_graph(&self, fed: Rows, head: Head, tuning: Tuning) -> Result<Graph<'m>> {
         let model = self.model;
-        let mut g = Graph::new(&model.ctx);
+        let mut g = model.graph();
         g.tuning = tuning;
         let mut resident = ffn::Resident { top_k: model.cfg.num_experts_per_tok };
         let (layers, sc) = (&self.state.layers, &self.scratch);
@@ -441,18 +449,17 @@ impl<'m> Session<'m> {
     fn build_decode(&mut self) -> Result<()> {
         if self.decode.is_none() {
             let model = self.model;
-            let (ctx, cfg, w, state, sc) = (&*model.ctx, &model.cfg, &model.weights, &self.state, &self.scratch);
+            let (cfg, w, state, sc) = (&model.cfg, &model.weights, &self.state, &self.scratch);
             self.decode = Some(match (&model.streaming, &self.slot_ids) {
                 (Some(stream), Some(slot_ids)) => {
-                    let mut g = Graph::new(ctx);
-                    g.tuning = model.decode_tuning();
+                    let mut g = model.graph();
                     let mut parts = streaming::PlanParts { stream, slot_ids, plans: Vec::new(), cuts: Vec::new() };
                     jamba::encode(&mut g, cfg, w, &state.layers, sc, Rows::Step, Head::Last, &mut parts)?;
                     parts.plans.push(g.build()?);
                     Decode { plans: parts.plans, cuts: parts.cuts }
                 }
                 _ => {
-                    let g = self.resident_graph(Rows::Step, Head::Last, model.decode_tuning())?;
+                    let g = self.resident_graph(Rows::Step, Head::Last, model.tuning())?;
                     Decode { plans: vec![g.build()?], cuts: Vec::new() }
                 }
             });
@@ -495,7 +502,7 @@ impl<'m> Session<'m> {
             return Err(Error::Input(format!("profiling a prefill chunk takes 2 to {chunk} tokens (the chunk), not {t}")));
         }
         ctx.write(&self.scratch.ids, bytemuck::cast_slice(ids))?;
-        let g = self.resident_graph(Rows::Sequence { t, pos: self.position }, Head::Last, ctx.tuning())?;
+        let g = self.resident_graph(Rows::Sequence { t, pos: self.position }, Head::Last, model.tuning())?;
         let times = g.build()?.profile(ctx)?;
         self.count_tokens(t);
         self.last_row = Some(0);

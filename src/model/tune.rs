@@ -1,20 +1,22 @@
-//! Choosing a model's decode matvec kernels by timing them on the adapter at hand.
+//! Choosing a model's kernels by timing them on the adapter at hand.
 //!
-//! How many rows of W a decode matvec's row group computes ([`Tuning::matvec_rows`]) and whether it reads
-//! quantized rows a word at a time ([`Tuning::quant_words`]) were measured on lavapipe, which sets the CPU
-//! adapters' defaults, but a GPU's best choice depends on its memory system and driver, and may differ between
-//! dense and expert shapes. So [`Model::tune_decode`] builds the model's own decode step with each choice, times
-//! it (GPU timestamps where the adapter has them, else submission to completion), and keeps the fastest for the
-//! model's decode plans. Prefill chunks keep the context's tuning: their matmuls take the tiled path.
+//! The kernel choices of a [`Tuning`] were measured on lavapipe, which sets the CPU adapters' defaults, but a
+//! GPU's best choices depend on its memory system, its caches and its driver. So [`Model::tune`] builds the
+//! model's own work with each choice the context leaves open, times it (GPU timestamps where the adapter has
+//! them, else submission to completion), and keeps the fastest:
+//! - the decode step, for the matvec choices: rows of W per row group ([`Tuning::matvec_rows`]) and, with
+//!   quantized weights, reading rows by codes or by words ([`Tuning::quant_words`]);
+//! - a prefill chunk, for the tiled kernel ([`Tuning::prefill`]: 64 x 64 tiles, 128 x 128, or register blocks
+//!   where subgroups are 8 wide).
 
 use std::time::{Duration, Instant};
 
 use super::jamba::{Head, Rows};
 use super::{Model, Session, SessionOptions};
-use crate::gpu::{Context, Plan, Tuning};
+use crate::gpu::{Context, Plan, Prefill, Tuning};
 use crate::{Error, Result};
 
-/// A faster candidate replaces the adapter's default only when its step is shorter by this fraction: near ties
+/// A faster candidate replaces the adapter's default only when its time is shorter by this fraction: near ties
 /// keep the default, so that timing noise does not change the kernels (and the last bits of the logits) from
 /// one load to the next.
 pub const SWITCH_MARGIN: f64 = 0.05;
@@ -22,59 +24,81 @@ pub const SWITCH_MARGIN: f64 = 0.05;
 /// The context the timed decode steps attend over: a few splits of the attention cache, as a real step has.
 const TUNING_CONTEXT: usize = 512;
 
+/// Tokens of the timed prefill chunk (fewer when the context is shorter): a session's default chunk.
+const PREFILL_ROWS: usize = 256;
+
 /// One timed choice.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct DecodeCandidate {
+pub struct Candidate {
     pub matvec_rows: u32,
     pub quant_words: bool,
-    /// The decode step's time with this choice: the shorter of two measurements of three steps each.
-    pub step_ms: f64,
+    pub prefill: Prefill,
+    /// The work's time with this choice: the shorter of two measurements (decode: of three steps each).
+    pub ms: f64,
 }
 
-/// What [`Model::tune_decode`] measured, and what it chose.
+/// What [`Model::tune`] measured for one kind of work, and what it chose.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct DecodeTuning {
-    pub candidates: Vec<DecodeCandidate>,
+pub struct Timed {
+    /// What was timed: `decode step`, `prefill chunk of 256 tokens`.
+    pub work: String,
+    pub candidates: Vec<Candidate>,
     /// The adapter's default among the candidates ([`Context::tuning`]).
     pub default: usize,
-    /// The candidate the model's decode steps now use: the fastest if it beat the default by
-    /// [`SWITCH_MARGIN`], else the default.
+    /// The candidate the model now uses: the fastest if it beat the default by [`SWITCH_MARGIN`], else the
+    /// default.
     pub chosen: usize,
-    /// Whether the steps were timed by GPU timestamps (else by the host clock, submission to completion).
+    /// Whether the work was timed by GPU timestamps (else by the host clock, submission to completion).
     pub timestamps: bool,
 }
 
-impl DecodeTuning {
-    pub fn chosen(&self) -> DecodeCandidate {
+impl Timed {
+    pub fn chosen(&self) -> Candidate {
         self.candidates[self.chosen]
     }
 
-    /// The candidates as `rows 4, words: 12.345 ms` (how quantized rows are read, when that was timed), the
-    /// chosen one and the default marked.
+    /// The candidates as `rows 4, words: 12.345 ms` (only what differs between them), the chosen one and the
+    /// default marked.
     pub fn summary(&self) -> String {
-        let both_reads = self.candidates.iter().any(|c| c.quant_words != self.candidates[0].quant_words);
-        let line = |(i, c): (usize, &DecodeCandidate)| {
-            let read = match (both_reads, c.quant_words) {
-                (false, _) => "",
-                (true, true) => ", words",
-                (true, false) => ", codes",
-            };
+        let first = self.candidates[0];
+        let varies = |f: fn(&Candidate) -> String| self.candidates.iter().any(|c| f(c) != f(&first));
+        let rows = varies(|c| c.matvec_rows.to_string());
+        let reads = varies(|c| c.quant_words.to_string());
+        let prefill = varies(|c| format!("{:?}", c.prefill));
+        let line = |(i, c): (usize, &Candidate)| {
+            let mut what = Vec::new();
+            if rows {
+                what.push(format!("rows {}", c.matvec_rows));
+            }
+            if reads {
+                what.push((if c.quant_words { "words" } else { "codes" }).to_string());
+            }
+            if prefill {
+                what.push(format!("{:?}", c.prefill).to_lowercase());
+            }
             let mark = match (i == self.chosen, i == self.default) {
                 (true, true) => " (default, chosen)",
                 (true, false) => " (chosen)",
                 (false, true) => " (default)",
                 (false, false) => "",
             };
-            format!("rows {}{read}: {:.3} ms{mark}", c.matvec_rows, c.step_ms)
+            format!("{}: {:.3} ms{mark}", what.join(", "), c.ms)
         };
         self.candidates.iter().enumerate().map(line).collect::<Vec<_>>().join("; ")
     }
 }
 
+/// Everything [`Model::tune`] timed: None for work with a single choice left.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Tuned {
+    pub decode: Option<Timed>,
+    pub prefill: Option<Timed>,
+}
+
 /// The index of the candidate to use: the fastest, unless it beats `default` by less than [`SWITCH_MARGIN`].
-pub fn choose(step_ms: &[f64], default: usize) -> usize {
-    let fastest = (0..step_ms.len()).min_by(|&a, &b| step_ms[a].total_cmp(&step_ms[b])).unwrap_or(default);
-    if step_ms[fastest] < step_ms[default] * (1.0 - SWITCH_MARGIN) {
+pub fn choose(ms: &[f64], default: usize) -> usize {
+    let fastest = (0..ms.len()).min_by(|&a, &b| ms[a].total_cmp(&ms[b])).unwrap_or(default);
+    if ms[fastest] < ms[default] * (1.0 - SWITCH_MARGIN) {
         fastest
     } else {
         default
@@ -82,16 +106,16 @@ pub fn choose(step_ms: &[f64], default: usize) -> usize {
 }
 
 impl Model {
-    /// Times the model's decode step with every matvec choice the context leaves open ([`Context::decode_choices`];
-    /// the ways of reading quantized rows only when some weights are quantized) and makes the fastest the
-    /// model's decode tuning (see [`choose`]). Each choice's step runs once to build its pipelines and warm the
-    /// adapter, then is timed twice over three steps (once in each of two rounds over the choices), on a session
-    /// of its own (token 0 at position 0, its state advanced and thrown away). Not for models that stream their
-    /// experts, whose steps wait on the host.
-    pub fn tune_decode(&mut self) -> Result<DecodeTuning> {
+    /// Times the choices the context leaves open ([`Context::decode_choices`], [`Context::prefill_choices`]) on
+    /// this model's work and makes the fastest the model's tuning (see [`choose`]): first the decode step's
+    /// matvec choices (the ways of reading quantized rows only when some weights are quantized), then, with
+    /// those, the prefill kernel. Each choice runs once to build its pipelines and warm the adapter, then is
+    /// timed once in each of two rounds over the choices (the second in reverse order, so that a drift of the
+    /// adapter's clocks favours none by its place), on sessions of their own (token 0 from position 0, the state
+    /// advanced and thrown away). Not for models that stream their experts, whose forwards wait on the host.
+    pub fn tune(&mut self) -> Result<&Tuned> {
         if self.streaming.is_some() {
-            let message = "tuning the decode step of a model that streams its experts is not supported";
-            return Err(Error::Input(message.into()));
+            return Err(Error::Input("tuning a model that streams its experts is not supported".into()));
         }
         let ctx = &*self.ctx;
         let base = ctx.tuning();
@@ -99,60 +123,78 @@ impl Model {
         if !self.weights.any_quantized() {
             words = vec![base.quant_words];
         }
-        let tunings: Vec<Tuning> = rows
+        let decode: Vec<Tuning> = rows
             .iter()
             .flat_map(|&matvec_rows| words.iter().map(move |&quant_words| Tuning { matvec_rows, quant_words, ..base }))
             .collect();
-        let default = tunings.iter().position(|t| *t == base).unwrap_or(0);
         let max_len = TUNING_CONTEXT.min(self.cfg.max_position_embeddings);
-        let session = Session::new(self, SessionOptions { max_len, chunk: 1 })?;
-        let plans = tunings
-            .iter()
-            .map(|tuning| session.resident_graph(Rows::Step, Head::Last, *tuning)?.build())
-            .collect::<Result<Vec<_>>>()?;
+        let (decode, tuning) = self.time_choices("decode step", &decode, base, 3, SessionOptions { max_len, chunk: 1 }, |s, t| {
+            s.resident_graph(Rows::Step, Head::Last, t)?.build()
+        })?;
+        let prefill: Vec<Tuning> = ctx.prefill_choices().into_iter().map(|prefill| Tuning { prefill, ..tuning }).collect();
+        let rows = PREFILL_ROWS.min(self.cfg.max_position_embeddings);
+        let work = format!("prefill chunk of {rows} tokens");
+        let (prefill, tuning) = self.time_choices(&work, &prefill, tuning, 1, SessionOptions { max_len: rows, chunk: rows }, |s, t| {
+            s.resident_graph(Rows::Sequence { t: rows, pos: 0 }, Head::Last, t)?.build()
+        })?;
+        self.tuning = Some(tuning);
+        self.tuned = Tuned { decode, prefill };
+        Ok(&self.tuned)
+    }
+
+    /// Times `plan_of` each of `tunings` (`runs` back to back per measurement) on a session of `options`, and
+    /// returns what was measured (None when there was only one choice, which is then not timed) and the tuning
+    /// chosen, `default`'s when it is not among the candidates.
+    fn time_choices(
+        &self,
+        work: &str,
+        tunings: &[Tuning],
+        default: Tuning,
+        runs: u32,
+        options: SessionOptions,
+        plan_of: impl Fn(&Session, Tuning) -> Result<Plan>,
+    ) -> Result<(Option<Timed>, Tuning)> {
+        let Some(default_at) = tunings.iter().position(|t| *t == default).filter(|_| tunings.len() > 1) else {
+            return Ok((None, tunings.first().copied().unwrap_or(default)));
+        };
+        let ctx = &*self.ctx;
+        let session = Session::new(self, options)?;
+        let plans = tunings.iter().map(|t| plan_of(&session, *t)).collect::<Result<Vec<_>>>()?;
         for plan in &plans {
             plan.run(ctx)?;
         }
-        ctx.wait("the first decode step of each tuning candidate")?;
-        // Two rounds, the second in reverse order, each candidate's shorter time kept: a drift of the adapter's
-        // clocks over the rounds then favours no candidate by its place.
+        ctx.wait(&format!("the first {work} of each tuning candidate"))?;
         let mut best = vec![Duration::MAX; plans.len()];
-        let order: Vec<usize> = (0..plans.len()).chain((0..plans.len()).rev()).collect();
-        for i in order {
-            best[i] = best[i].min(time_step(ctx, &plans[i])?);
+        for i in (0..plans.len()).chain((0..plans.len()).rev()) {
+            best[i] = best[i].min(time_runs(ctx, &plans[i], runs)?);
         }
-        drop(plans);
-        drop(session);
-        let candidates: Vec<DecodeCandidate> = tunings
+        let candidates: Vec<Candidate> = tunings
             .iter()
             .zip(&best)
-            .map(|(t, step)| DecodeCandidate {
+            .map(|(t, ms)| Candidate {
                 matvec_rows: t.matvec_rows,
                 quant_words: t.quant_words,
-                step_ms: step.as_secs_f64() * 1e3,
+                prefill: t.prefill,
+                ms: ms.as_secs_f64() * 1e3,
             })
             .collect();
-        let step_ms: Vec<f64> = candidates.iter().map(|c| c.step_ms).collect();
-        let chosen = choose(&step_ms, default);
-        let report = DecodeTuning { candidates, default, chosen, timestamps: ctx.features().timestamps };
-        self.decode_tuning = Some(tunings[chosen]);
-        self.tuned = Some(report.clone());
-        Ok(report)
+        let chosen = choose(&candidates.iter().map(|c| c.ms).collect::<Vec<_>>(), default_at);
+        let timed = Timed { work: work.into(), candidates, default: default_at, chosen, timestamps: ctx.features().timestamps };
+        Ok((Some(timed), tunings[chosen]))
     }
 }
 
-/// The time of one step of `plan`, over three run back to back.
-fn time_step(ctx: &Context, plan: &Plan) -> Result<Duration> {
-    const STEPS: u32 = 3;
+/// The time of one run of `plan`, over `runs` back to back.
+fn time_runs(ctx: &Context, plan: &Plan, runs: u32) -> Result<Duration> {
     if ctx.features().timestamps {
-        return plan.time_repeated(ctx, STEPS as usize);
+        return plan.time_repeated(ctx, runs as usize);
     }
     let start = Instant::now();
-    for _ in 0..STEPS {
+    for _ in 0..runs {
         plan.run(ctx)?;
     }
     ctx.wait("timing a tuning candidate")?;
-    Ok(start.elapsed() / STEPS)
+    Ok(start.elapsed() / runs)
 }
 
 #[cfg(test)]
