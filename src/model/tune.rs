@@ -127,14 +127,18 @@ impl Model {
             .iter()
             .flat_map(|&matvec_rows| words.iter().map(move |&quant_words| Tuning { matvec_rows, quant_words, ..base }))
             .collect();
+        // The decode step at the end of its context, attending over every row of the cache.
         let max_len = TUNING_CONTEXT.min(self.cfg.max_position_embeddings);
-        let (decode, tuning) = self.time_choices("decode step", &decode, base, 3, SessionOptions { max_len, chunk: 1 }, |s, t| {
+        let options = SessionOptions { max_len, chunk: 1 };
+        let (decode, tuning) = self.time_choices("decode step", &decode, base, 3, options, &[0], max_len - 1, |s, t| {
             s.resident_graph(Rows::Step, Head::Last, t)?.build()
         })?;
+        // Tokens spread over the vocabulary, so that the MoE layers route them as text would, over many experts.
         let prefill: Vec<Tuning> = ctx.prefill_choices().into_iter().map(|prefill| Tuning { prefill, ..tuning }).collect();
         let rows = PREFILL_ROWS.min(self.cfg.max_position_embeddings);
-        let work = format!("prefill chunk of {rows} tokens");
-        let (prefill, tuning) = self.time_choices(&work, &prefill, tuning, 1, SessionOptions { max_len: rows, chunk: rows }, |s, t| {
+        let ids: Vec<u32> = (0..rows as u64).map(|i| ((i * 7919 + 13) % self.cfg.vocab_size as u64) as u32).collect();
+        let (work, options) = (format!("prefill chunk of {rows} tokens"), SessionOptions { max_len: rows, chunk: rows });
+        let (prefill, tuning) = self.time_choices(&work, &prefill, tuning, 1, options, &ids, 0, |s, t| {
             s.resident_graph(Rows::Sequence { t: rows, pos: 0 }, Head::Last, t)?.build()
         })?;
         self.tuning = Some(tuning);
@@ -142,9 +146,10 @@ impl Model {
         Ok(&self.tuned)
     }
 
-    /// Times `plan_of` each of `tunings` (`runs` back to back per measurement) on a session of `options`, and
-    /// returns what was measured (None when there was only one choice, which is then not timed) and the tuning
-    /// chosen, `default`'s when it is not among the candidates.
+    /// Times `plan_of` each of `tunings` (`runs` back to back per measurement) on a session of `options` fed
+    /// `ids` (a decode step at `position`), and returns what was measured (None when there was only one choice,
+    /// which is then not timed) and the tuning chosen, `default`'s when it is not among the candidates.
+    #[allow(clippy::too_many_arguments)]
     fn time_choices(
         &self,
         work: &str,
@@ -152,13 +157,18 @@ impl Model {
         default: Tuning,
         runs: u32,
         options: SessionOptions,
+        ids: &[u32],
+        position: usize,
         plan_of: impl Fn(&Session, Tuning) -> Result<Plan>,
     ) -> Result<(Option<Timed>, Tuning)> {
         let Some(default_at) = tunings.iter().position(|t| *t == default).filter(|_| tunings.len() > 1) else {
             return Ok((None, tunings.first().copied().unwrap_or(default)));
         };
         let ctx = &*self.ctx;
-        let session = Session::new(self, options)?;
+        let mut session = Session::new(self, options)?;
+        ctx.write(&session.scratch.ids, bytemuck::cast_slice(ids))?;
+        session.position = position;
+        session.write_position()?;
         let plans = tunings.iter().map(|t| plan_of(&session, *t)).collect::<Result<Vec<_>>>()?;
         for plan in &plans {
             plan.run(ctx)?;
