@@ -3,9 +3,9 @@
 //!
 //! A prefill is cut into chunks of at most [`SessionOptions::chunk`] tokens, each one graph of dispatches; a
 //! decode step replays one plan built on the first step, unchanged (the token and its position are read from GPU
-//! buffers), so a step allocates nothing. The kernels may be chosen by timing them on the model at load
-//! ([`tune`]; `run` and `bench` do on GPUs). No forward reads anything back: the greedy token (4 bytes) or the logits, when
-//! asked for, are the one readback of a step.
+//! buffers), so a step allocates nothing. No forward reads anything back: the greedy token (4 bytes) or the
+//! logits, when asked for, are the one readback of a step. The kernels may be chosen by timing them on the model
+//! at load ([`tune`]; the CLI does on GPUs).
 //!
 //! The exception is a model that streams its experts ([`LoadOptions::gpu_memory`], [`streaming`]): its forward
 //! reads each MoE layer's routing back to upload the experts it picks, so it runs in parts, one per MoE layer
@@ -389,7 +389,7 @@ impl<'m> Session<'m> {
     /// or the decode plan.
     fn resident_graph(&self, fed: Rows, head: Head, tuning: Tuning) -> Result<Graph<'m>> {
         let model = self.model;
-        let mut g = model.graph();
+        let mut g = Graph::new(&model.ctx);
         g.tuning = tuning;
         let mut resident = ffn::Resident { top_k: model.cfg.num_experts_per_tok };
         let (layers, sc) = (&self.state.layers, &self.scratch);
