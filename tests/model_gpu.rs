@@ -445,3 +445,24 @@ fn decode_plans_take_the_models_tuning() -> Result<()> {
     ensure!(decoded > prefilled, "the decode step ignored the model's tuning: no new pipeline");
     Ok(())
 }
+
+/// `run --tune on --json` reports what it timed and chose; `auto` tunes on GPUs only, and `off` never.
+#[test]
+fn cli_run_reports_tuning_in_json() -> Result<()> {
+    let Some(ctx) = gpu() else { return Ok(()) };
+    let run = |tune: &str| -> Result<serde_json::Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jamba-wgpu"))
+            .args(["run", "--prompt", "The secret", "--max-new-tokens", "2", "--context", "32", "--json", "--tune", tune])
+            .output()?;
+        ensure!(out.status.success(), "run --tune {tune} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let tuned = run("on")?;
+    let (decode, prefill) = (&tuned["tuning"]["decode"], &tuned["tuning"]["prefill"]);
+    ensure!(decode["candidates"].as_array().map(Vec::len) == Some(4), "decode timed {decode}");
+    ensure!(prefill["candidates"].as_array().map(Vec::len) == Some(ctx.prefill_choices().len()), "prefill timed {prefill}");
+    ensure!(decode["chosen"].as_u64().is_some() && prefill["work"] == "prefill chunk of 256 tokens", "{tuned}");
+    ensure!(run("off")?.get("tuning").is_none(), "--tune off tuned");
+    ensure!(run("auto")?.get("tuning").is_some() != ctx.is_cpu(), "--tune auto on {}", ctx.info().name);
+    Ok(())
+}

@@ -118,8 +118,15 @@ pub fn run(args: RunArgs) -> Result<()> {
             let gpu_memory = args.memory.weights_budget(&cfg, session_options.max_len)?;
             let load = LoadOptions { progress: !args.json, quantize, gpu_memory, tune: args.gpu.tune(), ..Default::default() };
             let model = Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?;
+            let tuned = model.tuned();
+            if !args.json {
+                for timed in [&tuned.decode, &tuned.prefill].into_iter().flatten() {
+                    eprintln!("[tuned] {}: {}", timed.work, timed.summary());
+                }
+            }
             let mut session = model.session(session_options)?;
-            emit(&mut session, &prompt, options, model.tokenizer(), args.json, &adapter)?;
+            let tuning = (tuned.decode.is_some() || tuned.prefill.is_some()).then(|| serde_json::json!(tuned));
+            emit(&mut session, &prompt, options, model.tokenizer(), args.json, &adapter, tuning)?;
             if let (Some(s), false) = (session.streaming_stats(), args.json) {
                 eprintln!(
                     "[experts streamed through {} slots] {} hits, {} misses, {:.1} MiB uploaded ({:.1} KiB per token)",
@@ -138,7 +145,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             let model = ReferenceModel::new(&cfg, &checkpoint)?;
             let mut session = ReferenceSession::new(&model, session_options.max_len);
-            emit(&mut session, &prompt, options, tokenizer.as_ref(), args.json, "cpu reference")
+            emit(&mut session, &prompt, options, tokenizer.as_ref(), args.json, "cpu reference", None)
         }
     }
 }
@@ -150,6 +157,7 @@ fn emit<F: Forward>(
     tokenizer: Option<&jamba_wgpu::tokenizer::Tokenizer>,
     json: bool,
     device: &str,
+    tuning: Option<serde_json::Value>,
 ) -> Result<()> {
     let mut generation = generate(forward, prompt, options, tokenizer)?;
     let mut ids = prompt.to_vec();
@@ -191,6 +199,9 @@ fn emit<F: Forward>(
         });
         if let Some(s) = &t.streaming {
             object["timings"]["streaming"] = streaming_json(s);
+        }
+        if let Some(tuning) = tuning {
+            object["tuning"] = tuning;
         }
         writeln!(stdout, "{object}")?;
     } else {
