@@ -68,8 +68,10 @@ pub enum Tune {
     /// Keep the adapter's defaults: the same kernels at every load (the library's default).
     #[default]
     Off,
-    /// On GPUs, whose best choices are not known in advance, when the context leaves a choice open; not on CPU
-    /// adapters, whose defaults were measured, nor for models that stream their experts (the CLI's default).
+    /// On GPUs, whose best choices are not known in advance, for models of at least [`tune::AUTO_MIN_BYTES`] of
+    /// weights (a smaller one's steps are over before timing them would pay), when the context leaves a choice
+    /// open; not on CPU adapters, whose defaults were measured, nor for models that stream their experts (the
+    /// CLI's default).
     Auto,
     /// Always (but never for a model that streams its experts).
     On,
@@ -155,7 +157,7 @@ impl Model {
         let open = rows.len() > 1 || (words.len() > 1 && self.weights.any_quantized()) || self.ctx.prefill_choices().len() > 1;
         let wanted = match tune {
             Tune::Off => false,
-            Tune::Auto => !self.ctx.is_cpu() && open,
+            Tune::Auto => !self.ctx.is_cpu() && open && self.weights.size_bytes() >= tune::AUTO_MIN_BYTES,
             Tune::On => true,
         };
         wanted && self.streaming.is_none()

@@ -21,6 +21,11 @@ use crate::{Error, Result};
 /// one load to the next.
 pub const SWITCH_MARGIN: f64 = 0.05;
 
+/// The smallest model [`Tune::Auto`](super::Tune::Auto) tunes: 1 GiB of weights, whose decode step is
+/// bandwidth-bound on a GPU (a millisecond or more) and whose load takes seconds already. Tuning costs a few
+/// dozen steps and prefill chunks, and a pipeline build per choice.
+pub const AUTO_MIN_BYTES: u64 = 1 << 30;
+
 /// The context the timed decode steps attend over: a few splits of the attention cache, as a real step has.
 const TUNING_CONTEXT: usize = 512;
 
