@@ -116,8 +116,9 @@ impl Model {
     /// matvec choices (the ways of reading quantized rows only when some weights are quantized), then, with
     /// those, the prefill kernel. Each choice runs once to build its pipelines and warm the adapter, then is
     /// timed once in each of two rounds over the choices (the second in reverse order, so that a drift of the
-    /// adapter's clocks favours none by its place), on sessions of their own (token 0 from position 0, the state
-    /// advanced and thrown away). Not for models that stream their experts, whose forwards wait on the host.
+    /// adapter's clocks favours none by its place), on sessions of their own (the decode step at the end of a
+    /// 512-token context, the prefill chunk from position 0; their state advanced and thrown away). Not for
+    /// models that stream their experts, whose forwards wait on the host.
     pub fn tune(&mut self) -> Result<&Tuned> {
         if self.streaming.is_some() {
             return Err(Error::Input("tuning a model that streams its experts is not supported".into()));
