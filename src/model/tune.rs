@@ -32,6 +32,16 @@ const TUNING_CONTEXT: usize = 512;
 /// Tokens of the timed prefill chunk (fewer when the context is shorter): a session's default chunk.
 const PREFILL_ROWS: usize = 256;
 
+/// What [`Model::tune`] times: a session of `options` fed `ids` from `position`, its plan run `runs` times back
+/// to back per measurement.
+struct Work {
+    name: String,
+    options: SessionOptions,
+    ids: Vec<u32>,
+    position: usize,
+    runs: u32,
+}
+
 /// One timed choice.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Candidate {
@@ -135,16 +145,26 @@ impl Model {
             .collect();
         // The decode step at the end of its context, attending over every row of the cache.
         let max_len = TUNING_CONTEXT.min(self.cfg.max_position_embeddings);
-        let options = SessionOptions { max_len, chunk: 1 };
-        let (decode, tuning) = self.time_choices("decode step", &decode, base, 3, options, &[0], max_len - 1, |s, t| {
-            s.resident_graph(Rows::Step, Head::Last, t)?.build()
-        })?;
+        let step = Work {
+            name: "decode step".into(),
+            options: SessionOptions { max_len, chunk: 1 },
+            ids: vec![0],
+            position: max_len - 1,
+            runs: 3,
+        };
+        let (decode, tuning) =
+            self.time_choices(&step, &decode, base, |s, t| s.resident_graph(Rows::Step, Head::Last, t)?.build())?;
         // Tokens spread over the vocabulary, so that the MoE layers route them as text would, over many experts.
         let prefill: Vec<Tuning> = ctx.prefill_choices().into_iter().map(|prefill| Tuning { prefill, ..tuning }).collect();
         let rows = PREFILL_ROWS.min(self.cfg.max_position_embeddings);
-        let ids: Vec<u32> = (0..rows as u64).map(|i| ((i * 7919 + 13) % self.cfg.vocab_size as u64) as u32).collect();
-        let (work, options) = (format!("prefill chunk of {rows} tokens"), SessionOptions { max_len: rows, chunk: rows });
-        let (prefill, tuning) = self.time_choices(&work, &prefill, tuning, 1, options, &ids, 0, |s, t| {
+        let chunk = Work {
+            name: format!("prefill chunk of {rows} tokens"),
+            options: SessionOptions { max_len: rows, chunk: rows },
+            ids: (0..rows as u64).map(|i| ((i * 7919 + 13) % self.cfg.vocab_size as u64) as u32).collect(),
+            position: 0,
+            runs: 1,
+        };
+        let (prefill, tuning) = self.time_choices(&chunk, &prefill, tuning, |s, t| {
             s.resident_graph(Rows::Sequence { t: rows, pos: 0 }, Head::Last, t)?.build()
         })?;
         self.tuning = Some(tuning);
@@ -152,37 +172,32 @@ impl Model {
         Ok(&self.tuned)
     }
 
-    /// Times `plan_of` each of `tunings` (`runs` back to back per measurement) on a session of `options` fed
-    /// `ids` (a decode step at `position`), and returns what was measured (None when there was only one choice,
-    /// which is then not timed) and the tuning chosen, `default`'s when it is not among the candidates.
-    #[allow(clippy::too_many_arguments)]
+    /// Times `work` as `plan_of` builds it with each of `tunings`, and returns what was measured (None when there
+    /// was only one choice, which is then not timed) and the tuning chosen, `default`'s when it is not among the
+    /// candidates.
     fn time_choices(
         &self,
-        work: &str,
+        work: &Work,
         tunings: &[Tuning],
         default: Tuning,
-        runs: u32,
-        options: SessionOptions,
-        ids: &[u32],
-        position: usize,
         plan_of: impl Fn(&Session, Tuning) -> Result<Plan>,
     ) -> Result<(Option<Timed>, Tuning)> {
         let Some(default_at) = tunings.iter().position(|t| *t == default).filter(|_| tunings.len() > 1) else {
             return Ok((None, tunings.first().copied().unwrap_or(default)));
         };
         let ctx = &*self.ctx;
-        let mut session = Session::new(self, options)?;
-        ctx.write(&session.scratch.ids, bytemuck::cast_slice(ids))?;
-        session.position = position;
+        let mut session = Session::new(self, work.options)?;
+        ctx.write(&session.scratch.ids, bytemuck::cast_slice(&work.ids))?;
+        session.position = work.position;
         session.write_position()?;
         let plans = tunings.iter().map(|t| plan_of(&session, *t)).collect::<Result<Vec<_>>>()?;
         for plan in &plans {
             plan.run(ctx)?;
         }
-        ctx.wait(&format!("the first {work} of each tuning candidate"))?;
+        ctx.wait(&format!("the first {} of each tuning candidate", work.name))?;
         let mut best = vec![Duration::MAX; plans.len()];
         for i in (0..plans.len()).chain((0..plans.len()).rev()) {
-            best[i] = best[i].min(time_runs(ctx, &plans[i], runs)?);
+            best[i] = best[i].min(time_runs(ctx, &plans[i], work.runs)?);
         }
         let candidates: Vec<Candidate> = tunings
             .iter()
@@ -195,7 +210,8 @@ impl Model {
             })
             .collect();
         let chosen = choose(&candidates.iter().map(|c| c.ms).collect::<Vec<_>>(), default_at);
-        let timed = Timed { work: work.into(), candidates, default: default_at, chosen, timestamps: ctx.features().timestamps };
+        let timestamps = ctx.features().timestamps;
+        let timed = Timed { work: work.name.clone(), candidates, default: default_at, chosen, timestamps };
         Ok((Some(timed), tunings[chosen]))
     }
 }
