@@ -45,7 +45,8 @@ pub(crate) fn encode(
         }
         // the same per row r, at sequence r's position and over its cache: a session's step is a batch of one
         (Rows::Step | Rows::Batch { .. }, scratch) => {
-            let scratch = scratch.as_ref().ok_or_else(|| Error::shape("attention", "a decode step needs decode scratch"))?;
+            let no_scratch = || Error::shape("attention", "a decode step needs decode scratch");
+            let scratch = scratch.as_ref().ok_or_else(no_scratch)?;
             let as_batch = |cache: &Tensor| match fed {
                 Rows::Step => cache.reshape(&[1, cache.shape()[0], kv_dim]),
                 _ => Ok(cache.clone()),

@@ -4,8 +4,9 @@
 //!
 //! Every sequence keeps its own position. Its state lives in its slot of the batch's tensors ([`BatchState`]):
 //! the step's conv, scan and attention kernels address slot r from row r, and attention reads each row's position
-//! from a u32 [B] buffer (the step scratch's `positions`) written before the step, so the plan never changes. A prefill runs the single-sequence
-//! path ([`Session`](super::Session)'s chunks) on one sequence's slot, seen as views.
+//! from a u32 [B] buffer (the step scratch's `positions`) written before the step, so the plan never changes. A
+//! prefill runs the single-sequence path ([`Session`](super::Session)'s chunks) on one sequence's slot, seen as
+//! views.
 
 use super::ffn::Resident;
 use super::jamba::{self, Head, Rows, Scratch};

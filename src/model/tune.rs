@@ -155,7 +155,8 @@ impl Model {
         let (decode, tuning) =
             self.time_choices(&step, &decode, base, |s, t| s.resident_graph(Rows::Step, Head::Last, t)?.build())?;
         // Tokens spread over the vocabulary, so that the MoE layers route them as text would, over many experts.
-        let prefill: Vec<Tuning> = ctx.prefill_choices().into_iter().map(|prefill| Tuning { prefill, ..tuning }).collect();
+        let prefill: Vec<Tuning> =
+            ctx.prefill_choices().into_iter().map(|prefill| Tuning { prefill, ..tuning }).collect();
         let rows = PREFILL_ROWS.min(self.cfg.max_position_embeddings);
         let chunk = Work {
             name: format!("prefill chunk of {rows} tokens"),
