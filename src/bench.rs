@@ -117,6 +117,8 @@ pub struct ModelBench {
     pub adapter: String,
     /// The kernel choices timed at load and the ones taken ([`Model::tune`]), if they were.
     pub tuning: crate::model::Tuned,
+    /// The kernel choices the model ran with ([`Model::tuning`]).
+    pub kernels: String,
     pub backend: String,
     pub prompt_len: usize,
     pub gen_len: usize,
@@ -332,6 +334,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     Ok(ModelBench {
         adapter: ctx.info().name.clone(),
         tuning: model.tuned().clone(),
+        kernels: model.tuning().to_string(),
         backend: format!("{:?}", ctx.info().backend),
         prompt_len: o.prompt_len,
         gen_len: o.gen_len,

@@ -79,6 +79,7 @@ fn the_model_bench_reports_both_profiles() -> Result<()> {
     ensure!(b.dispatches_per_decode_step > 0 || !ctx.features().timestamps, "no dispatch count");
     ensure!(b.gpu_objects_created_decoding == 0, "decode steps made {} GPU objects", b.gpu_objects_created_decoding);
     ensure!(b.syncs_per_decode_step == 1.0, "{} waits per decode step, not 1 (the token)", b.syncs_per_decode_step);
+    ensure!(b.kernels == model.tuning().to_string() && b.kernels.contains("matvec rows"), "kernels {}", b.kernels);
     let uploaded = b.uploaded_bytes_per_decode_step;
     ensure!(uploaded == 8.0, "{uploaded} bytes uploaded per decode step, not 8 (the token and its position)");
     if ctx.features().timestamps {

@@ -438,7 +438,8 @@ fn cli_quantize_perplexity_info() -> Result<()> {
     // Without a model: the adapter, its limits and features, and the matrix units wgpu offers on it.
     let o = run(&["info"])?;
     let text = String::from_utf8_lossy(&o.stdout);
-    ensure!(o.status.success() && text.contains("max_buffer_size") && text.contains("cooperative matrices"), "{text}");
+    let lines = ["max_buffer_size", "cooperative matrices", "kernels:  "];
+    ensure!(o.status.success() && lines.iter().all(|l| text.contains(l)), "{text}");
 
     let o = run(&["run", "--quantize", "q4", "--group-size", "48", "--max-new-tokens", "1"])?;
     let e = String::from_utf8_lossy(&o.stderr);

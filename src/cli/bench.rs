@@ -106,6 +106,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let per = if b.batch > 1 { format!(" x {} sequences", b.batch) } else { String::new() };
     println!("prefill:   {} tokens{per} at {:.1} tokens/s (time to first token {:.1} ms)", b.prompt_len, b.prefill_tokens_per_s, b.time_to_first_token_ms);
     println!("decode:    {} tokens{per} at {:.2} tokens/s", b.gen_len, b.decode_tokens_per_s);
+    println!("kernels:   {}", b.kernels);
     for timed in [&b.tuning.decode, &b.tuning.prefill].into_iter().flatten() {
         let how = if timed.timestamps { "GPU timestamps" } else { "host clock" };
         println!("tuning:    {} by kernel choice ({how}): {}", timed.work, timed.summary());

@@ -110,6 +110,22 @@ impl Tuning {
     }
 }
 
+impl std::fmt::Display for Tuning {
+    /// `32 lanes per row, tiled prefill from 8 rows, 1 matvec row per group (>= 128 workgroups), codes`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups), {}",
+            self.row_threads,
+            format!("{:?}", self.prefill).to_lowercase(),
+            self.tiled_min_rows,
+            self.matvec_rows,
+            self.matvec_min_workgroups,
+            if self.quant_words { "quantized rows by words" } else { "quantized rows by codes" }
+        )
+    }
+}
+
 /// The host's hardware threads: a CPU adapter's compute units.
 fn cpu_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -462,6 +478,7 @@ impl Context {
             format!("min_uniform_buffer_offset_align:  {}", l.min_uniform_buffer_offset_alignment),
             format!("features: shader_f16={} subgroups={} timestamps={}", f.shader_f16, f.subgroups, f.timestamps),
             format!("cooperative matrices (M x N x K, A/B -> C): {}", self.describe_cooperative_matrices()),
+            format!("kernels:  {} (defaults; `--tune` times the others on a model)", self.tuning()),
         ]
         .join("\n")
     }
