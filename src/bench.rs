@@ -136,6 +136,8 @@ pub struct ModelBench {
     /// Recording a step's commands (parameter upload, pass, dispatches, finish), measured apart with the GPU
     /// idle: the host cost of a replay, without the submission.
     pub encode_us_per_decode_step: f64,
+    /// The fastest of those recordings: what a busy or slowed host moves least.
+    pub encode_min_us_per_decode_step: f64,
     pub dispatches_per_decode_step: usize,
     /// GPU objects (buffers, bind groups, pipelines) that decode steps after the first created, over the last
     /// run: 0 when each step replays what the first built.
@@ -217,7 +219,7 @@ impl Sequences<'_> {
         }
     }
 
-    fn encode_cost(&mut self, runs: usize) -> crate::Result<Duration> {
+    fn encode_cost(&mut self, runs: usize) -> crate::Result<crate::gpu::EncodeCost> {
         match self {
             Sequences::One(s) => s.decode_encode_cost(runs),
             Sequences::Batch(b) => b.step_encode_cost(runs),
@@ -262,7 +264,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let (mut prefill, mut decode, mut host) = (Vec::new(), Vec::new(), Vec::new());
     let mut dispatches = 0;
     let mut streaming = None;
-    let mut encode = Duration::ZERO;
+    let mut encode = crate::gpu::EncodeCost::default();
     let mut created_decoding = 0;
     let mut syncs_per_step = 0.0;
     let mut uploaded_per_step = 0.0;
@@ -344,7 +346,8 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         time_to_first_token_ms: prefill_s * 1e3,
         decode_tokens_per_s,
         host_us_per_decode_step: median(host) * 1e6,
-        encode_us_per_decode_step: encode.as_secs_f64() * 1e6,
+        encode_us_per_decode_step: encode.median.as_secs_f64() * 1e6,
+        encode_min_us_per_decode_step: encode.min.as_secs_f64() * 1e6,
         dispatches_per_decode_step: dispatches,
         gpu_objects_created_decoding: created_decoding,
         syncs_per_decode_step: syncs_per_step,

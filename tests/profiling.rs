@@ -80,6 +80,8 @@ fn the_model_bench_reports_both_profiles() -> Result<()> {
     ensure!(b.gpu_objects_created_decoding == 0, "decode steps made {} GPU objects", b.gpu_objects_created_decoding);
     ensure!(b.syncs_per_decode_step == 1.0, "{} waits per decode step, not 1 (the token)", b.syncs_per_decode_step);
     ensure!(b.kernels == model.tuning().to_string() && b.kernels.contains("matvec rows"), "kernels {}", b.kernels);
+    let (median, fastest) = (b.encode_us_per_decode_step, b.encode_min_us_per_decode_step);
+    ensure!(fastest > 0.0 && fastest <= median, "recording {median} us, fastest {fastest} us");
     let uploaded = b.uploaded_bytes_per_decode_step;
     ensure!(uploaded == 8.0, "{uploaded} bytes uploaded per decode step, not 8 (the token and its position)");
     if ctx.features().timestamps {

@@ -290,7 +290,7 @@ impl Plan {
     /// The CPU time to record this plan into a command buffer (pass, every dispatch, finish, and the parameters'
     /// upload if they changed), the median of `runs` recordings that are then dropped unsubmitted: the host cost
     /// of a replay, apart from the submission and whatever the driver does at submit.
-    pub fn encode_cost(&self, ctx: &Context, runs: usize) -> std::time::Duration {
+    pub fn encode_cost(&self, ctx: &Context, runs: usize) -> EncodeCost {
         let mut times: Vec<_> = (0..runs.max(1))
             .map(|_| {
                 let start = std::time::Instant::now();
@@ -303,7 +303,7 @@ impl Plan {
             })
             .collect();
         times.sort();
-        times[times.len() / 2]
+        EncodeCost { median: times[times.len() / 2], min: times[0] }
     }
 
     /// Encodes and submits the plan; does not wait.
@@ -320,6 +320,28 @@ impl Plan {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         self.encode(ctx, &mut encoder);
         encoder.finish()
+    }
+}
+
+/// The host time of recording a plan ([`Plan::encode_cost`]): the median of the recordings, and the fastest,
+/// which a busy or slowed host moves least. Plans recorded one after another add up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncodeCost {
+    pub median: std::time::Duration,
+    pub min: std::time::Duration,
+}
+
+impl std::ops::Add for EncodeCost {
+    type Output = EncodeCost;
+
+    fn add(self, other: EncodeCost) -> EncodeCost {
+        EncodeCost { median: self.median + other.median, min: self.min + other.min }
+    }
+}
+
+impl std::iter::Sum for EncodeCost {
+    fn sum<I: Iterator<Item = EncodeCost>>(costs: I) -> EncodeCost {
+        costs.fold(EncodeCost::default(), |a, b| a + b)
     }
 }
 

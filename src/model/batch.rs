@@ -124,7 +124,7 @@ impl<'m> Batch<'m> {
 
     /// The CPU time to record one step's commands without submitting them (see [`Plan::encode_cost`]), the
     /// median of `runs`; the step's plan is built by the first [`Batch::step`].
-    pub fn step_encode_cost(&self, runs: usize) -> Result<std::time::Duration> {
+    pub fn step_encode_cost(&self, runs: usize) -> Result<crate::gpu::EncodeCost> {
         let plan = self.plan.as_ref().ok_or_else(|| Error::Input("no step was run yet: nothing to encode".into()))?;
         Ok(plan.encode_cost(&self.model.ctx, runs))
     }

@@ -515,7 +515,7 @@ impl<'m> Session<'m> {
 
     /// The CPU time to record one decode step's commands, without submitting them (see [`Plan::encode_cost`]):
     /// the median of `runs`. Builds the decode plan if needed; feeds nothing.
-    pub fn decode_encode_cost(&mut self, runs: usize) -> Result<std::time::Duration> {
+    pub fn decode_encode_cost(&mut self, runs: usize) -> Result<crate::gpu::EncodeCost> {
         self.build_decode()?;
         let decode = self.decode.as_ref().expect("the decode plan was just built");
         Ok(decode.plans.iter().map(|plan| plan.encode_cost(&self.model.ctx, runs)).sum())
