@@ -78,6 +78,11 @@ pub struct Tuning {
     /// fewer, it takes half as many, and so on down to 1. On a GPU enough to fill every compute unit of a large
     /// one (128); on a CPU adapter two per hardware thread of the host.
     pub matvec_min_workgroups: usize,
+    /// Prefill scans over at least this many channels (d_inner) run serially per channel, one workgroup per 64
+    /// channels, instead of chunked (three passes, twice the exponentials, for parallelism over time). CPU
+    /// adapters: 64 per hardware thread of the host, so the workgroups still fill it (lavapipe, the default
+    /// model's 256-token chunk: ssm_scan 61-98 -> 38-44 ms); GPUs: never (`usize::MAX`).
+    pub serial_scan_min_channels: usize,
 }
 
 impl Tuning {
@@ -92,6 +97,7 @@ impl Tuning {
             quant_words: false,
             matvec_rows: 1,
             matvec_min_workgroups: 128,
+            serial_scan_min_channels: usize::MAX,
         }
     }
 
@@ -106,22 +112,28 @@ impl Tuning {
             quant_words: true,
             matvec_rows: 8,
             matvec_min_workgroups: 2 * cpu_threads(),
+            serial_scan_min_channels: 64 * cpu_threads(),
         }
     }
 }
 
 impl std::fmt::Display for Tuning {
-    /// `32 lanes per row, tiled prefill from 8 rows, 1 matvec row per group (>= 128 workgroups), codes`.
+    /// `32 lanes per row, tiled prefill from 8 rows, 1 matvec rows per group (>= 128 workgroups), quantized rows by
+    /// codes, chunked prefill scans`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups), {}",
+            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups), {}, {}",
             self.row_threads,
             format!("{:?}", self.prefill).to_lowercase(),
             self.tiled_min_rows,
             self.matvec_rows,
             self.matvec_min_workgroups,
-            if self.quant_words { "quantized rows by words" } else { "quantized rows by codes" }
+            if self.quant_words { "quantized rows by words" } else { "quantized rows by codes" },
+            match self.serial_scan_min_channels {
+                usize::MAX => "chunked prefill scans".to_string(),
+                min => format!("serial prefill scans from {min} channels"),
+            }
         )
     }
 }
@@ -369,6 +381,7 @@ impl Context {
                     quant_words,
                     matvec_rows,
                     matvec_min_workgroups: 1,
+                    serial_scan_min_channels: usize::MAX,
                 });
             }
             for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {

@@ -129,7 +129,10 @@ pub enum ScanPath {
     /// Chunks of rows scanned in parallel, their carries chained, then their outputs in parallel. Any T; a
     /// single chunk (T <= [`CHUNK_LEN`]) is scanned straight from the state by the decode kernel.
     Chunked,
-    /// One invocation per channel looping over all of T: the naive baseline, for benchmarks only.
+    /// One invocation per channel looping over all of T: on CPU adapters, whose cores a workgroup per 64 channels
+    /// fills, faster than the chunked passes ([`Tuning::serial_scan_min_channels`]).
+    ///
+    /// [`Tuning::serial_scan_min_channels`]: crate::gpu::Tuning::serial_scan_min_channels
     Serial,
     /// A batch's decode step: each row is one token of its own sequence, advancing row r of a batch's state
     /// [T, >= I * N] (sequence r's [I, N] in its first I * N elements) by one step.

@@ -47,11 +47,12 @@ pub(crate) fn encode(
     w.x_proj.matmul(g, rows(&sc.xs, t)?, rows(&sc.dbc, t)?, false)?;
     let path = match fed {
         Rows::Sequence { t: 1, .. } | Rows::Step => ScanPath::Decode,
+        Rows::Sequence { .. } if i >= g.tuning.serial_scan_min_channels => ScanPath::Serial,
         Rows::Sequence { .. } => ScanPath::Chunked,
         Rows::Batch { .. } => ScanPath::Batch,
     };
     let z = cols(&sc.xz, i, i)?;
-    if path == ScanPath::Chunked {
+    if matches!(path, ScanPath::Chunked | ScanPath::Serial) {
         // dt = rms_norm(dt, dt_layernorm); B = rms_norm(B, b_layernorm); C = rms_norm(C, c_layernorm)
         for (norm, offset, width) in [(&w.dt_norm, 0, r), (&w.b_norm, r, n), (&w.c_norm, r + n, n)] {
             rms_norm(g, cols(&sc.dbc, offset, width)?, norm, eps, cols(&sc.dbc_normed, offset, width)?)?;
