@@ -153,9 +153,7 @@ impl Model {
 
     /// Whether loading with `tune` tunes this model's kernels (see [`Tune`]).
     pub fn tunes_at_load(&self, tune: Tune) -> bool {
-        let (rows, words) = self.ctx.decode_choices();
-        let decode_open = rows.len() > 1 || (words.len() > 1 && self.weights.any_quantized());
-        let open = decode_open || self.ctx.prefill_choices().len() > 1;
+        let open = self.decode_candidates().len() > 1 || self.ctx.prefill_choices().len() > 1;
         let wanted = match tune {
             Tune::Off => false,
             Tune::Auto => !self.ctx.is_cpu() && open && self.weights.size_bytes() >= tune::AUTO_MIN_BYTES,

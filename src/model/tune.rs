@@ -135,14 +135,7 @@ impl Model {
         }
         let ctx = &*self.ctx;
         let base = ctx.tuning();
-        let (rows, mut words) = ctx.decode_choices();
-        if !self.weights.any_quantized() {
-            words = vec![base.quant_words];
-        }
-        let decode: Vec<Tuning> = rows
-            .iter()
-            .flat_map(|&matvec_rows| words.iter().map(move |&quant_words| Tuning { matvec_rows, quant_words, ..base }))
-            .collect();
+        let decode = self.decode_candidates();
         // The decode step at the end of its context, attending over every row of the cache.
         let max_len = TUNING_CONTEXT.min(self.cfg.max_position_embeddings);
         let step = Work {
@@ -171,6 +164,19 @@ impl Model {
         self.tuning = Some(tuning);
         self.tuned = Tuned { decode, prefill };
         Ok(&self.tuned)
+    }
+
+    /// The decode tunings [`Model::tune`] times: the context's, with each matvec choice it leaves open
+    /// ([`Context::decode_choices`]; the ways of reading quantized rows only when some weights are quantized).
+    pub(super) fn decode_candidates(&self) -> Vec<Tuning> {
+        let base = self.ctx.tuning();
+        let (rows, mut words) = self.ctx.decode_choices();
+        if !self.weights.any_quantized() {
+            words = vec![base.quant_words];
+        }
+        rows.iter()
+            .flat_map(|&matvec_rows| words.iter().map(move |&quant_words| Tuning { matvec_rows, quant_words, ..base }))
+            .collect()
     }
 
     /// Times `work` as `plan_of` builds it with each of `tunings`, and returns what was measured (None when there
