@@ -71,12 +71,14 @@ struct ScanParams {
 @group(0) @binding(8) var<storage, read> z: array<f32>;                   // [T, I] columns
 @group(0) @binding(9) var<storage, read_write> state: array<f32>;         // [I, N]; a batch's [T, state_stride]
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;          // [>=T, I]
-@group(0) @binding(11) var<storage, read_write> chunk_h: array<f32>;      // [chunks, N, I]
-@group(0) @binding(12) var<storage, read_write> chunk_delta: array<f32>;  // [chunks, I]
-@group(0) @binding(13) var<storage, read> b_norm: array<f32>;             // [N], read when NORM_BC = 1
-@group(0) @binding(14) var<storage, read> c_norm: array<f32>;             // [N], read when NORM_BC = 1
-@group(0) @binding(15) var<storage, read> dt_norm: array<f32>;            // [R], read when DT_PROJ = 1
-@group(0) @binding(16) var<storage, read> dt_proj: array<u32>;            // [I, R] W_DTYPE, when DT_PROJ = 1
+@group(0) @binding(11) var<storage, read> b_norm: array<f32>;             // [N], read when NORM_BC = 1
+@group(0) @binding(12) var<storage, read> c_norm: array<f32>;             // [N], read when NORM_BC = 1
+@group(0) @binding(13) var<storage, read> dt_norm: array<f32>;            // [R], read when DT_PROJ = 1
+@group(0) @binding(14) var<storage, read> dt_proj: array<u32>;            // [I, R] W_DTYPE, when DT_PROJ = 1
+// The chunked path's scratch, bound by chunk_local, chunk_carry and chunk_output only: scan_steps and
+// scan_batch never touch it, and a binding written costs a barrier at every dispatch that binds it.
+@group(0) @binding(15) var<storage, read_write> chunk_h: array<f32>;      // [chunks, N, I]
+@group(0) @binding(16) var<storage, read_write> chunk_delta: array<f32>;  // [chunks, I]
 
 // d_state, fixed when the pipeline is built so the loops over n unroll and h stays in registers.
 override D_STATE: u32 = 16u;

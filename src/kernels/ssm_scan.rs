@@ -28,7 +28,8 @@ params! {
     }
 }
 
-const BINDINGS: &[Binding] = &[
+/// What every entry point binds. The steps (a decode step, a batch's, a single chunk) bind no more.
+const STEP_BINDINGS: &[Binding] = &[
     read("x"),
     read("dt"),
     read("dt_bias"),
@@ -39,12 +40,30 @@ const BINDINGS: &[Binding] = &[
     read("z"),
     read_write("state"),
     read_write("out"),
-    read_write("chunk_h"),
-    read_write("chunk_delta"),
     read("b_norm"),
     read("c_norm"),
     read("dt_norm"),
     read("dt_proj"),
+];
+
+/// The chunked passes also bind their scratch ([`ScanScratch`]).
+const CHUNK_BINDINGS: &[Binding] = &[
+    read("x"),
+    read("dt"),
+    read("dt_bias"),
+    read("a_log"),
+    read("b"),
+    read("c"),
+    read("d"),
+    read("z"),
+    read_write("state"),
+    read_write("out"),
+    read("b_norm"),
+    read("c_norm"),
+    read("dt_norm"),
+    read("dt_proj"),
+    read_write("chunk_h"),
+    read_write("chunk_delta"),
 ];
 
 /// The d_state values each kernel is validated with; any N up to [`MAX_D_STATE`] builds.
@@ -75,13 +94,13 @@ fn d_state_variants() -> Vec<Vec<(&'static str, f64)>> {
 }
 
 macro_rules! scan_kernel {
-    ($name:ident, $entry:literal, $doc:literal) => {
+    ($name:ident, $entry:literal, $bindings:ident, $doc:literal) => {
         #[doc = $doc]
         pub static $name: Kernel = Kernel {
             shader: &SSM_SCAN,
             entry: $entry,
             params: &<ScanParams as crate::gpu::Params>::LAYOUT,
-            bindings: BINDINGS,
+            bindings: $bindings,
             variants: d_state_variants,
         };
     };
@@ -90,16 +109,18 @@ macro_rules! scan_kernel {
 scan_kernel!(
     STEPS,
     "scan_steps",
+    STEP_BINDINGS,
     "All rows in order, one invocation per channel: the decode step, and the serial baseline."
 );
 scan_kernel!(
     CHUNK_LOCAL,
     "chunk_local",
+    CHUNK_BINDINGS,
     "Chunked prefill (1): each chunk's scan from a zero state, chunks in parallel."
 );
-scan_kernel!(CHUNK_CARRY, "chunk_carry", "Chunked prefill (2): the state entering each chunk, serial over chunks.");
-scan_kernel!(CHUNK_OUTPUT, "chunk_output", "Chunked prefill (3): each chunk's outputs from its entering state.");
-scan_kernel!(BATCH, "scan_batch", "A batch's decode step: row r advances sequence r's state by one token.");
+scan_kernel!(CHUNK_CARRY, "chunk_carry", CHUNK_BINDINGS, "Chunked prefill (2): the state entering each chunk, serial over chunks.");
+scan_kernel!(CHUNK_OUTPUT, "chunk_output", CHUNK_BINDINGS, "Chunked prefill (3): each chunk's outputs from its entering state.");
+scan_kernel!(BATCH, "scan_batch", STEP_BINDINGS, "A batch's decode step: row r advances sequence r's state by one token.");
 
 /// The chunked prefill's working memory: the state each chunk of up to [`CHUNK_LEN`] rows reaches from zero,
 /// [chunks, N, I], and its sum of delta, [chunks, I]. Allocated once for the longest prefill (a session's chunk)
@@ -345,24 +366,8 @@ fn scan(
     // The kernel never reads the bindings of what it does not fuse: `d` stands in for them.
     let (b_norm, c_norm) = norm.map_or((d, d), |norm| (norm.b_weight, norm.c_weight));
     let (dt_norm, dt_weight) = dt_proj.unwrap_or((d, d));
-    let tensors = [
-        x,
-        dt.tensor,
-        dt_bias,
-        a_log,
-        b.tensor,
-        c.tensor,
-        d,
-        z.tensor,
-        state,
-        out,
-        &scratch.chunk_h,
-        &scratch.chunk_delta,
-        b_norm,
-        c_norm,
-        dt_norm,
-        dt_weight,
-    ];
+    let tensors = [x, dt.tensor, dt_bias, a_log, b.tensor, c.tensor, d, z.tensor, state, out, b_norm, c_norm, dt_norm, dt_weight];
+    let chunk_tensors = [&tensors[..], &[&scratch.chunk_h, &scratch.chunk_delta]].concat();
     let channel_groups = i.div_ceil(64);
     // A single chunk needs no carries: it is scanned straight from the state, without the 3 passes' doubled work.
     let single_chunk = path == ScanPath::Chunked && chunks == 1;
@@ -377,10 +382,10 @@ fn scan(
         }
         ScanPath::Chunked => {
             let per_chunk = g.linear_grid((chunks * channel_groups) as u64)?;
-            g.dispatch(&CHUNK_LOCAL, &constants, &params, &tensors, per_chunk)?;
+            g.dispatch(&CHUNK_LOCAL, &constants, &params, &chunk_tensors, per_chunk)?;
             let grid = g.linear_grid((n * i).div_ceil(64) as u64)?;
-            g.dispatch(&CHUNK_CARRY, &constants, &params, &tensors, grid)?;
-            g.dispatch(&CHUNK_OUTPUT, &constants, &params, &tensors, per_chunk)?;
+            g.dispatch(&CHUNK_CARRY, &constants, &params, &chunk_tensors, grid)?;
+            g.dispatch(&CHUNK_OUTPUT, &constants, &params, &chunk_tensors, per_chunk)?;
         }
         ScanPath::Batch => {
             let grid = g.linear_grid((t * channel_groups) as u64)?;
