@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::gpu::{Context, Plan};
+use crate::gpu::{Context, DispatchTime, Plan};
 use crate::Result;
 
 /// Times of repeated runs: the GPU's by timestamps, or wall-clock from submission to completion (see
@@ -161,6 +161,11 @@ pub struct ModelBench {
     pub decode_kernel_ms: Vec<(String, f64)>,
     /// The same for the first prefill chunk of one sequence (min(chunk, prompt_len) tokens), when profiled.
     pub prefill_chunk_kernel_ms: Vec<(String, f64)>,
+    /// The decode step's dispatches grouped by kernel and what they read, the layer left out (the in_proj
+    /// matvecs of all Mamba layers together), most time first, when profiled.
+    pub decode_dispatches: Vec<DispatchGroup>,
+    /// The same for the first prefill chunk.
+    pub prefill_chunk_dispatches: Vec<DispatchGroup>,
     /// Expert streaming during the last timed run (prefill and decode), when the model streams its experts.
     pub streaming: Option<crate::model::StreamingStats>,
 }
@@ -226,7 +231,7 @@ impl Sequences<'_> {
         }
     }
 
-    fn profile_step(&mut self, tokens: &[u32]) -> crate::Result<Vec<(String, Duration)>> {
+    fn profile_step(&mut self, tokens: &[u32]) -> crate::Result<Vec<DispatchTime>> {
         match self {
             Sequences::One(s) => s.profile_step(tokens[0]),
             Sequences::Batch(b) => b.profile_step(tokens),
@@ -235,17 +240,63 @@ impl Sequences<'_> {
 }
 
 /// Kernel times added up by family (the kernel name before `::`), in ms, largest first.
-fn by_family(times: Vec<(String, Duration)>) -> Vec<(String, f64)> {
+fn by_family(times: &[DispatchTime]) -> Vec<(String, f64)> {
     let mut families: Vec<(String, f64)> = Vec::new();
-    for (kernel, time) in times {
-        let family = kernel.split("::").next().unwrap_or(&kernel).to_string();
+    for d in times {
+        let family = d.kernel.split("::").next().unwrap_or(&d.kernel).to_string();
         match families.iter_mut().find(|(f, _)| *f == family) {
-            Some((_, ms)) => *ms += time.as_secs_f64() * 1e3,
-            None => families.push((family, time.as_secs_f64() * 1e3)),
+            Some((_, ms)) => *ms += d.time.as_secs_f64() * 1e3,
+            None => families.push((family, d.time.as_secs_f64() * 1e3)),
         }
     }
     families.sort_by(|a, b| b.1.total_cmp(&a.1));
     families
+}
+
+/// The dispatches of one kernel reading the same tensor of different layers (a profile's [`DispatchTime`]s
+/// grouped): where a step's time goes, matrix by matrix.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DispatchGroup {
+    pub kernel: String,
+    /// The label of the largest tensor each reads, the layer number as `#`: `model.layers.#.mamba.in_proj.weight`.
+    pub reads: String,
+    pub dispatches: usize,
+    /// GPU time of them all.
+    pub ms: f64,
+    /// The largest grid among them, in workgroups.
+    pub workgroups: u64,
+    /// The largest tensor read by one of them, in bytes (bound: a decode step reads the routed experts only).
+    pub read_bytes: u64,
+}
+
+/// `times` grouped by kernel and tensor read, the layer left out; most time first.
+pub fn by_dispatch(times: &[DispatchTime]) -> Vec<DispatchGroup> {
+    let mut groups: Vec<DispatchGroup> = Vec::new();
+    for d in times {
+        let (label, bytes) = d.reads.as_ref().map_or(("-", 0), |(label, bytes)| (&**label, *bytes));
+        let layerless = |part| if !str::is_empty(part) && part.bytes().all(|b| b.is_ascii_digit()) { "#" } else { part };
+        let reads = label.split('.').map(layerless);
+        let reads = reads.collect::<Vec<_>>().join(".");
+        let ms = d.time.as_secs_f64() * 1e3;
+        match groups.iter_mut().find(|g| g.kernel == d.kernel && g.reads == reads) {
+            Some(g) => {
+                g.dispatches += 1;
+                g.ms += ms;
+                g.workgroups = g.workgroups.max(d.workgroups);
+                g.read_bytes = g.read_bytes.max(bytes);
+            }
+            None => groups.push(DispatchGroup {
+                kernel: d.kernel.clone(),
+                reads,
+                dispatches: 1,
+                ms,
+                workgroups: d.workgroups,
+                read_bytes: bytes,
+            }),
+        }
+    }
+    groups.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    groups
 }
 
 /// Runs prefill of `prompt_len` pseudo-random tokens and `gen_len` greedy decode steps for each of `batch`
@@ -319,16 +370,16 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let (prefill_s, decode_s) = (median(prefill), median(decode));
     let decode_tokens_per_s = (b * o.gen_len.saturating_sub(1)) as f64 / decode_s.max(1e-9);
 
-    let (mut families, mut prefill_families) = (Vec::new(), Vec::new());
+    let (mut decode_profile, mut prefill_profile) = (Vec::new(), Vec::new());
     if profile {
         let mut sequences = Sequences::open(model, o)?;
         let tokens = sequences.prefill(&prompts)?;
-        families = by_family(sequences.profile_step(&tokens)?);
+        decode_profile = sequences.profile_step(&tokens)?;
         // The first chunk of one sequence's prompt.
         if let Sequences::One(mut session) = Sequences::open(model, &ModelBenchOptions { batch: 1, ..o.clone() })? {
             let chunk = &prompts[0][..o.chunk.min(o.prompt_len)];
             if chunk.len() >= 2 {
-                prefill_families = by_family(session.profile_feed(chunk)?);
+                prefill_profile = session.profile_feed(chunk)?;
             }
         }
     }
@@ -357,8 +408,10 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         decode_gb_per_s: decode_bytes as f64 * decode_tokens_per_s / b as f64 / 1e9,
         copy_gb_per_s: copy_bandwidth(ctx)?,
         peak_gpu_bytes: ctx.memory().1,
-        decode_kernel_ms: families,
-        prefill_chunk_kernel_ms: prefill_families,
+        decode_kernel_ms: by_family(&decode_profile),
+        prefill_chunk_kernel_ms: by_family(&prefill_profile),
+        decode_dispatches: by_dispatch(&decode_profile),
+        prefill_chunk_dispatches: by_dispatch(&prefill_profile),
         streaming,
     })
 }
@@ -419,4 +472,42 @@ pub fn copy_bandwidth(ctx: &crate::gpu::Context) -> crate::Result<f64> {
     let plan = g.build()?;
     let timing = time_plan(ctx, &plan, 1, 5)?;
     Ok(3.0 * limit as f64 / timing.median.as_secs_f64().max(1e-9) / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatch(kernel: &str, reads: Option<&str>, workgroups: u64, us: u64) -> DispatchTime {
+        DispatchTime {
+            kernel: kernel.into(),
+            workgroups,
+            reads: reads.map(|label| (label.into(), label.len() as u64)),
+            time: Duration::from_micros(us),
+        }
+    }
+
+    #[test]
+    fn dispatches_group_by_kernel_and_what_they_read_across_layers() {
+        let times = [
+            dispatch("matmul::matvec", Some("model.layers.1.mamba.out_proj.weight"), 8, 100),
+            dispatch("moe::swiglu_matvec", Some("model.layers.3.feed_forward.experts[0..16].up_proj"), 4, 50),
+            dispatch("matmul::matvec", Some("model.layers.12.mamba.out_proj.weight"), 16, 300),
+            dispatch("matmul::matvec_norm", Some("model.layers.12.mamba.out_proj.weight"), 16, 20),
+            dispatch("argmax::argmax", None, 1, 10),
+        ];
+        let groups = by_dispatch(&times);
+        let summary: Vec<_> = groups.iter().map(|g| (g.kernel.as_str(), g.reads.as_str(), g.dispatches, g.workgroups)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("matmul::matvec", "model.layers.#.mamba.out_proj.weight", 2, 16),
+                ("moe::swiglu_matvec", "model.layers.#.feed_forward.experts[0..16].up_proj", 1, 4),
+                ("matmul::matvec_norm", "model.layers.#.mamba.out_proj.weight", 1, 16),
+                ("argmax::argmax", "-", 1, 1),
+            ]
+        );
+        assert!((groups[0].ms - 0.4).abs() < 1e-9, "{} ms", groups[0].ms);
+        assert_eq!(groups[0].read_bytes, "model.layers.12.mamba.out_proj.weight".len() as u64, "the largest of the group");
+    }
 }

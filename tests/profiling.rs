@@ -6,6 +6,7 @@ mod common;
 use anyhow::{ensure, Result};
 use common::{gpu, own_gpu};
 use jamba_wgpu::bench::{bench_model, ModelBenchOptions};
+use jamba_wgpu::config::Mixer;
 use jamba_wgpu::gpu::{DType, Graph};
 use jamba_wgpu::kernels::matmul;
 use jamba_wgpu::model::{LoadOptions, Model, SessionOptions};
@@ -15,10 +16,12 @@ fn plans_profile_every_dispatch_and_time_back_to_back() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };
     let x = ctx.zeros("x", &[3, 40], DType::F32)?;
     let w = ctx.zeros("w", &[24, 40], DType::F32)?;
-    let (y, z) = (ctx.zeros("y", &[3, 24], DType::F32)?, ctx.zeros("z", &[3, 24], DType::F32)?);
+    let v = ctx.zeros("v", &[2, 24], DType::F32)?;
+    let (y, z) = (ctx.zeros("y", &[3, 24], DType::F32)?, ctx.zeros("z", &[3, 2], DType::F32)?);
     let mut g = Graph::new(ctx);
     matmul::matmul(&mut g, &x, &w, &y, false)?;
-    matmul::matmul(&mut g, &x, &w, &z, true)?;
+    // Reads y (288 bytes), which the first writes, and v (192).
+    matmul::matmul(&mut g, &y, &v, &z, true)?;
     let plan = g.build()?;
     if !ctx.features().timestamps {
         ensure!(plan.profile(ctx).is_err() && plan.time_repeated(ctx, 4).is_err(), "no timestamps, yet timed");
@@ -26,7 +29,11 @@ fn plans_profile_every_dispatch_and_time_back_to_back() -> Result<()> {
     }
     let profile = plan.profile(ctx)?;
     ensure!(profile.len() == 2, "{} kernel times for 2 dispatches", profile.len());
-    ensure!(profile.iter().all(|(name, _)| name.starts_with("matmul")), "kernel names: {profile:?}");
+    ensure!(profile.iter().all(|d| d.kernel.starts_with("matmul")), "kernel names: {profile:?}");
+    // Each dispatch is named by the largest tensor it reads that the plan does not write: its weight, not y.
+    let reads: Vec<_> = profile.iter().map(|d| d.reads.as_ref().map(|(label, bytes)| (label.to_string(), *bytes))).collect();
+    ensure!(reads == [Some(("w".into(), 24 * 40 * 4)), Some(("v".into(), 2 * 24 * 4))], "named by {reads:?}");
+    ensure!(profile.iter().all(|d| d.workgroups >= 1), "grids {profile:?}");
     let once = plan.time_repeated(ctx, 1)?;
     let each_of_four = plan.time_repeated(ctx, 4)?;
     ensure!(!once.is_zero() && !each_of_four.is_zero(), "GPU times of zero: {once:?}, {each_of_four:?}");
@@ -90,6 +97,18 @@ fn the_model_bench_reports_both_profiles() -> Result<()> {
         ensure!(total(&b.prefill_chunk_kernel_ms) > 0.0, "prefill profile {:?}", b.prefill_chunk_kernel_ms);
         // The prefill chunk (8 tokens, the tiled path's minimum) runs its norms on their own, unlike a decode step.
         ensure!(b.prefill_chunk_kernel_ms.iter().any(|(f, _)| f == "rms_norm"), "{:?}", b.prefill_chunk_kernel_ms);
+        // The same dispatches grouped by what they read: every one of them, the same time, and the Mamba layers'
+        // out_proj matvecs in one group.
+        let dispatches: usize = b.decode_dispatches.iter().map(|g| g.dispatches).sum();
+        ensure!(dispatches == b.dispatches_per_decode_step, "{dispatches} dispatches grouped, {} profiled", b.dispatches_per_decode_step);
+        let grouped: f64 = b.decode_dispatches.iter().map(|g| g.ms).sum();
+        ensure!((grouped - total(&b.decode_kernel_ms)).abs() < 1e-6, "grouped {grouped} ms, by family {:?}", b.decode_kernel_ms);
+        let mamba = model.config().layers().iter().filter(|l| l.mixer == Mixer::Mamba).count();
+        let out_proj = b.decode_dispatches.iter().find(|g| g.reads == "model.layers.#.mamba.out_proj.weight");
+        ensure!(out_proj.is_some_and(|g| g.dispatches == mamba && g.kernel == "matmul::matvec"), "{:?}", b.decode_dispatches);
+        ensure!(b.decode_dispatches.windows(2).all(|w| w[0].ms >= w[1].ms), "not most time first");
+        let prefill: usize = b.prefill_chunk_dispatches.iter().map(|g| g.dispatches).sum();
+        ensure!(prefill > dispatches, "{prefill} prefill dispatches grouped");
     }
     Ok(())
 }

@@ -140,6 +140,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for (family, ms) in &b.decode_kernel_ms {
             println!("  {family:<16} {ms:>9.3} ms");
         }
+        print_dispatches("decode step", &b.decode_dispatches);
     }
     if !b.prefill_chunk_kernel_ms.is_empty() {
         let t = args.chunk.min(args.prompt_len);
@@ -147,6 +148,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for (family, ms) in &b.prefill_chunk_kernel_ms {
             println!("  {family:<16} {ms:>9.3} ms");
         }
+        print_dispatches("prefill chunk", &b.prefill_chunk_dispatches);
     }
     Ok(())
+}
+
+/// The most expensive groups of a profile's dispatches (one kernel reading the same tensor in every layer).
+fn print_dispatches(what: &str, groups: &[jamba_wgpu::bench::DispatchGroup]) {
+    const SHOWN: usize = 12;
+    println!("{what}: the {} costliest kernels by what they read (of {}; all in --json):", SHOWN.min(groups.len()), groups.len());
+    for g in groups.iter().take(SHOWN) {
+        let each_us = g.ms * 1e3 / g.dispatches as f64;
+        let mib = g.read_bytes as f64 / (1 << 20) as f64;
+        println!(
+            "  {:>9.3} ms {:>3} x {each_us:>9.1} us  {:<28} {} ({mib:.1} MiB, {} workgroups)",
+            g.ms, g.dispatches, g.kernel, g.reads, g.workgroups
+        );
+    }
 }

@@ -118,6 +118,11 @@ impl<'c> Graph<'c> {
             },
         )?;
         Counters::add(&ctx.counts.buffers);
+        let written: std::collections::HashSet<_> = (self.ops.iter())
+            .flat_map(|op| op.tensors.iter().zip(op.kernel.bindings))
+            .filter(|(_, binding)| binding.access == crate::gpu::Access::ReadWrite)
+            .map(|(tensor, _)| tensor.buffer_id())
+            .collect();
         let mut steps = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
             let params = wgpu::BufferBinding {
@@ -143,12 +148,14 @@ impl<'c> Graph<'c> {
                 },
             )?;
             Counters::add(&ctx.counts.bind_groups);
+            let reads = named_by(op, &written).map(|tensor| (Arc::from(tensor.label()), tensor.size_bytes()));
             steps.push(Step {
                 kernel: op.kernel,
                 pipeline: op.pipeline.clone(),
                 bind_group,
                 grid: op.grid,
                 params: op.params.clone(),
+                reads,
             });
         }
         let tensors = self.ops.into_iter().flat_map(|o| o.tensors).collect();
@@ -160,6 +167,16 @@ impl<'c> Graph<'c> {
         let ctx = self.ctx;
         self.build()?.run(ctx)
     }
+}
+
+/// What names a dispatch in a profile ([`DispatchTime::reads`]): the largest tensor it reads that no dispatch of
+/// the plan writes (a matmul's weight, a norm's), else the largest it reads (a cache, an activation); index
+/// tensors (u32: token ids, positions, routed experts) only when it reads nothing else.
+fn named_by<'t>(op: &'t Op, written: &std::collections::HashSet<usize>) -> Option<&'t Tensor> {
+    let read = (op.tensors.iter().zip(op.kernel.bindings))
+        .filter(|(_, binding)| binding.access == crate::gpu::Access::Read)
+        .map(|(tensor, _)| tensor);
+    read.max_by_key(|t| (t.dtype() != crate::gpu::DType::U32, !written.contains(&t.buffer_id()), t.size_bytes()))
 }
 
 pub(crate) fn linear_grid(ctx: &Context, n: u64) -> Result<[u32; 3]> {
@@ -178,6 +195,22 @@ struct Step {
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
     params: std::ops::Range<usize>,
+    /// The largest tensor the dispatch reads: label and bytes ([`DispatchTime::reads`]).
+    reads: Option<(Arc<str>, u64)>,
+}
+
+/// One dispatch of a profiled plan ([`Plan::profile`]): the kernel, its grid, what it reads, its GPU time.
+#[derive(Clone, Debug)]
+pub struct DispatchTime {
+    /// `shader::entry`.
+    pub kernel: String,
+    /// Workgroups in the grid.
+    pub workgroups: u64,
+    /// The largest tensor the dispatch binds for reading, which names it: a matmul's weight (a whole stack of
+    /// experts, of which a decode step reads the routed ones), a decode attention's cache. Label and bytes
+    /// bound; None when it reads nothing but its parameters.
+    pub reads: Option<(Arc<str>, u64)>,
+    pub time: std::time::Duration,
 }
 
 /// A built sequence of dispatches, replayable with new parameters.
@@ -265,8 +298,8 @@ impl Plan {
     }
 
     /// Runs the plan once with a GPU timestamp around every dispatch (each in a pass of its own) and returns the
-    /// time each kernel took, in order. Needs the adapter's TIMESTAMP_QUERY feature.
-    pub fn profile(&self, ctx: &Context) -> Result<Vec<(String, std::time::Duration)>> {
+    /// time each dispatch took, in order. Needs the adapter's TIMESTAMP_QUERY feature.
+    pub fn profile(&self, ctx: &Context) -> Result<Vec<DispatchTime>> {
         let queries = Timestamps::new(ctx, 2 * self.steps.len(), "profile")?;
         self.upload_params(ctx);
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
@@ -284,7 +317,13 @@ impl Plan {
             pass.dispatch_workgroups(step.grid[0], step.grid[1], step.grid[2]);
         }
         let ticks = queries.read(ctx, encoder)?;
-        Ok(self.steps.iter().zip(ticks.chunks_exact(2)).map(|(step, t)| (step.kernel.name(), queries.span(t[0], t[1]))).collect())
+        let times = self.steps.iter().zip(ticks.chunks_exact(2)).map(|(step, t)| DispatchTime {
+            kernel: step.kernel.name(),
+            workgroups: step.grid.iter().map(|&n| n as u64).product(),
+            reads: step.reads.clone(),
+            time: queries.span(t[0], t[1]),
+        });
+        Ok(times.collect())
     }
 
     /// The CPU time to record this plan into a command buffer (pass, every dispatch, finish, and the parameters'

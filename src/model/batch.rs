@@ -115,7 +115,7 @@ impl<'m> Batch<'m> {
 
     /// [`Batch::step`] with a GPU timestamp around every dispatch: the time of each kernel of the step, in order
     /// (benchmarks; needs timestamp queries).
-    pub fn profile_step(&mut self, tokens: &[u32]) -> Result<Vec<(String, std::time::Duration)>> {
+    pub fn profile_step(&mut self, tokens: &[u32]) -> Result<Vec<crate::gpu::DispatchTime>> {
         let ctx = &*self.model.ctx;
         let times = self.prepare_step(tokens)?.profile(ctx)?;
         self.position.iter_mut().for_each(|p| *p += 1);

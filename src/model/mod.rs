@@ -470,7 +470,7 @@ impl<'m> Session<'m> {
 
     /// Feeds one token through the decode plan with a GPU timestamp around every dispatch: the time of each
     /// kernel of a decode step, in order (benchmarks; needs timestamp queries).
-    pub fn profile_step(&mut self, id: u32) -> Result<Vec<(String, std::time::Duration)>> {
+    pub fn profile_step(&mut self, id: u32) -> Result<Vec<crate::gpu::DispatchTime>> {
         self.check_input(&[id])?;
         let model = self.model;
         let ctx = &*model.ctx;
@@ -490,7 +490,7 @@ impl<'m> Session<'m> {
     /// Feeds `ids`, 2 to `chunk` tokens (one prefill chunk), with a GPU timestamp around every dispatch: the time
     /// of each kernel of a prefill chunk, in order (benchmarks; needs timestamp queries; not with streamed
     /// experts). The next token's logits are then ready, as after [`Session::feed`].
-    pub fn profile_feed(&mut self, ids: &[u32]) -> Result<Vec<(String, std::time::Duration)>> {
+    pub fn profile_feed(&mut self, ids: &[u32]) -> Result<Vec<crate::gpu::DispatchTime>> {
         self.check_input(ids)?;
         let (model, ctx) = (self.model, &*self.model.ctx);
         if model.streaming.is_some() {
