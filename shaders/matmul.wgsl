@@ -100,11 +100,53 @@ fn row_word_dot(j: u32, i: u32, xs: X8) -> f32 {
     return word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
 }
 
+// Words per invocation per round of a matvec's loop over k: 1, or up to 4 at one row per row group, where a
+// round of one word leaves an invocation a single weight load in flight (MATVEC_ROWS gives that many). The
+// round loads the words i0, i0 + ROW_THREADS, ... of its rows before it uses any, so each invocation has
+// MATVEC_UNROLL times the loads in flight; the sums are taken in the same order as one word per round, so the
+// results are the same.
+override MATVEC_UNROLL: u32 = 1u;
+
+// xs of the MATVEC_UNROLL words of a round, gathered by the caller (x_word, normalised_word): 0 past the row.
+struct RoundXs {
+    xs: array<X8, 4>,
+}
+
+// One round of MATVEC_UNROLL words from i0 of rows j0 .. j0 + MATVEC_ROWS, added to acc (see MATVEC_UNROLL).
+// Words past the row's last are loaded clamped into it and meet xs of 0.
+fn rows_round(j0: u32, i0: u32, words: u32, x: RoundXs, acc_in: Rows8) -> Rows8 {
+    var loaded: array<array<vec2<u32>, 8>, 4>; // [round word][row]: the word and its scale word
+    for (var u = 0u; u < MATVEC_UNROLL; u++) {
+        let i = min(i0 + u * ROW_THREADS, words - 1u);
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            let row = word_row(p.w_row0 + min(j0 + q, p.n - 1u), p.k);
+            loaded[u][q] = vec2(w[row.first + i], w[word_scale(row, i)]);
+        }
+    }
+    var acc = acc_in;
+    for (var u = 0u; u < MATVEC_UNROLL; u++) {
+        let i = min(i0 + u * ROW_THREADS, words - 1u);
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            acc = rows8_add_at(acc, q, word_dot(loaded[u][q].x, loaded[u][q].y, i, x.xs[u]));
+        }
+    }
+    return acc;
+}
+
 // This invocation's part of the dot products of x's row at x0 with W's rows j0 .. j0 + MATVEC_ROWS: the words
 // lane, lane + ROW_THREADS, ... of each row, or its weights one by one where rows are not read by words.
 fn rows_part(x0: u32, j0: u32, lane: u32) -> Rows8 {
     var acc: Rows8;
-    if rows_by_word(p.k) {
+    if rows_by_word(p.k) && MATVEC_UNROLL > 1u {
+        let words = word_row(0u, p.k).words;
+        for (var i0 = lane % ROW_THREADS; i0 < words; i0 += ROW_THREADS * MATVEC_UNROLL) {
+            var x: RoundXs;
+            for (var u = 0u; u < MATVEC_UNROLL; u++) {
+                x.xs[u] = x_word(x0, i0 + u * ROW_THREADS);
+            }
+            acc = rows_round(j0, i0, words, x, acc);
+        }
+    } else if rows_by_word(p.k) {
         let words = word_row(0u, p.k).words;
         for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
             let xs = x_word(x0, i);
@@ -224,7 +266,16 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
 
     let live = s.r < p.t && s.j0 < p.n;
     var acc: Rows8;
-    if live && rows_by_word(p.k) {
+    if live && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
+        let words = word_row(0u, p.k).words;
+        for (var i0 = lane % ROW_THREADS; i0 < words; i0 += ROW_THREADS * MATVEC_UNROLL) {
+            var x: RoundXs;
+            for (var u = 0u; u < MATVEC_UNROLL; u++) {
+                x.xs[u] = normalised_word(x0, i0 + u * ROW_THREADS, inv_rms);
+            }
+            acc = rows_round(s.j0, i0, words, x, acc);
+        }
+    } else if live && rows_by_word(p.k) {
         // rows_part, x normalised as it is read (a function reading norm_w would make matvec bind it too)
         let words = word_row(0u, p.k).words;
         for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {

@@ -7,7 +7,7 @@ mod common;
 use common::{assert_close, gpu, upload_weights, Rng};
 use jamba_wgpu::gpu::{DType, Graph, Tensor};
 use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
-use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, FLOAT_DTYPES, WEIGHT_DTYPES};
+use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, IntoCols, FLOAT_DTYPES, WEIGHT_DTYPES};
 use jamba_wgpu::{reference, Error};
 
 #[test]
@@ -30,6 +30,48 @@ fn matmul_matches_reference() {
                 let got = ctx.read_f32(&y).unwrap();
                 // f32 accumulation in another order: error grows with k.
                 assert_close(&format!("matmul {t}x{n}x{k} {dtype:?} {tuning:?}"), &got, &want, 2e-6 * k as f32, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn unrolled_matvecs_sum_exactly_as_one_word_a_round() {
+    // Rounds of 2 or 4 words per invocation (MATVEC_UNROLL, at one row per row group) add the same products in
+    // the same order as one word a round: bit for bit the same y, with and without the fused norm, for every weight
+    // type, at k that ends rounds part way (words past the row's last meet x of 0).
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(11);
+    for (t, n, k) in [(1, 40, 192), (2, 9, 320), (1, 5, 64)] {
+        let x = ctx.upload_f32("x", &[t, k], &rng.vec(t * k, 1.0)).unwrap();
+        let norm = ctx.upload_f32("norm", &[k], &rng.vec(k, 1.0)).unwrap();
+        for dtype in WEIGHT_DTYPES {
+            let (w, _) = upload_weights(ctx, "w", &[n, k], &rng.vec(n * k, 1.0), dtype);
+            for row_threads in jamba_wgpu::kernels::ROW_THREADS {
+                let run = |unroll: u32, fused: bool| {
+                    let y = ctx.zeros("y", &[t, n], DType::F32).unwrap();
+                    let mut g = Graph::new(ctx);
+                    g.tuning.row_threads = row_threads;
+                    g.tuning.tiled_min_rows = usize::MAX;
+                    g.tuning.matvec_min_workgroups = usize::MAX; // one row per row group
+                    g.tuning.matvec_unroll = unroll;
+                    if fused {
+                        let normed = ctx.zeros("normed", &[t, k], DType::F32).unwrap();
+                        let norm = RmsNorm { weight: &norm, eps: 1e-6 };
+                        matmul::matmul_rms_norm(&mut g, &x, norm, &w, &y, false, Normed::Scratch(normed.into_cols().unwrap())).unwrap();
+                    } else {
+                        matmul::matmul(&mut g, &x, &w, &y, false).unwrap();
+                    }
+                    g.run().unwrap();
+                    ctx.read_f32(&y).unwrap()
+                };
+                for fused in [false, true] {
+                    let once = run(1, fused);
+                    for unroll in [2, 4] {
+                        let what = format!("{t}x{n}x{k} {dtype:?}, {row_threads} lanes, fused norm {fused}, unroll {unroll}");
+                        assert!(run(unroll, fused) == once, "{what}: differs from one word a round");
+                    }
+                }
             }
         }
     }

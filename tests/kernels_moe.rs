@@ -28,6 +28,7 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
         quant_words: false,
         matvec_rows: 1,
         matvec_min_workgroups: 1,
+        matvec_unroll: 1,
         serial_scan_min_channels: usize::MAX,
     };
     let mut out = vec![

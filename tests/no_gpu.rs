@@ -117,12 +117,19 @@ fn a_broken_shader_is_reported_with_its_name() {
     assert!(error.emit_to_string(&source).contains("undefined_name"));
 }
 
-/// A count of matvec rows the kernels are not built for is refused before any adapter is opened.
+/// A count of matvec rows (or words per round) the kernels are not built for is refused before any adapter is
+/// opened.
 #[test]
 fn unsupported_matvec_rows_are_a_clear_error() {
     for rows in [0, 3, 16] {
         let options = ContextOptions { matvec_rows: Some(rows), ..Default::default() };
         let err = Context::new(&options).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains(&format!("matvec rows {rows}: expected one of [1, 2, 4, 8]")), "rows {rows}: {err:?}");
+    }
+    // Likewise words per round of a thin matvec (its shader holds at most 4).
+    for unroll in [0, 3, 8] {
+        let options = ContextOptions { matvec_unroll: Some(unroll), ..Default::default() };
+        let err = Context::new(&options).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(&format!("matvec unroll {unroll}: expected one of [1, 2, 4]")), "unroll {unroll}: {err:?}");
     }
 }

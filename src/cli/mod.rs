@@ -82,6 +82,11 @@ pub struct GpuArgs {
     /// 4 or 8 (default: 8 on CPU adapters; 1 on GPUs, where more is not yet measured).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub matvec_rows: Option<u32>,
+    /// Words each invocation of a decode matvec at one row per invocation (--matvec-rows 1, or too few rows to
+    /// fill the GPU: Mamba's x_proj) loads per round, for more loads in flight: 1, 2 or 4 (default: 4 on GPUs,
+    /// not yet measured there; 1 on CPU adapters, where it makes no difference). Results are the same bit for bit.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub matvec_unroll: Option<u32>,
     /// Time the kernel choices the flags above leave open on the model at load (decode: rows per matvec
     /// invocation, quantized codes or words; prefill: the tiled kernel) and keep the fastest: `auto` (on GPUs),
     /// `on` or `off`.
@@ -114,6 +119,7 @@ impl GpuArgs {
             quant_words,
             prefill,
             matvec_rows: self.matvec_rows,
+            matvec_unroll: self.matvec_unroll,
             tuning: None,
         };
         Ok(Context::new(&options)?)

@@ -27,7 +27,9 @@ pub struct ContextOptions {
     pub prefill: Option<Prefill>,
     /// [`Tuning::matvec_rows`] for every graph on this context (1, 2, 4 or 8); `None`: the adapter's default.
     pub matvec_rows: Option<u32>,
-    /// Every kernel choice at once, in place of the adapter's defaults (the three options above still apply on
+    /// [`Tuning::matvec_unroll`] for every graph on this context (1, 2 or 4); `None`: the adapter's default.
+    pub matvec_unroll: Option<u32>,
+    /// Every kernel choice at once, in place of the adapter's defaults (the options above still apply on
     /// top): [`Tuning::gpu`] runs a GPU's choices on a CPU adapter, as tests do.
     pub tuning: Option<Tuning>,
 }
@@ -78,6 +80,13 @@ pub struct Tuning {
     /// fewer, it takes half as many, and so on down to 1. On a GPU enough to fill every compute unit of a large
     /// one (128); on a CPU adapter two per hardware thread of the host.
     pub matvec_min_workgroups: usize,
+    /// Words each invocation of a matvec computing one row per row group loads per round (`MATVEC_UNROLL` in
+    /// matmul.wgsl: 1, 2 or 4), all before it uses any: the loads in flight that `matvec_rows` rows would give,
+    /// for matvecs at one row, by the tuning or for lack of workgroups (Mamba's x_proj). A GPU hides memory
+    /// latency with loads in flight: one 4-byte load per invocation explains both an H200's 106 us router (one
+    /// workgroup) and its 1.1 TB/s in_proj matvec. 4 on GPUs, not yet measured there; 1 on CPU adapters, where it
+    /// makes no difference (lavapipe). The sums are the same bit for bit whatever it is.
+    pub matvec_unroll: u32,
     /// Prefill scans over at least this many channels (d_inner) run serially per channel, one workgroup per 64
     /// channels, instead of chunked (three passes, twice the exponentials, for parallelism over time). CPU
     /// adapters: 64 per hardware thread of the host, so the workgroups still fill it (lavapipe, the default
@@ -97,6 +106,7 @@ impl Tuning {
             quant_words: false,
             matvec_rows: 1,
             matvec_min_workgroups: 128,
+            matvec_unroll: 4,
             serial_scan_min_channels: usize::MAX,
         }
     }
@@ -112,23 +122,28 @@ impl Tuning {
             quant_words: true,
             matvec_rows: 8,
             matvec_min_workgroups: 2 * cpu_threads(),
+            matvec_unroll: 1,
             serial_scan_min_channels: 64 * cpu_threads(),
         }
     }
 }
 
 impl std::fmt::Display for Tuning {
-    /// `32 lanes per row, tiled prefill from 8 rows, 1 matvec rows per group (>= 128 workgroups), quantized rows by
-    /// codes, chunked prefill scans`.
+    /// `32 lanes per row, tiled prefill from 8 rows, 1 matvec rows per group (>= 128 workgroups; at 1, 4 words a
+    /// round), quantized rows by codes, chunked prefill scans`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups), {}, {}",
+            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups{}), {}, {}",
             self.row_threads,
             format!("{:?}", self.prefill).to_lowercase(),
             self.tiled_min_rows,
             self.matvec_rows,
             self.matvec_min_workgroups,
+            match self.matvec_unroll {
+                1 => String::new(),
+                unroll => format!("; at 1, {unroll} words a round"),
+            },
             if self.quant_words { "quantized rows by words" } else { "quantized rows by codes" },
             match self.serial_scan_min_channels {
                 usize::MAX => "chunked prefill scans".to_string(),
@@ -211,6 +226,7 @@ pub struct Context {
     quant_words: Option<bool>,
     prefill: Option<Prefill>,
     matvec_rows: Option<u32>,
+    matvec_unroll: Option<u32>,
     base_tuning: Option<Tuning>,
     pub(crate) pipelines: PipelineCache,
     pub(crate) readback: Mutex<Option<wgpu::Buffer>>,
@@ -227,6 +243,10 @@ impl Context {
     async fn new_async(options: &ContextOptions) -> Result<Self> {
         if let Some(rows) = options.matvec_rows.filter(|r| !crate::kernels::MATVEC_ROWS.contains(r)) {
             return Err(Error::Input(format!("matvec rows {rows}: expected one of {:?}", crate::kernels::MATVEC_ROWS)));
+        }
+        let unrolls = crate::kernels::matmul::MATVEC_UNROLLS;
+        if let Some(unroll) = options.matvec_unroll.filter(|u| !unrolls.contains(u)) {
+            return Err(Error::Input(format!("matvec unroll {unroll}: expected one of {unrolls:?}")));
         }
         let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
         descriptor.backends = options.backends.unwrap_or_else(|| wgpu::Backends::all().with_env());
@@ -286,6 +306,7 @@ impl Context {
             quant_words: options.quant_words,
             prefill: options.prefill,
             matvec_rows: options.matvec_rows,
+            matvec_unroll: options.matvec_unroll,
             base_tuning: options.tuning,
             pipelines: PipelineCache::default(),
             readback: Mutex::new(None),
@@ -336,6 +357,7 @@ impl Context {
             prefill: self.prefill.unwrap_or(base.prefill),
             quant_words: self.quant_words.unwrap_or(base.quant_words),
             matvec_rows: self.matvec_rows.unwrap_or(base.matvec_rows),
+            matvec_unroll: self.matvec_unroll.unwrap_or(base.matvec_unroll),
             ..base
         }
     }
@@ -368,7 +390,8 @@ impl Context {
     }
 
     /// Every tuning this adapter runs, for tests: each row width on the matvec path, and each tiled kernel the
-    /// adapter supports on the tiled path. Matvecs take their rows per group whatever the size of the test.
+    /// adapter supports on the tiled path. Matvecs take their rows per group whatever the size of the test, or
+    /// all run at one row per group, their rounds unrolled.
     pub fn tunings(&self) -> Vec<Tuning> {
         let mut out = Vec::new();
         for row_threads in crate::kernels::ROW_THREADS {
@@ -381,9 +404,15 @@ impl Context {
                     quant_words,
                     matvec_rows,
                     matvec_min_workgroups: 1,
+                    matvec_unroll: 1,
                     serial_scan_min_channels: usize::MAX,
                 });
             }
+            // Every matvec at one row per group (for lack of workgroups), 2 or 4 words a round, quantized rows read
+            // either way.
+            let unroll = if row_threads == 32 { 2 } else { 4 };
+            let one_row = Tuning { matvec_min_workgroups: usize::MAX, matvec_unroll: unroll, ..out[out.len() - 1] };
+            out.push(Tuning { quant_words: row_threads != 32, ..one_row });
             for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {
                 if self.supports(prefill) {
                     let decode = out[out.len() - 1];

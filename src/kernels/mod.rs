@@ -124,11 +124,21 @@ fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
 /// W_DTYPE, ROW_THREADS, MATVEC_ROWS and QUANT_WORDS of a decode matvec.
 type MatvecConstants = [(&'static str, f64); 4];
 
+/// A decode matvec's launch ([`matvec_launch`]).
+struct MatvecLaunch {
+    constants: MatvecConstants,
+    grid: [u32; 3],
+    /// Whether each row group computes one row (MATVEC_ROWS 1): by the tuning, or halved down to it for lack of
+    /// workgroups (Mamba's x_proj, dt_rank + 2 d_state rows of d_inner). Each invocation then has one weight load
+    /// in flight per word unless its rounds are unrolled.
+    one_row: bool,
+}
+
 /// The override constants and grid of a decode matvec (matmul.wgsl's and moe.wgsl's) over weights `w` for
 /// `rows` rows (tokens, or MoE slots) of `n` outputs each: the weight type, the graph's row width and way of
 /// reading quantized rows, and its rows per row group, halved while the dispatch would have fewer workgroups than
 /// [`Tuning::matvec_min_workgroups`](crate::gpu::Tuning::matvec_min_workgroups).
-fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Result<(MatvecConstants, [u32; 3])> {
+fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Result<MatvecLaunch> {
     let tuning = g.tuning;
     let workgroups = |per_group: u32| rows * n.div_ceil((64 / tuning.row_threads * per_group) as usize);
     let mut per_group = tuning.matvec_rows.max(1);
@@ -141,7 +151,8 @@ fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Re
         ("MATVEC_ROWS", per_group as f64),
         ("QUANT_WORDS", if tuning.quant_words { 1.0 } else { 0.0 }),
     ];
-    Ok((constants, g.linear_grid(workgroups(per_group) as u64)?))
+    let grid = g.linear_grid(workgroups(per_group) as u64)?;
+    Ok(MatvecLaunch { constants, grid, one_row: per_group == 1 })
 }
 
 /// Columns `offset..offset + width` of the first `rows` rows of a 2-D f32 tensor `[rows, cols]`: how kernels

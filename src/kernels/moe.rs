@@ -14,7 +14,7 @@ use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, matvec_variants, no_variants, u32_of, weight_variants,
+    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, matvec_variants, MatvecLaunch, no_variants, u32_of, weight_variants,
     IntoCols,
     FLOAT_DTYPES, WEIGHT_DTYPES,
 };
@@ -433,7 +433,7 @@ fn moe_decode_one_stack(
     };
     let s = scratch;
     let swiglu = MoeParams { n: inter as u32, k: hidden as u32, ..base };
-    let (constants, grid) = matvec_launch(g, &stack.gate, t * top_k, inter)?;
+    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.gate, t * top_k, inter)?;
     let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
     match norm {
         None => g.dispatch(&SWIGLU_MATVEC, &constants, &swiglu, &bind, grid)?,
@@ -444,7 +444,7 @@ fn moe_decode_one_stack(
         }
     };
     let down = MoeParams { n: hidden as u32, k: inter as u32, ..base };
-    let (constants, grid) = matvec_launch(g, &stack.down, t, hidden)?;
+    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.down, t, hidden)?;
     let bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, out];
     g.dispatch(&DOWN_COMBINE_MATVEC, &constants, &down, &bind, grid)?;
     Ok(())
@@ -505,9 +505,9 @@ pub fn moe_experts(
         let down_bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, &s.y_slots];
         let dtype = ("W_DTYPE", stack.gate.dtype().shader_code());
         if decode {
-            let (constants, grid) = matvec_launch(g, &stack.gate, slots, inter)?;
+            let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.gate, slots, inter)?;
             g.dispatch(&SWIGLU_MATVEC, &constants, &swiglu, &swiglu_bind, grid)?;
-            let (constants, grid) = matvec_launch(g, &stack.down, slots, hidden)?;
+            let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.down, slots, hidden)?;
             g.dispatch(&DOWN_MATVEC, &constants, &down, &down_bind, grid)?;
         } else if g.tuning.prefill == Prefill::Blocked {
             // The worst case, as below.
