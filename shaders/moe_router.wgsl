@@ -35,6 +35,11 @@ override N_EXPERTS: u32 = 16u;
 const MAX_N: u32 = 32u;
 // A workgroup: 16 invocations per expert up to 16 experts, 8 up to 32.
 const ROUTER_WG: u32 = 256u;
+// Words of its router row an invocation loads per round, all before it uses any. One workgroup is all the
+// parallelism there is, so memory latency is hidden only by each invocation's loads in flight: with one word a
+// round (one load in flight) the router took 106 us a token on an H200 at H 4096. The sums are taken in the same
+// order whatever it is.
+const ROUND: u32 = 8u;
 
 var<workgroup> partial: array<f32, ROUTER_WG>;
 var<workgroup> expert_logit: array<f32, MAX_N>;
@@ -109,8 +114,18 @@ fn router(
     var dot = 0.0;
     if e < N_EXPERTS && rows_by_word(p.hidden) {
         let row = word_row(e, p.hidden);
-        for (var i = lane % per; i < row.words; i += per) {
-            dot += word_dot(w[row.first + i], w[word_scale(row, i)], i, normalised_word(x0, i, scale));
+        for (var i0 = lane % per; i0 < row.words; i0 += per * ROUND) {
+            // Words past the row's last are loaded clamped into it and meet x of 0 (normalised_word).
+            var words: array<vec2<u32>, ROUND>;
+            var xs: array<X8, ROUND>;
+            for (var u = 0u; u < ROUND; u++) {
+                let i = min(i0 + u * per, row.words - 1u);
+                words[u] = vec2(w[row.first + i], w[word_scale(row, i)]);
+                xs[u] = normalised_word(x0, i0 + u * per, scale);
+            }
+            for (var u = 0u; u < ROUND; u++) {
+                dot += word_dot(words[u].x, words[u].y, min(i0 + u * per, row.words - 1u), xs[u]);
+            }
         }
     } else if e < N_EXPERTS {
         for (var c = lane % per; c < p.hidden; c += per) {
