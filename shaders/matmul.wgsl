@@ -19,6 +19,12 @@
 //   row's conv state, writes silu(conv + bias) to side[r * normed_stride + normed_offset + ch] and shifts the
 //   state (row r's at conv_state[r * state_stride + j * conv_channels + ch]). The other columns (z) go to y as
 //   usual. Needs w_row0 = 0 and y_offset = 0 (in_proj in one part). Grid: as matvec.
+// - matvec_parts: matvec with k cut into parts of p.part_cols columns (a multiple of 64), one more factor of
+//   workgroups: part s sums columns [s * part_cols, (s + 1) * part_cols) of each row and stores it, never
+//   accumulating, at y[s * p.part_stride + r * y_stride + y_offset + j]; the kernel that reads y adds the
+//   parts (ssm_scan.wgsl's dt, b and c: Mamba's x_proj, a matrix of few rows and a long k, whose dispatch
+//   would otherwise have too few workgroups to keep the memory busy). Grid: parts * t * ceil(n / rows per
+//   workgroup), linear.
 // - tiled (prefill): 64 x 64 output tiles per workgroup of 256 invocations, each computing 4 x 4 outputs, k in
 //   steps of 16 through workgroup memory. Grid: ceil(t / 64) * ceil(n / 64) workgroups, linear.
 
@@ -40,7 +46,12 @@ struct MatmulParams {
     conv_channels: u32,
     conv_k: u32,
     state_stride: u32,
+    // matvec_parts only: columns per part, and elements between consecutive parts of y.
+    part_cols: u32,
+    part_stride: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
@@ -136,26 +147,35 @@ fn rows_round(j0: u32, i0: u32, words: u32, x: RoundXs, acc_in: Rows8) -> Rows8 
 // This invocation's part of the dot products of x's row at x0 with W's rows j0 .. j0 + MATVEC_ROWS: the words
 // lane, lane + ROW_THREADS, ... of each row, or its weights one by one where rows are not read by words.
 fn rows_part(x0: u32, j0: u32, lane: u32) -> Rows8 {
+    return rows_part_of(x0, j0, lane, 0u, p.k);
+}
+
+// rows_part over columns [c_begin, c_end) only, c_begin a multiple of 8 (a word's first weight, any type).
+fn rows_part_of(x0: u32, j0: u32, lane: u32, c_begin: u32, c_end: u32) -> Rows8 {
     var acc: Rows8;
+    let per = word_weights();
+    let w_begin = c_begin / per;
+    let w_end = (c_end + per - 1u) / per;
     if rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
-        for (var i0 = lane % ROW_THREADS; i0 < words; i0 += ROW_THREADS * MATVEC_UNROLL) {
-            var x: RoundXs;
+        for (var i0 = w_begin + lane % ROW_THREADS; i0 < w_end; i0 += ROW_THREADS * MATVEC_UNROLL) {
+            var x: RoundXs; // 0 past the range
             for (var u = 0u; u < MATVEC_UNROLL; u++) {
-                x.xs[u] = x_word(x0, i0 + u * ROW_THREADS);
+                if i0 + u * ROW_THREADS < w_end {
+                    x.xs[u] = x_word(x0, i0 + u * ROW_THREADS);
+                }
             }
             acc = rows_round(j0, i0, words, x, acc);
         }
     } else if rows_by_word(p.k) {
-        let words = word_row(0u, p.k).words;
-        for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
+        for (var i = w_begin + lane % ROW_THREADS; i < w_end; i += ROW_THREADS) {
             let xs = x_word(x0, i);
             for (var q = 0u; q < MATVEC_ROWS; q++) {
                 acc = rows8_add_at(acc, q, row_word_dot(j0 + q, i, xs));
             }
         }
     } else {
-        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+        for (var c = c_begin + lane % ROW_THREADS; c < c_end; c += ROW_THREADS) {
             let xc = x[x0 + c];
             for (var q = 0u; q < MATVEC_ROWS; q++) {
                 acc = rows8_add_at(acc, q, w_at(min(j0 + q, p.n - 1u), c) * xc);
@@ -174,9 +194,19 @@ struct MatvecSlot {
 }
 
 fn matvec_slot(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> MatvecSlot {
+    return matvec_slot_of(linear_workgroup(workgroup_id, num_workgroups), lane);
+}
+
+// Workgroups per row of x (token): each computes WG / ROW_THREADS * MATVEC_ROWS columns of y.
+fn matvec_groups() -> u32 {
     let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
-    let groups_per_token = (p.n + rows_per_group - 1u) / rows_per_group;
-    let g = linear_workgroup(workgroup_id, num_workgroups);
+    return (p.n + rows_per_group - 1u) / rows_per_group;
+}
+
+// matvec_slot of linear workgroup g.
+fn matvec_slot_of(g: u32, lane: u32) -> MatvecSlot {
+    let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
+    let groups_per_token = matvec_groups();
     var s: MatvecSlot;
     s.r = g / groups_per_token;
     s.block = g % groups_per_token;
@@ -211,6 +241,31 @@ fn matvec(
     if stores(s, lane) {
         for (var q = 0u; q < MATVEC_ROWS; q++) {
             store_row(s, q, sums);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn matvec_parts(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let per_part = p.t * matvec_groups();
+    let part = g / per_part;
+    let s = matvec_slot_of(g % per_part, lane);
+    let c_begin = part * p.part_cols;
+    var acc: Rows8;
+    if s.r < p.t && s.j0 < p.n && c_begin < p.k {
+        acc = rows_part_of(s.r * p.x_stride + p.x_offset, s.j0, lane, c_begin, min(c_begin + p.part_cols, p.k));
+    }
+    let sums = row_sum8(lane, acc);
+    if stores(s, lane) && c_begin < p.k {
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            if s.j0 + q < p.n {
+                y[part * p.part_stride + s.r * p.y_stride + p.y_offset + s.j0 + q] = rows8_at(sums, q);
+            }
         }
     }
 }

@@ -29,14 +29,18 @@ struct MatmulParams {
     y_stride: u32,
     y_offset: u32,
     accumulate: u32,
-    // matmul.wgsl's matvec_norm and matvec_norm_conv only.
+    // matmul.wgsl's matvec_norm, matvec_norm_conv and matvec_parts only.
     eps: f32,
     normed_stride: u32,
     normed_offset: u32,
     conv_channels: u32,
     conv_k: u32,
     state_stride: u32,
+    part_cols: u32,
+    part_stride: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;

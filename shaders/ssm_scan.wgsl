@@ -57,6 +57,12 @@ struct ScanParams {
     state_stride: u32,
     eps: f32,
     dt_rank: u32,
+    // x_proj's output in parts over k (matmul.wgsl's matvec_parts), NORM_BC with DT_PROJ only: dt, b and c are
+    // the sums of `parts` parts, part_stride elements apart (1 and 0: read as they are).
+    parts: u32,
+    part_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
     _pad2: u32,
 }
 
@@ -95,26 +101,63 @@ const_assert WG >= 2u * TILE_STEPS; // NORM_BC's lanes
 var<workgroup> b_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
 var<workgroup> c_tile: array<f32, 1024>; // [TILE_STEPS, D_STATE]
 
-// The scale 1 / rms of dt's raw row at `row` (rms_norm.wgsl's order).
-fn dt_inv_rms(row: u32) -> f32 {
+// Element i of x_proj's raw dt columns, b or c: its parts added in order (see ScanParams::parts).
+fn dt_raw(i: u32) -> f32 {
+    var v = dt[i];
+    for (var s = 1u; s < p.parts; s++) {
+        v += dt[i + s * p.part_stride];
+    }
+    return v;
+}
+
+fn b_raw(i: u32) -> f32 {
+    var v = b[i];
+    for (var s = 1u; s < p.parts; s++) {
+        v += b[i + s * p.part_stride];
+    }
+    return v;
+}
+
+fn c_raw(i: u32) -> f32 {
+    var v = c[i];
+    for (var s = 1u; s < p.parts; s++) {
+        v += c[i + s * p.part_stride];
+    }
+    return v;
+}
+
+// DT_PROJ: the raw dt row being projected (x_proj's first dt_rank columns, parts added up), staged once per
+// workgroup: every channel reads all of it, twice.
+const MAX_DT_RANK: u32 = 1024u;
+var<workgroup> dt_row: array<f32, MAX_DT_RANK>;
+
+// Row t's raw dt into dt_row, by the whole workgroup (every invocation calls it: it holds a barrier).
+fn stage_dt_row(t: u32, lane: u32) {
+    let row = t * p.dt_stride + p.dt_offset;
+    for (var j = lane; j < p.dt_rank; j += WG) {
+        dt_row[j] = dt_raw(row + j);
+    }
+    workgroupBarrier();
+}
+
+// The scale 1 / rms of the staged dt row (rms_norm.wgsl's order).
+fn dt_inv_rms() -> f32 {
     var sum_sq = 0.0;
     for (var j = 0u; j < p.dt_rank; j++) {
-        sum_sq += dt[row + j] * dt[row + j];
+        sum_sq += dt_row[j] * dt_row[j];
     }
     return 1.0 / sqrt(sum_sq / f32(p.dt_rank) + p.eps);
 }
 
-// DT_PROJ: dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch]. Every invocation reads the same R values of
-// row t (one broadcast load each on a GPU) and sums them in order, as rms_norm.wgsl with one invocation per row
-// does: no barrier, no workgroup memory.
-fn projected_dt(ch: u32, t: u32) -> f32 {
+// DT_PROJ: dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch], the raw row staged in dt_row. Every
+// invocation sums the same R values in order, as rms_norm.wgsl with one invocation per row does.
+fn projected_dt(ch: u32) -> f32 {
     let r = p.dt_rank;
-    let row = t * p.dt_stride + p.dt_offset;
-    let scale = dt_inv_rms(row);
+    let scale = dt_inv_rms();
     var acc = 0.0;
     for (var j = 0u; j < r; j++) {
         let w = weight_ref(ch, j, r);
-        acc += dt_norm[j] * (dt[row + j] * scale) * weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]);
+        acc += dt_norm[j] * (dt_row[j] * scale) * weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]);
     }
     return acc;
 }
@@ -122,27 +165,27 @@ fn projected_dt(ch: u32, t: u32) -> f32 {
 // DT_PROJ with ROW_THREADS > 1: the dt of the workgroup's channels, for each lane to take its own.
 var<workgroup> dt_lanes: array<f32, WG>;
 
-// Column j of the normalised dt row at `row` (0 past its end), as projected_dt weighs it.
-fn dt_normed(row: u32, j: u32, scale: f32) -> f32 {
+// Column j of the normalised staged dt row (0 past its end), as projected_dt weighs it.
+fn dt_normed(j: u32, scale: f32) -> f32 {
     let k = min(j, p.dt_rank - 1u);
-    return select(0.0, dt_norm[k] * (dt[row + k] * scale), j < p.dt_rank);
+    return select(0.0, dt_norm[k] * (dt_row[k] * scale), j < p.dt_rank);
 }
 
 // The normalised dt values of word i of a dt_proj row (the prelude's X8).
-fn dt_word(row: u32, i: u32, scale: f32) -> X8 {
+fn dt_word(i: u32, scale: f32) -> X8 {
     let per = word_weights();
     let c = i * per;
     var xs: X8;
-    xs.a.x = dt_normed(row, c, scale);
+    xs.a.x = dt_normed(c, scale);
     if per >= 2u {
-        xs.a.y = dt_normed(row, c + 1u, scale);
+        xs.a.y = dt_normed(c + 1u, scale);
     }
     if per >= 4u {
-        xs.a.z = dt_normed(row, c + 2u, scale);
-        xs.a.w = dt_normed(row, c + 3u, scale);
+        xs.a.z = dt_normed(c + 2u, scale);
+        xs.a.w = dt_normed(c + 3u, scale);
     }
     if per == 8u {
-        xs.b = vec4(dt_normed(row, c + 4u, scale), dt_normed(row, c + 5u, scale), dt_normed(row, c + 6u, scale), dt_normed(row, c + 7u, scale));
+        xs.b = vec4(dt_normed(c + 4u, scale), dt_normed(c + 5u, scale), dt_normed(c + 6u, scale), dt_normed(c + 7u, scale));
     }
     return xs;
 }
@@ -151,10 +194,9 @@ fn dt_word(row: u32, i: u32, scale: f32) -> X8 {
 // (every invocation calls it: it holds barriers). Each row group of ROW_THREADS lanes takes 8 channels at a
 // time, its lanes striding over the words of their rows, so each load of the group reads consecutive words and
 // each normalised dt value serves 8 rows; row_sum4 then adds up each row's lanes.
-fn projected_dt_shared(ch0: u32, t: u32, lane: u32) -> f32 {
+fn projected_dt_shared(ch0: u32, lane: u32) -> f32 {
     let r = p.dt_rank;
-    let row = t * p.dt_stride + p.dt_offset;
-    let scale = dt_inv_rms(row);
+    let scale = dt_inv_rms();
     let per_round = WG / ROW_THREADS * 8u;
     for (var c0 = 0u; c0 < WG; c0 += per_round) {
         let first = c0 + lane / ROW_THREADS * 8u; // the group's first channel, from ch0
@@ -162,7 +204,7 @@ fn projected_dt_shared(ch0: u32, t: u32, lane: u32) -> f32 {
         if rows_by_word(r) {
             let words = word_row(0u, r).words;
             for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
-                let xs = dt_word(row, i, scale);
+                let xs = dt_word(i, scale);
                 for (var q = 0u; q < 8u; q++) {
                     let w = word_row(min(ch0 + first + q, p.i - 1u), r);
                     acc = rows8_add_at(acc, q, word_dot(dt_proj[w.first + i], dt_proj[word_scale(w, i)], i, xs));
@@ -170,7 +212,7 @@ fn projected_dt_shared(ch0: u32, t: u32, lane: u32) -> f32 {
             }
         } else {
             for (var j = lane % ROW_THREADS; j < r; j += ROW_THREADS) {
-                let x_j = dt_normed(row, j, scale);
+                let x_j = dt_normed(j, scale);
                 for (var q = 0u; q < 8u; q++) {
                     let w = weight_ref(min(ch0 + first + q, p.i - 1u), j, r);
                     acc = rows8_add_at(acc, q, weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]) * x_j);
@@ -238,9 +280,9 @@ fn advance(
         for (var e = lane; e < steps * D_STATE; e += WG) {
             let row = t0 + e / D_STATE;
             let n = e % D_STATE;
-            b_tile[e] = b[row * p.b_stride + p.b_offset + n];
+            b_tile[e] = b_raw(row * p.b_stride + p.b_offset + n);
             if emit {
-                c_tile[e] = c[row * p.c_stride + p.c_offset + n];
+                c_tile[e] = c_raw(row * p.c_stride + p.c_offset + n);
             }
         }
         workgroupBarrier();
@@ -291,10 +333,13 @@ fn scan_rows(ch: u32, lane: u32, t_begin: u32, t_end: u32, s0: u32) {
         }
     }
     var dt_given = 0.0;
+    if DT_PROJ != 0u {
+        stage_dt_row(t_begin, lane); // by the whole workgroup: before `live`
+    }
     if DT_PROJ != 0u && ROW_THREADS > 1u {
-        dt_given = projected_dt_shared(ch - lane, t_begin, lane); // by the whole workgroup: before `live`
+        dt_given = projected_dt_shared(ch - lane, lane); // by the whole workgroup: before `live`
     } else if DT_PROJ != 0u && live {
-        dt_given = projected_dt(ch, t_begin);
+        dt_given = projected_dt(ch);
     }
     advance(ch, live, lane, t_begin, t_end, true, dt_given, &h);
     if live {

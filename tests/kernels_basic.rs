@@ -78,6 +78,47 @@ fn unrolled_matvecs_sum_exactly_as_one_word_a_round() {
 }
 
 #[test]
+fn matmul_parts_add_up_to_the_matmul() {
+    // A decode matvec over k in parts, each part's sums stored apart: added up here, x W^T, for every weight
+    // type, row width and way of reading, with k that leaves the last part short (1000) or not on words (999).
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(12);
+    for (t, n, k) in [(1, 48, 512), (2, 9, 640), (1, 37, 1000), (1, 5, 999)] {
+        let x = rng.vec(t * k, 1.0);
+        let x_gpu = ctx.upload_f32("x", &[t, k], &x).unwrap();
+        let dtypes = if k % 64 == 0 { WEIGHT_DTYPES.to_vec() } else { FLOAT_DTYPES.to_vec() };
+        for dtype in dtypes {
+            let (w, w_rounded) = upload_weights(ctx, "w", &[n, k], &rng.vec(n * k, 1.0), dtype);
+            let want = reference::matmul(&x, &w_rounded, t, n, k);
+            // The row widths of CPU adapters and GPUs (64 lanes take parts of at least 512 columns).
+            for row_threads in [1, 32] {
+                for (unroll, quant_words) in [(1, false), (4, true)] {
+                    let mut g = Graph::new(ctx);
+                    g.tuning.row_threads = row_threads;
+                    g.tuning.tiled_min_rows = usize::MAX;
+                    g.tuning.matvec_unroll = unroll;
+                    g.tuning.quant_words = quant_words;
+                    g.tuning.matvec_split_workgroups = usize::MAX; // as many parts as k allows, up to 16
+                    let parts = matmul::k_parts(&g, t, &w);
+                    let what = format!("matmul_parts {t}x{n}x{k} {dtype:?}, {row_threads} lanes, unroll {unroll}, {parts} parts");
+                    assert!(parts > 1, "{what}: not cut");
+                    let stride = (t + 1) * n; // parts need not be packed: a row apart
+                    let y = ctx.zeros("y parts", &[parts * (t + 1), n], DType::F32).unwrap();
+                    let y_rows = Cols::slice(&y, 0, n).unwrap().rows(t).unwrap();
+                    matmul::matmul_parts(&mut g, &x_gpu, &w, y_rows, parts, stride).unwrap();
+                    // Another count of parts than k_parts gives is refused.
+                    assert!(matmul::matmul_parts(&mut g, &x_gpu, &w, y_rows, parts + 1, stride).is_err(), "{what}");
+                    g.run().unwrap();
+                    let got = ctx.read_f32(&y).unwrap();
+                    let sums: Vec<f32> = (0..t * n).map(|e| (0..parts).map(|s| got[s * stride + e]).sum()).collect();
+                    assert_close(&what, &sums, &want, 2e-6 * k as f32, 1e-5);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn matmul_accumulates_into_column_slices() {
     let Some(ctx) = gpu() else { return };
     let (t, n, k) = (9, 24, 40);

@@ -269,7 +269,7 @@ impl Ssm {
         match (path, &self.bc_norm) {
             (path, Some((_, _, b_weight, c_weight))) => {
                 let dt_proj = self.dt_proj.as_ref().map(|(_, _, norm, weight)| (norm, weight));
-                let norm = ScanNorms { b_weight, c_weight, eps: BC_EPS, dt: dt_proj };
+                let norm = ScanNorms::new(b_weight, c_weight, BC_EPS, dt_proj);
                 let path = path.unwrap_or(if t == 1 { ScanPath::Decode } else { ScanPath::Chunked });
                 let dt = match dt_proj {
                     Some(_) => Cols::slice(&x_proj_gpu, 0, r).unwrap(),
@@ -390,7 +390,7 @@ fn scan_projects_dt_itself_on_decode_steps() {
     for (what, rows, weight, path) in
         [("chunked", t, dt_weight, ScanPath::Chunked), ("dt_proj transposed", 1, &wrong, ScanPath::Decode)]
     {
-        let norms = ScanNorms { b_weight, c_weight, eps: BC_EPS, dt: Some((dt_norm, weight)) };
+        let norms = ScanNorms::new(b_weight, c_weight, BC_EPS, Some((dt_norm, weight)));
         let cols = |offset, width| Cols::slice(&x_proj, offset, width).unwrap().rows(rows).unwrap();
         let z_cols = Cols::slice(&in_proj, i, i).unwrap().rows(rows).unwrap();
         let (a_log, d, state) = (&ssm.a_log_gpu, &ssm.d_gpu, &ssm.state_gpu);
@@ -401,6 +401,56 @@ fn scan_projects_dt_itself_on_decode_steps() {
         assert!(matches!(result, Err(Error::Shape { .. })), "{what}: {result:?}");
     }
     eprintln!("scan with dt_proj: max |out - reference| = {worst:e}");
+}
+
+#[test]
+fn scan_adds_up_x_proj_in_parts_as_it_reads_it() {
+    // x_proj's output in parts over d_inner (matmul::matmul_parts), which the decode scan adds up in order as
+    // it reads dt, B and C: the same outputs and state, bit for bit, as the scan of the parts added up here in
+    // the same order; for a session's step and a batch's, each way of projecting dt.
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(29);
+    let (i, n, r) = (70, 16, 16);
+    let width = r + 2 * n;
+    for (t, path) in [(1, ScanPath::Decode), (2, ScanPath::Batch)] {
+        for parts in [2, 5] {
+            for row_threads in jamba_wgpu::kernels::ROW_THREADS {
+                let raw: Vec<Vec<f32>> = (0..parts).map(|_| rng.vec(t * width, 1.0)).collect();
+                let summed: Vec<f32> = (0..t * width).map(|e| raw.iter().skip(1).fold(raw[0][e], |v, part| v + part[e])).collect();
+                let stride = t * width; // part s at rows s * t ..
+                let in_parts = ctx.upload_f32("dbc parts", &[parts * t, width], &raw.concat()).unwrap();
+                let whole = ctx.upload_f32("dbc", &[t, width], &summed).unwrap();
+                let mut up = |label, shape: &[usize], scale| ctx.upload_f32(label, shape, &rng.vec(shape.iter().product(), scale)).unwrap();
+                let (x, in_proj, dt_bias, a_log, d) = (up("x", &[t, i], 1.0), up("xz", &[t, 2 * i], 1.0), up("dt_bias", &[i], 0.5), up("a_log", &[i, n], 0.5), up("d", &[i], 1.0));
+                let (b_norm, c_norm, dt_norm, dt_proj) = (up("b_norm", &[n], 1.0), up("c_norm", &[n], 1.0), up("dt_norm", &[r], 1.0), up("dt_proj", &[i, r], 0.3));
+                let state0 = rng.vec(t * i * n, 0.5);
+                let state_shape = if path == ScanPath::Batch { [t, i * n] } else { [i, n] };
+                let run = |dbc: &Tensor, parts: usize, part_stride: usize| {
+                    let state = ctx.upload_f32("state", &state_shape, &state0).unwrap();
+                    let out = ctx.zeros("out", &[t, i], DType::F32).unwrap();
+                    let scratch = ScanScratch::new(ctx, t, i, n).unwrap();
+                    let norms = ScanNorms { parts, part_stride, ..ScanNorms::new(&b_norm, &c_norm, BC_EPS, Some((&dt_norm, &dt_proj))) };
+                    let cols = |offset, width| Cols::slice(dbc, offset, width).unwrap().rows(t).unwrap();
+                    let z = Cols::slice(&in_proj, i, i).unwrap().rows(t).unwrap();
+                    let mut g = Graph::new(ctx);
+                    g.tuning.row_threads = row_threads;
+                    selective_scan_normed(&mut g, &x, cols(0, r), &dt_bias, &a_log, cols(r, n), cols(r + n, n), norms, &d, z, &state, &scratch, &out, path).unwrap();
+                    g.run().unwrap();
+                    (ctx.read_f32(&out).unwrap(), ctx.read_f32(&state).unwrap())
+                };
+                let what = format!("{path:?}, {parts} parts, {row_threads} lanes");
+                assert!(run(&in_parts, parts, stride) == run(&whole, 1, 0), "{what}: differs from the parts added up");
+                // A part past the end of the buffer is a typed error.
+                let norms = ScanNorms { parts: parts + 1, part_stride: stride, ..ScanNorms::new(&b_norm, &c_norm, BC_EPS, Some((&dt_norm, &dt_proj))) };
+                let cols = |offset, width| Cols::slice(&in_parts, offset, width).unwrap().rows(t).unwrap();
+                let (state, out) = (ctx.zeros("s", &state_shape, DType::F32).unwrap(), ctx.zeros("o", &[t, i], DType::F32).unwrap());
+                let scratch = ScanScratch::new(ctx, t, i, n).unwrap();
+                let z = Cols::slice(&in_proj, i, i).unwrap().rows(t).unwrap();
+                let result = selective_scan_normed(&mut Graph::new(ctx), &x, cols(0, r), &dt_bias, &a_log, cols(r, n), cols(r + n, n), norms, &d, z, &state, &scratch, &out, path);
+                assert!(matches!(result, Err(Error::Shape { .. })), "{what}, one part too many: {result:?}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -29,6 +29,7 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
         matvec_rows: 1,
         matvec_min_workgroups: 1,
         matvec_unroll: 1,
+        matvec_split_workgroups: 0,
         serial_scan_min_channels: usize::MAX,
     };
     let mut out = vec![

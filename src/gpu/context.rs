@@ -87,6 +87,12 @@ pub struct Tuning {
     /// workgroup) and its 1.1 TB/s in_proj matvec. 4 on GPUs, not yet measured there; 1 on CPU adapters, where it
     /// makes no difference (lavapipe). The sums are the same bit for bit whatever it is.
     pub matvec_unroll: u32,
+    /// A decode matvec whose dispatch would have fewer workgroups than this at one row per row group cuts k into
+    /// parts for that many (`matmul::matmul_parts`; Mamba's x_proj, whose parts the scan adds up as it reads
+    /// them). GPUs: 1024, for the loads in flight that hide memory latency (an H200's x_proj at Jamba-1.5-Mini's
+    /// width is 144 workgroups of 64 invocations in one part); CPU adapters: two per host thread, as
+    /// `matvec_min_workgroups`, so one thin matvec uses every core.
+    pub matvec_split_workgroups: usize,
     /// Prefill scans over at least this many channels (d_inner) run serially per channel, one workgroup per 64
     /// channels, instead of chunked (three passes, twice the exponentials, for parallelism over time). CPU
     /// adapters: 64 per hardware thread of the host, so the workgroups still fill it (lavapipe, the default
@@ -107,6 +113,7 @@ impl Tuning {
             matvec_rows: 1,
             matvec_min_workgroups: 128,
             matvec_unroll: 4,
+            matvec_split_workgroups: 1024,
             serial_scan_min_channels: usize::MAX,
         }
     }
@@ -123,6 +130,7 @@ impl Tuning {
             matvec_rows: 8,
             matvec_min_workgroups: 2 * cpu_threads(),
             matvec_unroll: 1,
+            matvec_split_workgroups: 2 * cpu_threads(),
             serial_scan_min_channels: 64 * cpu_threads(),
         }
     }
@@ -405,6 +413,7 @@ impl Context {
                     matvec_rows,
                     matvec_min_workgroups: 1,
                     matvec_unroll: 1,
+                    matvec_split_workgroups: 0,
                     serial_scan_min_channels: usize::MAX,
                 });
             }

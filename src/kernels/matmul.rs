@@ -29,7 +29,11 @@ params! {
         pub conv_channels: u32,
         pub conv_k: u32,
         pub state_stride: u32,
+        pub part_cols: u32,
+        pub part_stride: u32,
         pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
@@ -52,6 +56,15 @@ const NORM_CONV_BINDINGS: &[crate::gpu::Binding] = &[
 pub static MATVEC: Kernel = Kernel {
     shader: &MATMUL,
     entry: "matvec",
+    params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
+    bindings: BINDINGS,
+    variants: unrolled_matvec_variants,
+};
+
+/// Decode: a matvec over k in parts, for the reader of y to add up ([`matmul_parts`]).
+pub static MATVEC_PARTS: Kernel = Kernel {
+    shader: &MATMUL,
+    entry: "matvec_parts",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
     variants: unrolled_matvec_variants,
@@ -145,6 +158,78 @@ pub fn matmul<'a>(
         let grid = g.linear_grid((x.rows.div_ceil(TILE) * n.div_ceil(TILE)) as u64)?;
         g.dispatch(&TILED, &[dtype], &params, &tensors, grid)
     }
+}
+
+/// The most parts [`matmul_parts`] cuts k into.
+pub const MAX_K_PARTS: usize = 16;
+
+/// How many parts a decode matvec of `rows` rows of x over `w` ([n, k]) should cut k into ([`matmul_parts`]):
+/// enough for [`Tuning::matvec_split_workgroups`] workgroups at one row per row group, as many as k allows at
+/// [`part_cols`]'s least (256 columns where 32 invocations share a row, 64 where one does), at most
+/// [`MAX_K_PARTS`]; 1 where one part has the workgroups already, or the rows take the tiled path.
+///
+/// [`Tuning::matvec_split_workgroups`]: crate::gpu::Tuning::matvec_split_workgroups
+pub fn k_parts(g: &Graph, rows: usize, w: &Tensor) -> usize {
+    let (n, k) = match w.shape() {
+        [n, k] => (*n, *k),
+        _ => return 1,
+    };
+    let workgroups = rows * n.div_ceil((64 / g.tuning.row_threads.max(1)) as usize);
+    if !is_matvec(g, rows) || workgroups == 0 || workgroups >= g.tuning.matvec_split_workgroups {
+        return 1;
+    }
+    let wanted = g.tuning.matvec_split_workgroups.div_ceil(workgroups).min(MAX_K_PARTS);
+    let most = k / min_part_cols(g);
+    let parts = wanted.min(most).max(1);
+    k.div_ceil(part_cols(g, k, parts))
+}
+
+/// The fewest columns a part of k gets: 64 per 8 invocations sharing a row (whole words, whole q4 groups).
+fn min_part_cols(g: &Graph) -> usize {
+    64 * (g.tuning.row_threads as usize).div_ceil(8)
+}
+
+/// Columns per part when k is cut into `parts`: a multiple of 64 (whole words and q4 groups), at least
+/// [`min_part_cols`].
+fn part_cols(g: &Graph, k: usize, parts: usize) -> usize {
+    k.div_ceil(parts.max(1)).next_multiple_of(64).max(min_part_cols(g))
+}
+
+/// x W^T over k in `parts` parts (as [`k_parts`] counts them), each part's sums stored on their own: part s at
+/// `part_stride` elements past `y`'s place in its buffer, for the kernel that reads y to add them up (the scan,
+/// for Mamba's x_proj: see `ssm_scan::ScanNorms::parts`). A decode matvec of a matrix with few rows and a long
+/// k spreads over that many times the workgroups. x: [t, k] columns, w: [n, k], y: [t, n] columns.
+pub fn matmul_parts<'a>(
+    g: &mut Graph,
+    x: impl IntoCols<'a>,
+    w: &Tensor,
+    y: impl IntoCols<'a>,
+    parts: usize,
+    part_stride: usize,
+) -> Result<OpId> {
+    let op = "matmul_parts";
+    let (x, y) = (x.into_cols()?, y.into_cols()?);
+    let k = w.shape().get(1).copied().unwrap_or(0);
+    let cols = part_cols(g, k, parts);
+    if parts == 0 || parts > MAX_K_PARTS || k.div_ceil(cols) != parts || !is_matvec(g, x.rows) {
+        return Err(Error::shape(op, format!("{parts} parts of k = {k} (k_parts counts them) on {} rows", x.rows)));
+    }
+    let end = y.end(parts, part_stride);
+    if end > y.tensor.len() {
+        let label = y.tensor.label();
+        return Err(Error::shape(op, format!("{parts} parts {part_stride} apart end at {end}, past `{label}`'s {} elements", y.tensor.len())));
+    }
+    let params = MatmulParams {
+        part_cols: u32_of(op, "columns per part", cols)?,
+        part_stride: u32_of(op, "part stride", part_stride)?,
+        ..matmul_params(op, x, w, y, false)?
+    };
+    let n = w.shape()[0];
+    let (constants, _) = matvec_constants(g, matvec_launch(g, w, x.rows, n)?);
+    let rows_per_group = constants.iter().find(|(name, _)| *name == "MATVEC_ROWS").map_or(1, |&(_, r)| r as usize);
+    let per_part = x.rows * n.div_ceil(64 / g.tuning.row_threads as usize * rows_per_group);
+    let grid = g.linear_grid((per_part * parts) as u64)?;
+    g.dispatch(&MATVEC_PARTS, &constants, &params, &[x.tensor, w, y.tensor], grid)
 }
 
 /// rms_norm(x, weight) for [`matmul_rms_norm`] to apply to x: weight [k] f32.

@@ -21,6 +21,7 @@ use crate::{Error, Result};
 pub fn all() -> Vec<&'static Kernel> {
     vec![
         &matmul::MATVEC,
+        &matmul::MATVEC_PARTS,
         &matmul::MATVEC_NORM,
         &matmul::MATVEC_NORM_OUT,
         &matmul::MATVEC_NORM_CONV,
@@ -192,6 +193,12 @@ impl<'a> Cols<'a> {
     /// Elements between consecutive rows.
     pub fn stride(&self) -> usize {
         self.tensor.shape()[1]
+    }
+
+    /// One past the last element of these columns in `copies` of them, each `stride` elements past the one
+    /// before (a matvec's output in parts over k): what the tensor must hold.
+    pub fn end(&self, copies: usize, stride: usize) -> usize {
+        self.offset + (self.rows.max(1) - 1) * self.stride() + self.width + (copies.max(1) - 1) * stride
     }
 }
 

@@ -24,6 +24,10 @@ params! {
         pub state_stride: u32,
         pub eps: f32,
         pub dt_rank: u32,
+        pub parts: u32,
+        pub part_stride: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
         pub _pad2: u32,
     }
 }
@@ -71,6 +75,10 @@ pub const D_STATES: [u32; 5] = [4, 8, 16, 32, 64];
 
 /// The largest d_state the shader's register arrays hold (`MAX_D_STATE` in ssm_scan.wgsl).
 pub const MAX_D_STATE: usize = 64;
+
+/// The largest dt_rank whose projection the decode scan fuses (`MAX_DT_RANK` in ssm_scan.wgsl: the raw dt row is
+/// staged in workgroup memory). Jamba-1.5-Large's is 512.
+pub const MAX_DT_RANK: usize = 1024;
 
 /// Rows per chunk of the chunked prefill (more when T needs more chunks than the scratch binding holds).
 pub const CHUNK_LEN: usize = 64;
@@ -199,6 +207,17 @@ pub struct ScanNorms<'a> {
     /// columns [T, R], and dt = rms_norm(dt_raw) dt_proj^T is computed in the scan. [`ScanPath::Decode`] and
     /// [`ScanPath::Batch`] only (one row per workgroup).
     pub dt: Option<(&'a Tensor, &'a Tensor)>,
+    /// With `dt`: x_proj's output in this many parts over k (`matmul::matmul_parts`), `part_stride` elements
+    /// apart in the buffers of dt, b and c, which the scan adds up as it reads them; 1 (and 0): as it is.
+    pub parts: usize,
+    pub part_stride: usize,
+}
+
+impl<'a> ScanNorms<'a> {
+    /// The norms (and, with `dt`, dt's norm and projection) of x_proj's output in one part.
+    pub fn new(b_weight: &'a Tensor, c_weight: &'a Tensor, eps: f32, dt: Option<(&'a Tensor, &'a Tensor)>) -> Self {
+        ScanNorms { b_weight, c_weight, eps, dt, parts: 1, part_stride: 0 }
+    }
 }
 
 /// [`selective_scan_with`] on x_proj's raw B and C columns (and dt, see [`ScanNorms::dt`]), which the scan
@@ -282,8 +301,8 @@ fn scan(
             expect_shape(op, dt_norm, &[r])?;
             expect_dtype(op, dt_weight, &crate::kernels::WEIGHT_DTYPES)?;
             expect_shape(op, dt_weight, &[i, r])?;
-            if r == 0 || !matches!(path, ScanPath::Decode | ScanPath::Batch) {
-                let message = format!("dt_proj in the scan takes decode and batch steps, dt_rank >= 1; given {r} on {path:?}");
+            if r == 0 || r > MAX_DT_RANK || !matches!(path, ScanPath::Decode | ScanPath::Batch) {
+                let message = format!("dt_proj in the scan takes decode and batch steps, dt_rank 1..={MAX_DT_RANK}; given {r} on {path:?}");
                 return Err(Error::shape(op, message));
             }
         }
@@ -299,6 +318,19 @@ fn scan(
         for weight in [norm.b_weight, norm.c_weight] {
             expect_dtype(op, weight, &[DType::F32])?;
             expect_shape(op, weight, &[n])?;
+        }
+        if norm.parts == 0 || (norm.parts > 1 && norm.dt.is_none()) {
+            let message = format!("x_proj's output in {} parts: 1, or more with dt's projection in the scan", norm.parts);
+            return Err(Error::shape(op, message));
+        }
+        // The last part of each of dt, b and c inside its buffer.
+        for (what, cols) in [("raw dt", &dt), ("b", &b), ("c", &c)] {
+            let end = cols.end(norm.parts, norm.part_stride);
+            if end > cols.tensor.len() {
+                let (parts, stride, label) = (norm.parts, norm.part_stride, cols.tensor.label());
+                let message = format!("{what} in {parts} parts {stride} apart ends at {end}, past `{label}`'s {} elements", cols.tensor.len());
+                return Err(Error::shape(op, message));
+            }
         }
     }
     let state_stride = match path {
@@ -348,6 +380,8 @@ fn scan(
         state_stride: u32_of(op, "state stride", state_stride)?,
         eps: norm.map_or(0.0, |norm| norm.eps),
         dt_rank: u32_of(op, "dt rank", dt_proj.map_or(0, |_| dt.width))?,
+        parts: u32_of(op, "x_proj parts", norm.map_or(1, |norm| norm.parts))?,
+        part_stride: u32_of(op, "x_proj part stride", norm.map_or(0, |norm| norm.part_stride))?,
         ..Default::default()
     };
     u32_of(op, "t * i", t * i)?;

@@ -111,6 +111,9 @@ pub struct Scratch {
     pub xs: Tensor,         // [max_t, I], after the conv
     pub dbc: Tensor,        // [max_t, R + 2N]: dt | B | C
     pub dbc_normed: Tensor, // [max_t, R + 2N]
+    /// A decode step's x_proj output in parts over d_inner (`matmul::matmul_parts`): part s of row r at row
+    /// s * decode_rows + r.
+    pub dbc_parts: Tensor, // [MAX_K_PARTS * decode_rows, R + 2N]
     pub dt: Tensor,         // [max_t, I]
     pub y: Tensor,          // [max_t, I]
     pub scan: ScanScratch,  // the chunked scan's per-chunk states
@@ -165,6 +168,7 @@ impl Scratch {
             xs: f32s("xs", &[max_t, i])?,
             dbc: f32s("dbc", &[max_t, r + 2 * n])?,
             dbc_normed: f32s("dbc_normed", &[max_t, r + 2 * n])?,
+            dbc_parts: f32s("dbc parts", &[matmul::MAX_K_PARTS * decode_rows.max(1), r + 2 * n])?,
             dt: f32s("dt", &[max_t, i])?,
             y: f32s("y", &[max_t, i])?,
             scan: ScanScratch::new(ctx, max_t, i, n)?,

@@ -43,13 +43,35 @@ pub(crate) fn encode(
             conv(g, cols(&sc.xz, 0, i)?, conv_state, &w.conv_weight, &w.conv_bias, &sc.xs)?;
         }
     }
-    // [dt | B | C] = xs x_proj^T
-    w.x_proj.matmul(g, rows(&sc.xs, t)?, rows(&sc.dbc, t)?, false)?;
     let path = match fed {
         Rows::Sequence { t: 1, .. } | Rows::Step => ScanPath::Decode,
         Rows::Sequence { .. } if i >= g.tuning.serial_scan_min_channels => ScanPath::Serial,
         Rows::Sequence { .. } => ScanPath::Chunked,
         Rows::Batch { .. } => ScanPath::Batch,
+    };
+    // A decode step's scan applies dt_proj itself when it is in one part (below; dt_rank up to
+    // ssm_scan::MAX_DT_RANK); it can then also add up
+    // x_proj's output in parts over d_inner, which spreads x_proj (R + 2N rows of a long d_inner) over more
+    // workgroups.
+    let dt_proj = match (path, w.dt_proj.parts.as_slice()) {
+        (ScanPath::Decode | ScanPath::Batch, [(0, weight)]) if r <= ssm_scan::MAX_DT_RANK => Some((&w.dt_norm, weight)),
+        _ => None,
+    };
+    let parts = match (dt_proj, w.x_proj.parts.as_slice()) {
+        (Some(_), [(0, x_proj)]) => matmul::k_parts(g, t, x_proj),
+        _ => 1,
+    };
+    // [dt | B | C] = xs x_proj^T
+    let (dbc, part_stride) = match w.x_proj.parts.as_slice() {
+        [(0, x_proj)] if parts > 1 => {
+            let part_stride = sc.dbc_parts.len() / matmul::MAX_K_PARTS;
+            matmul::matmul_parts(g, rows(&sc.xs, t)?, x_proj, rows(&sc.dbc_parts, t)?, parts, part_stride)?;
+            (&sc.dbc_parts, part_stride)
+        }
+        _ => {
+            w.x_proj.matmul(g, rows(&sc.xs, t)?, rows(&sc.dbc, t)?, false)?;
+            (&sc.dbc, 0)
+        }
     };
     let z = cols(&sc.xz, i, i)?;
     if matches!(path, ScanPath::Chunked | ScanPath::Serial) {
@@ -65,12 +87,8 @@ pub(crate) fn encode(
     } else {
         // A decode step's scan takes x_proj's raw output and applies the three norms and dt_proj itself (dt_proj
         // in one part; otherwise dt's norm and projection stay apart): 4 dispatches fewer.
-        let dt_proj = match w.dt_proj.parts.as_slice() {
-            [(0, weight)] => Some((&w.dt_norm, weight)),
-            _ => None,
-        };
         let dt = match dt_proj {
-            Some(_) => cols(&sc.dbc, 0, r)?,
+            Some(_) => cols(dbc, 0, r)?,
             None => {
                 // dt = rms_norm(dt, dt_layernorm) dt_proj.weight^T, the norm fused into the matvec
                 let dt_norm = RmsNorm { weight: &w.dt_norm, eps };
@@ -80,8 +98,8 @@ pub(crate) fn encode(
             }
         };
         // h = exp(delta A) h + delta B xs;  y = h C + D xs;  y * silu(z), with the norms (and dt_proj) inside
-        let norms = ssm_scan::ScanNorms { b_weight: &w.b_norm, c_weight: &w.c_norm, eps, dt: dt_proj };
-        let (b, c, state) = (cols(&sc.dbc, r, n)?, cols(&sc.dbc, r + n, n)?, ssm_state);
+        let norms = ssm_scan::ScanNorms { parts, part_stride, ..ssm_scan::ScanNorms::new(&w.b_norm, &w.c_norm, eps, dt_proj) };
+        let (b, c, state) = (cols(dbc, r, n)?, cols(dbc, r + n, n)?, ssm_state);
         ssm_scan::selective_scan_normed(g, &sc.xs, dt, &w.dt_bias, &w.a_log, b, c, norms, &w.d, z, state, &sc.scan, &sc.y, path)?;
     }
     // x += (y * silu(z)) out_proj^T
