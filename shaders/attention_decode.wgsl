@@ -25,6 +25,9 @@ override HEAD_DIM: u32;
 
 const MAX_HEAD_DIM: u32 = 256u;
 const D_PER_LANE: u32 = MAX_HEAD_DIM / WG;
+// Value rows a split loads per round, all before it uses any: with one at a time, each invocation had a single
+// load in flight, and a split's 64 keys waited out 64 memory latencies in a row.
+const KEYS_A_ROUND: u32 = 8u;
 // The running maximum before any key: finite, so exp(m_old - m_new) is 0 without infinities.
 const NEG_BIG: f32 = -3.0e38;
 
@@ -93,14 +96,24 @@ fn split_partial(r: u32, h: u32, split: u32, kv_len: u32, keys_per_split: u32, l
         for (var c = 0u; c < D_PER_LANE; c++) {
             o[c] *= alpha;
         }
-        for (var jj = 0u; jj < n; jj++) {
-            let weight = exp(scores[jj] - m_new);
-            l += weight;
-            let v0 = (cache0 + j0 + jj) * kv_dim + kv_col;
-            for (var c = 0u; c < D_PER_LANE; c++) {
-                let d = lane + c * WG;
-                if d < HEAD_DIM {
-                    o[c] += weight * v_cache[v0 + d];
+        let d_lanes = (HEAD_DIM + WG - 1u) / WG; // the o[c] in use
+        for (var jj0 = 0u; jj0 < n; jj0 += KEYS_A_ROUND) {
+            var vs: array<array<f32, D_PER_LANE>, KEYS_A_ROUND>; // past the tile's keys or the head: clamped loads
+            for (var u = 0u; u < KEYS_A_ROUND; u++) {
+                let v0 = (cache0 + j0 + min(jj0 + u, n - 1u)) * kv_dim + kv_col;
+                for (var c = 0u; c < d_lanes; c++) {
+                    vs[u][c] = v_cache[v0 + min(lane + c * WG, HEAD_DIM - 1u)];
+                }
+            }
+            for (var u = 0u; u < KEYS_A_ROUND; u++) {
+                if jj0 + u < n {
+                    let weight = exp(scores[jj0 + u] - m_new);
+                    l += weight;
+                    for (var c = 0u; c < d_lanes; c++) {
+                        if lane + c * WG < HEAD_DIM {
+                            o[c] += weight * vs[u][c];
+                        }
+                    }
                 }
             }
         }
