@@ -13,6 +13,11 @@ struct ArgmaxParams {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
+// Values of the row an invocation loads per round, all before it compares any: one workgroup per row is all the
+// parallelism a decode step's argmax has, so memory latency is hidden only by each invocation's loads in flight
+// (one at a time, an H200 took 0.38 ms per step over a 65,536-token vocabulary). Compared in the same order.
+const ROUND: u32 = 16u;
+
 var<workgroup> best_value: array<f32, WG>;
 var<workgroup> best_index: array<u32, WG>;
 
@@ -32,10 +37,17 @@ fn argmax(
     var i = 0xffffffffu;
     if row < p.rows {
         let x0 = row * p.x_stride + p.x_offset;
-        for (var c = lane; c < p.cols; c += WG) {
-            if beats(x[x0 + c], c, v, i) {
-                v = x[x0 + c];
-                i = c;
+        for (var c0 = lane; c0 < p.cols; c0 += WG * ROUND) {
+            var xs: array<f32, ROUND>; // past the row: the last column, never compared
+            for (var u = 0u; u < ROUND; u++) {
+                xs[u] = x[x0 + min(c0 + u * WG, p.cols - 1u)];
+            }
+            for (var u = 0u; u < ROUND; u++) {
+                let c = c0 + u * WG;
+                if c < p.cols && beats(xs[u], c, v, i) {
+                    v = xs[u];
+                    i = c;
+                }
             }
         }
     }
