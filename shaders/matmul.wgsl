@@ -111,18 +111,6 @@ fn row_word_dot(j: u32, i: u32, xs: X8) -> f32 {
     return word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
 }
 
-// Words per invocation per round of a matvec's loop over k: 1, or up to 4 at one row per row group, where a
-// round of one word leaves an invocation a single weight load in flight (MATVEC_ROWS gives that many). The
-// round loads the words i0, i0 + ROW_THREADS, ... of its rows before it uses any, so each invocation has
-// MATVEC_UNROLL times the loads in flight; the sums are taken in the same order as one word per round, so the
-// results are the same.
-override MATVEC_UNROLL: u32 = 1u;
-
-// xs of the MATVEC_UNROLL words of a round, gathered by the caller (x_word, normalised_word): 0 past the row.
-struct RoundXs {
-    xs: array<X8, 4>,
-}
-
 // One round of MATVEC_UNROLL words from i0 of rows j0 .. j0 + MATVEC_ROWS, added to acc (see MATVEC_UNROLL).
 // Words past the row's last are loaded clamped into it and meet xs of 0.
 fn rows_round(j0: u32, i0: u32, words: u32, x: RoundXs, acc_in: Rows8) -> Rows8 {

@@ -143,11 +143,50 @@ fn job_row(job: MatvecJob, j: u32) -> u32 {
     return job.expert_row0 + min(j, p.n - 1u);
 }
 
+// One round of MATVEC_UNROLL words from i0 (the prelude's MATVEC_UNROLL) of the job's rows of gate / down (into
+// [0]) and with `both` of up (into [1]), added to acc. Words past the row's last are loaded clamped into it and
+// meet xs of 0.
+fn job_round(job: MatvecJob, i0: u32, words: u32, x: RoundXs, both: bool, acc_in: array<Rows8, 2>) -> array<Rows8, 2> {
+    var loaded: array<array<vec4<u32>, 8>, 4>; // [round word][row]: gate / down word and scale word, up's
+    for (var u = 0u; u < MATVEC_UNROLL; u++) {
+        let i = min(i0 + u * ROW_THREADS, words - 1u);
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            let wr = word_row(job_row(job, job.j0 + q), p.k);
+            loaded[u][q] = vec4(stack_word(false, wr.first + i), stack_word(false, word_scale(wr, i)), 0u, 0u);
+            if both {
+                loaded[u][q].z = stack_word(true, wr.first + i);
+                loaded[u][q].w = stack_word(true, word_scale(wr, i));
+            }
+        }
+    }
+    var acc = acc_in;
+    for (var u = 0u; u < MATVEC_UNROLL; u++) {
+        let i = min(i0 + u * ROW_THREADS, words - 1u);
+        for (var q = 0u; q < MATVEC_ROWS; q++) {
+            let l = loaded[u][q];
+            acc[0] = rows8_add_at(acc[0], q, word_dot(l.x, l.y, i, x.xs[u]));
+            if both {
+                acc[1] = rows8_add_at(acc[1], q, word_dot(l.z, l.w, i, x.xs[u]));
+            }
+        }
+    }
+    return acc;
+}
+
 // This invocation's parts of x's row at x0 . the job's rows j0 .. j0 + MATVEC_ROWS of gate / down (in [0]),
 // and with `both` of up (in [1]), x read once for all of them.
 fn rows_part(job: MatvecJob, x0: u32, both: bool, lane: u32) -> array<Rows8, 2> {
     var acc: array<Rows8, 2>;
-    if rows_by_word(p.k) {
+    if rows_by_word(p.k) && MATVEC_UNROLL > 1u {
+        let words = word_row(0u, p.k).words;
+        for (var i0 = lane % ROW_THREADS; i0 < words; i0 += ROW_THREADS * MATVEC_UNROLL) {
+            var x: RoundXs; // 0 past the row (x_word)
+            for (var u = 0u; u < MATVEC_UNROLL; u++) {
+                x.xs[u] = x_word(x0, i0 + u * ROW_THREADS);
+            }
+            acc = job_round(job, i0, words, x, both, acc);
+        }
+    } else if rows_by_word(p.k) {
         let words = word_row(0u, p.k).words;
         for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
             let xs = x_word(x0, i);
@@ -256,7 +295,16 @@ fn swiglu_norm_matvec(
 
     // rows_part of the normalised row, gate and up
     var acc: array<Rows8, 2>;
-    if job.live && rows_by_word(p.k) {
+    if job.live && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
+        let words = word_row(0u, p.k).words;
+        for (var i0 = lane % ROW_THREADS; i0 < words; i0 += ROW_THREADS * MATVEC_UNROLL) {
+            var x: RoundXs; // 0 past the row (normalised_word)
+            for (var u = 0u; u < MATVEC_UNROLL; u++) {
+                x.xs[u] = normalised_word(x0, i0 + u * ROW_THREADS, inv_rms);
+            }
+            acc = job_round(job, i0, words, x, true, acc);
+        }
+    } else if job.live && rows_by_word(p.k) {
         let words = word_row(0u, p.k).words;
         for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
             let xs = normalised_word(x0, i, inv_rms);

@@ -310,6 +310,18 @@ fn row_sum(lane: u32, value: f32) -> f32 {
 // read clamped to it and not stored.
 override MATVEC_ROWS: u32 = 1u; // 1, 2, 4 or 8
 
+// Words per invocation per round of a decode matvec's loop over k (matmul.wgsl's and moe.wgsl's): 1, or up to 4
+// at one row per row group, where a round of one word leaves an invocation a single weight load in flight
+// (MATVEC_ROWS gives that many). A round loads the words i0, i0 + ROW_THREADS, ... of its rows before it uses
+// any, so each invocation has MATVEC_UNROLL times the loads in flight; the sums are taken in the same order as
+// one word per round, so the results are the same.
+override MATVEC_UNROLL: u32 = 1u;
+
+// xs of the MATVEC_UNROLL words of a round, gathered by the caller (x_word, normalised_word): 0 past the row.
+struct RoundXs {
+    xs: array<X8, 4>,
+}
+
 // One value per row of a row group: rows 0-3 in a, 4-7 in b.
 struct Rows8 {
     a: vec4<f32>,

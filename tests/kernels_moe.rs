@@ -19,7 +19,7 @@ use jamba_wgpu::weights::quant::QuantFormat;
 use jamba_wgpu::{reference, Error};
 
 /// The decode path (indexed matvec: at two row widths, quantized rows by codes and by words, 1 to 8 rows per row
-/// group) and the prefill path (grouped tiled, with each tiled kernel the adapter runs), forced.
+/// group, rounds of 1, 2 or 4 words) and the prefill path (grouped tiled, with each tiled kernel the adapter runs), forced.
 fn paths(ctx: &Context) -> Vec<Tuning> {
     let decode = Tuning {
         row_threads: 1,
@@ -38,6 +38,9 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
         Tuning { row_threads: 32, ..decode },
         Tuning { row_threads: 32, quant_words: true, matvec_rows: 2, ..decode },
         Tuning { row_threads: 32, matvec_rows: 4, ..decode },
+        // One row per row group, 4 or 2 words a round.
+        Tuning { matvec_unroll: 4, ..decode },
+        Tuning { row_threads: 32, quant_words: true, matvec_unroll: 2, ..decode },
     ];
     for prefill in [Prefill::Tiled, Prefill::Blocked] {
         if ctx.supports(prefill) {
@@ -289,6 +292,45 @@ fn moe_dense_mlp_matches_reference() {
                 g.run().unwrap();
                 let got = ctx.read_f32(&out).unwrap();
                 assert_close(&format!("dense_mlp T = {t}, {dtype:?}, {tuning:?}"), &got, &want, 1e-5, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn expert_matvecs_unrolled_sum_exactly_as_one_word_a_round() {
+    // The SwiGLU (norm fused, and not) and down matvecs at one row per row group, 2 or 4 words a round: the same
+    // output bit for bit as one word a round, for each weight type, at widths that end rounds part way.
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(19);
+    let (h, i, t) = (320, 192, 2);
+    let scratch = MoeScratch::new(ctx, t, h, i, 0, 0).unwrap();
+    let norm_gpu = ctx.upload_f32("norm", &[h], &rng.vec(h, 1.0)).unwrap();
+    let norm = RmsNorm { weight: &norm_gpu, eps: 1e-6 };
+    let residual = rng.vec(t * h, 1.0);
+    for dtype in [DType::F32, DType::BF16, DType::Quant(QuantFormat::Q8), DType::Quant(QuantFormat::ALL[1])] {
+        let (gate, _) = upload_weights(ctx, "gate", &[i, h], &rng.vec(i * h, 0.5), dtype);
+        let (up, _) = upload_weights(ctx, "up", &[i, h], &rng.vec(i * h, 0.5), dtype);
+        let (down, _) = upload_weights(ctx, "down", &[h, i], &rng.vec(h * i, 0.5), dtype);
+        for row_threads in [1, 32] {
+            let run = |unroll: u32, fused: bool| {
+                let stream = ctx.upload_f32("stream", &[t, h], &residual).unwrap();
+                let normed = ctx.zeros("normed", &[t, h], DType::F32).unwrap();
+                let mut g = Graph::new(ctx);
+                g.tuning = Tuning { row_threads, matvec_unroll: unroll, matvec_min_workgroups: usize::MAX, ..paths(ctx)[0] };
+                match fused {
+                    true => dense_mlp_rms_norm(&mut g, &stream, norm, t, &gate, &up, &down, &normed, &scratch, &stream).unwrap(),
+                    false => dense_mlp(&mut g, &stream, t, &gate, &up, &down, &scratch, &stream).unwrap(),
+                }
+                g.run().unwrap();
+                ctx.read_f32(&stream).unwrap()
+            };
+            for fused in [false, true] {
+                let once = run(1, fused);
+                for unroll in [2, 4] {
+                    let what = format!("{dtype:?}, {row_threads} lanes, fused norm {fused}, unroll {unroll}");
+                    assert!(run(unroll, fused) == once, "{what}: differs from one word a round");
+                }
             }
         }
     }

@@ -80,8 +80,8 @@ pub struct Tuning {
     /// fewer, it takes half as many, and so on down to 1. On a GPU enough to fill every compute unit of a large
     /// one (128); on a CPU adapter two per hardware thread of the host.
     pub matvec_min_workgroups: usize,
-    /// Words each invocation of a matvec computing one row per row group loads per round (`MATVEC_UNROLL` in
-    /// matmul.wgsl: 1, 2 or 4), all before it uses any: the loads in flight that `matvec_rows` rows would give,
+    /// Words each invocation of a decode matvec (matmul.wgsl's, and moe.wgsl's experts and dense MLP) computing
+    /// one row per row group loads per round (`MATVEC_UNROLL` in prelude.wgsl: 1, 2 or 4), all before it uses any: the loads in flight that `matvec_rows` rows would give,
     /// for matvecs at one row, by the tuning or for lack of workgroups (Mamba's x_proj). A GPU hides memory
     /// latency with loads in flight: one 4-byte load per invocation explains both an H200's 106 us router (one
     /// workgroup) and its 1.1 TB/s in_proj matvec. 4 on GPUs, not yet measured there; 1 on CPU adapters, where it
@@ -138,11 +138,11 @@ impl Tuning {
 
 impl std::fmt::Display for Tuning {
     /// `32 lanes per row, tiled prefill from 8 rows, 1 matvec rows per group (>= 128 workgroups; at 1, 4 words a
-    /// round), quantized rows by codes, chunked prefill scans`.
+    /// round; k in parts below 1024), quantized rows by codes, chunked prefill scans`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups{}), {}, {}",
+            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups{}{}), {}, {}",
             self.row_threads,
             format!("{:?}", self.prefill).to_lowercase(),
             self.tiled_min_rows,
@@ -151,6 +151,10 @@ impl std::fmt::Display for Tuning {
             match self.matvec_unroll {
                 1 => String::new(),
                 unroll => format!("; at 1, {unroll} words a round"),
+            },
+            match self.matvec_split_workgroups {
+                0 => String::new(),
+                split => format!("; k in parts below {split}"),
             },
             if self.quant_words { "quantized rows by words" } else { "quantized rows by codes" },
             match self.serial_scan_min_channels {
@@ -252,7 +256,7 @@ impl Context {
         if let Some(rows) = options.matvec_rows.filter(|r| !crate::kernels::MATVEC_ROWS.contains(r)) {
             return Err(Error::Input(format!("matvec rows {rows}: expected one of {:?}", crate::kernels::MATVEC_ROWS)));
         }
-        let unrolls = crate::kernels::matmul::MATVEC_UNROLLS;
+        let unrolls = crate::kernels::MATVEC_UNROLLS;
         if let Some(unroll) = options.matvec_unroll.filter(|u| !unrolls.contains(u)) {
             return Err(Error::Input(format!("matvec unroll {unroll}: expected one of {unrolls:?}")));
         }

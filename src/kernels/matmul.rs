@@ -4,7 +4,7 @@
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_shape, matvec_launch, matvec_variants, u32_of, weight_variants, Cols, IntoCols, MatvecLaunch,
+    dims2, expect_dtype, expect_shape, matvec_launch, u32_of, unrolled_matvec_variants, weight_variants, Cols, IntoCols, MatvecLaunch,
     WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
@@ -146,7 +146,7 @@ pub fn matmul<'a>(
     let tensors = [x.tensor, w, y.tensor];
     let n = w.shape()[0];
     if is_matvec(g, x.rows) {
-        let (constants, grid) = matvec_constants(g, matvec_launch(g, w, x.rows, n)?);
+        let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, n)?;
         g.dispatch(&MATVEC, &constants, &params, &tensors, grid)
     } else if g.tuning.prefill == Prefill::Blocked {
         let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
@@ -225,8 +225,7 @@ pub fn matmul_parts<'a>(
         ..matmul_params(op, x, w, y, false)?
     };
     let n = w.shape()[0];
-    let (constants, _) = matvec_constants(g, matvec_launch(g, w, x.rows, n)?);
-    let rows_per_group = constants.iter().find(|(name, _)| *name == "MATVEC_ROWS").map_or(1, |&(_, r)| r as usize);
+    let MatvecLaunch { constants, rows_per_group, .. } = matvec_launch(g, w, x.rows, n)?;
     let per_part = x.rows * n.div_ceil(64 / g.tuning.row_threads as usize * rows_per_group);
     let grid = g.linear_grid((per_part * parts) as u64)?;
     g.dispatch(&MATVEC_PARTS, &constants, &params, &[x.tensor, w, y.tensor], grid)
@@ -303,7 +302,7 @@ pub fn matmul_rms_norm<'a>(
         normed_offset: u32_of(op, "normed offset", out.offset)?,
         ..matmul_params(op, x, w, y, accumulate)?
     };
-    let (constants, grid) = matvec_constants(g, matvec_launch(g, w, x.rows, w.shape()[0])?);
+    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, w.shape()[0])?;
     match normed {
         Normed::Keep(out) => {
             let tensors = [x.tensor, w, y.tensor, norm.weight, out.tensor];
@@ -381,34 +380,10 @@ pub fn matmul_rms_norm_conv<'a>(
         ..matmul_params(op, x, w, y, false)?
     };
     u32_of(op, "conv state", x.rows * state_stride)?;
-    let (constants, grid) = matvec_constants(g, matvec_launch(g, w, x.rows, w.shape()[0])?);
+    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, w.shape()[0])?;
     let tensors = [x.tensor, w, y.tensor, norm.weight, conv.out, conv.weight, conv.bias, conv.state];
     g.dispatch(&MATVEC_NORM_CONV, &constants, &params, &tensors, grid)
 }
-
-/// The override constants of matmul.wgsl's matvecs: a launch's, and MATVEC_UNROLL, the graph's
-/// [`Tuning::matvec_unroll`](crate::gpu::Tuning::matvec_unroll) at one row per row group and 1 otherwise.
-fn matvec_constants(g: &Graph, launch: MatvecLaunch) -> ([(&'static str, f64); 5], [u32; 3]) {
-    let unroll = if launch.one_row { g.tuning.matvec_unroll } else { 1 };
-    let [a, b, c, d] = launch.constants;
-    ([a, b, c, d, ("MATVEC_UNROLL", unroll as f64)], launch.grid)
-}
-
-/// Every matvec variant, one word per invocation per round; and with one row per row group, each unrolled round
-/// ([`MATVEC_UNROLLS`]).
-fn unrolled_matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
-    let mut out = Vec::new();
-    for variant in matvec_variants() {
-        let one_row = variant.contains(&("MATVEC_ROWS", 1.0));
-        for unroll in MATVEC_UNROLLS.into_iter().filter(|&u| u == 1 || one_row) {
-            out.push([variant.clone(), vec![("MATVEC_UNROLL", unroll as f64)]].concat());
-        }
-    }
-    out
-}
-
-/// Every `MATVEC_UNROLL` (matmul.wgsl) the matvecs are built for: words per invocation per round.
-pub const MATVEC_UNROLLS: [u32; 3] = [1, 2, 4];
 
 /// The parameters of y (+)= x W^T, once the shapes and the weight type are checked.
 fn matmul_params(op: &str, x: Cols, w: &Tensor, y: Cols, accumulate: bool) -> Result<MatmulParams> {

@@ -122,23 +122,39 @@ fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
     out
 }
 
-/// W_DTYPE, ROW_THREADS, MATVEC_ROWS and QUANT_WORDS of a decode matvec.
-type MatvecConstants = [(&'static str, f64); 4];
+/// Every `MATVEC_UNROLL` (prelude.wgsl) the decode matvecs are built for: words per invocation per round.
+pub const MATVEC_UNROLLS: [u32; 3] = [1, 2, 4];
+
+/// Every decode matvec variant ([`matvec_variants`]), one word per invocation per round; and with one row per
+/// row group, each unrolled round ([`MATVEC_UNROLLS`]).
+fn unrolled_matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let mut out = Vec::new();
+    for variant in matvec_variants() {
+        let one_row = variant.contains(&("MATVEC_ROWS", 1.0));
+        for unroll in MATVEC_UNROLLS.into_iter().filter(|&u| u == 1 || one_row) {
+            out.push([variant.clone(), vec![("MATVEC_UNROLL", unroll as f64)]].concat());
+        }
+    }
+    out
+}
+
+/// W_DTYPE, ROW_THREADS, MATVEC_ROWS, QUANT_WORDS and MATVEC_UNROLL of a decode matvec.
+type MatvecConstants = [(&'static str, f64); 5];
 
 /// A decode matvec's launch ([`matvec_launch`]).
 struct MatvecLaunch {
     constants: MatvecConstants,
     grid: [u32; 3],
-    /// Whether each row group computes one row (MATVEC_ROWS 1): by the tuning, or halved down to it for lack of
-    /// workgroups (Mamba's x_proj, dt_rank + 2 d_state rows of d_inner). Each invocation then has one weight load
-    /// in flight per word unless its rounds are unrolled.
-    one_row: bool,
+    /// Rows of the weights each row group computes (MATVEC_ROWS).
+    rows_per_group: usize,
 }
 
 /// The override constants and grid of a decode matvec (matmul.wgsl's and moe.wgsl's) over weights `w` for
 /// `rows` rows (tokens, or MoE slots) of `n` outputs each: the weight type, the graph's row width and way of
 /// reading quantized rows, and its rows per row group, halved while the dispatch would have fewer workgroups than
-/// [`Tuning::matvec_min_workgroups`](crate::gpu::Tuning::matvec_min_workgroups).
+/// [`Tuning::matvec_min_workgroups`](crate::gpu::Tuning::matvec_min_workgroups); at one row per group (by the
+/// tuning, or halved down to it: Mamba's x_proj), [`Tuning::matvec_unroll`](crate::gpu::Tuning::matvec_unroll)
+/// words a round, for the loads in flight more rows would give.
 fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Result<MatvecLaunch> {
     let tuning = g.tuning;
     let workgroups = |per_group: u32| rows * n.div_ceil((64 / tuning.row_threads * per_group) as usize);
@@ -151,9 +167,10 @@ fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Re
         ("ROW_THREADS", tuning.row_threads as f64),
         ("MATVEC_ROWS", per_group as f64),
         ("QUANT_WORDS", if tuning.quant_words { 1.0 } else { 0.0 }),
+        ("MATVEC_UNROLL", if per_group == 1 { tuning.matvec_unroll as f64 } else { 1.0 }),
     ];
     let grid = g.linear_grid(workgroups(per_group) as u64)?;
-    Ok(MatvecLaunch { constants, grid, one_row: per_group == 1 })
+    Ok(MatvecLaunch { constants, grid, rows_per_group: per_group as usize })
 }
 
 /// Columns `offset..offset + width` of the first `rows` rows of a 2-D f32 tensor `[rows, cols]`: how kernels

@@ -14,7 +14,7 @@ use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, matvec_variants, MatvecLaunch, no_variants, u32_of, weight_variants,
+    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, unrolled_matvec_variants, MatvecLaunch, no_variants, u32_of, weight_variants,
     IntoCols,
     FLOAT_DTYPES, WEIGHT_DTYPES,
 };
@@ -153,16 +153,16 @@ macro_rules! expert_kernel {
 }
 
 expert_kernel!(/** Decode: act[s] = silu(x gate_e^T) * (x up_e^T) for the expert in ids[s]. */
-    SWIGLU_MATVEC, "swiglu_matvec", matvec_variants);
+    SWIGLU_MATVEC, "swiglu_matvec", unrolled_matvec_variants);
 expert_kernel!(
     /** Decode: SWIGLU_MATVEC of rms_norm(x, norm_w), normalising the raw rows as it reads them. */
     SWIGLU_NORM_MATVEC,
     MOE_SHADER,
     "swiglu_norm_matvec",
-    matvec_variants,
+    unrolled_matvec_variants,
     EXPERT_NORM_BINDINGS
 );
-expert_kernel!(/** Decode: y_slots[s] = act[s] down_e^T. */ DOWN_MATVEC, "down_matvec", matvec_variants);
+expert_kernel!(/** Decode: y_slots[s] = act[s] down_e^T. */ DOWN_MATVEC, "down_matvec", unrolled_matvec_variants);
 expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its grouped rows. */
     SWIGLU_TILED, "swiglu_tiled", weight_variants);
 expert_kernel!(/** Prefill: down of every expert of a stack over its grouped rows. */
@@ -175,7 +175,7 @@ expert_kernel!(
     /** Decode with every expert in one stack: out += the routing-weighted sum of act[s] down_e^T. */
     DOWN_COMBINE_MATVEC,
     "down_combine_matvec",
-    matvec_variants
+    unrolled_matvec_variants
 );
 expert_kernel!(/** out += the routing-weighted sum of each token's expert outputs. */ COMBINE, "combine", no_variants);
 
