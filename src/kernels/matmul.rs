@@ -1,7 +1,7 @@
 //! matmul.wgsl: y = x W^T (+ y), the Linear layer, for f32, f16, bf16 and quantized (q8, q4) weights; and
 //! y = rms_norm(x) W^T (+ y), the norm fused into the matvec on decode steps.
 
-use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor};
+use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor, Tuning};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
     dims2, expect_dtype, expect_shape, matvec_launch, u32_of, unrolled_matvec_variants, weight_variants, Cols, IntoCols, MatvecLaunch,
@@ -178,21 +178,27 @@ pub fn k_parts(g: &Graph, rows: usize, w: &Tensor) -> usize {
     if !is_matvec(g, rows) || workgroups == 0 || workgroups >= g.tuning.matvec_split_workgroups {
         return 1;
     }
-    let wanted = g.tuning.matvec_split_workgroups.div_ceil(workgroups).min(MAX_K_PARTS);
-    let most = k / min_part_cols(g);
-    let parts = wanted.min(most).max(1);
-    k.div_ceil(part_cols(g, k, parts))
+    parts_of(&g.tuning, k, g.tuning.matvec_split_workgroups.div_ceil(workgroups))
+}
+
+/// At most `wanted` parts of k (and [`MAX_K_PARTS`]), each of at least [`min_part_cols`]: a count that
+/// [`part_cols`] gives back, k.div_ceil(part_cols(k, parts)) == parts, as [`matmul_parts`] requires.
+fn parts_of(tuning: &Tuning, k: usize, wanted: usize) -> usize {
+    let parts = wanted.min(MAX_K_PARTS).min(k / min_part_cols(tuning)).max(1);
+    // Rounding the columns up can leave fewer parts, p = k.div_ceil(cols). That count gives itself back: p parts
+    // take at least k / p columns each, so no more than p parts; and at most cols each, so no fewer.
+    k.div_ceil(part_cols(tuning, k, parts))
 }
 
 /// The fewest columns a part of k gets: 64 per 8 invocations sharing a row (whole words, whole q4 groups).
-fn min_part_cols(g: &Graph) -> usize {
-    64 * (g.tuning.row_threads as usize).div_ceil(8)
+fn min_part_cols(tuning: &Tuning) -> usize {
+    64 * (tuning.row_threads as usize).div_ceil(8)
 }
 
 /// Columns per part when k is cut into `parts`: a multiple of 64 (whole words and q4 groups), at least
 /// [`min_part_cols`].
-fn part_cols(g: &Graph, k: usize, parts: usize) -> usize {
-    k.div_ceil(parts.max(1)).next_multiple_of(64).max(min_part_cols(g))
+fn part_cols(tuning: &Tuning, k: usize, parts: usize) -> usize {
+    k.div_ceil(parts.max(1)).next_multiple_of(64).max(min_part_cols(tuning))
 }
 
 /// x W^T over k in `parts` parts (as [`k_parts`] counts them), each part's sums stored on their own: part s at
@@ -210,7 +216,7 @@ pub fn matmul_parts<'a>(
     let op = "matmul_parts";
     let (x, y) = (x.into_cols()?, y.into_cols()?);
     let k = w.shape().get(1).copied().unwrap_or(0);
-    let cols = part_cols(g, k, parts);
+    let cols = part_cols(&g.tuning, k, parts);
     if parts == 0 || parts > MAX_K_PARTS || k.div_ceil(cols) != parts || !is_matvec(g, x.rows) {
         return Err(Error::shape(op, format!("{parts} parts of k = {k} (k_parts counts them) on {} rows", x.rows)));
     }
@@ -418,3 +424,27 @@ fn matmul_params(op: &str, x: Cols, w: &Tensor, y: Cols, accumulate: bool) -> Re
 }
 
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_of_k_are_a_count_their_columns_give_back() {
+        for row_threads in [1, 32, 64] {
+            let tuning = Tuning { row_threads, ..Tuning::gpu() };
+            for k in (1..5000).step_by(37).chain([4096, 8192, 14336]) {
+                for wanted in 1..=20 {
+                    let parts = parts_of(&tuning, k, wanted);
+                    let cols = part_cols(&tuning, k, parts);
+                    assert!((1..=MAX_K_PARTS.min(wanted)).contains(&parts), "k {k}, wanted {wanted}: {parts} parts");
+                    assert_eq!(k.div_ceil(cols), parts, "k {k}, wanted {wanted}, {row_threads} lanes: {cols} columns a part");
+                    assert!(cols % 64 == 0 && (parts == 1 || cols >= min_part_cols(&tuning)), "k {k}: {cols} columns");
+                }
+            }
+        }
+        // Jamba-1.5-Mini's x_proj on a GPU: 144 workgroups in one part, 8 parts of 1,024 columns for 1,024.
+        let gpu = Tuning::gpu();
+        assert_eq!((parts_of(&gpu, 8192, 1024usize.div_ceil(144)), part_cols(&gpu, 8192, 8)), (8, 1024));
+    }
+}

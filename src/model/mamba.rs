@@ -49,10 +49,9 @@ pub(crate) fn encode(
         Rows::Sequence { .. } => ScanPath::Chunked,
         Rows::Batch { .. } => ScanPath::Batch,
     };
-    // A decode step's scan applies dt_proj itself when it is in one part (below; dt_rank up to
-    // ssm_scan::MAX_DT_RANK); it can then also add up
-    // x_proj's output in parts over d_inner, which spreads x_proj (R + 2N rows of a long d_inner) over more
-    // workgroups.
+    // A decode step's scan applies dt_proj itself when dt_proj is in one part and dt_rank is at most
+    // ssm_scan::MAX_DT_RANK (below); it can then also add up x_proj's output in parts over d_inner, which spreads
+    // x_proj (R + 2N rows of a long d_inner) over more workgroups.
     let dt_proj = match (path, w.dt_proj.parts.as_slice()) {
         (ScanPath::Decode | ScanPath::Batch, [(0, weight)]) if r <= ssm_scan::MAX_DT_RANK => Some((&w.dt_norm, weight)),
         _ => None,
