@@ -165,7 +165,7 @@ pub const MAX_K_PARTS: usize = 16;
 
 /// How many parts a decode matvec of `rows` rows of x over `w` ([n, k]) should cut k into ([`matmul_parts`]):
 /// enough for [`Tuning::matvec_split_workgroups`] workgroups at one row per row group, as many as k allows at
-/// [`part_cols`]'s least (256 columns where 32 invocations share a row, 64 where one does), at most
+/// the fewest columns a part takes (64 per 8 invocations sharing a row: 256 at 32, 64 at 1), at most
 /// [`MAX_K_PARTS`]; 1 where one part has the workgroups already, or the rows take the tiled path.
 ///
 /// [`Tuning::matvec_split_workgroups`]: crate::gpu::Tuning::matvec_split_workgroups
