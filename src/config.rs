@@ -288,7 +288,7 @@ fn quantization_section(map: &Map<String, Value>) -> Result<Option<Quantization>
     Ok(Some(Quantization { format, scope }))
 }
 
-/// The `quantization` section for config.json, as [`quantization_section`] reads it.
+/// The `quantization` section for config.json, as [`JambaConfig`]'s parser reads it back.
 pub fn quantization_json(q: &Quantization) -> Value {
     let mut section = serde_json::json!({ "format": q.format.name(), "scope": q.scope.name(), "quantized_by": "jamba-wgpu" });
     if let QuantFormat::Q4 { group, min } = q.format {

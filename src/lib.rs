@@ -3,7 +3,7 @@
 //!
 //! The data flow: checkpoint directory -> [`config`] + memory-mapped [`weights`] -> GPU buffers -> per-layer plan
 //! -> encoded compute passes -> sampled token -> text. Every GPU kernel in [`kernels`] has a CPU twin in
-//! [`reference`], and tests hold each to the other.
+//! [`reference`](mod@reference), and tests hold each to the other.
 
 pub mod bench;
 pub mod config;

@@ -1,7 +1,7 @@
 //! Perplexity over a token sequence: non-overlapping windows of W tokens, each fed as BOS followed by the
 //! window's first W - 1 tokens so that all W window tokens are scored (the method of
 //! models/jamba-tiny-quotes/expected.json, "validation"). The log-softmax is computed on the host, in f64, from
-//! [`Session::feed_all_logits`].
+//! [`Session::feed_all_logits`](crate::Session::feed_all_logits).
 
 use crate::model::{Model, SessionOptions};
 use crate::{Error, Result};

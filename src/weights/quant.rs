@@ -8,8 +8,8 @@
 //!   full -8..=7 range, as llama.cpp's Q4_0). With a minimum: w ~ q * scale + min, scale = (max - min) / 15,
 //!   min and scale both f16 (as Q4_1). K must be a multiple of the group size.
 //!
-//! Scales are rounded to their stored precision before the codes are chosen, so [`dequantize`] is exactly what
-//! the GPU computes.
+//! Scales are rounded to their stored precision before the codes are chosen, so [`Quantized::dequantize`] is
+//! exactly what the GPU computes.
 //!
 //! GPU layout: a matrix [rows, cols] is `rows` packed rows of [`QuantFormat::row_words`] u32 words each, so a
 //! row range is a contiguous byte range (matrices split by rows, expert stacks) and one binding holds a matrix:
