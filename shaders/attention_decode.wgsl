@@ -177,24 +177,37 @@ fn decode_combine(
     }
     let first_row = rh * p.n_splits;
     let width = HEAD_DIM + 2u;
-    // Empty splits (l = 0: no keys for this kv_len) have m = NEG_BIG and contribute nothing.
+    // Splits are read KEYS_A_ROUND at a time, loaded before any is used (one at a time, each split cost a memory
+    // latency); past the last split the loads are clamped and unused. Empty splits (l = 0: no keys for this
+    // kv_len) have m = NEG_BIG and contribute nothing.
     var m_max = NEG_BIG;
-    for (var s = 0u; s < p.n_splits; s++) {
-        let row = (first_row + s) * width;
-        if partials[row + 1u] > 0.0 {
-            m_max = max(m_max, partials[row]);
+    for (var s0 = 0u; s0 < p.n_splits; s0 += KEYS_A_ROUND) {
+        var ml: array<vec2<f32>, KEYS_A_ROUND>;
+        for (var u = 0u; u < KEYS_A_ROUND; u++) {
+            let row = (first_row + min(s0 + u, p.n_splits - 1u)) * width;
+            ml[u] = vec2(partials[row], partials[row + 1u]);
+        }
+        for (var u = 0u; u < KEYS_A_ROUND; u++) {
+            if s0 + u < p.n_splits && ml[u].y > 0.0 {
+                m_max = max(m_max, ml[u].x);
+            }
         }
     }
     for (var d = lane; d < HEAD_DIM; d += WG) {
         var numerator = 0.0;
         var denominator = 0.0;
-        for (var s = 0u; s < p.n_splits; s++) {
-            let row = (first_row + s) * width;
-            let l_s = partials[row + 1u];
-            if l_s > 0.0 {
-                let weight = exp(partials[row] - m_max);
-                numerator += weight * partials[row + 2u + d];
-                denominator += weight * l_s;
+        for (var s0 = 0u; s0 < p.n_splits; s0 += KEYS_A_ROUND) {
+            var mlo: array<vec3<f32>, KEYS_A_ROUND>; // m, l and o[d] of each split of the round
+            for (var u = 0u; u < KEYS_A_ROUND; u++) {
+                let row = (first_row + min(s0 + u, p.n_splits - 1u)) * width;
+                mlo[u] = vec3(partials[row], partials[row + 1u], partials[row + 2u + d]);
+            }
+            for (var u = 0u; u < KEYS_A_ROUND; u++) {
+                if s0 + u < p.n_splits && mlo[u].y > 0.0 {
+                    let weight = exp(mlo[u].x - m_max);
+                    numerator += weight * mlo[u].z;
+                    denominator += weight * mlo[u].y;
+                }
             }
         }
         out[rh * HEAD_DIM + d] = numerator / denominator; // row r, head h of [rows, n_heads * HEAD_DIM]
