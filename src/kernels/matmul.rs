@@ -4,8 +4,8 @@
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor, Tuning};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_shape, matvec_launch, u32_of, unrolled_matvec_variants, weight_variants, Cols, IntoCols, MatvecLaunch,
-    WEIGHT_DTYPES,
+    dims2, expect_dtype, expect_shape, matvec_launch, matvec_workgroups, u32_of, unrolled_matvec_variants,
+    weight_variants, Cols, IntoCols, MatvecLaunch, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -174,7 +174,7 @@ pub fn k_parts(g: &Graph, rows: usize, w: &Tensor) -> usize {
         [n, k] => (*n, *k),
         _ => return 1,
     };
-    let workgroups = rows * n.div_ceil((64 / g.tuning.row_threads.max(1)) as usize);
+    let workgroups = matvec_workgroups(&g.tuning, rows, n, 1);
     if !is_matvec(g, rows) || workgroups == 0 || workgroups >= g.tuning.matvec_split_workgroups {
         return 1;
     }
@@ -231,9 +231,8 @@ pub fn matmul_parts<'a>(
         ..matmul_params(op, x, w, y, false)?
     };
     let n = w.shape()[0];
-    let MatvecLaunch { constants, rows_per_group, .. } = matvec_launch(g, w, x.rows, n)?;
-    let per_part = x.rows * n.div_ceil(64 / g.tuning.row_threads as usize * rows_per_group);
-    let grid = g.linear_grid((per_part * parts) as u64)?;
+    let MatvecLaunch { constants, workgroups, .. } = matvec_launch(g, w, x.rows, n)?;
+    let grid = g.linear_grid((workgroups * parts) as u64)?;
     g.dispatch(&MATVEC_PARTS, &constants, &params, &[x.tensor, w, y.tensor], grid)
 }
 

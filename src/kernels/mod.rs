@@ -145,8 +145,14 @@ type MatvecConstants = [(&'static str, f64); 5];
 struct MatvecLaunch {
     constants: MatvecConstants,
     grid: [u32; 3],
-    /// Rows of the weights each row group computes (MATVEC_ROWS).
-    rows_per_group: usize,
+    /// The workgroups `grid` holds.
+    workgroups: usize,
+}
+
+/// Workgroups of a decode matvec over `rows` rows of `n` outputs each, `per_group` outputs per row group of
+/// ROW_THREADS invocations (64-invocation workgroups).
+fn matvec_workgroups(tuning: &crate::gpu::Tuning, rows: usize, n: usize, per_group: u32) -> usize {
+    rows * n.div_ceil((64 / tuning.row_threads.max(1) * per_group) as usize)
 }
 
 /// The override constants and grid of a decode matvec (matmul.wgsl's and moe.wgsl's) over weights `w` for
@@ -157,7 +163,7 @@ struct MatvecLaunch {
 /// words a round, for the loads in flight more rows would give.
 fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Result<MatvecLaunch> {
     let tuning = g.tuning;
-    let workgroups = |per_group: u32| rows * n.div_ceil((64 / tuning.row_threads * per_group) as usize);
+    let workgroups = |per_group: u32| matvec_workgroups(&tuning, rows, n, per_group);
     let mut per_group = tuning.matvec_rows.max(1);
     while per_group > 1 && workgroups(per_group) < tuning.matvec_min_workgroups {
         per_group /= 2;
@@ -170,7 +176,7 @@ fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Re
         ("MATVEC_UNROLL", if per_group == 1 { tuning.matvec_unroll as f64 } else { 1.0 }),
     ];
     let grid = g.linear_grid(workgroups(per_group) as u64)?;
-    Ok(MatvecLaunch { constants, grid, rows_per_group: per_group as usize })
+    Ok(MatvecLaunch { constants, grid, workgroups: workgroups(per_group) })
 }
 
 /// Columns `offset..offset + width` of the first `rows` rows of a 2-D f32 tensor `[rows, cols]`: how kernels
