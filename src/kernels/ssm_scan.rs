@@ -32,43 +32,32 @@ params! {
     }
 }
 
-/// What every entry point binds. The steps (a decode step, a batch's, a single chunk) bind no more.
-const STEP_BINDINGS: &[Binding] = &[
-    read("x"),
-    read("dt"),
-    read("dt_bias"),
-    read("a_log"),
-    read("b"),
-    read("c"),
-    read("d"),
-    read("z"),
-    read_write("state"),
-    read_write("out"),
-    read("b_norm"),
-    read("c_norm"),
-    read("dt_norm"),
-    read("dt_proj"),
-];
+/// What every entry point binds, then `$extra`. The steps (a decode step, a batch's, a single chunk) bind no more;
+/// the chunked passes also bind their scratch ([`ScanScratch`]).
+macro_rules! scan_bindings {
+    ($($extra:expr),*) => {
+        &[
+            read("x"),
+            read("dt"),
+            read("dt_bias"),
+            read("a_log"),
+            read("b"),
+            read("c"),
+            read("d"),
+            read("z"),
+            read_write("state"),
+            read_write("out"),
+            read("b_norm"),
+            read("c_norm"),
+            read("dt_norm"),
+            read("dt_proj"),
+            $($extra),*
+        ]
+    };
+}
 
-/// The chunked passes also bind their scratch ([`ScanScratch`]).
-const CHUNK_BINDINGS: &[Binding] = &[
-    read("x"),
-    read("dt"),
-    read("dt_bias"),
-    read("a_log"),
-    read("b"),
-    read("c"),
-    read("d"),
-    read("z"),
-    read_write("state"),
-    read_write("out"),
-    read("b_norm"),
-    read("c_norm"),
-    read("dt_norm"),
-    read("dt_proj"),
-    read_write("chunk_h"),
-    read_write("chunk_delta"),
-];
+const STEP_BINDINGS: &[Binding] = scan_bindings!();
+const CHUNK_BINDINGS: &[Binding] = scan_bindings!(read_write("chunk_h"), read_write("chunk_delta"));
 
 /// The d_state values each kernel is validated with; any N up to [`MAX_D_STATE`] builds.
 pub const D_STATES: [u32; 5] = [4, 8, 16, 32, 64];
