@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, upload_weights, Rng};
+use common::{assert_close, gpu, own_gpu, upload_weights, Rng};
 use jamba_wgpu::gpu::{DType, Graph, Tensor};
 use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
 use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, IntoCols, FLOAT_DTYPES, WEIGHT_DTYPES};
@@ -386,6 +386,31 @@ fn a_broken_shader_is_a_typed_error_on_the_device() {
     let e = ctx.pipeline(&KERNEL, &[]).err().expect("a broken shader must not compile");
     assert!(e.to_string().contains("shaders/broken.wgsl"), "{e}");
     ctx.check().expect("the error was reported once, through the scope");
+}
+
+#[test]
+fn pipelines_are_built_side_by_side_once_each_in_order() {
+    // Its own context, so that no other test has built these variants yet.
+    let Some(ctx) = own_gpu() else { return };
+    let matvecs = (matmul::MATVEC.variants)();
+    let [a, b] = [&matvecs[0], &matvecs[1]].map(|c| (&matmul::MATVEC, c.as_slice()));
+    let variants = [a, (&argmax::ARGMAX, &[][..]), a, b];
+    let before = ctx.counts().pipelines;
+    let built = ctx.pipelines(&variants).unwrap();
+    assert_eq!(ctx.counts().pipelines - before, 3, "three variants, one of them twice");
+    for (pipeline, &(kernel, constants)) in built.iter().zip(&variants) {
+        let cached = ctx.pipeline(kernel, constants).unwrap();
+        let name = kernel.name();
+        assert!(std::sync::Arc::ptr_eq(pipeline, &cached), "{name} {constants:?} is not the cached pipeline");
+    }
+    assert_eq!(ctx.counts().pipelines - before, 3, "built again");
+
+    // A variant the device rejects (an override the shader does not declare), built beside others: its error.
+    let unknown = [("NOT_AN_OVERRIDE", 1.0)];
+    let built = ctx.pipelines(&[(&argmax::ARGMAX, &unknown[..]), b, (&elementwise::SOFTPLUS, &[][..])]);
+    let e = built.err().expect("an unknown override must not build");
+    assert!(e.to_string().contains("argmax::argmax"), "{e}");
+    ctx.check().expect("the error was reported once, through its thread's scope");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Recording and replaying dispatches.
 //!
 //! A [`Graph`] records dispatches (kernel, constants, parameters, tensors, grid) and checks each against the
-//! kernel's declaration and the device's limits. [`Graph::build`] turns it into a [`Plan`]: every bind group
-//! created once, every dispatch's parameters packed into one uniform arena. Running a plan again costs one
+//! kernel's declaration and the device's limits. [`Graph::build`] turns it into a [`Plan`]: the pipelines not
+//! yet built compiled side by side, every bind group created once, every dispatch's parameters packed into one
+//! uniform arena. Running a plan again costs one
 //! compute pass, with no allocation, and a `write_buffer` of the arena if [`Plan::params_mut`] changed it. The
 //! model's decode steps read their positions from buffers, so their plans replay unchanged.
 
@@ -19,7 +20,8 @@ pub struct OpId(usize);
 
 struct Op {
     kernel: &'static Kernel,
-    pipeline: Arc<Pipeline>,
+    /// Its override constants: the pipeline is built with the graph's others ([`Graph::build`]).
+    constants: Vec<(&'static str, f64)>,
     params: std::ops::Range<usize>,
     tensors: Vec<Tensor>,
     grid: [u32; 3],
@@ -81,14 +83,13 @@ impl<'c> Graph<'c> {
         if let Some(&too_many) = grid.iter().find(|&&g| g > max) {
             return Err(Error::DispatchTooLarge { kernel: name, workgroups: too_many as u64, limit: max });
         }
-        let pipeline = self.ctx.pipeline(kernel, constants)?;
         let align = self.ctx.limits().min_uniform_buffer_offset_alignment as usize;
         let start = self.arena.len().next_multiple_of(align);
         self.arena.resize(start, 0);
         self.arena.extend_from_slice(bytemuck::bytes_of(params));
         self.ops.push(Op {
             kernel,
-            pipeline,
+            constants: constants.to_vec(),
             params: start..self.arena.len(),
             tensors: tensors.iter().map(|&t| t.clone()).collect(),
             grid,
@@ -102,9 +103,12 @@ impl<'c> Graph<'c> {
         linear_grid(self.ctx, n)
     }
 
-    /// Creates the bind groups and the parameter arena.
+    /// Builds the pipelines not yet built (side by side: [`Context::pipelines`]), then the bind groups and the
+    /// parameter arena.
     pub fn build(self) -> Result<Plan> {
         let ctx = self.ctx;
+        let variants: Vec<_> = self.ops.iter().map(|op| (op.kernel, op.constants.as_slice())).collect();
+        let pipelines = ctx.pipelines(&variants)?;
         let arena_size = (self.arena.len().max(16) as u64).next_multiple_of(16);
         let arena = ctx.scoped(
             || "allocating the parameter arena".into(),
@@ -124,7 +128,7 @@ impl<'c> Graph<'c> {
             .map(|(tensor, _)| tensor.buffer_id())
             .collect();
         let mut steps = Vec::with_capacity(self.ops.len());
-        for op in &self.ops {
+        for (op, pipeline) in self.ops.iter().zip(pipelines) {
             let params = wgpu::BufferBinding {
                 buffer: &arena,
                 offset: op.params.start as u64,
@@ -142,7 +146,7 @@ impl<'c> Graph<'c> {
                 || {
                     ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some(&name),
-                        layout: &op.pipeline.layout,
+                        layout: &pipeline.layout,
                         entries: &entries,
                     })
                 },
@@ -151,7 +155,7 @@ impl<'c> Graph<'c> {
             let reads = named_by(op, &written).map(|tensor| (Arc::from(tensor.label()), tensor.size_bytes()));
             steps.push(Step {
                 kernel: op.kernel,
-                pipeline: op.pipeline.clone(),
+                pipeline,
                 bind_group,
                 grid: op.grid,
                 params: op.params.clone(),

@@ -9,5 +9,5 @@ pub(crate) mod tensor;
 pub use context::{Context, ContextOptions, GpuCounts, GpuFeatures, Prefill, Tuning};
 pub use graph::{DispatchTime, EncodeCost, Graph, OpId, Plan};
 pub use kernel::{read, read_write, Access, Binding, Kernel, Params, ParamsLayout, Shader, PRELUDE};
-pub use pipeline::Pipeline;
+pub use pipeline::{Pipeline, Variant};
 pub use tensor::{DType, Tensor};

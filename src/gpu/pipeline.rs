@@ -1,6 +1,7 @@
 //! The pipeline cache: one compute pipeline per (kernel, override constants), built on first use.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::context::Counters;
@@ -19,12 +20,19 @@ pub struct PipelineCache {
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
 }
 
+/// A kernel and the override constants it is specialised with: one pipeline.
+pub type Variant<'a> = (&'static Kernel, &'a [(&'static str, f64)]);
+
+fn key_of((kernel, constants): Variant<'_>) -> String {
+    format!("{}{constants:?}", kernel.name())
+}
+
 impl Context {
     /// The pipeline of `kernel` specialised with `constants`, compiled once and cached.
     pub fn pipeline(&self, kernel: &'static Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<Pipeline>> {
-        let key = format!("{}{constants:?}", kernel.name());
-        if let Some(p) = self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(p.clone());
+        let key = key_of((kernel, constants));
+        if let Some(p) = self.cached(&key) {
+            return Ok(p);
         }
         let module = self.module(kernel)?;
         let pipeline = self.scoped(
@@ -35,6 +43,43 @@ impl Context {
         let pipeline = Arc::new(pipeline);
         self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// The pipelines of `variants`, in order. Those not yet cached are compiled side by side, on as many threads
+    /// as the host has cores: a driver compiles a pipeline on one core, lavapipe (LLVM) in 20-100 ms, so the
+    /// dozen or more that a forward's first graph needs cost a second one after another there.
+    pub fn pipelines(&self, variants: &[Variant<'_>]) -> Result<Vec<Arc<Pipeline>>> {
+        let mut missing: Vec<(String, Variant<'_>)> = Vec::new();
+        for &v in variants {
+            let key = key_of(v);
+            if self.cached(&key).is_none() && !missing.iter().any(|(k, _)| *k == key) {
+                missing.push((key, v));
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len());
+        if threads > 1 {
+            // Shader modules first, one thread: each is shared by its kernels' variants, and cheap (naga).
+            for (_, (kernel, _)) in &missing {
+                self.module(kernel)?;
+            }
+            // Each thread takes the next variant nobody has taken.
+            let next = AtomicUsize::new(0);
+            let compile = || -> Result<()> {
+                while let Some((_, (kernel, constants))) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    self.pipeline(kernel, constants)?;
+                }
+                Ok(())
+            };
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..threads).map(|_| s.spawn(compile)).collect();
+                workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect::<Result<()>>()
+            })?;
+        }
+        variants.iter().map(|&(kernel, constants)| self.pipeline(kernel, constants)).collect()
+    }
+
+    fn cached(&self, key: &str) -> Option<Arc<Pipeline>> {
+        self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
     fn module(&self, kernel: &'static Kernel) -> Result<Arc<wgpu::ShaderModule>> {
