@@ -11,9 +11,15 @@
 // workgroup memory with coalesced loads; per tile it rescales o and l once by exp(m_old - m_new). The 64 rows of a
 // workgroup are consecutive (query, head-in-group) pairs of one kv head, so all of them use every staged tile.
 // Grid: n_kv_heads * ceil(t * group / WG) workgroups, linear (workgroup = kv_head * blocks + block).
-// HEAD_DIM is an override constant (one pipeline per head size), so the loops over d have constant bounds.
+// HEAD_DIM is an override constant (one pipeline per head size), so the loops over d can have constant bounds.
 
 override HEAD_DIM: u32;
+
+// Whether the loops over a head's values (d < HEAD_DIM) have that constant bound, which a compiler may unroll
+// to keep q_row and o in registers (GPUs), or the same bound read from p.head_dim, which it cannot
+// (Tuning::head_loops_unrolled; the same sums either way). Lavapipe unrolls them up to HEAD_DIM 32 and then
+// compiles this kernel in 0.3-0.5 s (the default model's first prompt waited for it), against 0.05 s.
+override HEAD_LOOPS_UNROLLED: bool = true;
 
 const MAX_HEAD_DIM: u32 = 256u;
 // Floats of K (and as many of V) staged per tile: 2 * 7 KiB of workgroup memory, under WebGPU's 16 KiB default.
@@ -31,6 +37,10 @@ struct PrefillParams {
     q_offset: u32,
     out_stride: u32,
     scale: f32,
+    head_dim: u32, // HEAD_DIM
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: PrefillParams;
@@ -67,6 +77,7 @@ fn prefill(
     let tile_keys = min(MAX_TILE_KEYS, KV_TILE / HEAD_DIM);
     let kv_dim = p.n_kv_heads * HEAD_DIM;
     let kv_col = kv_head * HEAD_DIM;
+    let head_dim = select(p.head_dim, HEAD_DIM, HEAD_LOOPS_UNROLLED); // the loops' bound
 
     var q_row: array<f32, MAX_HEAD_DIM>; // [HEAD_DIM] q * scale
     var o: array<f32, MAX_HEAD_DIM>; // [HEAD_DIM] sum_j exp(s_j - m) v_j
@@ -75,7 +86,7 @@ fn prefill(
     var l = 0.0;
     if live {
         let q0 = i * p.q_stride + p.q_offset + h * HEAD_DIM;
-        for (var d = 0u; d < HEAD_DIM; d++) {
+        for (var d = 0u; d < head_dim; d++) {
             q_row[d] = q[q0 + d] * p.scale;
             o[d] = 0.0;
         }
@@ -100,7 +111,7 @@ fn prefill(
         var m_new = m;
         for (var jj = 0u; jj < seen; jj++) {
             var score = 0.0;
-            for (var d = 0u; d < HEAD_DIM; d++) {
+            for (var d = 0u; d < head_dim; d++) {
                 score += q_row[d] * k_tile[jj * HEAD_DIM + d];
             }
             s[jj] = score;
@@ -108,13 +119,13 @@ fn prefill(
         }
         let alpha = exp(m - m_new);
         l *= alpha;
-        for (var d = 0u; d < HEAD_DIM; d++) {
+        for (var d = 0u; d < head_dim; d++) {
             o[d] *= alpha;
         }
         for (var jj = 0u; jj < seen; jj++) {
             let weight = exp(s[jj] - m_new);
             l += weight;
-            for (var d = 0u; d < HEAD_DIM; d++) {
+            for (var d = 0u; d < head_dim; d++) {
                 o[d] += weight * v_tile[jj * HEAD_DIM + d];
             }
         }
@@ -122,7 +133,7 @@ fn prefill(
     }
     if live {
         let out0 = i * p.out_stride + h * HEAD_DIM;
-        for (var d = 0u; d < HEAD_DIM; d++) {
+        for (var d = 0u; d < head_dim; d++) {
             out[out0 + d] = o[d] / l;
         }
     }

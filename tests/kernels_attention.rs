@@ -76,10 +76,16 @@ impl Sequence {
 
     /// Appends tokens `rows` to the cache and runs prefill over them; returns the output.
     fn prefill(&self, ctx: &Context, rows: std::ops::Range<usize>) -> Vec<f32> {
+        self.prefill_with(ctx, rows, ctx.tuning().head_loops_unrolled)
+    }
+
+    /// `prefill` with the kernel's loops over a head's values unrolled or not (`Tuning::head_loops_unrolled`).
+    fn prefill_with(&self, ctx: &Context, rows: std::ops::Range<usize>, head_loops_unrolled: bool) -> Vec<f32> {
         let qkv = self.upload(ctx, rows.clone());
         let [q, k, v] = self.split(&qkv);
         let out = ctx.zeros("out", &[rows.len(), self.shape.q_dim()], DType::F32).unwrap();
         let mut g = Graph::new(ctx);
+        g.tuning.head_loops_unrolled = head_loops_unrolled;
         attention::append_kv(&mut g, k, v, &self.k_cache, &self.v_cache, rows.start).unwrap();
         attention::prefill(&mut g, q, &self.k_cache, &self.v_cache, rows.end, self.shape, &out).unwrap();
         g.run().unwrap();
@@ -112,9 +118,13 @@ fn attention_prefill_matches_reference() {
         if past > 0 {
             seq.prefill(ctx, 0..past);
         }
-        let got = seq.prefill(ctx, past..past + t);
+        let got = seq.prefill_with(ctx, past..past + t, true);
         let diff = check(&format!("prefill {s:?} past {past} T {t}"), &got, &seq.reference(past..past + t));
         eprintln!("prefill {s:?} past {past} T {t}: max |diff| {diff:e}");
+        // The head loops' bound read from the parameters sums in the same order: the same bits.
+        let bound = seq.prefill_with(ctx, past..past + t, false);
+        let same = got.iter().zip(&bound).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "prefill {s:?} past {past} T {t}: head loops unrolled and not differ");
     }
 }
 

@@ -31,6 +31,7 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
         matvec_unroll: 1,
         matvec_split_workgroups: 0,
         serial_scan_min_channels: usize::MAX,
+        head_loops_unrolled: true,
     };
     let mut out = vec![
         decode,

@@ -98,6 +98,12 @@ pub struct Tuning {
     /// adapters: 64 per hardware thread of the host, so the workgroups still fill it (lavapipe, the default
     /// model's 256-token chunk: ssm_scan 61-98 -> 38-44 ms); GPUs: never (`usize::MAX`).
     pub serial_scan_min_channels: usize,
+    /// Whether prefill attention's loops over a head's values have the constant bound a compiler unrolls
+    /// (`HEAD_LOOPS_UNROLLED` in attention.wgsl), to hold a row's q and output in registers: GPUs. Not on CPU
+    /// adapters: lavapipe unrolls them at head_dim 32 and below and then takes 0.3-0.5 s to compile the kernel
+    /// (0.05 s with the bound read from the parameters), which the default model's first prompt waited for;
+    /// the kernel ran 15 -> 20-35 ms slower at 512 tokens there.
+    pub head_loops_unrolled: bool,
 }
 
 impl Tuning {
@@ -115,6 +121,7 @@ impl Tuning {
             matvec_unroll: 4,
             matvec_split_workgroups: 1024,
             serial_scan_min_channels: usize::MAX,
+            head_loops_unrolled: true,
         }
     }
 
@@ -132,6 +139,7 @@ impl Tuning {
             matvec_unroll: 1,
             matvec_split_workgroups: 2 * cpu_threads(),
             serial_scan_min_channels: 64 * cpu_threads(),
+            head_loops_unrolled: false,
         }
     }
 }
@@ -407,8 +415,10 @@ impl Context {
     pub fn tunings(&self) -> Vec<Tuning> {
         let mut out = Vec::new();
         for row_threads in crate::kernels::ROW_THREADS {
-            // Each way of reading quantized rows, and each count of rows per row group, at least once.
-            for (quant_words, matvec_rows) in [(false, 1), (true, 8), (false, 4), (true, 2)] {
+            // Each way of reading quantized rows, each count of rows per row group, and prefill attention's head
+            // loops unrolled or not, at least once.
+            let each = [(false, 1, true), (true, 8, false), (false, 4, true), (true, 2, false)];
+            for (quant_words, matvec_rows, head_loops_unrolled) in each {
                 out.push(Tuning {
                     row_threads,
                     tiled_min_rows: usize::MAX,
@@ -419,6 +429,7 @@ impl Context {
                     matvec_unroll: 1,
                     matvec_split_workgroups: 0,
                     serial_scan_min_channels: usize::MAX,
+                    head_loops_unrolled,
                 });
             }
             // Every matvec at one row per group (for lack of workgroups), 2 or 4 words a round, quantized rows read

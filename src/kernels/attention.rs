@@ -42,6 +42,11 @@ fn head_dim_variants() -> Vec<Vec<(&'static str, f64)>> {
     TESTED_HEAD_DIMS.iter().map(|&d| vec![("HEAD_DIM", d as f64)]).collect()
 }
 
+fn prefill_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let unrolled = |variant: &Vec<_>, on: f64| [variant.clone(), vec![("HEAD_LOOPS_UNROLLED", on)]].concat();
+    head_dim_variants().iter().flat_map(|v| [unrolled(v, 1.0), unrolled(v, 0.0)]).collect()
+}
+
 params! {
     pub struct AppendKvParams {
         pub rows: u32,
@@ -65,6 +70,10 @@ params! {
         pub q_offset: u32,
         pub out_stride: u32,
         pub scale: f32,
+        pub head_dim: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
@@ -109,7 +118,7 @@ pub static PREFILL: Kernel = Kernel {
     entry: "prefill",
     params: &<PrefillParams as crate::gpu::Params>::LAYOUT,
     bindings: &[read("q"), read("k_cache"), read("v_cache"), read_write("out")],
-    variants: head_dim_variants,
+    variants: prefill_variants,
 };
 
 const DECODE_BINDINGS: &[Binding] =
@@ -307,10 +316,14 @@ pub fn prefill<'a>(
         q_offset: u32_of(op, "q offset", q.offset)?,
         out_stride: u32_of(op, "out stride", shape.q_dim())?,
         scale: shape.scale(),
+        head_dim: u32_of(op, "head_dim", shape.head_dim)?,
+        ..Default::default()
     };
     let group = shape.n_heads / shape.n_kv_heads;
     let grid = g.linear_grid((shape.n_kv_heads * (t * group).div_ceil(WG)) as u64)?;
-    g.dispatch(&PREFILL, &shape.head_dim_constant(), &params, &[q.tensor, k_cache, v_cache, out], grid)
+    let [head_dim] = shape.head_dim_constant();
+    let constants = [head_dim, ("HEAD_LOOPS_UNROLLED", g.tuning.head_loops_unrolled as u32 as f64)];
+    g.dispatch(&PREFILL, &constants, &params, &[q.tensor, k_cache, v_cache, out], grid)
 }
 
 /// The partial results of split-k decode, allocated once for the longest context: per row (sequence of a batch),
