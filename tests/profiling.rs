@@ -83,6 +83,9 @@ fn the_model_bench_reports_both_profiles() -> Result<()> {
     let options = ModelBenchOptions { prompt_len: 10, gen_len: 3, chunk: 8, warmup: 0, runs: 1, batch: 1, progress: false };
     let b = bench_model(&model, &options)?;
     ensure!(b.prefill_tokens_per_s > 0.0 && b.decode_tokens_per_s > 0.0, "rates {b:?}");
+    // No warm-up: the one timed prompt is the model's first.
+    let (first, median) = (b.first_time_to_first_token_ms, b.time_to_first_token_ms);
+    ensure!(first > 0.0 && first == median, "first prompt {first} ms, median {median} ms");
     ensure!(b.dispatches_per_decode_step > 0 || !ctx.features().timestamps, "no dispatch count");
     ensure!(b.gpu_objects_created_decoding == 0, "decode steps made {} GPU objects", b.gpu_objects_created_decoding);
     ensure!(b.syncs_per_decode_step == 1.0, "{} waits per decode step, not 1 (the token)", b.syncs_per_decode_step);

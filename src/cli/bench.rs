@@ -104,7 +104,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!("adapter:   {} ({})", b.adapter, b.backend);
     println!("weights:   {:.3} GiB; peak GPU memory {:.3} GiB", gib(b.weight_bytes), gib(b.peak_gpu_bytes));
     let per = if b.batch > 1 { format!(" x {} sequences", b.batch) } else { String::new() };
-    println!("prefill:   {} tokens{per} at {:.1} tokens/s (time to first token {:.1} ms)", b.prompt_len, b.prefill_tokens_per_s, b.time_to_first_token_ms);
+    println!(
+        "prefill:   {} tokens{per} at {:.1} tokens/s (time to first token {:.1} ms; {:.1} ms for the first prompt)",
+        b.prompt_len, b.prefill_tokens_per_s, b.time_to_first_token_ms, b.first_time_to_first_token_ms
+    );
     println!("decode:    {} tokens{per} at {:.2} tokens/s", b.gen_len, b.decode_tokens_per_s);
     println!("kernels:   {}", b.kernels);
     for timed in [&b.tuning.decode, &b.tuning.prefill].into_iter().flatten() {
