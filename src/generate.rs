@@ -19,7 +19,7 @@ pub trait Forward {
     fn feed(&mut self, ids: &[u32]) -> Result<()>;
     /// The argmax of the last fed token's logits.
     fn greedy_token(&mut self) -> Result<u32>;
-    /// The logits of the last fed token: [vocab].
+    /// The logits of the last fed token: `[vocab]`.
     fn last_logits(&mut self) -> Result<Vec<f32>>;
     /// What expert streaming did so far, for a GPU session whose model streams its experts.
     fn streaming_stats(&self) -> Option<crate::model::StreamingStats> {

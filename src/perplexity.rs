@@ -49,7 +49,7 @@ pub fn perplexity(
     Ok(Perplexity { tokens_scored: tokens.len(), windows, mean_nll, perplexity: mean_nll.exp() })
 }
 
-/// -log softmax(logits)[target], in f64.
+/// `-log softmax(logits)[target]`, in f64.
 pub fn negative_log_likelihood(logits: &[f32], target: usize) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();

@@ -61,7 +61,7 @@ impl Sampler {
         &self.options
     }
 
-    /// The next token from `logits` ([vocab]), given the tokens seen so far (for the repetition penalty).
+    /// The next token from `logits` (`[vocab]`), given the tokens seen so far (for the repetition penalty).
     pub fn sample(&mut self, logits: &mut [f32], seen: &[u32]) -> u32 {
         let o = &self.options;
         if o.repetition_penalty != 1.0 {

@@ -23,7 +23,7 @@ pub static ARGMAX: Kernel = Kernel {
     variants: no_variants,
 };
 
-/// out[r] = argmax of row r of x (ties to the lowest index). x: [rows, cols] f32 columns; out: u32.
+/// `out[r]` = argmax of row r of x (ties to the lowest index). x: `[rows, cols]` f32 columns; out: u32.
 pub fn argmax<'a>(g: &mut Graph, x: impl IntoCols<'a>, out: &Tensor) -> Result<OpId> {
     let x = x.into_cols()?;
     let op = "argmax";

@@ -8,7 +8,7 @@
 //!   max / sum / weighted value) and `decode_combine` (merges the partials).
 //!
 //! A batch's decode step ([`append_kv_batch`], [`decode_batch`]) takes one token of each of B sequences, whose
-//! caches are one tensor [B, max_len, kv_dim] per layer, each at its own position: a u32 [B] buffer on the GPU,
+//! caches are one tensor `[B, max_len, kv_dim]` per layer, each at its own position: a u32 `[B]` buffer on the GPU,
 //! written before each step, so the step's plan replays unchanged.
 //!
 //! Reference: `reference::attention::attention`.
@@ -497,9 +497,9 @@ fn expect_positions(op: &str, positions: &Tensor, rows: usize) -> Result<()> {
     Ok(())
 }
 
-/// Row r of k_new and v_new ([B, kv_dim] each, columns of a fused qkv tensor) into row positions[r] of
-/// sequence r's cache: k_cache[r, positions[r]] and v_cache[r, positions[r]] ([B, max_len, kv_dim] f32).
-/// positions: u32 [B], read on the GPU when the step runs; a position at or past max_len writes nothing.
+/// Row r of k_new and v_new (`[B, kv_dim]` each, columns of a fused qkv tensor) into row `positions[r]` of
+/// sequence r's cache: `k_cache[r, positions[r]]` and `v_cache[r, positions[r]]` (`[B, max_len, kv_dim]` f32).
+/// positions: u32 `[B]`, read on the GPU when the step runs; a position at or past max_len writes nothing.
 pub fn append_kv_batch<'a>(
     g: &mut Graph,
     k_new: impl IntoCols<'a>,
@@ -536,8 +536,8 @@ pub fn append_kv_batch<'a>(
     g.dispatch(&APPEND_KV_BATCH, &[], &params, &[k_new.tensor, v_new.tensor, k_cache, v_cache, positions], grid)
 }
 
-/// Attention of row r of q ([B, n_heads * head_dim] columns) over the first positions[r] + 1 rows of sequence
-/// r's cache ([B, max_len, kv_dim]): the token appended at positions[r] and everything before it. Split along the
+/// Attention of row r of q (`[B, n_heads * head_dim]` columns) over the first `positions[r] + 1` rows of sequence
+/// r's cache (`[B, max_len, kv_dim]`): the token appended at `positions[r]` and everything before it. Split along the
 /// sequence into `scratch` (made for at least B rows), then combined into rows 0..B of out [>= B, q_dim].
 #[allow(clippy::too_many_arguments)]
 pub fn decode_batch<'a>(

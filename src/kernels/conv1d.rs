@@ -55,7 +55,7 @@ pub static CONV_BATCH: Kernel = Kernel {
 /// (reference::conv1d::causal_conv1d_silu). K comes from `weight`'s shape; T from `x`'s rows.
 ///
 /// x: [T, C] columns (e.g. the first C columns of in_proj's [T, 2C] output); state: [K-1, C] f32, read and
-/// updated; weight: [C, K] f32; bias: [C] f32; out: [>=T, C] f32. Records two dispatches (the conv, then the
+/// updated; weight: `[C, K]` f32; bias: `[C]` f32; out: `[>=T, C]` f32. Records two dispatches (the conv, then the
 /// state update), so the update never races with the conv reading the old state; one for T = 1, where each
 /// invocation reads and rewrites only its own channel's state.
 pub fn causal_conv1d_silu<'a>(
@@ -105,7 +105,8 @@ pub fn causal_conv1d_silu<'a>(
 /// sequence's state (row r of `state`, [K-1, C] in its first (K-1) * C elements), as [`causal_conv1d_silu`] does
 /// for one sequence and T = 1. Sequence slots may be padded (a batch's slots are aligned for views).
 ///
-/// x: [B, C] columns; state: [B, >= (K-1) * C] f32, read and updated; weight: [C, K]; bias: [C]; out: [>= B, C].
+/// x: `[B, C]` columns; state: `[B, >= (K-1) * C]` f32, read and updated; weight: `[C, K]`; bias: `[C]`;
+/// out: `[>= B, C]`.
 pub fn causal_conv1d_silu_batch<'a>(
     g: &mut Graph,
     x: impl IntoCols<'a>,

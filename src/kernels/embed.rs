@@ -1,4 +1,4 @@
-//! embed.wgsl: the embedding lookup, y[t] = table[ids[t]].
+//! embed.wgsl: the embedding lookup, `y[t] = table[ids[t]]`.
 
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Tensor};
 use crate::kernels::{IntoCols, dims2, expect_dtype, expect_len, u32_of, float_weight_variants, FLOAT_DTYPES};
@@ -23,7 +23,7 @@ pub static EMBED: Kernel = Kernel {
     variants: float_weight_variants,
 };
 
-/// y[i] = table[ids[i]] for the first `y.rows` ids. table: [vocab, dim]; ids: u32, checked < vocab by the
+/// `y[i] = table[ids[i]]` for the first `y.rows` ids. table: `[vocab, dim]`; ids: u32, checked < vocab by the
 /// caller; y: [t, dim] f32.
 pub fn embed<'a>(g: &mut Graph, table: &Tensor, ids: &Tensor, y: impl IntoCols<'a>) -> Result<OpId> {
     embed_rows(g, table, 0, ids, y)

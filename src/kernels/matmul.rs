@@ -236,7 +236,7 @@ pub fn matmul_parts<'a>(
     g.dispatch(&MATVEC_PARTS, &constants, &params, &[x.tensor, w, y.tensor], grid)
 }
 
-/// rms_norm(x, weight) for [`matmul_rms_norm`] to apply to x: weight [k] f32.
+/// rms_norm(x, weight) for [`matmul_rms_norm`] to apply to x: weight `[k]` f32.
 #[derive(Clone, Copy, Debug)]
 pub struct RmsNorm<'a> {
     pub weight: &'a Tensor,
@@ -323,7 +323,7 @@ pub fn matmul_rms_norm<'a>(
 /// Mamba's causal conv1d step, fused into in_proj's matvec by [`matmul_rms_norm_conv`].
 #[derive(Clone, Copy)]
 pub struct ConvStep<'a> {
-    /// [C, K] f32 and [C] f32.
+    /// `[C, K]` f32 and `[C]` f32.
     pub weight: &'a Tensor,
     pub bias: &'a Tensor,
     /// A sequence's [K-1, C] (one row of x), or a batch's [>= t, >= (K-1) * C] (row r of x is sequence r's

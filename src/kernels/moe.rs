@@ -7,7 +7,7 @@
 //! 3. per stack of experts: silu(x gate^T) * (x up^T), then down, for the routed slots only (decode: indexed
 //!    matrix-vector products that read just the chosen experts; prefill: one tiled matmul per expert over its
 //!    tokens, all experts in one dispatch).
-//! 4. out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r]), summed in j order (deterministic).
+//! 4. `out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r])`, summed in j order (deterministic).
 
 use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Prefill, Tensor};
 use crate::kernels::elementwise::silu_mul;
@@ -152,7 +152,7 @@ macro_rules! expert_kernel {
     };
 }
 
-expert_kernel!(/** Decode: act[s] = silu(x gate_e^T) * (x up_e^T) for the expert in ids[s]. */
+expert_kernel!(/** Decode: `act[s] = silu(x gate_e^T) * (x up_e^T)` for the expert in `ids[s]`. */
     SWIGLU_MATVEC, "swiglu_matvec", unrolled_matvec_variants);
 expert_kernel!(
     /** Decode: SWIGLU_MATVEC of rms_norm(x, norm_w), normalising the raw rows as it reads them. */
@@ -162,7 +162,7 @@ expert_kernel!(
     unrolled_matvec_variants,
     EXPERT_NORM_BINDINGS
 );
-expert_kernel!(/** Decode: y_slots[s] = act[s] down_e^T. */ DOWN_MATVEC, "down_matvec", unrolled_matvec_variants);
+expert_kernel!(/** Decode: `y_slots[s] = act[s] down_e^T`. */ DOWN_MATVEC, "down_matvec", unrolled_matvec_variants);
 expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its grouped rows. */
     SWIGLU_TILED, "swiglu_tiled", weight_variants);
 expert_kernel!(/** Prefill: down of every expert of a stack over its grouped rows. */
@@ -172,7 +172,7 @@ expert_kernel!(/** Prefill on CPU adapters: SwiGLU_TILED's values, in register b
 expert_kernel!(/** Prefill on CPU adapters: DOWN_TILED's values, in register blocks with x shared per subgroup. */
     DOWN_BLOCKED, MOE_CPU_SHADER, "down_blocked", weight_variants);
 expert_kernel!(
-    /** Decode with every expert in one stack: out += the routing-weighted sum of act[s] down_e^T. */
+    /** Decode with every expert in one stack: out += the routing-weighted sum of `act[s] down_e^T`. */
     DOWN_COMBINE_MATVEC,
     "down_combine_matvec",
     unrolled_matvec_variants
@@ -210,7 +210,7 @@ pub fn route(g: &mut Graph, logits: &Tensor, t: usize, top_k: usize, ids: &Tenso
 /// the expert kernels), logits = normed router^T, then [`route`]'s ids and weights. The values equal rms_norm,
 /// matmul and route's up to the order of the float sums. Few tokens only: one workgroup per token.
 ///
-/// x, normed: [>= t, H] f32; norm_w: [H] f32; router: [E, H] float (E <= [`MAX_FUSED_EXPERTS`]);
+/// x, normed: `[>= t, H]` f32; norm_w: `[H]` f32; router: `[E, H]` float (E <= [`MAX_FUSED_EXPERTS`]);
 /// logits: [>= t, E] f32; ids, weights: [>= t * top_k].
 #[allow(clippy::too_many_arguments)]
 pub fn norm_route(
@@ -366,7 +366,7 @@ impl MoeScratch {
     }
 }
 
-/// out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r]) for the first `t` rows, expert(x) = down(silu(gate(x)) *
+/// `out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r])` for the first `t` rows, expert(x) = down(silu(gate(x)) *
 /// up(x)). x: [>= t, H] (the normalised input); out: [>= t, H] (the residual stream); ids, weights: from
 /// [`route`]. Decode-sized chunks (t below `g.tuning.tiled_min_rows`) read only the chosen experts' weights;
 /// longer ones group the tokens by expert on the GPU and run one tiled matmul per expert.
@@ -642,7 +642,7 @@ pub fn dense_mlp(
 /// (t below `g.tuning.tiled_min_rows`) is two dispatches: the SwiGLU normalises x as it reads it, with rms_norm's
 /// sums, then down; longer chunks store rms_norm(x) into `normed` first, then run [`dense_mlp`] over it.
 /// x, normed, out: [>= t, H] f32 (x and out may be one buffer, the residual stream; normed another);
-/// norm.weight: [H] f32; gate, up, down as in [`dense_mlp`].
+/// norm.weight: `[H]` f32; gate, up, down as in [`dense_mlp`].
 #[allow(clippy::too_many_arguments)]
 pub fn dense_mlp_rms_norm(
     g: &mut Graph,

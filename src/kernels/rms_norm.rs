@@ -27,7 +27,7 @@ pub static RMS_NORM: Kernel = Kernel {
     variants: row_variants,
 };
 
-/// y = rms_norm(x, w). x, y: [rows, w.len()] columns (they may be slices of wider tensors); w: [cols] f32.
+/// y = rms_norm(x, w). x, y: `[rows, w.len()]` columns (they may be slices of wider tensors); w: `[cols]` f32.
 pub fn rms_norm<'a>(
     g: &mut Graph,
     x: impl IntoCols<'a>,

@@ -160,8 +160,8 @@ pub enum ScanPath {
 /// The selective scan (reference::ssm::selective_scan): decode for T = 1, chunked prefill otherwise. T is the
 /// row count of `dt`.
 ///
-/// x: [>=T, I] post-conv; dt: [T, I] dt_proj output without bias; dt_bias: [I]; a_log: [I, N]; b, c: [T, N]
-/// (columns of the normalised x_proj output); d: [I]; z: [T, I] (the second half of in_proj's output);
+/// x: `[>=T, I]` post-conv; dt: `[T, I]` dt_proj output without bias; dt_bias: `[I]`; a_log: `[I, N]`; b, c: `[T, N]`
+/// (columns of the normalised x_proj output); d: `[I]`; z: `[T, I]` (the second half of in_proj's output);
 /// state: [I, N], read and updated; out: [>=T, I]. All f32. For a batch, see [`ScanPath::Batch`].
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan<'a>(
@@ -187,12 +187,12 @@ pub fn selective_scan<'a>(
 /// rows (b_layernorm, c_layernorm) and, on decode and batch steps, dt's norm and projection.
 #[derive(Clone, Copy)]
 pub struct ScanNorms<'a> {
-    /// [N] f32 each.
+    /// `[N]` f32 each.
     pub b_weight: &'a Tensor,
     pub c_weight: &'a Tensor,
     /// Every norm's epsilon.
     pub eps: f32,
-    /// dt_layernorm's weight [R] f32 and dt_proj's weight [I, R] (any weight dtype): `dt` is then x_proj's raw dt
+    /// dt_layernorm's weight `[R]` f32 and dt_proj's weight `[I, R]` (any weight dtype): `dt` is then x_proj's raw dt
     /// columns [T, R], and dt = rms_norm(dt_raw) dt_proj^T is computed in the scan. [`ScanPath::Decode`] and
     /// [`ScanPath::Batch`] only (one row per workgroup).
     pub dt: Option<(&'a Tensor, &'a Tensor)>,

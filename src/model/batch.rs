@@ -168,7 +168,7 @@ impl<'m> Batch<'m> {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
-    /// The logits of sequence `seq`'s last fed token: [vocab].
+    /// The logits of sequence `seq`'s last fed token: `[vocab]`.
     pub fn last_logits(&self, seq: usize) -> Result<Vec<f32>> {
         if self.position(seq)? == 0 {
             return Err(Error::Input(format!("sequence {seq} of the batch was fed no token yet")));

@@ -131,7 +131,7 @@ pub struct Scratch {
     pub last: Tensor,   // [1, H], the final-normed last row
     pub logits: Tensor, // [max_t, V]
     pub next: Tensor,   // [max_t] u32, the greedy token (of each row, for a batch)
-    /// [decode_rows] u32: where each row of a decode step (a session's, or a batch's) puts its token, written
+    /// `[decode_rows]` u32: where each row of a decode step (a session's, or a batch's) puts its token, written
     /// before each step, so that the step's plan serves every position.
     pub positions: Tensor,
 }

@@ -537,7 +537,7 @@ impl<'m> Session<'m> {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
-    /// The logits of the last fed token: [vocab].
+    /// The logits of the last fed token: `[vocab]`.
     pub fn last_logits(&self) -> Result<Vec<f32>> {
         let row = self.last_row.ok_or_else(|| Error::Input("no token was fed yet".into()))?;
         let v = self.model.cfg.vocab_size as u64;

@@ -5,11 +5,11 @@
 
 use super::ops::silu;
 
-/// out[t, c] = silu(bias[c] + sum_j weight[c, j] * input[t - (K-1) + j, c]), where input rows before the first
+/// `out[t, c] = silu(bias[c] + sum_j weight[c, j] * input[t - (K-1) + j, c])`, where input rows before the first
 /// of `x` come from `state` (the K-1 previous pre-conv inputs, oldest first; zeros at the start of a sequence).
 ///
 /// x: [T, C], state: [K-1, C] (updated to the last K-1 rows of state ++ x), weight: [C, K] (HF's [C, 1, K]),
-/// bias: [C] -> [T, C].
+/// bias: `[C]` -> `[T, C]`.
 pub fn causal_conv1d_silu(
     x: &[f32],
     state: &mut [f32],

@@ -50,7 +50,7 @@ pub struct MambaState {
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
     pub logits: Vec<f32>, // [T, V]
-    /// `output_hidden_states`: [0] the embeddings, [i] the output of layer i-1 for i < NL, [NL] the output of
+    /// `output_hidden_states`: `[0]` the embeddings, `[i]` the output of layer i-1 for i < NL, `[NL]` the output of
     /// the last layer after final_layernorm. NL + 1 entries of [T, H].
     pub hidden_states: Vec<Vec<f32>>,
     /// The raw output of every decoder layer: NL entries of [T, H].

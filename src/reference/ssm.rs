@@ -12,8 +12,8 @@ use super::ops::{silu, softplus};
 /// y[t, c]  = sum_n h[c, n] * C[t, n] + D[c] * x[t, c]
 /// out[t, c] = y[t, c] * silu(z[t, c])
 /// ```
-/// x: [T, I] (post-conv), dt: [T, I] (dt_proj output without its bias), dt_bias: [I], a_log: [I, N],
-/// b, c: [T, N] (after their RMSNorms), d: [I], z: [T, I] (the gate), state h: [I, N] (updated) -> [T, I].
+/// x: `[T, I]` (post-conv), dt: `[T, I]` (dt_proj output without its bias), dt_bias: `[I]`, a_log: `[I, N]`,
+/// b, c: `[T, N]` (after their RMSNorms), d: `[I]`, z: `[T, I]` (the gate), state h: `[I, N]` (updated) -> `[T, I]`.
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan(
     x: &[f32],

@@ -19,9 +19,9 @@
 //! q4 with min:   [groups words: scale f16 in the low half, min f16 in the high half] [codes as above]
 //! ```
 //! On disk (safetensors, beside the unquantized tensors), a weight `X.weight` becomes `X.qweight` (q8: I8
-//! [rows, cols]; q4: U8 [rows, cols / 2], column 2i in the low nibble of byte i) and `X.scales` (q8: F32 [rows];
-//! q4: F16 [rows, groups], or [rows, groups, 2] as (scale, min) pairs). A GPU row is the disk row's scales, then
-//! its codes, each padded to a word: loading a quantized checkpoint is a copy.
+//! `[rows, cols]`; q4: U8 `[rows, cols / 2]`, column 2i in the low nibble of byte i) and `X.scales` (q8: F32
+//! `[rows]`; q4: F16 `[rows, groups]`, or `[rows, groups, 2]` as (scale, min) pairs). A GPU row is the disk
+//! row's scales, then its codes, each padded to a word: loading a quantized checkpoint is a copy.
 
 use half::f16;
 
