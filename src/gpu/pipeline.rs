@@ -72,7 +72,7 @@ impl Context {
             };
             std::thread::scope(|s| {
                 let workers: Vec<_> = (0..threads).map(|_| s.spawn(compile)).collect();
-                workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect::<Result<()>>()
+                workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             })?;
         }
         variants.iter().map(|&(kernel, constants)| self.pipeline(kernel, constants)).collect()
