@@ -28,36 +28,8 @@
 // - tiled (prefill): 64 x 64 output tiles per workgroup of 256 invocations, each computing 4 x 4 outputs, k in
 //   steps of 16 through workgroup memory. Grid: ceil(t / 64) * ceil(n / 64) workgroups, linear.
 
-struct MatmulParams {
-    t: u32,
-    n: u32,
-    k: u32,
-    w_row0: u32,
-    x_stride: u32,
-    x_offset: u32,
-    y_stride: u32,
-    y_offset: u32,
-    accumulate: u32,
-    // matvec_norm only: rms_norm's epsilon and where matvec_norm_out stores the normalised rows.
-    eps: f32,
-    normed_stride: u32,
-    normed_offset: u32,
-    // matvec_norm_conv only: the conv's channels (xs columns), taps, and the stride of a row's conv state.
-    conv_channels: u32,
-    conv_k: u32,
-    state_stride: u32,
-    // matvec_parts only: columns per part, and elements between consecutive parts of y.
-    part_cols: u32,
-    part_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// MatmulParams, x, w, y and store(): matmul_common.wgsl.
 
-@group(0) @binding(0) var<uniform> p: MatmulParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
 // matvec_norm only: rms_norm's weight [k]; the second output: matvec_norm_out's normalised rows [t, k],
 // matvec_norm_conv's conv output xs [t, conv_channels].
 @group(0) @binding(4) var<storage, read> norm_w: array<f32>;
@@ -70,15 +42,6 @@ struct MatmulParams {
 fn w_at(row: u32, col: u32) -> f32 {
     let r = weight_ref(p.w_row0 + row, col, p.k);
     return weight_value(r, w[r.word], w[r.scale_word]);
-}
-
-fn store(r: u32, j: u32, value: f32) {
-    let i = r * p.y_stride + p.y_offset + j;
-    if p.accumulate != 0u {
-        y[i] += value;
-    } else {
-        y[i] = value;
-    }
 }
 
 // x[x0 + c], 0 past the row (c >= k); the load clamped into the row, so that it needs no branch.

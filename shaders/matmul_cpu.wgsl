@@ -1,6 +1,5 @@
 // matmul_cpu.wgsl: y = x W^T (+ y when accumulating), the prefill matmul for CPU adapters (lavapipe's llvmpipe).
-// Reference: reference::matmul. Parameters, bindings and layouts are matmul.wgsl's (MatmulParams; x: [t, k] f32
-// rows at x[r * x_stride + x_offset + c]; W: [n, k] packed as W_DTYPE from row w_row0; y: [t, n]).
+// Reference: reference::matmul. Parameters, bindings and layouts: matmul_common.wgsl.
 //
 // Why a second kernel: llvmpipe runs the 8 invocations of a subgroup as the 8 lanes of one SIMD vector, so
 // arithmetic costs one instruction per 8 invocations, but every load from a buffer (workgroup memory included) is
@@ -19,34 +18,7 @@ const SG: u32 = 8u; // subgroup width, and k step
 const ROWS: u32 = 16u; // rows of y per invocation (shared by its subgroup)
 const COLS: u32 = 4u; // columns of y per invocation
 
-struct MatmulParams {
-    t: u32,
-    n: u32,
-    k: u32,
-    w_row0: u32,
-    x_stride: u32,
-    x_offset: u32,
-    y_stride: u32,
-    y_offset: u32,
-    accumulate: u32,
-    // matmul.wgsl's matvec_norm, matvec_norm_conv and matvec_parts only.
-    eps: f32,
-    normed_stride: u32,
-    normed_offset: u32,
-    conv_channels: u32,
-    conv_k: u32,
-    state_stride: u32,
-    part_cols: u32,
-    part_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: MatmulParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// MatmulParams, x, w, y and store(): matmul_common.wgsl.
 
 // Weight (row, col), clamped into the matrix: past it, x is 0 (columns) or the result is not stored (rows), so
 // the loads need no branch.
@@ -109,12 +81,7 @@ fn blocked(
             let r = r0 + i;
             let j = j0 + SG * cc;
             if r < p.t && j < p.n {
-                let o = r * p.y_stride + p.y_offset + j;
-                if p.accumulate != 0u {
-                    y[o] += acc[i * COLS + cc];
-                } else {
-                    y[o] = acc[i * COLS + cc];
-                }
+                store(r, j, acc[i * COLS + cc]);
             }
         }
     }

@@ -6,16 +6,23 @@ use jamba_wgpu::gpu::{Access, Context, ContextOptions, Kernel};
 use jamba_wgpu::kernels;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
-/// The shaders that use subgroup operations (CPU-adapter kernels, chosen only where subgroups exist); every other
-/// shader must validate with no optional capability.
-const SUBGROUP_SHADERS: [&str; 2] = ["matmul_cpu", "moe_cpu"];
+/// The shaders that use subgroup operations (CPU-adapter kernels and the cooperative-matrix prefill, chosen only
+/// where subgroups exist); every other shader must validate with no optional capability but the extensions it
+/// enables.
+const SUBGROUP_SHADERS: [&str; 3] = ["matmul_cpu", "moe_cpu", "matmul_coop"];
 
 fn parse(kernel: &Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
     let source = kernel.shader.wgsl();
     let module = naga::front::wgsl::parse_str(&source)
         .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
-    let capabilities =
+    let mut capabilities =
         if SUBGROUP_SHADERS.contains(&kernel.shader.name) { Capabilities::SUBGROUP } else { Capabilities::empty() };
+    if kernel.shader.enables("f16") {
+        capabilities |= Capabilities::SHADER_FLOAT16;
+    }
+    if kernel.shader.enables("wgpu_cooperative_matrix") {
+        capabilities |= Capabilities::COOPERATIVE_MATRIX;
+    }
     let info = Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
@@ -111,7 +118,8 @@ fn bindings_match_wgsl() {
 
 #[test]
 fn a_broken_shader_is_reported_with_its_name() {
-    let broken = jamba_wgpu::gpu::Shader { name: "broken", source: "fn f() -> f32 { return undefined_name; }" };
+    let broken =
+        jamba_wgpu::gpu::Shader { name: "broken", source: "fn f() -> f32 { return undefined_name; }", common: "" };
     let source = broken.wgsl();
     let error = naga::front::wgsl::parse_str(&source).expect_err("an undefined name must not parse");
     assert!(error.emit_to_string(&source).contains("undefined_name"));

@@ -75,8 +75,9 @@ pub struct GpuArgs {
     #[arg(long, value_parser = ["codes", "words"])]
     pub quant_matvec: Option<String>,
     /// Prefill matmul kernel: `tiled` (64 x 64 tiles; the default on GPUs), `wide` (128 x 128 tiles, not yet
-    /// measured on a GPU) or `blocked` (the default on CPU adapters with 8-wide subgroups).
-    #[arg(long, value_parser = ["tiled", "wide", "blocked"])]
+    /// measured on a GPU), `blocked` (the default on CPU adapters with 8-wide subgroups) or `coop` (f16 matrix
+    /// units through wgpu's experimental cooperative matrices, enabled only by this choice; not yet run on a GPU).
+    #[arg(long, value_parser = ["tiled", "wide", "blocked", "coop"])]
     pub prefill_kernel: Option<String>,
     /// Rows of each weight matrix one decode matvec invocation computes, reading x once for all of them: 1, 2,
     /// 4 or 8 (default: 8 on CPU adapters; 1 on GPUs, where more is not yet measured).
@@ -110,6 +111,7 @@ impl GpuArgs {
         let prefill = self.prefill_kernel.as_deref().map(|k| match k {
             "wide" => Prefill::Wide,
             "blocked" => Prefill::Blocked,
+            "coop" => Prefill::Coop,
             _ => Prefill::Tiled,
         });
         let options = ContextOptions {

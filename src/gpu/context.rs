@@ -55,6 +55,9 @@ pub struct GpuFeatures {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamps: bool,
+    /// wgpu's experimental cooperative matrices, enabled only for [`Prefill::Coop`] (asked for in
+    /// [`ContextOptions`]).
+    pub cooperative_matrices: bool,
 }
 
 /// Choices that shape kernels for an adapter. [`Context::tuning`] picks them; a [`Graph`](crate::gpu::Graph)
@@ -191,7 +194,19 @@ pub enum Prefill {
     /// Register blocks, x shared across 8-wide subgroups, no workgroup memory or barriers (matmul_cpu.wgsl): for
     /// CPU adapters, where each load costs one scalar load per invocation and each barrier a context switch.
     Blocked,
+    /// 64 x 64 tiles of 16 x 16 x 16 f16 cooperative matrices accumulated in f32 (matmul_coop.wgsl; the MoE
+    /// experts take `Tiled`'s kernels): the adapter's matrix units (tensor cores), where the others use its
+    /// scalar f32 units, about 8 TFLOP/s of an H200's 67. x and W are rounded to f16 as they are staged (values
+    /// beyond +-65,504 saturate). Through wgpu's experimental cooperative matrices, which wgpu says may still
+    /// hold bugs with undefined behaviour, so a context enables them only when this kernel is asked for
+    /// ([`ContextOptions::prefill`], `--prefill-kernel coop`), never by default or by tuning. Needs 16 x 16 x 16
+    /// f16 -> f32 matrices, subgroups exactly 32 wide, and [`COOP_WORKGROUP_BYTES`] of workgroup memory. Not yet
+    /// run on a GPU: software adapters have no matrix units.
+    Coop,
 }
+
+/// Workgroup memory [`Prefill::Coop`]'s kernel needs: two 64 x 40 f16 staging tiles and a 64 x 68 f32 output tile.
+pub const COOP_WORKGROUP_BYTES: u32 = 2 * 64 * 40 * 2 + 64 * 68 * 4;
 
 /// How many GPU objects a [`Context`] has made, by kind, through this crate's paths (tensors, plans' parameter
 /// arenas and bind groups, readback staging, timestamp queries, pipelines), how often the host has waited for
@@ -282,13 +297,24 @@ impl Context {
             true => adapter.cooperative_matrix_properties(),
             false => Vec::new(),
         };
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let asked = options.prefill.or(options.tuning.map(|t| t.prefill));
+        let coop = asked == Some(Prefill::Coop);
+        if coop {
+            wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let required_features = offered & wanted;
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("jamba-wgpu"),
                 required_features,
+                // SAFETY: wgpu's experimental features may hold bugs with undefined behaviour. They are enabled
+                // only when the caller asked for the one kernel that uses them (Prefill::Coop, documented so).
+                experimental_features: match coop {
+                    true => unsafe { wgpu::ExperimentalFeatures::enabled() },
+                    false => wgpu::ExperimentalFeatures::disabled(),
+                },
                 required_limits: limits.clone(),
                 memory_hints: wgpu::MemoryHints::Performance,
                 ..Default::default()
@@ -317,6 +343,7 @@ impl Context {
                 shader_f16: required_features.contains(wgpu::Features::SHADER_F16),
                 subgroups: required_features.contains(wgpu::Features::SUBGROUP),
                 timestamps: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
+                cooperative_matrices: required_features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
             },
             info,
             limits,
@@ -333,12 +360,8 @@ impl Context {
             memory: Default::default(),
             counts: Default::default(),
         };
-        if let Some(prefill) = options.prefill.or(options.tuning.map(|t| t.prefill)).filter(|&p| !ctx.supports(p)) {
-            let (min, max) = (ctx.info.subgroup_min_size, ctx.info.subgroup_max_size);
-            return Err(Error::Input(format!(
-                "prefill kernel {prefill:?} needs subgroups exactly 8 wide; {} has {min} to {max}",
-                ctx.info.name
-            )));
+        if let Some(prefill) = asked.filter(|&p| !ctx.supports(p)) {
+            return Err(Error::Input(ctx.unsupported(prefill)));
         }
         Ok(ctx)
     }
@@ -405,6 +428,7 @@ impl Context {
     pub fn prefill_choices(&self) -> Vec<Prefill> {
         match self.prefill {
             Some(prefill) => vec![prefill],
+            // Coop only when asked for (it needs the experimental feature): `Some` above.
             None => [Prefill::Tiled, Prefill::Wide, Prefill::Blocked].into_iter().filter(|&p| self.supports(p)).collect(),
         }
     }
@@ -437,7 +461,7 @@ impl Context {
             let unroll = if row_threads == 32 { 2 } else { 4 };
             let one_row = Tuning { matvec_min_workgroups: usize::MAX, matvec_unroll: unroll, ..out[out.len() - 1] };
             out.push(Tuning { quant_words: row_threads != 32, ..one_row });
-            for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {
+            for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked, Prefill::Coop] {
                 if self.supports(prefill) {
                     let decode = out[out.len() - 1];
                     out.push(Tuning { tiled_min_rows: 1, prefill, quant_words: false, matvec_rows: 1, ..decode });
@@ -451,10 +475,43 @@ impl Context {
     pub fn supports(&self, prefill: Prefill) -> bool {
         match prefill {
             Prefill::Tiled | Prefill::Wide => true,
-            Prefill::Blocked => {
-                self.features.subgroups && self.info.subgroup_min_size == 8 && self.info.subgroup_max_size == 8
+            Prefill::Blocked => self.subgroups_exactly(8),
+            Prefill::Coop => {
+                let f = self.features;
+                let l = &self.limits;
+                f.cooperative_matrices
+                    && f.shader_f16
+                    && self.subgroups_exactly(32)
+                    && self.cooperative_matrices.iter().any(is_coop_shape)
+                    && l.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES
+                    && l.max_compute_invocations_per_workgroup >= 128
             }
         }
+    }
+
+    fn subgroups_exactly(&self, width: u32) -> bool {
+        self.features.subgroups && self.info.subgroup_min_size == width && self.info.subgroup_max_size == width
+    }
+
+    /// Why this adapter cannot run `prefill`'s kernels: what they need, and what it has.
+    fn unsupported(&self, prefill: Prefill) -> String {
+        let (min, max) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        let subgroups = match self.features.subgroups {
+            true => format!("subgroups {min} to {max} wide"),
+            false => "no subgroups".into(),
+        };
+        let needs = match prefill {
+            Prefill::Coop => format!(
+                "wgpu's cooperative matrices of 16x16x16 F16->F32, f16 shaders, subgroups exactly 32 wide and \
+                 {COOP_WORKGROUP_BYTES} bytes of workgroup memory; it has cooperative matrices: {}, f16 shaders: {}, \
+                 {subgroups}, {} bytes",
+                self.describe_cooperative_matrices(),
+                self.features.shader_f16,
+                self.limits.max_compute_workgroup_storage_size
+            ),
+            _ => format!("subgroups exactly 8 wide; it has {subgroups}"),
+        };
+        format!("prefill kernel {prefill:?} cannot run on {}: it needs {needs}", self.info.name)
     }
 
     /// Bytes of tensors alive now, and the most alive at once since the context was created.
@@ -558,6 +615,13 @@ impl Context {
         };
         self.cooperative_matrices.iter().map(one).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// The cooperative matrix shape [`Prefill::Coop`]'s kernel uses: 16 x 16 x 16, f16 inputs, f32 accumulator.
+fn is_coop_shape(c: &wgpu::CooperativeMatrixProperties) -> bool {
+    (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+        && c.ab_type == wgpu::CooperativeScalarType::F16
+        && c.cr_type == wgpu::CooperativeScalarType::F32
 }
 
 /// Picks an adapter: matching `name` if given, preferring real GPUs, then a non-GL backend.

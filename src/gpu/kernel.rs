@@ -7,27 +7,48 @@
 /// The shared WGSL helpers, prepended to every shader.
 pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
-/// One WGSL source file of shaders/.
+/// One WGSL source file of shaders/, and the file of declarations it shares with others, if any.
 #[derive(Debug)]
 pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
+    /// A shaders/ file placed between the prelude and this one: the parameters and bindings of a family of
+    /// shaders (matmul_common.wgsl for the three matmul shaders). Empty for most.
+    pub common: &'static str,
 }
 
 impl Shader {
-    /// The full module text: the prelude, then the file.
+    /// The full module text: the file's `enable` directives (which must open a module), the prelude, the
+    /// shared declarations, then the rest of the file.
     pub fn wgsl(&self) -> String {
-        format!("{PRELUDE}\n// ---- {}.wgsl ----\n{}", self.name, self.source)
+        let (enables, body): (Vec<&str>, Vec<&str>) = self.source.lines().partition(|l| l.starts_with("enable "));
+        let enables: String = enables.iter().map(|l| format!("{l}\n")).collect();
+        let (name, common) = (self.name, self.common);
+        format!("{enables}{PRELUDE}\n{common}\n// ---- {name}.wgsl ----\n{}\n", body.join("\n"))
+    }
+
+    /// Whether the file enables a WGSL extension (`enable f16;`, `enable wgpu_cooperative_matrix;`).
+    pub fn enables(&self, extension: &str) -> bool {
+        self.source.lines().any(|l| l.strip_prefix("enable ").and_then(|e| e.strip_suffix(';')) == Some(extension))
     }
 }
 
-/// Declares a shader of shaders/ by file stem: `shader!(MATMUL, "matmul")`.
+/// Declares a shader of shaders/ by file stem, and the file of shared declarations placed before it if it has
+/// one: `shader!(RMS_NORM_SHADER, "rms_norm")`, `shader!(MATMUL, "matmul", common "matmul_common")`.
 #[macro_export]
 macro_rules! shader {
     ($const_name:ident, $file:literal) => {
         pub static $const_name: $crate::gpu::Shader = $crate::gpu::Shader {
             name: $file,
             source: include_str!(concat!("../../shaders/", $file, ".wgsl")),
+            common: "",
+        };
+    };
+    ($const_name:ident, $file:literal, common $common:literal) => {
+        pub static $const_name: $crate::gpu::Shader = $crate::gpu::Shader {
+            name: $file,
+            source: include_str!(concat!("../../shaders/", $file, ".wgsl")),
+            common: include_str!(concat!("../../shaders/", $common, ".wgsl")),
         };
     };
 }

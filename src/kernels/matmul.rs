@@ -9,8 +9,9 @@ use crate::kernels::{
 };
 use crate::{params, shader, Error, Result};
 
-shader!(MATMUL, "matmul");
-shader!(MATMUL_CPU, "matmul_cpu");
+shader!(MATMUL, "matmul", common "matmul_common");
+shader!(MATMUL_CPU, "matmul_cpu", common "matmul_common");
+shader!(MATMUL_COOP, "matmul_coop", common "matmul_common");
 
 params! {
     pub struct MatmulParams {
@@ -124,7 +125,16 @@ pub static BLOCKED: Kernel = Kernel {
     variants: weight_variants,
 };
 
-/// Rows and columns of y per workgroup of [`TILED`], and of [`TILED_WIDE`].
+/// Prefill on matrix units: 64 x 64 output tiles of 16 x 16 f16 cooperative matrices ([`Prefill::Coop`]).
+pub static COOP: Kernel = Kernel {
+    shader: &MATMUL_COOP,
+    entry: "coop",
+    params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
+    bindings: BINDINGS,
+    variants: weight_variants,
+};
+
+/// Rows and columns of y per workgroup of [`TILED`] and [`COOP`], and of [`TILED_WIDE`].
 const TILE: usize = 64;
 const WIDE_TILE: usize = 128;
 
@@ -154,6 +164,9 @@ pub fn matmul<'a>(
     } else if g.tuning.prefill == Prefill::Wide {
         let grid = g.linear_grid((x.rows.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE)) as u64)?;
         g.dispatch(&TILED_WIDE, &[dtype], &params, &tensors, grid)
+    } else if g.tuning.prefill == Prefill::Coop {
+        let grid = g.linear_grid((x.rows.div_ceil(TILE) * n.div_ceil(TILE)) as u64)?;
+        g.dispatch(&COOP, &[dtype], &params, &tensors, grid)
     } else {
         let grid = g.linear_grid((x.rows.div_ceil(TILE) * n.div_ceil(TILE)) as u64)?;
         g.dispatch(&TILED, &[dtype], &params, &tensors, grid)
