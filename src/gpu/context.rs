@@ -1,9 +1,11 @@
 //! Adapter selection and the device: one [`Context`] per process, built once, dispatched many times.
 //!
 //! The device is opened with the adapter's real limits (not wgpu's conservative defaults), and with
-//! SHADER_F16, SUBGROUP and TIMESTAMP_QUERY when the adapter offers them; no kernel requires them. wgpu's
-//! uncaptured errors and device loss are recorded here and surface as typed errors at the next sync point
-//! ([`Context::check`], every readback), never as a panic or a hang.
+//! SHADER_F16, SUBGROUP and TIMESTAMP_QUERY when the adapter offers them; only the prefill kernels that an adapter
+//! must support require any (`Blocked`: subgroups; [`Prefill::Coop`]: f16, subgroups and wgpu's experimental
+//! cooperative matrices, which are requested for it alone). wgpu's uncaptured errors and device loss are
+//! recorded here and surface as typed errors at the next sync point ([`Context::check`], every readback), never
+//! as a panic or a hang.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -196,8 +198,8 @@ pub enum Prefill {
     Blocked,
     /// 64 x 64 tiles of 16 x 16 x 16 f16 cooperative matrices accumulated in f32 (matmul_coop.wgsl; the MoE
     /// experts take `Tiled`'s kernels): the adapter's matrix units (tensor cores), where the others use its
-    /// scalar f32 units, about 8 TFLOP/s of an H200's 67. x and W are rounded to f16 as they are staged (values
-    /// beyond +-65,504 saturate). Through wgpu's experimental cooperative matrices, which wgpu says may still
+    /// f32 units (`Tiled`: 6.8-9.6 TFLOP/s of an H200's 67). x and W are rounded to f16 as they are staged
+    /// (values beyond +-65,504 saturate). Through wgpu's experimental cooperative matrices, which wgpu says may still
     /// hold bugs with undefined behaviour, so a context enables them only when this kernel is asked for
     /// ([`ContextOptions::prefill`], `--prefill-kernel coop`), never by default or by tuning. Needs 16 x 16 x 16
     /// f16 -> f32 matrices, subgroups exactly 32 wide, and [`COOP_WORKGROUP_BYTES`] of workgroup memory. Not yet
@@ -461,7 +463,8 @@ impl Context {
             let unroll = if row_threads == 32 { 2 } else { 4 };
             let one_row = Tuning { matvec_min_workgroups: usize::MAX, matvec_unroll: unroll, ..out[out.len() - 1] };
             out.push(Tuning { quant_words: row_threads != 32, ..one_row });
-            for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked, Prefill::Coop] {
+            // Not Coop, whose f16 inputs need a reference of their own (tests/kernels_basic.rs).
+            for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {
                 if self.supports(prefill) {
                     let decode = out[out.len() - 1];
                     out.push(Tuning { tiled_min_rows: 1, prefill, quant_words: false, matvec_rows: 1, ..decode });
