@@ -24,25 +24,8 @@
 // - combine: out[r, c] += sum_j weights[r, j] * y_slots[r * top_k + j, c], in j order (no float atomics).
 //   Grid: ceil(t * H / WG) workgroups, linear.
 
-struct MoeParams {
-    t: u32,
-    top_k: u32,
-    n: u32, // outputs per row: I for the SwiGLU kernels, H for down and combine
-    k: u32, // inputs per row: H for the SwiGLU kernels, I for down
-    first: u32,
-    count: u32,
-    n_experts: u32,
-    eps: f32, // swiglu_norm_matvec only: rms_norm's epsilon
-}
+// MoeParams and bindings 0-7: moe_common.wgsl.
 
-@group(0) @binding(0) var<uniform> p: MoeParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>; // x, act or y_slots, as the header says
-@group(0) @binding(2) var<storage, read> w: array<u32>; // gate or down weights of the stack
-@group(0) @binding(3) var<storage, read> w_up: array<u32>; // up weights of the stack
-@group(0) @binding(4) var<storage, read> ids: array<u32>;
-@group(0) @binding(5) var<storage, read> groups: array<u32>;
-@group(0) @binding(6) var<storage, read> weights: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>; // act, y_slots or out
 // swiglu_norm_matvec only (the other entry points are bound without it): rms_norm's weight [H].
 @group(0) @binding(8) var<storage, read> norm_w: array<f32>;
 

@@ -14,25 +14,7 @@ const SG: u32 = 8u; // subgroup width, and k step
 const ROWS: u32 = 16u; // grouped rows per invocation (shared by its subgroup)
 const COLS: u32 = 4u; // output columns per invocation
 
-struct MoeParams {
-    t: u32,
-    top_k: u32,
-    n: u32,
-    k: u32,
-    first: u32,
-    count: u32,
-    n_experts: u32,
-    eps: f32, // unused here (moe.wgsl's swiglu_norm_matvec)
-}
-
-@group(0) @binding(0) var<uniform> p: MoeParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> w_up: array<u32>;
-@group(0) @binding(4) var<storage, read> ids: array<u32>;
-@group(0) @binding(5) var<storage, read> groups: array<u32>;
-@group(0) @binding(6) var<storage, read> weights: array<f32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+// MoeParams and bindings 0-7: moe_common.wgsl.
 
 // Weight (j, col) of expert e_local's gate / down, and of its up, clamped into the matrix: past it, x is 0
 // (columns) or the result is not stored (rows), so the loads need no branch.

@@ -23,8 +23,8 @@ use crate::{params, shader, Error, Result};
 shader!(MOE_ROUTE_SHADER, "moe_route");
 shader!(MOE_ROUTER_SHADER, "moe_router");
 shader!(MOE_GROUP_SHADER, "moe_group");
-shader!(MOE_SHADER, "moe");
-shader!(MOE_CPU_SHADER, "moe_cpu");
+shader!(MOE_SHADER, "moe", common "moe_common");
+shader!(MOE_CPU_SHADER, "moe_cpu", common "moe_common");
 
 /// The most experts the grouping kernel handles (its workgroup arrays; `MAX_EXPERTS` in moe_group.wgsl).
 pub const MAX_EXPERTS: usize = 256;
