@@ -37,9 +37,10 @@ pub enum Error {
     #[error("shape mismatch in {op}: {message}")]
     Shape { op: String, message: String },
 
-    /// A file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// A file could not be read. The I/O error is in the message, not a `source()`, so that a chain printer
+    /// (`{e:#}`) does not say it twice.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
 
     /// A config.json field is missing or holds a value we cannot run.
     #[error("config field `{field}`: {message}")]
@@ -70,7 +71,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
 
     pub(crate) fn shape(op: impl Into<String>, message: impl Into<String>) -> Self {

@@ -88,3 +88,24 @@ fn gpu_device_writes_the_same_logits() -> Result<()> {
     }
     Ok(())
 }
+
+/// A model directory that is not there: the CLI fails with one line naming the file and the reason, once.
+#[test]
+fn a_missing_model_is_one_clear_line() -> Result<()> {
+    let tmp = TempDir::new("cli-missing")?;
+    let model = tmp.path().join("absent");
+    let out = jamba_wgpu()
+        .args(["logits", "--device", "cpu", "--prompt-ids", "1"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(tmp.path().join("logits.safetensors"))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "succeeded without a model: {stderr}");
+    let config = model.join("config.json");
+    ensure!(stderr.contains(&*config.to_string_lossy()), "the file is not named: {stderr}");
+    let said = stderr.matches("os error 2").count();
+    ensure!(said == 1, "the reason (not found) is said {said} times, not once: {stderr}");
+    Ok(())
+}
