@@ -89,23 +89,33 @@ fn gpu_device_writes_the_same_logits() -> Result<()> {
     Ok(())
 }
 
-/// A model directory that is not there: the CLI fails with one line naming the file and the reason, once.
+/// A model directory that is not there, an output file that cannot be written: the CLI fails with one line that
+/// names the file and gives the reason once (errors that print their cause and also return it as their source
+/// used to say it twice).
 #[test]
-fn a_missing_model_is_one_clear_line() -> Result<()> {
+fn a_missing_model_or_output_directory_is_one_clear_line() -> Result<()> {
     let tmp = TempDir::new("cli-missing")?;
-    let model = tmp.path().join("absent");
-    let out = jamba_wgpu()
-        .args(["logits", "--device", "cpu", "--prompt-ids", "1"])
-        .arg("--model")
-        .arg(&model)
-        .arg("--out")
-        .arg(tmp.path().join("logits.safetensors"))
-        .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "succeeded without a model: {stderr}");
-    let config = model.join("config.json");
-    ensure!(stderr.contains(&*config.to_string_lossy()), "the file is not named: {stderr}");
-    let said = stderr.matches("os error 2").count();
-    ensure!(said == 1, "the reason (not found) is said {said} times, not once: {stderr}");
+    let absent = tmp.path().join("absent");
+    let model = fixture_dir("tiny");
+    // (model, output, the file the error names)
+    let cases = [
+        (&absent, tmp.path().join("logits.safetensors"), absent.join("config.json")),
+        (&model, absent.join("x"), absent.join("x")),
+    ];
+    for (model, out, named) in cases {
+        let run = jamba_wgpu()
+            .args(["logits", "--device", "cpu", "--prompt-ids", "1"])
+            .arg("--model")
+            .arg(model)
+            .arg("--out")
+            .arg(&out)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        ensure!(!run.status.success(), "succeeded: {stderr}");
+        ensure!(stderr.lines().count() == 1, "not one line: {stderr}");
+        ensure!(stderr.contains(&*named.to_string_lossy()), "{} is not named: {stderr}", named.display());
+        let said = stderr.matches("os error 2").count();
+        ensure!(said == 1, "the reason (not found) is said {said} times, not once: {stderr}");
+    }
     Ok(())
 }
