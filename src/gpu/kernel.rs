@@ -13,7 +13,8 @@ pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
     /// A shaders/ file placed between the prelude and this one: the parameters and bindings of a family of
-    /// shaders (matmul_common.wgsl for the three matmul shaders). Empty for most.
+    /// shaders (matmul_common.wgsl for the three matmul shaders, moe_common.wgsl for the two expert ones). Empty
+    /// for the rest.
     pub common: &'static str,
 }
 
