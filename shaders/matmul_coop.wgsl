@@ -15,14 +15,9 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-const COOP_WG: u32 = 128u;
-const TILE: u32 = 64u;
-const STEP_K: u32 = 32u;
-// f16 per staged row: 32 and 8 of padding, 80 bytes (matrix loads want rows on 16 bytes).
-const PITCH: u32 = 40u;
-// f32 per row of the staged output tile, 272 bytes.
-const Y_PITCH: u32 = 68u;
-const F16_MAX: f32 = 65504.0;
+// COOP_WG, STEP_K, PITCH, Y_PITCH and to_f16: coop_common.wgsl.
+
+const TILE: u32 = 64u; // rows and columns of y per workgroup
 
 // MatmulParams, x, w, y and store(): matmul_common.wgsl.
 
@@ -33,10 +28,6 @@ var<workgroup> y_tile: array<f32, 4352>; // [TILE][Y_PITCH]: the workgroup's til
 fn w_at(row: u32, col: u32) -> f32 {
     let r = weight_ref(p.w_row0 + row, col, p.k);
     return weight_value(r, w[r.word], w[r.scale_word]);
-}
-
-fn to_f16(v: f32) -> f16 {
-    return f16(clamp(v, -F16_MAX, F16_MAX));
 }
 
 @compute @workgroup_size(COOP_WG)

@@ -24,21 +24,10 @@
 // - combine: out[r, c] += sum_j weights[r, j] * y_slots[r * top_k + j, c], in j order (no float atomics).
 //   Grid: ceil(t * H / WG) workgroups, linear.
 
-// MoeParams and bindings 0-7: moe_common.wgsl.
+// MoeParams and bindings 0-7: moe_common.wgsl; w_at, w_up_at and the prefill's tile jobs: moe_tiles.wgsl.
 
 // swiglu_norm_matvec only (the other entry points are bound without it): rms_norm's weight [H].
 @group(0) @binding(8) var<storage, read> norm_w: array<f32>;
-
-// Row `row` (of all the stack's experts' rows, expert e's first at e * n) and column `col` of gate / down, and of up.
-fn w_at(row: u32, col: u32) -> f32 {
-    let r = weight_ref(row, col, p.k);
-    return weight_value(r, w[r.word], w[r.scale_word]);
-}
-
-fn w_up_at(row: u32, col: u32) -> f32 {
-    let r = weight_ref(row, col, p.k);
-    return weight_value(r, w_up[r.word], w_up[r.scale_word]);
-}
 
 // The stack-local index of expert e, or count when e belongs to another stack (or to none).
 fn local_expert(e: u32) -> u32 {
@@ -378,7 +367,7 @@ fn down_combine_matvec(
 
 // As matmul.wgsl's tiled kernel: TILE x TILE outputs per workgroup of 16 x 16 invocations of 4 x 4, k-major
 // tiles read as vec4, each k-row padded to 17 vec4 against bank conflicts when staging.
-const TILE: u32 = 64u;
+// TILE and the tile jobs: moe_tiles.wgsl.
 const TILE_K: u32 = 16u;
 const TILED_WG: u32 = 256u;
 const TILE_STRIDE: u32 = 17u;
@@ -386,63 +375,6 @@ const TILE_STRIDE: u32 = 17u;
 var<workgroup> x_tile: array<vec4<f32>, 272>; // row r, k0 + kk at [kk * TILE_STRIDE + r / 4][r % 4]
 var<workgroup> w_tile: array<vec4<f32>, 272>; // gate or down: column j, k0 + kk likewise
 var<workgroup> w_up_tile: array<vec4<f32>, 272>; // up
-var<workgroup> tile_slot: array<u32, TILE>; // the slot of each of the tile's rows
-var<workgroup> tile_live_rows: u32;
-
-struct TileJob {
-    expert_row0: u32, // the stack row of the expert's [n, k] matrix
-    row0: u32, // grouped row of the tile's first row
-    j0: u32, // first output column
-}
-
-fn tile_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> TileJob {
-    let tiles_n = (p.n + TILE - 1u) / TILE;
-    let tiles_m = (p.t + TILE - 1u) / TILE;
-    let g = linear_workgroup(workgroup_id, num_workgroups);
-    let e_local = g / (tiles_m * tiles_n);
-    let tile = g % (tiles_m * tiles_n);
-    let m0 = (tile / tiles_n) * TILE;
-    var start = 0u;
-    var rows = 0u;
-    if e_local < p.count {
-        start = groups[p.first + e_local];
-        rows = groups[p.first + e_local + 1u] - start;
-    }
-    var job: TileJob;
-    job.expert_row0 = e_local * p.n;
-    job.j0 = (tile % tiles_n) * TILE;
-    job.row0 = start + m0;
-    if lane < TILE && m0 + lane < rows {
-        tile_slot[lane] = groups[p.n_experts + 1u + job.row0 + lane];
-    }
-    if lane == 0u {
-        tile_live_rows = select(0u, min(TILE, rows - m0), m0 < rows);
-    }
-    return job;
-}
-
-// The tile's row `row` of x at column c, 0 past its live rows or k. gated: the slot's token row of x;
-// otherwise (down) the grouped row of act.
-fn expert_x(job: TileJob, row: u32, c: u32, live_rows: u32, gated: bool) -> f32 {
-    if row < live_rows && c < p.k {
-        let x_row = select(job.row0 + row, tile_slot[row] / p.top_k, gated);
-        return x[x_row * p.k + c];
-    }
-    return 0.0;
-}
-
-// The tile's column j of gate / down (or of up, when `up`), at column c of the weights; 0 past n or k.
-fn expert_w(job: TileJob, j: u32, c: u32, up: bool) -> f32 {
-    if job.j0 + j < p.n && c < p.k {
-        let w_row = job.expert_row0 + job.j0 + j;
-        if up {
-            return w_up_at(w_row, c);
-        }
-        return w_at(w_row, c);
-    }
-    return 0.0;
-}
-
 // The tiled product of one expert over its grouped rows. gated (SwiGLU): rows of x are the slots' tokens, the
 // result silu(x gate^T) * (x up^T) goes to act at the grouped row. Otherwise (down): rows of act are grouped
 // rows, the result goes to y_slots at the row's slot.

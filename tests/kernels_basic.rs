@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{assert_close, gpu, own_gpu, upload_weights, Rng};
-use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph, Prefill, Tensor};
+use common::{assert_close, coop_gpu, f16_rounded, gpu, own_gpu, upload_weights, Rng};
+use jamba_wgpu::gpu::{DType, Graph, Tensor};
 use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
 use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, IntoCols, FLOAT_DTYPES, WEIGHT_DTYPES};
 use jamba_wgpu::{reference, Error};
@@ -40,21 +40,7 @@ fn coop_prefill_matches_the_f16_reference_or_names_what_the_adapter_lacks() {
     // Prefill::Coop needs matrix units that software adapters lack: there, asking for it is a typed refusal that
     // names the kernel, what it needs and what the adapter has. Where it runs, its products are of x and W
     // rounded to f16, summed in f32: the reference of the rounded values, to f32 summation order.
-    let Some(shared) = gpu() else { return };
-    let adapter = std::env::var("JAMBA_WGPU_ADAPTER").ok();
-    let options = ContextOptions { adapter, prefill: Some(Prefill::Coop), ..Default::default() };
-    let ctx = match Context::new(&options) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            let e = e.to_string();
-            let named = e.contains("prefill kernel Coop cannot run on") && e.contains(&shared.info().name);
-            assert!(named && e.contains("16x16x16 F16->F32") && e.contains("subgroups"), "{e}");
-            eprintln!("not run: {e}");
-            return;
-        }
-    };
-    assert!(ctx.features().cooperative_matrices && ctx.tuning().prefill == Prefill::Coop);
-    let f16_rounded = |v: &[f32]| v.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect::<Vec<_>>();
+    let Some(ctx) = coop_gpu() else { return };
     let mut rng = Rng::new(17);
     // Whole tiles, edges in every dimension, k not a multiple of the 32-wide step, k of many steps.
     for (t, n, k) in [(64, 64, 32), (65, 70, 130), (129, 131, 50), (17, 200, 1000)] {
@@ -421,7 +407,7 @@ fn a_broken_shader_is_a_typed_error_on_the_device() {
     static BROKEN: jamba_wgpu::gpu::Shader = jamba_wgpu::gpu::Shader {
         name: "broken",
         source: "@compute @workgroup_size(1) fn main() { let v: f32 = not_defined; }",
-        common: "",
+        common: &[],
     };
     static KERNEL: jamba_wgpu::gpu::Kernel = jamba_wgpu::gpu::Kernel {
         shader: &BROKEN,

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, upload_weights, Rng};
+use common::{assert_close, coop_gpu, f16_rounded, gpu, upload_weights, Rng};
 use jamba_wgpu::gpu::{Context, DType, Graph, Prefill, Tensor, Tuning};
 use jamba_wgpu::kernels::matmul::{matmul, RmsNorm};
 use jamba_wgpu::kernels::moe::{dense_mlp, dense_mlp_rms_norm, moe_ffn, norm_route, route, ExpertStack, MoeScratch};
@@ -158,22 +158,34 @@ fn stack(ctx: &Context, sizes: &[usize], h: usize, i: usize, dtype: DType, [gate
 
 /// The CPU reference: residual + sum_j weights[r, j] * down_e(silu(gate_e(x_r)) * up_e(x_r)), in j order.
 fn reference_moe(x: &[f32], residual: &[f32], logits: &[f32], ex: &Experts, k: usize, h: usize, i: usize) -> Vec<f32> {
+    reference_moe_rounded(x, residual, logits, ex, k, h, i, |v| v.to_vec())
+}
+
+/// [`reference_moe`] with x, the weights and each SwiGLU output passed through `round` where a kernel stages
+/// them (the cooperative-matrix kernels round them to f16).
+#[allow(clippy::too_many_arguments)]
+fn reference_moe_rounded(
+    x: &[f32],
+    residual: &[f32],
+    logits: &[f32],
+    ex: &Experts,
+    k: usize,
+    h: usize,
+    i: usize,
+    round: impl Fn(&[f32]) -> Vec<f32>,
+) -> Vec<f32> {
     let e = ex.gate.len() / (i * h);
     let (ids, weights) = reference::moe::route(logits, e, k);
+    let (gate, up, down) = (round(&ex.gate), round(&ex.up), round(&ex.down));
     let mut out = residual.to_vec();
-    for (r, row) in x.chunks_exact(h).enumerate() {
+    for (r, row) in round(x).chunks_exact(h).enumerate() {
         let mut sum = vec![0.0f32; h];
         for j in 0..k {
             let (expert, p) = (ids[r * k + j] as usize, weights[r * k + j]);
-            let y = reference_mlp(
-                row,
-                &ex.gate[expert * i * h..][..i * h],
-                &ex.up[expert * i * h..][..i * h],
-                &ex.down[expert * h * i..][..h * i],
-                1,
-                h,
-                i,
-            );
+            let (gate, up) = (&gate[expert * i * h..][..i * h], &up[expert * i * h..][..i * h]);
+            let (gated, upped) = (reference::matmul(row, gate, 1, i, h), reference::matmul(row, up, 1, i, h));
+            let act = round(&reference::silu_mul(&gated, &upped));
+            let y = reference::matmul(&act, &down[expert * h * i..][..h * i], 1, h, i);
             sum.iter_mut().zip(y).for_each(|(s, y)| *s += p * y);
         }
         out[r * h..(r + 1) * h].iter_mut().zip(sum).for_each(|(o, s)| *o += s);
@@ -244,6 +256,37 @@ fn moe_ffn_matches_reference() {
         }
     }
     eprintln!("moe_ffn: max abs error {worst:e}");
+}
+
+#[test]
+fn coop_experts_match_the_f16_reference_or_are_refused() {
+    // Prefill::Coop's expert kernels (moe_coop.wgsl) where the adapter runs them: the reference with x, the
+    // weights and the SwiGLU output rounded to f16 where they are staged. A SwiGLU output that lands near an f16
+    // rounding boundary may round the other way on the GPU (its f32 sums run in another order), an error of half
+    // an f16 step (2^-11 relative) passed through down: hence 2e-3. Elsewhere (software adapters), the refusal.
+    let Some(ctx) = coop_gpu() else { return };
+    // Neither size a multiple of the 64-wide tiles or the 32-deep k steps.
+    let (h, i, max_t) = (40, 72, 200);
+    let mut rng = Rng::new(19);
+    for e in [4, 16] {
+        for k in [1, 2] {
+            let scratch = MoeScratch::new(&ctx, max_t, h, i, e, k).unwrap();
+            let router = ctx.upload_f32("router", &[e, h], &rng.vec(e * h, 1.0)).unwrap();
+            for dtype in [DType::F32, DType::BF16, DType::Quant(QuantFormat::Q8)] {
+                let ex = experts(&ctx, &mut rng, &[e], h, i, dtype);
+                for t in [65, 200] {
+                    let x = rng.vec(t * h, 1.0);
+                    let residual = rng.vec(t * h, 1.0);
+                    let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
+                    let tuning = Tuning { tiled_min_rows: 1, ..ctx.tuning() };
+                    let (got, logits) = gpu_moe(&ctx, tuning, &x_gpu, &router, t, &ex, k, &scratch, &residual);
+                    let want = reference_moe_rounded(&x, &residual, &logits, &ex, k, h, i, f16_rounded);
+                    let what = format!("coop experts T = {t}, E = {e}, k = {k}, {dtype:?}");
+                    assert_close(&what, &got, &want, 2e-3, 1e-3);
+                }
+            }
+        }
+    }
 }
 
 #[test]

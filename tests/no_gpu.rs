@@ -9,7 +9,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 /// The shaders that use subgroup operations (CPU-adapter kernels and the cooperative-matrix prefill, chosen only
 /// where subgroups exist); every other shader must validate with no optional capability but the extensions it
 /// enables.
-const SUBGROUP_SHADERS: [&str; 3] = ["matmul_cpu", "moe_cpu", "matmul_coop"];
+const SUBGROUP_SHADERS: [&str; 4] = ["matmul_cpu", "moe_cpu", "matmul_coop", "moe_coop"];
 
 fn parse(kernel: &Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
     let source = kernel.shader.wgsl();
@@ -119,7 +119,7 @@ fn bindings_match_wgsl() {
 #[test]
 fn a_broken_shader_is_reported_with_its_name() {
     let broken =
-        jamba_wgpu::gpu::Shader { name: "broken", source: "fn f() -> f32 { return undefined_name; }", common: "" };
+        jamba_wgpu::gpu::Shader { name: "broken", source: "fn f() -> f32 { return undefined_name; }", common: &[] };
     let source = broken.wgsl();
     let error = naga::front::wgsl::parse_str(&source).expect_err("an undefined name must not parse");
     assert!(error.emit_to_string(&source).contains("undefined_name"));

@@ -196,8 +196,8 @@ pub enum Prefill {
     /// Register blocks, x shared across 8-wide subgroups, no workgroup memory or barriers (matmul_cpu.wgsl): for
     /// CPU adapters, where each load costs one scalar load per invocation and each barrier a context switch.
     Blocked,
-    /// 64 x 64 tiles of 16 x 16 x 16 f16 cooperative matrices accumulated in f32 (matmul_coop.wgsl; the MoE
-    /// experts take `Tiled`'s kernels): the adapter's matrix units (tensor cores), where the others use its
+    /// 64 x 64 tiles of 16 x 16 x 16 f16 cooperative matrices accumulated in f32 (matmul_coop.wgsl, and
+    /// moe_coop.wgsl for the experts): the adapter's matrix units (tensor cores), where the others use its
     /// f32 units (`Tiled`: 6.8-9.6 TFLOP/s of an H200's 67). x and W are rounded to f16 as they are staged
     /// (values beyond +-65,504 saturate). Through wgpu's experimental cooperative matrices, which wgpu says may still
     /// hold bugs with undefined behaviour, so a context enables them only when this kernel is asked for
@@ -207,8 +207,10 @@ pub enum Prefill {
     Coop,
 }
 
-/// Workgroup memory [`Prefill::Coop`]'s kernel needs: two 64 x 40 f16 staging tiles and a 64 x 68 f32 output tile.
-pub const COOP_WORKGROUP_BYTES: u32 = 2 * 64 * 40 * 2 + 64 * 68 * 4;
+/// Workgroup memory [`Prefill::Coop`]'s kernels need, the most of any: the SwiGLU experts' three 64 x 40 f16
+/// staging tiles, a 64 x 68 f32 output tile and the tile's 64 slots and row count (the dense matmul takes two
+/// staging tiles and the output tile: 27,648 bytes).
+pub const COOP_WORKGROUP_BYTES: u32 = 3 * 64 * 40 * 2 + 64 * 68 * 4 + 64 * 4 + 4;
 
 /// How many GPU objects a [`Context`] has made, by kind, through this crate's paths (tensors, plans' parameter
 /// arenas and bind groups, readback staging, timestamp queries, pipelines), how often the host has waited for

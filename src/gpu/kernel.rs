@@ -12,10 +12,10 @@ pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
-    /// A shaders/ file placed between the prelude and this one: the parameters and bindings of a family of
-    /// shaders (matmul_common.wgsl for the three matmul shaders, moe_common.wgsl for the two expert ones). Empty
-    /// for the rest.
-    pub common: &'static str,
+    /// shaders/ files placed between the prelude and this one, in order: what a family of shaders shares
+    /// (matmul_common.wgsl: the matmul shaders' parameters and bindings; moe_common.wgsl, the expert shaders';
+    /// moe_tiles.wgsl, how the expert prefill kernels find their tiles). Empty for the rest.
+    pub common: &'static [&'static str],
 }
 
 impl Shader {
@@ -24,7 +24,7 @@ impl Shader {
     pub fn wgsl(&self) -> String {
         let (enables, body): (Vec<&str>, Vec<&str>) = self.source.lines().partition(|l| l.starts_with("enable "));
         let enables: String = enables.iter().map(|l| format!("{l}\n")).collect();
-        let (name, common) = (self.name, self.common);
+        let (name, common) = (self.name, self.common.join("\n"));
         format!("{enables}{PRELUDE}\n{common}\n// ---- {name}.wgsl ----\n{}\n", body.join("\n"))
     }
 
@@ -34,22 +34,22 @@ impl Shader {
     }
 }
 
-/// Declares a shader of shaders/ by file stem, and the file of shared declarations placed before it if it has
-/// one: `shader!(RMS_NORM_SHADER, "rms_norm")`, `shader!(MATMUL, "matmul", common "matmul_common")`.
+/// Declares a shader of shaders/ by file stem, and the files of shared declarations placed before it if it has
+/// any: `shader!(RMS_NORM_SHADER, "rms_norm")`, `shader!(MATMUL, "matmul", common "matmul_common")`.
 #[macro_export]
 macro_rules! shader {
     ($const_name:ident, $file:literal) => {
         pub static $const_name: $crate::gpu::Shader = $crate::gpu::Shader {
             name: $file,
             source: include_str!(concat!("../../shaders/", $file, ".wgsl")),
-            common: "",
+            common: &[],
         };
     };
-    ($const_name:ident, $file:literal, common $common:literal) => {
+    ($const_name:ident, $file:literal, common $($common:literal),+) => {
         pub static $const_name: $crate::gpu::Shader = $crate::gpu::Shader {
             name: $file,
             source: include_str!(concat!("../../shaders/", $file, ".wgsl")),
-            common: include_str!(concat!("../../shaders/", $common, ".wgsl")),
+            common: &[$(include_str!(concat!("../../shaders/", $common, ".wgsl"))),+],
         };
     };
 }

@@ -11,7 +11,7 @@ use crate::{params, shader, Error, Result};
 
 shader!(MATMUL, "matmul", common "matmul_common");
 shader!(MATMUL_CPU, "matmul_cpu", common "matmul_common");
-shader!(MATMUL_COOP, "matmul_coop", common "matmul_common");
+shader!(MATMUL_COOP, "matmul_coop", common "matmul_common", "coop_common");
 
 params! {
     pub struct MatmulParams {

@@ -61,6 +61,8 @@ pub fn all() -> Vec<&'static Kernel> {
         &moe::DOWN_TILED,
         &moe::SWIGLU_BLOCKED,
         &moe::DOWN_BLOCKED,
+        &moe::SWIGLU_COOP,
+        &moe::DOWN_COOP,
         &moe::COMBINE,
     ]
 }

@@ -23,8 +23,9 @@ use crate::{params, shader, Error, Result};
 shader!(MOE_ROUTE_SHADER, "moe_route");
 shader!(MOE_ROUTER_SHADER, "moe_router");
 shader!(MOE_GROUP_SHADER, "moe_group");
-shader!(MOE_SHADER, "moe", common "moe_common");
+shader!(MOE_SHADER, "moe", common "moe_common", "moe_tiles");
 shader!(MOE_CPU_SHADER, "moe_cpu", common "moe_common");
+shader!(MOE_COOP_SHADER, "moe_coop", common "moe_common", "moe_tiles", "coop_common");
 
 /// The most experts the grouping kernel handles (its workgroup arrays; `MAX_EXPERTS` in moe_group.wgsl).
 pub const MAX_EXPERTS: usize = 256;
@@ -169,6 +170,19 @@ expert_kernel!(/** Prefill: down of every expert of a stack over its grouped row
     DOWN_TILED, "down_tiled", weight_variants);
 expert_kernel!(/** Prefill on CPU adapters: SwiGLU_TILED's values, in register blocks with x shared per subgroup. */
     SWIGLU_BLOCKED, MOE_CPU_SHADER, "swiglu_blocked", weight_variants);
+expert_kernel!(/** Prefill on matrix units ([`Prefill::Coop`]): SWIGLU_TILED's values from f16 fragments (GATED 1). */
+    SWIGLU_COOP, MOE_COOP_SHADER, "expert_coop", gated_variants);
+expert_kernel!(/** Prefill on matrix units ([`Prefill::Coop`]): DOWN_TILED's values from f16 fragments (GATED 0). */
+    DOWN_COOP, MOE_COOP_SHADER, "expert_coop", down_variants);
+
+/// [`SWIGLU_COOP`]'s and [`DOWN_COOP`]'s: every weight type, the half of the expert fixed.
+fn gated_variants() -> Vec<Vec<(&'static str, f64)>> {
+    weight_variants().into_iter().map(|v| [v, vec![("GATED", 1.0)]].concat()).collect()
+}
+
+fn down_variants() -> Vec<Vec<(&'static str, f64)>> {
+    weight_variants().into_iter().map(|v| [v, vec![("GATED", 0.0)]].concat()).collect()
+}
 expert_kernel!(/** Prefill on CPU adapters: DOWN_TILED's values, in register blocks with x shared per subgroup. */
     DOWN_BLOCKED, MOE_CPU_SHADER, "down_blocked", weight_variants);
 expert_kernel!(
@@ -519,10 +533,15 @@ pub fn moe_experts(
         } else {
             // The worst case: every token routed to each expert of the stack; empty tiles exit at once.
             let tiles = stack.count * t.div_ceil(TILE);
-            let grid = g.linear_grid((tiles * inter.div_ceil(TILE)) as u64)?;
-            g.dispatch(&SWIGLU_TILED, &[dtype], &swiglu, &swiglu_bind, grid)?;
-            let grid = g.linear_grid((tiles * hidden.div_ceil(TILE)) as u64)?;
-            g.dispatch(&DOWN_TILED, &[dtype], &down, &down_bind, grid)?;
+            let swiglu_grid = g.linear_grid((tiles * inter.div_ceil(TILE)) as u64)?;
+            let down_grid = g.linear_grid((tiles * hidden.div_ceil(TILE)) as u64)?;
+            if g.tuning.prefill == Prefill::Coop {
+                g.dispatch(&SWIGLU_COOP, &[dtype, ("GATED", 1.0)], &swiglu, &swiglu_bind, swiglu_grid)?;
+                g.dispatch(&DOWN_COOP, &[dtype, ("GATED", 0.0)], &down, &down_bind, down_grid)?;
+            } else {
+                g.dispatch(&SWIGLU_TILED, &[dtype], &swiglu, &swiglu_bind, swiglu_grid)?;
+                g.dispatch(&DOWN_TILED, &[dtype], &down, &down_bind, down_grid)?;
+            }
         }
     }
     Ok(n_experts)

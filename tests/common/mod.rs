@@ -166,6 +166,37 @@ pub fn gpu_with_other_kernels() -> Option<std::sync::Arc<GpuContext>> {
     Some(std::sync::Arc::new(GpuContext::new(&options).expect("gpu() opened this adapter")))
 }
 
+/// A context of the test's own on gpu()'s adapter with the cooperative-matrix prefill (Prefill::Coop), which
+/// enables wgpu's experimental feature; None where the adapter cannot run it (software adapters have no matrix
+/// units), after checking that asking for it there is the typed refusal that names the kernel, what it needs and
+/// what the adapter has.
+#[allow(dead_code)]
+pub fn coop_gpu() -> Option<GpuContext> {
+    use jamba_wgpu::gpu::Prefill;
+    let shared = gpu()?;
+    let adapter = std::env::var("JAMBA_WGPU_ADAPTER").ok();
+    let options = ContextOptions { adapter, prefill: Some(Prefill::Coop), ..Default::default() };
+    match GpuContext::new(&options) {
+        Ok(ctx) => {
+            assert!(ctx.features().cooperative_matrices && ctx.tuning().prefill == Prefill::Coop);
+            Some(ctx)
+        }
+        Err(e) => {
+            let e = e.to_string();
+            let named = e.contains("prefill kernel Coop cannot run on") && e.contains(&shared.info().name);
+            assert!(named && e.contains("16x16x16 F16->F32") && e.contains("subgroups"), "{e}");
+            eprintln!("not run: {e}");
+            None
+        }
+    }
+}
+
+/// Each value rounded to the nearest f16, as the cooperative-matrix kernels stage them.
+#[allow(dead_code)]
+pub fn f16_rounded(values: &[f32]) -> Vec<f32> {
+    values.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
+}
+
 /// A small deterministic generator (SplitMix64), so tests need no dependency and every run sees the same data.
 pub struct Rng(u64);
 
