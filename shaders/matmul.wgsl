@@ -28,7 +28,7 @@
 // - tiled (prefill): 64 x 64 output tiles per workgroup of 256 invocations, each computing 4 x 4 outputs, k in
 //   steps of 16 through workgroup memory. Grid: ceil(t / 64) * ceil(n / 64) workgroups, linear.
 
-// MatmulParams, x, w, y and store(): matmul_common.wgsl.
+// MatmulParams, x, w, y, w_at and store(): matmul_common.wgsl.
 
 // matvec_norm only: rms_norm's weight [k]; the second output: matvec_norm_out's normalised rows [t, k],
 // matvec_norm_conv's conv output xs [t, conv_channels].
@@ -38,11 +38,6 @@
 @group(0) @binding(6) var<storage, read> conv_w: array<f32>;
 @group(0) @binding(7) var<storage, read> conv_bias: array<f32>;
 @group(0) @binding(8) var<storage, read_write> conv_state: array<f32>;
-
-fn w_at(row: u32, col: u32) -> f32 {
-    let r = weight_ref(p.w_row0 + row, col, p.k);
-    return weight_value(r, w[r.word], w[r.scale_word]);
-}
 
 // x[x0 + c], 0 past the row (c >= k); the load clamped into the row, so that it needs no branch.
 fn x_at(x0: u32, c: u32) -> f32 {

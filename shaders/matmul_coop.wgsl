@@ -19,16 +19,11 @@ enable wgpu_cooperative_matrix;
 
 const TILE: u32 = 64u; // rows and columns of y per workgroup
 
-// MatmulParams, x, w, y and store(): matmul_common.wgsl.
+// MatmulParams, x, w, y, w_at and store(): matmul_common.wgsl.
 
 var<workgroup> x_tile: array<f16, 2560>; // [TILE][PITCH]: x[r0 + row, k0 + c]
 var<workgroup> w_tile: array<f16, 2560>; // [TILE][PITCH]: W[j0 + row, k0 + c]
 var<workgroup> y_tile: array<f32, 4352>; // [TILE][Y_PITCH]: the workgroup's tile of x W^T
-
-fn w_at(row: u32, col: u32) -> f32 {
-    let r = weight_ref(p.w_row0 + row, col, p.k);
-    return weight_value(r, w[r.word], w[r.scale_word]);
-}
 
 @compute @workgroup_size(COOP_WG)
 fn coop(

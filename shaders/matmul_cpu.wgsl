@@ -18,11 +18,11 @@ const SG: u32 = 8u; // subgroup width, and k step
 const ROWS: u32 = 16u; // rows of y per invocation (shared by its subgroup)
 const COLS: u32 = 4u; // columns of y per invocation
 
-// MatmulParams, x, w, y and store(): matmul_common.wgsl.
+// MatmulParams, x, w, y, w_at and store(): matmul_common.wgsl.
 
 // Weight (row, col), clamped into the matrix: past it, x is 0 (columns) or the result is not stored (rows), so
 // the loads need no branch.
-fn w_at(row: u32, col: u32) -> f32 {
+fn w_clamped(row: u32, col: u32) -> f32 {
     let r = weight_ref(p.w_row0 + min(row, p.n - 1u), min(col, p.k - 1u), p.k);
     return weight_value(r, w[r.word], w[r.scale_word]);
 }
@@ -55,7 +55,7 @@ fn blocked(
         var ws: array<f32, COLS * SG>; // [COLS][SG]: W[j0 + 8 cc, k0 + kk]
         for (var cc = 0u; cc < COLS; cc++) {
             for (var kk = 0u; kk < SG; kk++) {
-                ws[cc * SG + kk] = w_at(j0 + SG * cc, k0 + kk);
+                ws[cc * SG + kk] = w_clamped(j0 + SG * cc, k0 + kk);
             }
         }
         // subgroupBroadcast with constant lanes is a register extract on llvmpipe (subgroupShuffle is a loop), and
