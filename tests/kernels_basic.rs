@@ -464,3 +464,30 @@ fn embed_from_a_row_split_table() {
     g.run().unwrap();
     assert_close("embed parts", &ctx.read_f32(&y).unwrap(), &reference::embed(&table, dim, &ids), 0.0, 0.0);
 }
+
+/// `Context::pack` copies tensors (views among them) into one buffer, each at an offset a binding may start at,
+/// and returns views that read back the same bytes: what the loader does with each layer's vectors.
+#[test]
+fn packed_tensors_read_back_unchanged_from_one_buffer() {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::new(9);
+    let align = ctx.storage_alignment() as usize;
+    let whole = ctx.upload_f32("whole", &[align / 2], &rng.vec(align / 2, 1.0)).unwrap();
+    let bf16: Vec<u8> = (0..6u16).flat_map(|i| half::bf16::from_f32(i as f32 - 2.5).to_bits().to_le_bytes()).collect();
+    let tensors = [
+        ctx.upload_f32("a", &[3], &rng.vec(3, 1.0)).unwrap(),
+        ctx.upload_u32("b", &[2, 70], &(0..140).collect::<Vec<u32>>()).unwrap(),
+        ctx.tensor("c", &[6], DType::BF16, Some(&bf16)).unwrap(),
+        ctx.view(&whole, align as u64, &[5], "d, a view").unwrap(),
+    ];
+    let packed = ctx.pack("packed", &tensors.iter().collect::<Vec<_>>()).unwrap();
+    assert_eq!(packed.len(), tensors.len());
+    for (t, p) in tensors.iter().zip(&packed) {
+        assert_eq!((p.label(), p.shape(), p.dtype()), (t.label(), t.shape(), t.dtype()));
+        assert!(std::ptr::eq(p.buffer(), packed[0].buffer()), "`{}` is not in the packed buffer", p.label());
+        assert_eq!(p.offset() % align as u64, 0, "`{}` at {}", p.label(), p.offset());
+        assert_eq!(ctx.read_bytes(p).unwrap(), ctx.read_bytes(t).unwrap(), "bytes of `{}`", p.label());
+    }
+    let ends: Vec<_> = packed.iter().map(|p| (p.offset(), p.offset() + p.size_bytes())).collect();
+    assert!(ends.windows(2).all(|w| w[0].1 <= w[1].0), "packed tensors overlap: {ends:?}");
+}

@@ -277,6 +277,35 @@ impl Context {
         Ok(Tensor { offset: start, shape: shape.to_vec(), label: label.into(), ..tensor.clone() })
     }
 
+    /// `tensors` copied into one buffer, each at an offset aligned for binding, and returned as views of it in
+    /// order (labels, shapes and types kept): a layer's small vectors, which a decode step binds in most of its
+    /// dispatches, then count as one buffer where wgpu tracks the buffers of a recording. Queued: the copies land
+    /// at the next submission.
+    pub fn pack(&self, label: &str, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let align = self.storage_alignment();
+        let mut offsets = Vec::with_capacity(tensors.len());
+        let mut end = 0u64;
+        for t in tensors {
+            let start = end.next_multiple_of(align);
+            offsets.push(start);
+            end = start + t.size_bytes();
+        }
+        let packed = self.zeros(label, &[end.div_ceil(4) as usize], DType::U32)?;
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        for (t, &at) in tensors.iter().zip(&offsets) {
+            encoder.copy_buffer_to_buffer(t.buffer(), t.offset, packed.buffer(), at, t.size_bytes().next_multiple_of(4));
+        }
+        self.queue.submit([encoder.finish()]);
+        let views = tensors.iter().zip(&offsets).map(|(t, &at)| Tensor {
+            offset: at,
+            shape: t.shape.clone(),
+            dtype: t.dtype,
+            label: t.label.clone(),
+            ..packed.clone()
+        });
+        Ok(views.collect())
+    }
+
     /// The alignment in bytes of a storage binding's offset, hence of every [`Context::view`].
     pub fn storage_alignment(&self) -> u64 {
         self.limits().min_storage_buffer_offset_alignment as u64

@@ -126,6 +126,30 @@ pub struct LayerWeights {
 }
 
 impl LayerWeights {
+    /// Moves the layer's f32 vectors (norms, the conv's taps and bias, the scan's dt bias, A_log and D) into one
+    /// buffer ([`Context::pack`]).
+    fn pack_vectors(&mut self, ctx: &Context, label: &str) -> Result<()> {
+        let mut slots: Vec<&mut Tensor> = vec![&mut self.input_norm, &mut self.pre_ff_norm];
+        if let MixerWeights::Mamba(m) = &mut self.mixer {
+            slots.extend([
+                &mut m.conv_weight,
+                &mut m.conv_bias,
+                &mut m.dt_norm,
+                &mut m.b_norm,
+                &mut m.c_norm,
+                &mut m.dt_bias,
+                &mut m.a_log,
+                &mut m.d,
+            ]);
+        }
+        let tensors: Vec<Tensor> = slots.iter().map(|t| (**t).clone()).collect();
+        let packed = ctx.pack(label, &tensors.iter().collect::<Vec<_>>())?;
+        for (slot, view) in slots.into_iter().zip(packed) {
+            *slot = view;
+        }
+        Ok(())
+    }
+
     pub fn size_bytes(&self) -> u64 {
         let mixer = match &self.mixer {
             MixerWeights::Attention(a) => a.qkv.size_bytes() + a.o_proj.size_bytes(),
@@ -329,12 +353,14 @@ fn build(
                 experts: if experts { plan.experts(&f, cfg.num_experts)? } else { Vec::new() },
             },
         };
-        layers.push(LayerWeights {
+        let mut layer = LayerWeights {
             input_norm: vector(&format!("{p}.input_layernorm.weight"))?,
             pre_ff_norm: vector(&format!("{p}.pre_ff_layernorm.weight"))?,
             mixer,
             ffn,
-        });
+        };
+        layer.pack_vectors(ctx, &format!("{p} vectors"))?;
+        layers.push(layer);
     }
     let embed = "model.embed_tokens.weight";
     Ok(GpuWeights {
