@@ -293,6 +293,7 @@ impl Context {
         let packed = self.zeros(label, &[end.div_ceil(4) as usize], DType::U32)?;
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         for (t, &at) in tensors.iter().zip(&offsets) {
+            // Copies are whole words; a buffer's size is too, and the next view starts at an aligned offset.
             encoder.copy_buffer_to_buffer(t.buffer(), t.offset, packed.buffer(), at, t.size_bytes().next_multiple_of(4));
         }
         self.queue.submit([encoder.finish()]);

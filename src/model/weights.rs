@@ -142,8 +142,7 @@ impl LayerWeights {
                 &mut m.d,
             ]);
         }
-        let tensors: Vec<Tensor> = slots.iter().map(|t| (**t).clone()).collect();
-        let packed = ctx.pack(label, &tensors.iter().collect::<Vec<_>>())?;
+        let packed = ctx.pack(label, &slots.iter().map(|t| &**t).collect::<Vec<_>>())?;
         for (slot, view) in slots.into_iter().zip(packed) {
             *slot = view;
         }
