@@ -62,12 +62,27 @@ pub enum Error {
     #[error("invalid input: {0}")]
     Input(String),
 
+    /// A model whose weights, all resident, need more memory than the adapter has ([`Context::memory_capacity`]).
+    ///
+    /// [`Context::memory_capacity`]: crate::gpu::Context::memory_capacity
+    #[error(
+        "the model's weights need {} ({need} bytes), more than the {} ({have} bytes) of {memory} on {adapter}{hint}",
+        gib(*.need),
+        gib(*.have)
+    )]
+    OutOfMemory { need: u64, have: u64, memory: &'static str, adapter: String, hint: &'static str },
+
     /// A model that cannot run within the GPU memory it was given (`--gpu-memory`): what it needs at least.
     #[error("GPU memory budget of {budget} bytes is too small: {what} need {need} bytes")]
     MemoryBudget { budget: u64, need: u64, what: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Bytes as GiB with one decimal, for messages.
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

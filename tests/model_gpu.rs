@@ -468,3 +468,28 @@ fn cli_run_reports_tuning_in_json() -> Result<()> {
     ensure!(run("auto")?.get("tuning").is_none(), "--tune auto tuned the default model");
     Ok(())
 }
+
+/// A model whose weights exceed what the adapter can hold is refused before anything is allocated, saying what
+/// it needs and what there is: on lavapipe, whose buffers are host memory, loading 1.5-Large would otherwise take
+/// memory until the system ran out. What the adapter can hold is known on Vulkan and on CPU adapters.
+#[test]
+fn a_model_larger_than_the_adapter_is_refused_before_any_allocation() -> Result<()> {
+    let Some(ctx) = own_gpu() else { return Ok(()) };
+    let known = ctx.is_cpu() || ctx.info().backend == wgpu::Backend::Vulkan;
+    let Some(capacity) = ctx.memory_capacity() else {
+        ensure!(!known, "{} ({:?}) says nothing of its memory", ctx.info().name, ctx.info().backend);
+        return Ok(());
+    };
+    ensure!(capacity.bytes > 0, "a capacity of 0 bytes: {capacity:?}");
+    // 398B parameters in f32: 1.6 TB, more than any adapter or host.
+    let cfg = jamba_wgpu::bench::preset_config("1.5-large")?;
+    let err = Model::random(ctx.clone(), cfg, jamba_wgpu::gpu::DType::F32, 1).err().context("1.5-Large in f32 loaded")?;
+    let jamba_wgpu::Error::OutOfMemory { need, have, memory, .. } = &err else { anyhow::bail!("not OutOfMemory: {err}") };
+    ensure!(*need > 1_000_000_000_000 && *need > *have && *memory == capacity.what, "{err}");
+    // A CPU adapter's figure is the host's available memory, which moves between two readings.
+    ensure!(ctx.is_cpu() || *have == capacity.bytes, "{err}: the adapter has {capacity:?}");
+    let message = err.to_string();
+    ensure!(message.contains(&ctx.info().name) && message.contains(&need.to_string()), "{message}");
+    ensure!(ctx.memory() == (0, 0), "allocated before refusing: (live, peak) = {:?}", ctx.memory());
+    Ok(())
+}

@@ -21,7 +21,8 @@ pub struct InfoArgs {
     pub quantize: Option<FormatArg>,
     #[command(flatten)]
     pub quant: QuantArgs,
-    /// The adapter's memory to check against, e.g. 80G or 24GiB (wgpu does not report it).
+    /// The memory to check against, e.g. 80G or 24GiB, instead of what the adapter reports (Vulkan's device-local
+    /// heaps; a CPU adapter's host memory available).
     #[arg(long)]
     pub gpu_memory: Option<String>,
     #[command(flatten)]
@@ -65,6 +66,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
         mib(f.mamba_state_bytes)
     );
     println!("total: {:.3} GiB (activations, a few MiB per 256-token chunk, not counted)", gib(f.total_bytes()));
+    let capacity = ctx.as_ref().ok().and_then(|ctx| ctx.memory_capacity());
     match ctx {
         Ok(ctx) => {
             let l = ctx.limits();
@@ -79,15 +81,18 @@ pub fn run(args: InfoArgs) -> Result<()> {
         }
         Err(e) => println!("adapter:    none ({e}); buffer limits not checked"),
     }
-    match &args.gpu_memory {
-        Some(size) => {
+    let verdict = |memory: u64| if f.total_bytes() <= memory { "fits" } else { "does NOT fit" };
+    match (&args.gpu_memory, capacity) {
+        (Some(size), _) => {
             let memory = parse_size("--gpu-memory", size)?;
-            let verdict = if f.total_bytes() <= memory { "fits" } else { "does NOT fit" };
-            println!("{:.3} GiB {verdict} in --gpu-memory {size} ({:.3} GiB)", gib(f.total_bytes()), gib(memory));
+            println!("{:.3} GiB {} in --gpu-memory {size} ({:.3} GiB)", gib(f.total_bytes()), verdict(memory), gib(memory));
         }
-        None => {
-            println!("wgpu does not report the adapter's total memory: pass --gpu-memory (e.g. 80G) to check the total")
+        (None, Some(c)) => {
+            println!("{:.3} GiB {} in the adapter's {} ({:.3} GiB)", gib(f.total_bytes()), verdict(c.bytes), c.what, gib(c.bytes))
         }
+        (None, None) => println!(
+            "the adapter does not report its memory on this backend: pass --gpu-memory (e.g. 80G) to check the total"
+        ),
     }
     Ok(())
 }

@@ -258,6 +258,8 @@ pub struct Context {
     limits: wgpu::Limits,
     /// The cooperative matrix shapes and types the adapter offers (tensor cores, simdgroup matrices), if any.
     cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
+    /// The adapter's device-local memory, where its backend tells (Vulkan's heaps).
+    device_local_bytes: Option<u64>,
     features: GpuFeatures,
     /// First error wgpu reported outside an error scope, or the reason the device was lost.
     fault: Arc<Mutex<Option<Error>>>,
@@ -294,6 +296,7 @@ impl Context {
         let adapters = instance.enumerate_adapters(backends).await;
         let adapter = choose_adapter(adapters, backends, options.adapter.as_deref())?;
         let info = adapter.get_info();
+        let device_local_bytes = device_local_bytes(&adapter);
 
         let offered = adapter.features();
         // What matrix units the adapter offers through wgpu (no kernel uses them yet): `info` reports them.
@@ -352,6 +355,7 @@ impl Context {
             info,
             limits,
             cooperative_matrices,
+            device_local_bytes,
             fault,
             timeout: options.timeout.unwrap_or(Duration::from_secs(600)),
             quant_words: options.quant_words,
@@ -376,6 +380,16 @@ impl Context {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// How many bytes of buffers the adapter can hold, as well as anyone can tell before allocating them: a
+    /// GPU's device-local memory (Vulkan's heaps; unknown on other backends), a CPU adapter's host memory
+    /// available now (Linux), since its buffers are host memory whatever heap it reports (lavapipe: 2 GiB).
+    pub fn memory_capacity(&self) -> Option<MemoryCapacity> {
+        if self.is_cpu() {
+            return host_memory_available().map(|bytes| MemoryCapacity { bytes, what: "host memory available" });
+        }
+        self.device_local_bytes.map(|bytes| MemoryCapacity { bytes, what: "device-local memory" })
     }
 
     /// Longest wait for the GPU before [`Error::Timeout`].
@@ -597,6 +611,10 @@ impl Context {
             format!("backend:  {:?}", i.backend),
             format!("driver:   {} {}", i.driver, i.driver_info),
             format!("vendor:   {:#06x}, device {:#06x}", i.vendor, i.device),
+            format!("memory:   {}", match self.memory_capacity() {
+                Some(c) => format!("{} of {}", mib(c.bytes), c.what),
+                None => "not reported on this backend".into(),
+            }),
             format!("max_buffer_size:                  {}", mib(l.max_buffer_size)),
             format!("max_storage_buffer_binding_size:  {}", mib(l.max_storage_buffer_binding_size)),
             format!("max_storage_buffers_per_stage:    {}", l.max_storage_buffers_per_shader_stage),
@@ -658,6 +676,42 @@ fn choose_adapter(adapters: Vec<wgpu::Adapter>, backends: wgpu::Backends, name: 
                  (apt-get install mesa-vulkan-drivers); set WGPU_BACKEND or --backend to choose a backend"
             ))
         })
+}
+
+/// The bytes an adapter's buffers can take ([`Context::memory_capacity`]), and which memory that is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryCapacity {
+    pub bytes: u64,
+    /// "device-local memory" or "host memory available".
+    pub what: &'static str,
+}
+
+/// The sum of a Vulkan adapter's device-local heaps; None on other backends.
+fn device_local_bytes(adapter: &wgpu::Adapter) -> Option<u64> {
+    #[cfg(not(any(target_vendor = "apple", target_family = "wasm")))]
+    {
+        // SAFETY: reads the physical device's memory properties through wgpu's own Vulkan instance; nothing is
+        // created, destroyed or kept.
+        let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
+        let instance = hal.shared_instance().raw_instance();
+        let memory = unsafe { instance.get_physical_device_memory_properties(hal.raw_physical_device()) };
+        let heaps = memory.memory_heaps.iter().take(memory.memory_heap_count as usize);
+        const DEVICE_LOCAL: u32 = 1; // VK_MEMORY_HEAP_DEVICE_LOCAL_BIT
+        Some(heaps.filter(|h| h.flags.as_raw() & DEVICE_LOCAL != 0).map(|h| h.size).sum())
+    }
+    #[cfg(any(target_vendor = "apple", target_family = "wasm"))]
+    {
+        let _ = adapter;
+        None
+    }
+}
+
+/// The host's available memory (Linux: MemAvailable of /proc/meminfo); None where it cannot be read.
+fn host_memory_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn describe_short(info: &wgpu::AdapterInfo) -> String {

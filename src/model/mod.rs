@@ -53,7 +53,8 @@ pub struct LoadOptions {
     /// GPU memory for the weights, in bytes (a session's KV cache, state and activations come on top). The
     /// weights other than the experts must fit; the experts go resident when they all fit too, else they stay
     /// in the memory-mapped checkpoint and stream through a pool of as many expert slots as fit (at least
-    /// num_experts_per_tok). None: no limit, everything resident (wgpu does not report the adapter's memory).
+    /// num_experts_per_tok). None: everything resident, refused at load when the weights need more than the
+    /// adapter has ([`Context::memory_capacity`], where known).
     pub gpu_memory: Option<u64>,
     /// Stream the experts through a pool of exactly this many slots (at least num_experts_per_tok), even when
     /// they would fit: for tests and benchmarks of streaming. Checked against `gpu_memory` when both are given.

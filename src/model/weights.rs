@@ -225,6 +225,10 @@ pub fn upload(
             stored.format, asked.format
         )));
     }
+    if experts {
+        let hint = "; with a GPU memory budget its experts stream instead";
+        check_capacity(ctx, cfg, Some(checkpoint), DType::BF16, quantize, hint)?;
+    }
     let stored = StoredWeights {
         checkpoint: checkpoint.clone(),
         format: cfg.quantization.map(|q| q.format),
@@ -261,10 +265,31 @@ pub fn random(ctx: &Context, cfg: &JambaConfig, dtype: DType, quantize: Option<Q
     if dtype.is_quantized() || dtype == DType::U32 {
         return Err(Error::Input(format!("random weights are stored as f32, f16 or bf16 (then quantized), not {dtype:?}")));
     }
+    check_capacity(ctx, cfg, None, dtype, quantize, "")?;
     let shapes = weights::expected_tensors(cfg).into_iter().collect();
     let weights = build(ctx, cfg, &RandomSource { ctx, shapes, dtype, seed }, quantize, true)?;
     ctx.wait("filling random weights")?;
     Ok(weights)
+}
+
+/// Fails, before anything is allocated, when the weights (stored as `checkpoint` holds them, or as `stored`, and
+/// quantized by `quantize`) need more memory than the adapter has ([`Context::memory_capacity`]): a GPU would
+/// fail an allocation partway through the load, a CPU adapter would take host memory until the system ran out.
+/// `hint` ends the message: what the caller could do instead.
+fn check_capacity(
+    ctx: &Context,
+    cfg: &JambaConfig,
+    checkpoint: Option<&Checkpoint>,
+    stored: DType,
+    quantize: Option<Quantization>,
+    hint: &'static str,
+) -> Result<()> {
+    let Some(capacity) = ctx.memory_capacity() else { return Ok(()) };
+    let need = super::footprint::footprint(cfg, checkpoint, stored, quantize, 0)?.weight_bytes();
+    if need <= capacity.bytes {
+        return Ok(());
+    }
+    Err(Error::OutOfMemory { need, have: capacity.bytes, memory: capacity.what, adapter: ctx.info().name.clone(), hint })
 }
 
 /// Where weights come from: a checkpoint, or the GPU's random fill.
