@@ -158,6 +158,14 @@ fn budgets_too_small_are_clear_errors() -> Result<()> {
         Err(e) => ensure!(e.to_string().contains("num_experts_per_tok"), "{e}"),
         Ok(_) => anyhow::bail!("a pool of one slot for a top-2 model loaded"),
     }
+    // A budget over what the adapter has (where it says) would let a pool take memory that is not there.
+    if let Some(capacity) = ctx.memory_capacity() {
+        let budget = capacity.bytes.saturating_mul(4);
+        match load(ctx, LoadOptions { gpu_memory: Some(budget), ..Default::default() }) {
+            Err(e) => ensure!(e.to_string().contains(&format!("budget of {budget} bytes is more than")), "{e}"),
+            Ok(_) => anyhow::bail!("a budget of {budget} bytes, 4 times the adapter's {capacity:?}, was taken"),
+        }
+    }
     Ok(())
 }
 

@@ -53,8 +53,8 @@ pub struct LoadOptions {
     /// GPU memory for the weights, in bytes (a session's KV cache, state and activations come on top). The
     /// weights other than the experts must fit; the experts go resident when they all fit too, else they stay
     /// in the memory-mapped checkpoint and stream through a pool of as many expert slots as fit (at least
-    /// num_experts_per_tok). None: everything resident, refused at load when the weights need more than the
-    /// adapter has ([`Context::memory_capacity`], where known).
+    /// num_experts_per_tok); a budget over what the adapter has ([`Context::memory_capacity`], where known) is
+    /// refused. None: everything resident, refused at load when the weights need more than the adapter has.
     pub gpu_memory: Option<u64>,
     /// Stream the experts through a pool of exactly this many slots (at least num_experts_per_tok), even when
     /// they would fit: for tests and benchmarks of streaming. Checked against `gpu_memory` when both are given.
@@ -137,6 +137,16 @@ impl Model {
         options: &LoadOptions,
     ) -> Result<Model> {
         cfg.validate()?;
+        if let (Some(budget), Some(capacity)) = (options.gpu_memory, ctx.memory_capacity()) {
+            if budget > capacity.bytes {
+                return Err(Error::Input(format!(
+                    "a GPU memory budget of {budget} bytes is more than the {} bytes of {} on {}",
+                    capacity.bytes,
+                    capacity.what,
+                    ctx.info().name
+                )));
+            }
+        }
         let limited = options.gpu_memory.is_some() || options.expert_slots.is_some();
         let (mut weights, feed) =
             weights::upload(&ctx, &cfg, checkpoint, options.quantize, options.progress, !limited)?;
