@@ -191,9 +191,9 @@ impl QuantArgs {
 /// `--gpu-memory`, shared by the subcommands that load a model.
 #[derive(Args, Debug, Clone, Default)]
 pub struct MemoryArgs {
-    /// GPU memory for the model and one sequence's KV cache and state, e.g. 24GiB, 80G, 512MiB or bytes (wgpu
-    /// does not report the adapter's memory; default: no limit). Experts that do not fit stay in the
-    /// memory-mapped checkpoint and are streamed through a pool of GPU slots as the router picks them.
+    /// GPU memory for the model and one sequence's KV cache and state, e.g. 24GiB, 80G, 512MiB or bytes, at most
+    /// what the adapter has where it says (`info`); default: everything resident. Experts that do not fit stay in
+    /// the memory-mapped checkpoint and are streamed through a pool of GPU slots as the router picks them.
     #[arg(long)]
     pub gpu_memory: Option<String>,
 }
