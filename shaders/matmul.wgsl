@@ -69,6 +69,30 @@ fn row_word_dot(j: u32, i: u32, xs: X8) -> f32 {
     return word_dot(w[row.first + i], w[word_scale(row, i)], i, xs);
 }
 
+// W[row, col] (row counted from w_row0) as the matvecs take it: the prelude's matvec_weight (q8 unscaled).
+fn w_matvec_at(row: u32, col: u32) -> f32 {
+    let r = weight_ref(p.w_row0 + row, col, p.k);
+    var scale_word = 0u;
+    if !scales_per_row() {
+        scale_word = w[r.scale_word];
+    }
+    return matvec_weight(r, w[r.word], scale_word);
+}
+
+// acc's sums of rows j0 .. j0 + MATVEC_ROWS of W with their scales applied (the prelude's row_scaled): one load
+// per q8 row; other types as they are.
+fn rows_scaled(j0: u32, acc: Rows8) -> Rows8 {
+    if !scales_per_row() {
+        return acc;
+    }
+    var scaled: Rows8;
+    for (var q = 0u; q < MATVEC_ROWS; q++) {
+        let row = word_row(p.w_row0 + min(j0 + q, p.n - 1u), p.k);
+        scaled = rows8_add_at(scaled, q, row_scaled(rows8_at(acc, q), w[row.scales]));
+    }
+    return scaled;
+}
+
 // One round of MATVEC_UNROLL words from i0 of rows j0 .. j0 + MATVEC_ROWS, added to acc (see MATVEC_UNROLL).
 // Words past the row's last are loaded clamped into it and meet xs of 0.
 fn rows_round(j0: u32, i0: u32, words: u32, x: RoundXs, acc_in: Rows8) -> Rows8 {
@@ -124,11 +148,11 @@ fn rows_part_of(x0: u32, j0: u32, lane: u32, c_begin: u32, c_end: u32) -> Rows8 
         for (var c = c_begin + lane % ROW_THREADS; c < c_end; c += ROW_THREADS) {
             let xc = x[x0 + c];
             for (var q = 0u; q < MATVEC_ROWS; q++) {
-                acc = rows8_add_at(acc, q, w_at(min(j0 + q, p.n - 1u), c) * xc);
+                acc = rows8_add_at(acc, q, w_matvec_at(min(j0 + q, p.n - 1u), c) * xc);
             }
         }
     }
-    return acc;
+    return rows_scaled(j0, acc);
 }
 
 // The output elements of a matvec invocation: row r of x and y, columns j0 .. j0 + MATVEC_ROWS of y (rows of
@@ -289,9 +313,12 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
         for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
             let xc = normalised(x0, c, inv_rms);
             for (var q = 0u; q < MATVEC_ROWS; q++) {
-                acc = rows8_add_at(acc, q, w_at(min(s.j0 + q, p.n - 1u), c) * xc);
+                acc = rows8_add_at(acc, q, w_matvec_at(min(s.j0 + q, p.n - 1u), c) * xc);
             }
         }
+    }
+    if live {
+        acc = rows_scaled(s.j0, acc);
     }
     return NormDot(inv_rms, row_sum8(lane, acc));
 }

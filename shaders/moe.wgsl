@@ -77,12 +77,15 @@ fn row_word_dot(up: bool, row: u32, i: u32, xs: X8) -> f32 {
     return word_dot(stack_word(up, wr.first + i), stack_word(up, word_scale(wr, i)), i, xs);
 }
 
-// Stack row `row`, column c, of gate / down or up.
-fn stack_at(up: bool, row: u32, c: u32) -> f32 {
-    if up {
-        return w_up_at(row, c);
+// Stack row `row`, column c, of gate / down or up, as the matvecs take it: the prelude's matvec_weight (q8
+// unscaled).
+fn stack_matvec_at(up: bool, row: u32, c: u32) -> f32 {
+    let r = weight_ref(row, c, p.k);
+    var scale_word = 0u;
+    if !scales_per_row() {
+        scale_word = stack_word(up, r.scale_word);
     }
-    return w_at(row, c);
+    return matvec_weight(r, stack_word(up, r.word), scale_word);
 }
 
 // A decode matvec's outputs for one slot: rows j0 .. j0 + MATVEC_ROWS of the expert's matrix, whose first row is
@@ -113,6 +116,23 @@ fn matvec_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> 
 // The stack row of row j of the job's expert, clamped to the expert's last row.
 fn job_row(job: MatvecJob, j: u32) -> u32 {
     return job.expert_row0 + min(j, p.n - 1u);
+}
+
+// acc's sums of the job's rows of gate / down ([0]) and with `both` of up ([1]) with their scales applied (the
+// prelude's row_scaled): one load per q8 row; other types as they are.
+fn job_scaled(job: MatvecJob, both: bool, acc: array<Rows8, 2>) -> array<Rows8, 2> {
+    if !scales_per_row() {
+        return acc;
+    }
+    var scaled: array<Rows8, 2>;
+    for (var q = 0u; q < MATVEC_ROWS; q++) {
+        let wr = word_row(job_row(job, job.j0 + q), p.k);
+        scaled[0] = rows8_add_at(scaled[0], q, row_scaled(rows8_at(acc[0], q), stack_word(false, wr.scales)));
+        if both {
+            scaled[1] = rows8_add_at(scaled[1], q, row_scaled(rows8_at(acc[1], q), stack_word(true, wr.scales)));
+        }
+    }
+    return scaled;
 }
 
 // One round of MATVEC_UNROLL words from i0 (the prelude's MATVEC_UNROLL) of the job's rows of gate / down (into
@@ -175,14 +195,14 @@ fn rows_part(job: MatvecJob, x0: u32, both: bool, lane: u32) -> array<Rows8, 2> 
             let xc = x[x0 + c];
             for (var q = 0u; q < MATVEC_ROWS; q++) {
                 let row = job_row(job, job.j0 + q);
-                acc[0] = rows8_add_at(acc[0], q, xc * stack_at(false, row, c));
+                acc[0] = rows8_add_at(acc[0], q, xc * stack_matvec_at(false, row, c));
                 if both {
-                    acc[1] = rows8_add_at(acc[1], q, xc * stack_at(true, row, c));
+                    acc[1] = rows8_add_at(acc[1], q, xc * stack_matvec_at(true, row, c));
                 }
             }
         }
     }
-    return acc;
+    return job_scaled(job, both, acc);
 }
 
 // act[s, j] = silu(x[r] . gate_e[j]) * (x[r] . up_e[j]) for slot s = r * top_k + j'.
@@ -291,10 +311,13 @@ fn swiglu_norm_matvec(
             let xn = norm_w[c] * (x[x0 + c] * inv_rms);
             for (var q = 0u; q < MATVEC_ROWS; q++) {
                 let row = job_row(job, job.j0 + q);
-                acc[0] = rows8_add_at(acc[0], q, xn * stack_at(false, row, c));
-                acc[1] = rows8_add_at(acc[1], q, xn * stack_at(true, row, c));
+                acc[0] = rows8_add_at(acc[0], q, xn * stack_matvec_at(false, row, c));
+                acc[1] = rows8_add_at(acc[1], q, xn * stack_matvec_at(true, row, c));
             }
         }
+    }
+    if job.live {
+        acc = job_scaled(job, true, acc);
     }
     store_swiglu(job, lane, acc);
 }

@@ -219,21 +219,42 @@ fn word_row(row: u32, cols: u32) -> WordRow {
     return r;
 }
 
-// The word holding the scale of word i of the row (float types: the word itself, which word_dot ignores).
+// The word holding the scale of word i of the row: q4's group scale; for the others the word itself, which
+// word_dot ignores (floats have no scale, q8's is its row's: row_scaled).
 fn word_scale(r: WordRow, i: u32) -> u32 {
-    if W_DTYPE <= DTYPE_BF16 {
+    if W_DTYPE <= DTYPE_Q8 {
         return r.first + i;
-    }
-    if W_DTYPE == DTYPE_Q8 {
-        return r.scales;
     }
     let g = i * 8u / q4_group();
     return r.scales + select(g / 2u, g, q4_has_min());
 }
 
+// A q8 row has one scale, so the decode matvecs scale each row's sum once (row_scaled) instead of every weight:
+// word_dot and matvec_weight leave q8 weights unscaled, which saves a load and a multiply per word or weight.
+// Every other type comes out of them whole.
+fn scales_per_row() -> bool {
+    return W_DTYPE == DTYPE_Q8;
+}
+
+// A matvec row's sum with its scale applied, given the word at its WordRow's `scales` (see scales_per_row).
+fn row_scaled(sum: f32, scale_word: u32) -> f32 {
+    if scales_per_row() {
+        return sum * bitcast<f32>(scale_word);
+    }
+    return sum;
+}
+
+// weight_value as the decode matvecs take it: q8 weights unscaled (see scales_per_row), scale_word unread.
+fn matvec_weight(r: WeightRef, word: u32, scale_word: u32) -> f32 {
+    if scales_per_row() {
+        return f32(bitcast<i32>(word << (24u - 8u * (r.at % 4u))) >> 24u);
+    }
+    return weight_value(r, word, scale_word);
+}
+
 // The dot product of the weights in `word`, word i of its row, with xs (0 past the row's end), given the word
-// that word_scale points at. Quantized words take the codes' dot product and scale it once: the weights as
-// weight_value decodes them, summed in another order.
+// that word_scale points at. q4 words take the codes' dot product and scale it once: the weights as
+// weight_value decodes them, summed in another order; q8 words are left unscaled (scales_per_row).
 fn word_dot(word: u32, scale_word: u32, i: u32, xs: X8) -> f32 {
     switch W_DTYPE {
         case DTYPE_F32: {
@@ -248,7 +269,7 @@ fn word_dot(word: u32, scale_word: u32, i: u32, xs: X8) -> f32 {
         case DTYPE_Q8: {
             let v = bitcast<i32>(word);
             let codes = vec4(extractBits(v, 0u, 8u), extractBits(v, 8u, 8u), extractBits(v, 16u, 8u), extractBits(v, 24u, 8u));
-            return dot(vec4<f32>(codes), xs.a) * bitcast<f32>(scale_word);
+            return dot(vec4<f32>(codes), xs.a);
         }
         default: {
             let lo = vec4<f32>(vec4(extractBits(word, 0u, 4u), extractBits(word, 4u, 4u), extractBits(word, 8u, 4u), extractBits(word, 12u, 4u)));
