@@ -18,6 +18,12 @@
 //   Grid: rows * n_heads * n_splits workgroups, linear (workgroup = (r * n_heads + h) * n_splits + split).
 // - decode_combine: one workgroup per (row, head), one invocation per d: out = sum_s e^(m_s - M) o_s /
 //   sum_s e^(m_s - M) l_s over the splits with l_s > 0, M their largest m_s. Grid: rows * n_heads workgroups, linear.
+// - decode_split_lanes, decode_split_batch_lanes: decode_split and decode_split_batch with one invocation per
+//   (row, head, split) instead of a workgroup (Tuning::decode_attention_lanes: CPU adapters, where every barrier
+//   is a context switch and every invocation's load its own): no workgroup memory or barriers; the split's keys
+//   KEYS_A_ROUND at a time, their scores kept in registers, the running maximum and the output rescaled once a
+//   round. The same partials, rounded otherwise. Grid: ceil(rows * n_heads * n_splits / LANES_WG) workgroups of
+//   LANES_WG, linear (invocation (r * n_heads + h) * n_splits + split).
 // n_splits is fixed by the cache's length; keys_per_split follows kv_len, so a plan replays with a growing kv_len.
 // decode_split does not read `positions` (its caller binds any read-only buffer there).
 
@@ -163,6 +169,93 @@ fn decode_split_batch(
     // keys_per_split as attention.rs computes it: kv_len over the splits in whole tiles of WG keys.
     let keys_per_split = (kv_len + p.n_splits - 1u) / p.n_splits;
     split_partial(r, rh % p.n_heads, workgroup % p.n_splits, kv_len, (keys_per_split + WG - 1u) / WG * WG, lane);
+}
+
+// Invocations per workgroup of the _lanes entry points: one subgroup of a CPU adapter, so that a cache's few
+// hundred splits still spread over every core.
+const LANES_WG: u32 = 8u;
+
+// split_partial computed by one invocation on its own (the _lanes entry points).
+fn split_partial_lane(r: u32, h: u32, split: u32, kv_len: u32, keys_per_split: u32) {
+    let first = min(split * keys_per_split, kv_len);
+    let end = min(first + keys_per_split, kv_len);
+    let kv_dim = p.n_kv_heads * HEAD_DIM;
+    let kv_col = (h / (p.n_heads / p.n_kv_heads)) * HEAD_DIM;
+    let cache0 = r * p.max_len;
+    let q0 = r * p.q_stride + p.q_offset + h * HEAD_DIM;
+    var q_scaled: array<f32, MAX_HEAD_DIM>;
+    for (var d = 0u; d < HEAD_DIM; d++) {
+        q_scaled[d] = q[q0 + d] * p.scale;
+    }
+    var o: array<f32, MAX_HEAD_DIM>;
+    var m = NEG_BIG;
+    var l = 0.0;
+    for (var j0 = first; j0 < end; j0 += KEYS_A_ROUND) {
+        var scores_round: array<f32, KEYS_A_ROUND>; // NEG_BIG past the split's last key
+        var m_new = m;
+        for (var u = 0u; u < KEYS_A_ROUND; u++) {
+            let k0 = (cache0 + min(j0 + u, end - 1u)) * kv_dim + kv_col;
+            var score = 0.0;
+            for (var d = 0u; d < HEAD_DIM; d++) {
+                score += q_scaled[d] * k_cache[k0 + d];
+            }
+            scores_round[u] = select(NEG_BIG, score, j0 + u < end);
+            m_new = max(m_new, scores_round[u]);
+        }
+        let alpha = exp(m - m_new);
+        l *= alpha;
+        for (var d = 0u; d < HEAD_DIM; d++) {
+            o[d] *= alpha;
+        }
+        for (var u = 0u; u < KEYS_A_ROUND; u++) {
+            if j0 + u < end {
+                let weight = exp(scores_round[u] - m_new);
+                l += weight;
+                let v0 = (cache0 + j0 + u) * kv_dim + kv_col;
+                for (var d = 0u; d < HEAD_DIM; d++) {
+                    o[d] += weight * v_cache[v0 + d];
+                }
+            }
+        }
+        m = m_new;
+    }
+    let row = ((r * p.n_heads + h) * p.n_splits + split) * (HEAD_DIM + 2u);
+    partials[row] = m;
+    partials[row + 1u] = l;
+    for (var d = 0u; d < HEAD_DIM; d++) {
+        partials[row + 2u + d] = o[d];
+    }
+}
+
+@compute @workgroup_size(LANES_WG)
+fn decode_split_lanes(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let i = linear_workgroup(workgroup_id, num_workgroups) * LANES_WG + lane; // h * n_splits + split
+    if i >= p.n_heads * p.n_splits {
+        return;
+    }
+    split_partial_lane(0u, i / p.n_splits, i % p.n_splits, p.kv_len, p.keys_per_split);
+}
+
+@compute @workgroup_size(LANES_WG)
+fn decode_split_batch_lanes(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let i = linear_workgroup(workgroup_id, num_workgroups) * LANES_WG + lane;
+    let rh = i / p.n_splits; // r * n_heads + h
+    let r = rh / p.n_heads;
+    if r >= p.rows {
+        return;
+    }
+    // As decode_split_batch.
+    let kv_len = min(positions[r] + 1u, p.max_len);
+    let keys_per_split = (kv_len + p.n_splits - 1u) / p.n_splits;
+    split_partial_lane(r, rh % p.n_heads, i % p.n_splits, kv_len, (keys_per_split + WG - 1u) / WG * WG);
 }
 
 @compute @workgroup_size(WG)

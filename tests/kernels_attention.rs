@@ -150,27 +150,37 @@ fn attention_decode_matches_reference() {
         let qkv = seq.upload(ctx, kv_len - 1..kv_len);
         let [q, k, v] = seq.split(&qkv);
         let scratch = DecodeScratch::new(ctx, s, max_len).unwrap();
-        let out = ctx.zeros("out", &[1, s.q_dim()], DType::F32).unwrap();
-        let mut g = Graph::new(ctx);
-        attention::append_kv(&mut g, k, v, &seq.k_cache, &seq.v_cache, kv_len - 1).unwrap();
-        attention::decode(&mut g, q, &seq.k_cache, &seq.v_cache, kv_len, s, &scratch, &out).unwrap();
-        g.run().unwrap();
-        let got = ctx.read_f32(&out).unwrap();
-        let what = format!("decode {s:?} kv_len {kv_len} of {max_len} ({} splits)", scratch.n_splits());
-        let diff = check(&what, &got, &seq.reference(kv_len - 1..kv_len));
-        eprintln!("{what}: max |diff| {diff:e}");
+        for lanes in [false, true] {
+            let out = ctx.zeros("out", &[1, s.q_dim()], DType::F32).unwrap();
+            let mut g = Graph::new(ctx);
+            g.tuning.decode_attention_lanes = lanes;
+            attention::append_kv(&mut g, k, v, &seq.k_cache, &seq.v_cache, kv_len - 1).unwrap();
+            attention::decode(&mut g, q, &seq.k_cache, &seq.v_cache, kv_len, s, &scratch, &out).unwrap();
+            g.run().unwrap();
+            let got = ctx.read_f32(&out).unwrap();
+            let splits = scratch.n_splits();
+            let what = format!("decode {s:?} kv_len {kv_len} of {max_len} ({splits} splits, by lanes: {lanes})");
+            let diff = check(&what, &got, &seq.reference(kv_len - 1..kv_len));
+            eprintln!("{what}: max |diff| {diff:e}");
+        }
     }
 }
 
 /// Decodes tokens `steps` of `seq` through one plan (append at pos, attend over pos + 1 rows), replayed with new
-/// parameters per token as the model does; checks each token against the reference and returns the largest diff.
+/// parameters per token as the model does, with each decode split kernel; checks each token against the
+/// reference and returns the largest diff.
 fn decode_steps(ctx: &Context, seq: &Sequence, steps: std::ops::Range<usize>, max_len: usize) -> f32 {
+    [false, true].map(|lanes| decode_steps_with(ctx, seq, steps.clone(), max_len, lanes)).into_iter().fold(0.0, f32::max)
+}
+
+fn decode_steps_with(ctx: &Context, seq: &Sequence, steps: std::ops::Range<usize>, max_len: usize, lanes: bool) -> f32 {
     let s = seq.shape;
     let qkv = ctx.zeros("qkv step", &[1, Sequence::width(s)], DType::F32).unwrap();
     let [q, k, v] = seq.split(&qkv);
     let scratch = DecodeScratch::new(ctx, s, max_len).unwrap();
     let out = ctx.zeros("out", &[1, s.q_dim()], DType::F32).unwrap();
     let mut g = Graph::new(ctx);
+    g.tuning.decode_attention_lanes = lanes;
     let append = attention::append_kv(&mut g, k, v, &seq.k_cache, &seq.v_cache, steps.start).unwrap();
     let decode = attention::decode(&mut g, q, &seq.k_cache, &seq.v_cache, steps.start + 1, s, &scratch, &out).unwrap();
     let mut plan = g.build().unwrap();
@@ -181,7 +191,7 @@ fn decode_steps(ctx: &Context, seq: &Sequence, steps: std::ops::Range<usize>, ma
         decode.set_kv_len(&mut plan, pos + 1).unwrap();
         plan.run(ctx).unwrap();
         let got = ctx.read_f32(&out).unwrap();
-        worst = worst.max(check(&format!("decode step at {pos} {s:?}"), &got, &seq.reference(pos..pos + 1)));
+        worst = worst.max(check(&format!("decode step at {pos} {s:?}, by lanes: {lanes}"), &got, &seq.reference(pos..pos + 1)));
     }
     worst
 }
@@ -338,22 +348,27 @@ fn attention_batch_decode_matches_reference_per_row() {
         let [q, k, v] = seqs[0].split(&qkv);
         let scratch = DecodeScratch::batched(ctx, s, max_len, b).unwrap();
         let out = ctx.zeros("out", &[b, s.q_dim()], DType::F32).unwrap();
-        let mut g = Graph::new(ctx);
-        attention::append_kv_batch(&mut g, k, v, &k_cache, &v_cache, &positions).unwrap();
-        attention::decode_batch(&mut g, q, &k_cache, &v_cache, &positions, s, &scratch, &out).unwrap();
-        let plan = g.build().unwrap();
         let mut worst = 0.0f32;
-        for step in 0..steps {
-            let pos: Vec<u32> = lens.iter().map(|&len| (len + step) as u32).collect();
-            let rows: Vec<f32> = seqs.iter().zip(&pos).flat_map(|(seq, &p)| seq.columns(p as usize..p as usize + 1, 0, width)).collect();
-            ctx.write(&qkv, bytemuck::cast_slice(&rows)).unwrap();
-            ctx.write(&positions, bytemuck::cast_slice(&pos)).unwrap();
-            plan.run(ctx).unwrap();
-            let got = ctx.read_f32(&out).unwrap();
-            for (r, (seq, &p)) in seqs.iter().zip(&pos).enumerate() {
-                let what = format!("batch decode {s:?} row {r} at position {p} of {max_len}, step {step}");
-                let row = &got[r * s.q_dim()..][..s.q_dim()];
-                worst = worst.max(check(&what, row, &seq.reference(p as usize..p as usize + 1)));
+        // Each split kernel's plan replays the same steps (the second rewrites the rows the first appended).
+        for lanes in [false, true] {
+            let mut g = Graph::new(ctx);
+            g.tuning.decode_attention_lanes = lanes;
+            attention::append_kv_batch(&mut g, k, v, &k_cache, &v_cache, &positions).unwrap();
+            attention::decode_batch(&mut g, q, &k_cache, &v_cache, &positions, s, &scratch, &out).unwrap();
+            let plan = g.build().unwrap();
+            for step in 0..steps {
+                let pos: Vec<u32> = lens.iter().map(|&len| (len + step) as u32).collect();
+                let rows: Vec<f32> =
+                    seqs.iter().zip(&pos).flat_map(|(seq, &p)| seq.columns(p as usize..p as usize + 1, 0, width)).collect();
+                ctx.write(&qkv, bytemuck::cast_slice(&rows)).unwrap();
+                ctx.write(&positions, bytemuck::cast_slice(&pos)).unwrap();
+                plan.run(ctx).unwrap();
+                let got = ctx.read_f32(&out).unwrap();
+                for (r, (seq, &p)) in seqs.iter().zip(&pos).enumerate() {
+                    let what = format!("batch decode {s:?} row {r} at position {p} of {max_len}, step {step}, by lanes: {lanes}");
+                    let row = &got[r * s.q_dim()..][..s.q_dim()];
+                    worst = worst.max(check(&what, row, &seq.reference(p as usize..p as usize + 1)));
+                }
             }
         }
         eprintln!("batch decode {s:?} lengths {lens:?} + {steps} steps ({} splits): max |diff| {worst:e}", scratch.n_splits());

@@ -32,6 +32,7 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
         matvec_split_workgroups: 0,
         serial_scan_min_channels: usize::MAX,
         head_loops_unrolled: true,
+        decode_attention_lanes: false,
     };
     let mut out = vec![
         decode,

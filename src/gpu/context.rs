@@ -109,6 +109,11 @@ pub struct Tuning {
     /// (0.05 s with the bound read from the parameters), which the default model's first prompt waited for;
     /// the kernel ran 15 -> 20-35 ms slower at 512 tokens there.
     pub head_loops_unrolled: bool,
+    /// Whether decode attention's split kernel runs each (sequence, head, split) in one invocation, its keys in
+    /// order, rather than in a workgroup of 64 that scores a tile of keys side by side through workgroup memory
+    /// and barriers (`decode_split_lanes` in attention_decode.wgsl). CPU adapters: lavapipe runs a barrier as a
+    /// context switch and the workgroup's redundant exponentials and maxima 64 times over; GPUs: the workgroups.
+    pub decode_attention_lanes: bool,
 }
 
 impl Tuning {
@@ -127,6 +132,7 @@ impl Tuning {
             matvec_split_workgroups: 1024,
             serial_scan_min_channels: usize::MAX,
             head_loops_unrolled: true,
+            decode_attention_lanes: false,
         }
     }
 
@@ -145,17 +151,19 @@ impl Tuning {
             matvec_split_workgroups: 2 * cpu_threads(),
             serial_scan_min_channels: 64 * cpu_threads(),
             head_loops_unrolled: false,
+            decode_attention_lanes: true,
         }
     }
 }
 
 impl std::fmt::Display for Tuning {
     /// `32 lanes per row, tiled prefill from 8 rows, 1 matvec rows per group (>= 128 workgroups; at 1, 4 words a
-    /// round; k in parts below 1024), quantized rows by codes, chunked prefill scans`.
+    /// round; k in parts below 1024), quantized rows by codes, chunked prefill scans, decode attention by
+    /// workgroups`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups{}{}), {}, {}",
+            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups{}{}), {}, {}, {}",
             self.row_threads,
             format!("{:?}", self.prefill).to_lowercase(),
             self.tiled_min_rows,
@@ -173,7 +181,8 @@ impl std::fmt::Display for Tuning {
             match self.serial_scan_min_channels {
                 usize::MAX => "chunked prefill scans".to_string(),
                 min => format!("serial prefill scans from {min} channels"),
-            }
+            },
+            if self.decode_attention_lanes { "decode attention by lanes" } else { "decode attention by workgroups" }
         )
     }
 }
@@ -457,8 +466,8 @@ impl Context {
     pub fn tunings(&self) -> Vec<Tuning> {
         let mut out = Vec::new();
         for row_threads in crate::kernels::ROW_THREADS {
-            // Each way of reading quantized rows, each count of rows per row group, and prefill attention's head
-            // loops unrolled or not, at least once.
+            // Each way of reading quantized rows, each count of rows per row group, prefill attention's head
+            // loops unrolled or not, and decode attention by workgroups or by lanes, at least once.
             let each = [(false, 1, true), (true, 8, false), (false, 4, true), (true, 2, false)];
             for (quant_words, matvec_rows, head_loops_unrolled) in each {
                 out.push(Tuning {
@@ -472,6 +481,7 @@ impl Context {
                     matvec_split_workgroups: 0,
                     serial_scan_min_channels: usize::MAX,
                     head_loops_unrolled,
+                    decode_attention_lanes: !head_loops_unrolled,
                 });
             }
             // Every matvec at one row per group (for lack of workgroups), 2 or 4 words a round, quantized rows read

@@ -140,6 +140,26 @@ pub static DECODE_SPLIT_BATCH: Kernel = Kernel {
     variants: head_dim_variants,
 };
 
+/// [`DECODE_SPLIT`] with one invocation per split ([`Tuning::decode_attention_lanes`]).
+///
+/// [`Tuning::decode_attention_lanes`]: crate::gpu::Tuning::decode_attention_lanes
+pub static DECODE_SPLIT_LANES: Kernel = Kernel {
+    shader: &ATTENTION_DECODE_SHADER,
+    entry: "decode_split_lanes",
+    params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
+    bindings: DECODE_BINDINGS,
+    variants: head_dim_variants,
+};
+
+/// [`DECODE_SPLIT_BATCH`] with one invocation per split.
+pub static DECODE_SPLIT_BATCH_LANES: Kernel = Kernel {
+    shader: &ATTENTION_DECODE_SHADER,
+    entry: "decode_split_batch_lanes",
+    params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
+    bindings: DECODE_BINDINGS,
+    variants: head_dim_variants,
+};
+
 pub static DECODE_COMBINE: Kernel = Kernel {
     shader: &ATTENTION_DECODE_SHADER,
     entry: "decode_combine",
@@ -409,6 +429,14 @@ impl DecodeOps {
     }
 }
 
+/// Invocations per workgroup of the `_lanes` split kernels (`LANES_WG` in attention_decode.wgsl).
+const LANES_WG: usize = 8;
+
+/// The grid of a `_lanes` split kernel: one invocation per split.
+fn lanes_grid(g: &Graph, splits: usize) -> Result<[u32; 3]> {
+    g.linear_grid(splits.div_ceil(LANES_WG) as u64)
+}
+
 /// Keys per split: kv_len spread over the splits in whole tiles of WG keys; trailing splits may get none.
 fn keys_per_split(kv_len: usize, n_splits: usize) -> usize {
     kv_len.div_ceil(n_splits).next_multiple_of(WG)
@@ -456,8 +484,11 @@ pub fn decode<'a>(
     let constants = shape.head_dim_constant();
     // decode_split reads no positions: q stands in for them.
     let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out, q.tensor];
-    let split_grid = g.linear_grid((shape.n_heads * scratch.n_splits) as u64)?;
-    let split = g.dispatch(&DECODE_SPLIT, &constants, &params, &tensors, split_grid)?;
+    let splits = shape.n_heads * scratch.n_splits;
+    let split = match g.tuning.decode_attention_lanes {
+        true => g.dispatch(&DECODE_SPLIT_LANES, &constants, &params, &tensors, lanes_grid(g, splits)?)?,
+        false => g.dispatch(&DECODE_SPLIT, &constants, &params, &tensors, g.linear_grid(splits as u64)?)?,
+    };
     let combine_grid = g.linear_grid(shape.n_heads as u64)?;
     let combine = g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
     Ok(DecodeOps { split, combine, max_len, n_splits: scratch.n_splits })
@@ -575,8 +606,11 @@ pub fn decode_batch<'a>(
     u32_of(op, "cache elements", rows * max_len * shape.kv_dim())?;
     let constants = shape.head_dim_constant();
     let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out, positions];
-    let split_grid = g.linear_grid((rows * shape.n_heads * scratch.n_splits) as u64)?;
-    g.dispatch(&DECODE_SPLIT_BATCH, &constants, &params, &tensors, split_grid)?;
+    let splits = rows * shape.n_heads * scratch.n_splits;
+    match g.tuning.decode_attention_lanes {
+        true => g.dispatch(&DECODE_SPLIT_BATCH_LANES, &constants, &params, &tensors, lanes_grid(g, splits)?)?,
+        false => g.dispatch(&DECODE_SPLIT_BATCH, &constants, &params, &tensors, g.linear_grid(splits as u64)?)?,
+    };
     let combine_grid = g.linear_grid((rows * shape.n_heads) as u64)?;
     g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
     Ok(())

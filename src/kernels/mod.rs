@@ -49,6 +49,8 @@ pub fn all() -> Vec<&'static Kernel> {
         &attention::PREFILL,
         &attention::DECODE_SPLIT,
         &attention::DECODE_SPLIT_BATCH,
+        &attention::DECODE_SPLIT_LANES,
+        &attention::DECODE_SPLIT_BATCH_LANES,
         &attention::DECODE_COMBINE,
         &moe::ROUTE,
         &moe::ROUTER,
