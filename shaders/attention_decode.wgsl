@@ -48,7 +48,8 @@ struct DecodeParams {
     rows: u32,
     q_stride: u32,
     max_len: u32,
-    _pad0: u32,
+    head_dim: u32, // HEAD_DIM, the _lanes kernels' loop bound
+
     _pad1: u32,
 }
 
@@ -175,16 +176,19 @@ fn decode_split_batch(
 // hundred splits still spread over every core.
 const LANES_WG: u32 = 8u;
 
-// split_partial computed by one invocation on its own (the _lanes entry points).
+// split_partial computed by one invocation on its own (the _lanes entry points). Its loops over the head run to
+// p.head_dim rather than the constant HEAD_DIM: llvmpipe unrolls constant loops of a small head and then takes
+// a third of a second to compile the kernel (the default model's first decode step waited for it).
 fn split_partial_lane(r: u32, h: u32, split: u32, kv_len: u32, keys_per_split: u32) {
+    let head_dim = p.head_dim;
     let first = min(split * keys_per_split, kv_len);
     let end = min(first + keys_per_split, kv_len);
-    let kv_dim = p.n_kv_heads * HEAD_DIM;
-    let kv_col = (h / (p.n_heads / p.n_kv_heads)) * HEAD_DIM;
+    let kv_dim = p.n_kv_heads * head_dim;
+    let kv_col = (h / (p.n_heads / p.n_kv_heads)) * head_dim;
     let cache0 = r * p.max_len;
-    let q0 = r * p.q_stride + p.q_offset + h * HEAD_DIM;
+    let q0 = r * p.q_stride + p.q_offset + h * head_dim;
     var q_scaled: array<f32, MAX_HEAD_DIM>;
-    for (var d = 0u; d < HEAD_DIM; d++) {
+    for (var d = 0u; d < head_dim; d++) {
         q_scaled[d] = q[q0 + d] * p.scale;
     }
     var o: array<f32, MAX_HEAD_DIM>;
@@ -196,7 +200,7 @@ fn split_partial_lane(r: u32, h: u32, split: u32, kv_len: u32, keys_per_split: u
         for (var u = 0u; u < KEYS_A_ROUND; u++) {
             let k0 = (cache0 + min(j0 + u, end - 1u)) * kv_dim + kv_col;
             var score = 0.0;
-            for (var d = 0u; d < HEAD_DIM; d++) {
+            for (var d = 0u; d < head_dim; d++) {
                 score += q_scaled[d] * k_cache[k0 + d];
             }
             scores_round[u] = select(NEG_BIG, score, j0 + u < end);
@@ -204,7 +208,7 @@ fn split_partial_lane(r: u32, h: u32, split: u32, kv_len: u32, keys_per_split: u
         }
         let alpha = exp(m - m_new);
         l *= alpha;
-        for (var d = 0u; d < HEAD_DIM; d++) {
+        for (var d = 0u; d < head_dim; d++) {
             o[d] *= alpha;
         }
         for (var u = 0u; u < KEYS_A_ROUND; u++) {
@@ -212,17 +216,17 @@ fn split_partial_lane(r: u32, h: u32, split: u32, kv_len: u32, keys_per_split: u
                 let weight = exp(scores_round[u] - m_new);
                 l += weight;
                 let v0 = (cache0 + j0 + u) * kv_dim + kv_col;
-                for (var d = 0u; d < HEAD_DIM; d++) {
+                for (var d = 0u; d < head_dim; d++) {
                     o[d] += weight * v_cache[v0 + d];
                 }
             }
         }
         m = m_new;
     }
-    let row = ((r * p.n_heads + h) * p.n_splits + split) * (HEAD_DIM + 2u);
+    let row = ((r * p.n_heads + h) * p.n_splits + split) * (head_dim + 2u);
     partials[row] = m;
     partials[row + 1u] = l;
-    for (var d = 0u; d < HEAD_DIM; d++) {
+    for (var d = 0u; d < head_dim; d++) {
         partials[row + 2u + d] = o[d];
     }
 }

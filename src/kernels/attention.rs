@@ -89,7 +89,8 @@ params! {
         pub rows: u32,
         pub q_stride: u32,
         pub max_len: u32,
-        pub _pad0: u32,
+        /// HEAD_DIM, read by the `_lanes` split kernels as their loops' bound (see attention_decode.wgsl).
+        pub head_dim: u32,
         pub _pad1: u32,
     }
 }
@@ -479,6 +480,7 @@ pub fn decode<'a>(
         rows: 1,
         q_stride: u32_of(op, "q stride", q.stride())?,
         max_len: u32_of(op, "max_len", max_len)?,
+        head_dim: u32_of(op, "head_dim", shape.head_dim)?,
         ..Default::default()
     };
     let constants = shape.head_dim_constant();
@@ -601,6 +603,7 @@ pub fn decode_batch<'a>(
         rows: u32_of(op, "rows", rows)?,
         q_stride: u32_of(op, "q stride", q.stride())?,
         max_len: u32_of(op, "max_len", max_len)?,
+        head_dim: u32_of(op, "head_dim", shape.head_dim)?,
         ..Default::default()
     };
     u32_of(op, "cache elements", rows * max_len * shape.kv_dim())?;
