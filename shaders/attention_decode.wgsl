@@ -49,7 +49,6 @@ struct DecodeParams {
     q_stride: u32,
     max_len: u32,
     head_dim: u32, // HEAD_DIM, the _lanes kernels' loop bound
-
     _pad1: u32,
 }
 
@@ -165,11 +164,17 @@ fn decode_split_batch(
     if r >= p.rows {
         return;
     }
-    // A full sequence (positions[r] = max_len, its row dropped by append_kv_batch) attends over what it holds.
+    let keys = batch_keys(r);
+    split_partial(r, rh % p.n_heads, workgroup % p.n_splits, keys.x, keys.y, lane);
+}
+
+// Row r of a batch: its kv_len and keys per split. A full sequence (positions[r] = max_len, its row dropped by
+// append_kv_batch) attends over what it holds; keys_per_split is as attention.rs computes it, kv_len over the
+// splits in whole tiles of WG keys.
+fn batch_keys(r: u32) -> vec2<u32> {
     let kv_len = min(positions[r] + 1u, p.max_len);
-    // keys_per_split as attention.rs computes it: kv_len over the splits in whole tiles of WG keys.
     let keys_per_split = (kv_len + p.n_splits - 1u) / p.n_splits;
-    split_partial(r, rh % p.n_heads, workgroup % p.n_splits, kv_len, (keys_per_split + WG - 1u) / WG * WG, lane);
+    return vec2(kv_len, (keys_per_split + WG - 1u) / WG * WG);
 }
 
 // Invocations per workgroup of the _lanes entry points: one subgroup of a CPU adapter, so that a cache's few
@@ -256,10 +261,8 @@ fn decode_split_batch_lanes(
     if r >= p.rows {
         return;
     }
-    // As decode_split_batch.
-    let kv_len = min(positions[r] + 1u, p.max_len);
-    let keys_per_split = (kv_len + p.n_splits - 1u) / p.n_splits;
-    split_partial_lane(r, rh % p.n_heads, i % p.n_splits, kv_len, (keys_per_split + WG - 1u) / WG * WG);
+    let keys = batch_keys(r);
+    split_partial_lane(r, rh % p.n_heads, i % p.n_splits, keys.x, keys.y);
 }
 
 @compute @workgroup_size(WG)

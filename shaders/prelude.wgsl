@@ -131,6 +131,11 @@ fn weight_ref(row: u32, col: u32, cols: u32) -> WeightRef {
     return r;
 }
 
+// A q8 weight's code, unscaled: byte col % 4 of its word, sign-extended.
+fn q8_code(r: WeightRef, word: u32) -> f32 {
+    return f32(bitcast<i32>(word << (24u - 8u * (r.at % 4u))) >> 24u);
+}
+
 // The weight's value, given the words that `weight_ref` pointed at. Kernels do the two loads themselves (each
 // reads its own bindings): `let r = weight_ref(row, col, k); weight_value(r, w[r.word], w[r.scale_word])`.
 fn weight_value(r: WeightRef, word: u32, scale_word: u32) -> f32 {
@@ -138,9 +143,7 @@ fn weight_value(r: WeightRef, word: u32, scale_word: u32) -> f32 {
         return unpack_weight(word, r.at);
     }
     if W_DTYPE == DTYPE_Q8 {
-        // Sign-extend byte col % 4.
-        let code = bitcast<i32>(word << (24u - 8u * (r.at % 4u))) >> 24u;
-        return f32(code) * bitcast<f32>(scale_word);
+        return q8_code(r, word) * bitcast<f32>(scale_word);
     }
     let q = f32((word >> (4u * (r.at % 8u))) & 0xfu);
     if q4_has_min() {
@@ -247,7 +250,7 @@ fn row_scaled(sum: f32, scale_word: u32) -> f32 {
 // weight_value as the decode matvecs take it: q8 weights unscaled (see scales_per_row), scale_word unread.
 fn matvec_weight(r: WeightRef, word: u32, scale_word: u32) -> f32 {
     if scales_per_row() {
-        return f32(bitcast<i32>(word << (24u - 8u * (r.at % 4u))) >> 24u);
+        return q8_code(r, word);
     }
     return weight_value(r, word, scale_word);
 }
