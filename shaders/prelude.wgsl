@@ -85,20 +85,26 @@ fn q4_has_min() -> bool {
     return W_DTYPE == DTYPE_Q4_G32_MIN || W_DTYPE == DTYPE_Q4_G64_MIN;
 }
 
-// Words at the start of a quantized row that hold its scales (q4 symmetric: two f16 per word; with min: one
-// scale | min pair per word).
-fn quant_scale_words(cols: u32) -> u32 {
-    if W_DTYPE == DTYPE_Q8 {
-        return 1u;
-    }
-    let groups = cols / q4_group();
-    return select((groups + 1u) / 2u, groups, q4_has_min());
+// `words` rounded up to whole quads: a quantized row's scales and its codes are each padded to 16 bytes, so that
+// its codes start on a quad (quant.rs, ROW_ALIGN).
+fn whole_quads(words: u32) -> u32 {
+    return (words + 3u) & ~3u;
 }
 
-// Words of one quantized row: its scales, then its codes (q8: 4 per word; q4: 8 per word).
+// Words at the start of a quantized row that hold its scales, padding included (q8: one f32; q4 symmetric: two
+// f16 per word; with min: one scale | min pair per word).
+fn quant_scale_words(cols: u32) -> u32 {
+    if W_DTYPE == DTYPE_Q8 {
+        return 4u;
+    }
+    let groups = cols / q4_group();
+    return whole_quads(select((groups + 1u) / 2u, groups, q4_has_min()));
+}
+
+// Words of one quantized row: its scales, then its codes (q8: 4 per word; q4: 8 per word), padding included.
 fn quant_row_words(cols: u32) -> u32 {
     let codes = select(cols / 8u, (cols + 3u) / 4u, W_DTYPE == DTYPE_Q8);
-    return quant_scale_words(cols) + codes;
+    return quant_scale_words(cols) + whole_quads(codes);
 }
 
 // Where a weight lies: the word holding its value or code, the word holding its scale (the same word for float

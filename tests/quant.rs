@@ -73,8 +73,14 @@ fn packed_rows_hold_the_disk_bytes_in_whole_words() {
             );
         }
     }
-    // q8 takes any K; its rows are padded to a word.
-    assert_eq!(QuantFormat::Q8.row_words(5), 1 + 2);
+    // q8 takes any K; its scale and its codes are each padded to 16 bytes, so that its codes start on 16.
+    assert_eq!(QuantFormat::Q8.row_words(5), 4 + 4);
+    assert_eq!(QuantFormat::Q8.row_words(4096), 4 + 1024);
+    for format in QuantFormat::ALL {
+        for cols in [64, 192, 320, 4096, 14336] {
+            assert_eq!(format.row_words(cols) % 4, 0, "{format} cols {cols}: rows of whole 16-byte quads");
+        }
+    }
 }
 
 #[test]

@@ -178,8 +178,9 @@ fn quantized_experts_stream_identically() -> Result<()> {
     let got = run(&streamed)?;
     check_same("q8, 3 slots", &got, &run(&resident)?)?;
     let s = got.stats.expect("streamed");
-    // q8 rows: 4 bytes of scale + the codes, per row of gate, up (384 rows of 192) and down (192 rows of 384).
-    ensure!(s.expert_bytes == 2 * 384 * (4 + 192) + 192 * (4 + 384), "{s:?}");
+    // q8 rows: the scale and the codes, each padded to 16 bytes, per row of gate, up (384 rows of 192) and down
+    // (192 rows of 384).
+    ensure!(s.expert_bytes == 2 * 384 * (16 + 192) + 192 * (16 + 384), "{s:?}");
     ensure!(s.bytes_uploaded == s.misses * s.expert_bytes, "{s:?}");
     Ok(())
 }

@@ -8,9 +8,14 @@ use crate::gpu::Context;
 use crate::weights::quant::QuantFormat;
 use crate::{Error, Result};
 
+/// Every storage buffer, and every binding of one, is a whole number of 16-byte quads, and every view starts on
+/// one, so that a kernel may read any binding as `array<vec4<...>>`: the decode matvecs read weight rows 16 bytes
+/// a load (prelude.wgsl, `MATVEC_READS`).
+pub const BINDING_ALIGN: u64 = 16;
+
 /// How elements are stored in a buffer. Half-precision elements are packed two per u32 word (element 2i in the
 /// low half), which is how WGSL reads them without the f16 extension. Quantized matrices are packed rows of codes
-/// and scales, one word-aligned record per row (see [`crate::weights::quant`]).
+/// and scales, one 16-byte aligned record per row (see [`crate::weights::quant`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
@@ -135,7 +140,7 @@ impl Tensor {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: self.buffer(),
             offset: self.offset,
-            size: wgpu::BufferSize::new(self.size_bytes().max(4).next_multiple_of(4)),
+            size: wgpu::BufferSize::new(self.size_bytes().max(BINDING_ALIGN).next_multiple_of(BINDING_ALIGN)),
         })
     }
 
@@ -235,7 +240,7 @@ impl Context {
             format.check_cols(&format!("`{label}`"), shape.last().copied().unwrap_or(0))?;
         }
         let bytes = dtype.storage_bytes(shape) as u64;
-        let size = bytes.max(4).next_multiple_of(4);
+        let size = bytes.max(BINDING_ALIGN).next_multiple_of(BINDING_ALIGN);
         self.check_buffer_size(label, size)?;
         let buffer = self.scoped(
             || format!("allocating `{label}` ({size} bytes)"),
@@ -309,7 +314,7 @@ impl Context {
 
     /// The alignment in bytes of a storage binding's offset, hence of every [`Context::view`].
     pub fn storage_alignment(&self) -> u64 {
-        self.limits().min_storage_buffer_offset_alignment as u64
+        (self.limits().min_storage_buffer_offset_alignment as u64).max(BINDING_ALIGN)
     }
 
     /// A zero-filled tensor.

@@ -14,14 +14,17 @@
 //! GPU layout: a matrix [rows, cols] is `rows` packed rows of [`QuantFormat::row_words`] u32 words each, so a
 //! row range is a contiguous byte range (matrices split by rows, expert stacks) and one binding holds a matrix:
 //! ```text
-//! q8:            [scale f32] [codes: cols i8, 4 per word, column c in byte c % 4 of word c / 4] [pad to a word]
-//! q4 symmetric:  [scales: groups f16, 2 per word, group g in half g % 2] [pad] [codes: 8 per word, nibble c % 8]
-//! q4 with min:   [groups words: scale f16 in the low half, min f16 in the high half] [codes as above]
+//! q8:            [scale f32] [pad] [codes: cols i8, 4 per word, column c in byte c % 4 of word c / 4] [pad]
+//! q4 symmetric:  [scales: groups f16, 2 per word, group g in half g % 2] [pad] [codes: 8 per word, nibble c % 8] [pad]
+//! q4 with min:   [groups words: scale f16 in the low half, min f16 in the high half] [pad] [codes as above] [pad]
 //! ```
+//! Each [pad] fills its part to a multiple of 16 bytes ([`ROW_ALIGN`]), so every row's codes start on 16 bytes
+//! and a decode matvec can read them 16 bytes at a time (prelude.wgsl, `MATVEC_READS`): q8 spends 12 bytes a
+//! row on it, 0.3% of a row of 4,096 codes.
 //! On disk (safetensors, beside the unquantized tensors), a weight `X.weight` becomes `X.qweight` (q8: I8
 //! `[rows, cols]`; q4: U8 `[rows, cols / 2]`, column 2i in the low nibble of byte i) and `X.scales` (q8: F32
 //! `[rows]`; q4: F16 `[rows, groups]`, or `[rows, groups, 2]` as (scale, min) pairs). A GPU row is the disk
-//! row's scales, then its codes, each padded to a word: loading a quantized checkpoint is a copy.
+//! row's scales, then its codes, each padded to 16 bytes: loading a quantized checkpoint is a copy.
 
 use half::f16;
 
@@ -128,9 +131,9 @@ impl QuantFormat {
         }
     }
 
-    /// u32 words of one packed GPU row: the scales, then the codes, each padded to a word.
+    /// u32 words of one packed GPU row: the scales, then the codes, each padded to [`ROW_ALIGN`] bytes.
     pub fn row_words(self, cols: usize) -> usize {
-        self.scale_bytes(cols).div_ceil(4) + self.code_bytes(cols).div_ceil(4)
+        (self.scale_bytes(cols).next_multiple_of(ROW_ALIGN) + self.code_bytes(cols).next_multiple_of(ROW_ALIGN)) / 4
     }
 
     /// The value of the `W_DTYPE` override that makes a kernel read this format (prelude.wgsl, DTYPE_Q*).
@@ -297,7 +300,10 @@ pub struct QuantView<'a> {
     pub scales: &'a [u8],
 }
 
-const ZEROS: [u8; 4] = [0; 4];
+/// What a packed GPU row's scales and its codes are each padded to, in bytes: one 16-byte load.
+pub const ROW_ALIGN: usize = 16;
+
+const ZEROS: [u8; ROW_ALIGN] = [0; ROW_ALIGN];
 
 impl<'a> QuantView<'a> {
     fn scales_row(&self, r: usize) -> &'a [u8] {
@@ -313,7 +319,7 @@ impl<'a> QuantView<'a> {
     /// Rows `row0..row0 + n` in the GPU layout, as slices to copy one after another (scales, padding, codes,
     /// padding per row): what [`Context::tensor_from_parts`](crate::gpu::Context::tensor_from_parts) takes.
     pub fn packed_rows(&self, row0: usize, n: usize) -> Vec<&'a [u8]> {
-        let pad = |len: usize| &ZEROS[..len.next_multiple_of(4) - len];
+        let pad = |len: usize| &ZEROS[..len.next_multiple_of(ROW_ALIGN) - len];
         let mut parts = Vec::with_capacity(4 * n);
         for r in row0..row0 + n {
             let (s, c) = (self.scales_row(r), self.codes_row(r));
