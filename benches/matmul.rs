@@ -3,7 +3,7 @@
 //! Jamba-v0.1's full hidden size (4096), the default 8 divides every dimension by 8 for software adapters.
 
 use jamba_wgpu::bench::{report, time_plan};
-use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph, Prefill};
+use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph, MatvecReads, Prefill};
 use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
 use jamba_wgpu::kernels::{matmul, rms_norm, IntoCols};
 use jamba_wgpu::weights::quant::QuantFormat;
@@ -18,13 +18,21 @@ fn main() -> anyhow::Result<()> {
         for dtype in [DType::F32, DType::BF16, DType::Quant(QuantFormat::Q8), DType::Quant(QuantFormat::ALL[1])] {
             let w = ctx.zeros("w", &[n, k], dtype)?;
             // Decode (matvec): the adapter's tuning, then on GPUs 64 invocations per row (one row per workgroup)
-            // instead of 32, each other count of rows per row group, and quantized rows by words; then prefill
-            // with each tiled kernel the adapter runs.
+            // instead of 32, each other count of rows per row group, and each other way of reading rows (by
+            // codes, words or quads; floats read by words either of the first two ways); then prefill with each
+            // tiled kernel the adapter runs.
             let base = Path::of(&ctx);
             let wide = (!ctx.is_cpu()).then_some(Path { row_threads: 64, ..base });
             let other_rows = [1, 4, 8].into_iter().filter(|&r| r != base.matvec_rows);
             let rows = other_rows.map(|r| Path { matvec_rows: r, ..base });
-            let other_reads = dtype.is_quantized().then_some(Path { quant_words: !base.quant_words, ..base });
+            let other_reads = if dtype.is_quantized() {
+                MatvecReads::ALL.into_iter().filter(|&r| r != base.matvec_reads).collect()
+            } else if base.matvec_reads == MatvecReads::Quads {
+                vec![MatvecReads::Words] // float rows are read by words for codes and for words alike
+            } else {
+                vec![MatvecReads::Quads]
+            };
+            let other_reads = other_reads.into_iter().map(|matvec_reads| Path { matvec_reads, ..base });
             let prefills = [Prefill::Tiled, Prefill::Wide, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));
             let paths = std::iter::once(base)
                 .chain(wide)
@@ -37,7 +45,7 @@ fn main() -> anyhow::Result<()> {
                 let y = ctx.zeros("y", &[t, n], DType::F32)?;
                 let mut g = Graph::new(&ctx);
                 g.tuning.prefill = path.prefill.unwrap_or(g.tuning.prefill);
-                g.tuning.quant_words = path.quant_words;
+                g.tuning.matvec_reads = path.matvec_reads;
                 g.tuning.row_threads = path.row_threads;
                 g.tuning.matvec_rows = path.matvec_rows;
                 g.tuning.matvec_min_workgroups = 1; // the rows asked for, however few workgroups they leave
@@ -49,10 +57,10 @@ fn main() -> anyhow::Result<()> {
                 let kind = match path.prefill {
                     Some(p) => format!(" {p:?}"),
                     None => format!(
-                        " {} per row, {} rows{}",
+                        " {} per row, {} rows, by {}",
                         path.row_threads,
                         path.matvec_rows,
-                        if dtype.is_quantized() && path.quant_words { ", by words" } else { "" }
+                        path.matvec_reads.name()
                     ),
                 };
                 let name = format!("matmul {name} [{t}x{k}]x[{n}x{k}]^T {dtype:?}{kind}");
@@ -99,7 +107,7 @@ fn main() -> anyhow::Result<()> {
 struct Path {
     t: usize,
     prefill: Option<Prefill>,
-    quant_words: bool,
+    matvec_reads: MatvecReads,
     row_threads: u32,
     matvec_rows: u32,
 }
@@ -110,7 +118,7 @@ impl Path {
         Path {
             t: 1,
             prefill: None,
-            quant_words: tuning.quant_words,
+            matvec_reads: tuning.matvec_reads,
             row_threads: tuning.row_threads,
             matvec_rows: tuning.matvec_rows,
         }

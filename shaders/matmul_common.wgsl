@@ -1,6 +1,6 @@
-// matmul_common.wgsl: what the three matmul shaders (matmul.wgsl, matmul_cpu.wgsl, matmul_coop.wgsl) share,
-// placed after the prelude in each: the parameters, the bindings of x, W and y, how a weight is read and how an
-// output is stored.
+// matmul_common.wgsl: what the matmul shaders (matvec.wgsl for decode; matmul.wgsl, matmul_cpu.wgsl and
+// matmul_coop.wgsl for prefill) share, placed after the prelude in each: the parameters, the binding of y and how
+// an output is stored. x and W are bound by matvec.wgsl as vec4, by the others as scalars (matmul_words.wgsl).
 // x: [t, k] f32 rows at x[r * x_stride + x_offset + c]; W: [n, k] row-major, packed as W_DTYPE, from row w_row0;
 // y: [t, n] f32 at y[r * y_stride + y_offset + j]; with accumulate = 1, y += x W^T (the residual fused in).
 
@@ -31,15 +31,7 @@ struct MatmulParams {
 }
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-// W[row, col] (row counted from w_row0), decoded from W_DTYPE.
-fn w_at(row: u32, col: u32) -> f32 {
-    let r = weight_ref(p.w_row0 + row, col, p.k);
-    return weight_value(r, w[r.word], w[r.scale_word]);
-}
 
 // y[r, j] = value, or += value when accumulating.
 fn store(r: u32, j: u32, value: f32) {

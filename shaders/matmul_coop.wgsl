@@ -1,6 +1,6 @@
 // matmul_coop.wgsl: y = x W^T (+ y when accumulating), the prefill matmul on an adapter's matrix units (tensor
 // cores) through wgpu's experimental cooperative matrices (Prefill::Coop, opt-in). Reference: reference::matmul.
-// Parameters, bindings and layouts: matmul_common.wgsl.
+// Parameters, bindings and layouts: matmul_common.wgsl and matmul_words.wgsl.
 //
 // The products are 16 x 16 x 16 matrices of f16 accumulated in f32: x and W are rounded to f16 as they are
 // staged (11-bit significands, finer than bf16's 8; values beyond +-65,504 saturate there).
@@ -19,7 +19,7 @@ enable wgpu_cooperative_matrix;
 
 const TILE: u32 = 64u; // rows and columns of y per workgroup
 
-// MatmulParams, x, w, y, w_at and store(): matmul_common.wgsl.
+// MatmulParams, y and store(): matmul_common.wgsl; x, w and w_at: matmul_words.wgsl.
 
 var<workgroup> x_tile: array<f16, 2560>; // [TILE][PITCH]: x[r0 + row, k0 + c]
 var<workgroup> w_tile: array<f16, 2560>; // [TILE][PITCH]: W[j0 + row, k0 + c]

@@ -18,7 +18,7 @@ const SG: u32 = 8u; // subgroup width, and k step
 const ROWS: u32 = 16u; // rows of y per invocation (shared by its subgroup)
 const COLS: u32 = 4u; // columns of y per invocation
 
-// MatmulParams, x, w, y, w_at and store(): matmul_common.wgsl.
+// MatmulParams, y and store(): matmul_common.wgsl; x, w and w_at: matmul_words.wgsl.
 
 // Weight (row, col), clamped into the matrix: past it, x is 0 (columns) or the result is not stored (rows), so
 // the loads need no branch.

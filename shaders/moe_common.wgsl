@@ -1,5 +1,6 @@
-// moe_common.wgsl: what the two expert shaders (moe.wgsl, moe_cpu.wgsl) share, placed after the prelude in each:
-// the parameters and the bindings every expert kernel takes (moe.wgsl's header has the layouts).
+// moe_common.wgsl: what the expert shaders (moe_matvec.wgsl for decode; moe.wgsl, moe_cpu.wgsl and moe_coop.wgsl
+// for prefill) share, placed after the prelude in each: the parameters and the bindings every expert kernel takes
+// (moe.wgsl's header has the layouts).
 
 struct MoeParams {
     t: u32,
@@ -13,9 +14,8 @@ struct MoeParams {
 }
 
 @group(0) @binding(0) var<uniform> p: MoeParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>; // x, act or y_slots, as moe.wgsl's header says
-@group(0) @binding(2) var<storage, read> w: array<u32>; // gate or down weights of the stack
-@group(0) @binding(3) var<storage, read> w_up: array<u32>; // up weights of the stack
+// Bindings 1-3 (x, and the gate / down and up weights of the stack): moe_matvec.wgsl binds them as vec4, the
+// prefill shaders as scalars (moe_words.wgsl).
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 @group(0) @binding(5) var<storage, read> groups: array<u32>;
 @group(0) @binding(6) var<storage, read> weights: array<f32>;

@@ -20,7 +20,8 @@ enable wgpu_cooperative_matrix;
 // 1: the SwiGLU half (moe.wgsl's swiglu_tiled); 0: down (down_tiled).
 override GATED: bool;
 
-// MoeParams and bindings 0-7: moe_common.wgsl; TILE, w_at, w_up_at and the tile jobs: moe_tiles.wgsl.
+// MoeParams and bindings 0 and 4-7: moe_common.wgsl; bindings 1-3: moe_words.wgsl; TILE, w_at, w_up_at and the
+// tile jobs: moe_tiles.wgsl.
 
 var<workgroup> x_tile: array<f16, 2560>; // [TILE][PITCH]: the tile's rows of x (or act), columns k0 ..
 var<workgroup> w_tile: array<f16, 2560>; // [TILE][PITCH]: the tile's rows of gate (or down)

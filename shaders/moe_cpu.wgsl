@@ -14,7 +14,7 @@ const SG: u32 = 8u; // subgroup width, and k step
 const ROWS: u32 = 16u; // grouped rows per invocation (shared by its subgroup)
 const COLS: u32 = 4u; // output columns per invocation
 
-// MoeParams and bindings 0-7: moe_common.wgsl.
+// MoeParams and bindings 0 and 4-7: moe_common.wgsl; bindings 1-3: moe_words.wgsl.
 
 // Weight (j, col) of expert e_local's gate / down, and of its up, clamped into the matrix: past it, x is 0
 // (columns) or the result is not stored (rows), so the loads need no branch.

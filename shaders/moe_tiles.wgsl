@@ -1,5 +1,5 @@
 // moe_tiles.wgsl: what the expert shaders that read weights by row and tile share (moe.wgsl, moe_coop.wgsl),
-// placed after moe_common.wgsl: a weight of the stack by row, and how a prefill workgroup finds its tile of an
+// placed after moe_words.wgsl: a weight of the stack by row, and how a prefill workgroup finds its tile of an
 // expert's grouped rows (moe.wgsl's header has the layouts).
 
 // Rows and columns of y per prefill workgroup.

@@ -166,12 +166,18 @@ fn weight_value(r: WeightRef, word: u32, scale_word: u32) -> f32 {
 // each takes its word's dot product with the matching values of x, which the kernel gathers itself (x is its
 // own binding) into an X8: word i of a row covers columns i * word_weights() .. + word_weights().
 //
-// Float rows are read by words wherever they start on a word. Quantized rows only when QUANT_WORDS is 1
-// (Tuning::quant_words, the default on CPU adapters, where it is faster): on an H200 a first version, decoding
-// codes through arrays indexed in loops, made the q8 matvec about 2x slower (0.213 ms of GPU time for
-// [16384 x 4096], against 0.170 ms submit-to-completion weight by weight, of which about 0.07 ms is submitting
-// and waiting). This one decodes with extractBits and vector dot products, no arrays; it has not run on a GPU.
-override QUANT_WORDS: u32 = 0u;
+// How the decode matvecs read weight rows (MATVEC_READS, Tuning::matvec_reads):
+// - READ_CODES: quantized rows a weight at a time; float rows by words wherever they start on a word.
+// - READ_WORDS: quantized rows by words too (the default on CPU adapters, where it is faster). On an H200 a
+//   first version, decoding codes through arrays indexed in loops, made the q8 matvec about 2x slower (0.213 ms
+//   of GPU time for [16384 x 4096], against 0.170 ms submit-to-completion weight by weight, of which about
+//   0.07 ms is submitting and waiting). This one decodes with extractBits and vector dot products, no arrays;
+//   it has not run on a GPU.
+// - READ_QUADS: rows of whole quads four words (16 bytes) a load, the rest by words (rows_by_quad, below).
+const READ_CODES: u32 = 0u;
+const READ_WORDS: u32 = 1u;
+const READ_QUADS: u32 = 2u;
+override MATVEC_READS: u32 = READ_CODES;
 
 // The x values of one word's columns: a.x alone for f32, a.xy for f16 and bf16, a for q8, a then b for q4.
 struct X8 {
@@ -198,10 +204,10 @@ fn word_weights() -> u32 {
 }
 
 // Whether the rows of a matrix with `cols` columns are read by words: float rows that start on a word (f32
-// always, f16 and bf16 when cols is even); quantized rows (word-aligned records) when QUANT_WORDS is 1.
+// always, f16 and bf16 when cols is even); quantized rows (word-aligned records) unless read by codes.
 fn rows_by_word(cols: u32) -> bool {
     if W_DTYPE > DTYPE_BF16 {
-        return QUANT_WORDS != 0u;
+        return MATVEC_READS != READ_CODES;
     }
     return W_DTYPE == DTYPE_F32 || cols % 2u == 0u;
 }
@@ -236,6 +242,78 @@ fn word_scale(r: WordRow, i: u32) -> u32 {
     }
     let g = i * 8u / q4_group();
     return r.scales + select(g / 2u, g, q4_has_min());
+}
+
+// ---- weight rows a quad at a time (MATVEC_READS = READ_QUADS) ----
+//
+// Quad g of a row is its words 4g .. 4g + 3, read in one 16-byte load (the kernels bind W as vec4<u32>):
+// ROW_THREADS invocations on a row load ROW_THREADS consecutive quads at once, f32 4 weights a load, f16 and
+// bf16 8, q8 16, q4 32. A GPU's widest load moves 4 times the bytes of a word's per instruction, and a decode
+// matvec by words or codes is bound by load instructions, not by memory (an H200: q8 by codes 0.32 TB/s, f32 by
+// words 1.68). A row is read by quads where it is whole quads: every quantized row (quant.rs pads its scales
+// and its codes to 16 bytes; a quad past the last code meets xs of 0), a float row whose words are a multiple of
+// 4 (so it starts on a quad); other rows by words.
+
+// The xs of a quad's four words (x_word of each).
+struct QuadXs {
+    w: array<X8, 4>,
+}
+
+// The QuadXs of a quad whose columns' x values are given four at a time: its word_weights() vec4s, in order (f32
+// takes 1, f16 and bf16 2, q8 4, q4 8), for kernels that load x as vec4.
+fn quad_xs_of(v: array<vec4<f32>, 8>) -> QuadXs {
+    var xs: QuadXs;
+    switch word_weights() {
+        case 1u: {
+            xs.w[0].a.x = v[0].x;
+            xs.w[1].a.x = v[0].y;
+            xs.w[2].a.x = v[0].z;
+            xs.w[3].a.x = v[0].w;
+        }
+        case 2u: {
+            xs.w[0].a = vec4(v[0].xy, 0.0, 0.0);
+            xs.w[1].a = vec4(v[0].zw, 0.0, 0.0);
+            xs.w[2].a = vec4(v[1].xy, 0.0, 0.0);
+            xs.w[3].a = vec4(v[1].zw, 0.0, 0.0);
+        }
+        case 4u: {
+            for (var e = 0u; e < 4u; e++) {
+                xs.w[e].a = v[e];
+            }
+        }
+        default: {
+            for (var e = 0u; e < 4u; e++) {
+                xs.w[e] = X8(v[2u * e], v[2u * e + 1u]);
+            }
+        }
+    }
+    return xs;
+}
+
+fn rows_by_quad(cols: u32) -> bool {
+    if MATVEC_READS != READ_QUADS {
+        return false;
+    }
+    return W_DTYPE > DTYPE_BF16 || (rows_by_word(cols) && word_row(0u, cols).words % 4u == 0u);
+}
+
+// Weights per quad.
+fn quad_weights() -> u32 {
+    return 4u * word_weights();
+}
+
+// Whether a quad's words need a scale word of their own (word_scale's): q4's group scales. A quad lies in one
+// group (groups are 4 or 8 words), so one scale word serves all four.
+fn quad_scaled() -> bool {
+    return W_DTYPE > DTYPE_Q8;
+}
+
+// The dot product of quad g of a row with the xs of its words, given its scale word where quad_scaled: the four
+// words' word_dot, summed in pairs.
+fn quad_dot(quad: vec4<u32>, scale_word: u32, g: u32, xs: QuadXs) -> f32 {
+    let i = 4u * g;
+    return (word_dot(quad.x, scale_word, i, xs.w[0]) + word_dot(quad.y, scale_word, i + 1u, xs.w[1]))
+        + (word_dot(quad.z, scale_word, i + 2u, xs.w[2]) + word_dot(quad.w, scale_word, i + 3u, xs.w[3]));
 }
 
 // A q8 row has one scale, so the decode matvecs scale each row's sum once (row_scaled) instead of every weight:
@@ -340,7 +418,7 @@ fn row_sum(lane: u32, value: f32) -> f32 {
 // read clamped to it and not stored.
 override MATVEC_ROWS: u32 = 1u; // 1, 2, 4 or 8
 
-// Words per invocation per round of a decode matvec's loop over k (matmul.wgsl's and moe.wgsl's): 1, or up to 4
+// Words per invocation per round of a decode matvec's loop over k (matvec.wgsl's and moe_matvec.wgsl's): 1, or up to 4
 // at one row per row group, where a round of one word leaves an invocation a single weight load in flight
 // (MATVEC_ROWS gives that many). A round loads the words i0, i0 + ROW_THREADS, ... of its rows before it uses
 // any, so each invocation has MATVEC_UNROLL times the loads in flight; the sums are taken in the same order as

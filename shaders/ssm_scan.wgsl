@@ -57,7 +57,7 @@ struct ScanParams {
     state_stride: u32,
     eps: f32,
     dt_rank: u32,
-    // x_proj's output in parts over k (matmul.wgsl's matvec_parts), NORM_BC with DT_PROJ only: dt, b and c are
+    // x_proj's output in parts over k (matvec.wgsl's matvec_parts), NORM_BC with DT_PROJ only: dt, b and c are
     // the sums of `parts` parts, part_stride elements apart (1 and 0: read as they are).
     parts: u32,
     part_stride: u32,

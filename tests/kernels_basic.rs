@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, coop_gpu, f16_rounded, gpu, own_gpu, upload_weights, Rng};
-use jamba_wgpu::gpu::{DType, Graph, Tensor};
+use jamba_wgpu::gpu::{DType, Graph, MatvecReads, Tensor};
 use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
 use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, IntoCols, FLOAT_DTYPES, WEIGHT_DTYPES};
 use jamba_wgpu::{reference, Error};
@@ -124,15 +124,17 @@ fn matmul_parts_add_up_to_the_matmul() {
             let want = reference::matmul(&x, &w_rounded, t, n, k);
             // The row widths of CPU adapters and GPUs (64 lanes take parts of at least 512 columns).
             for row_threads in [1, 32] {
-                for (unroll, quant_words) in [(1, false), (4, true)] {
+                for (unroll, matvec_reads) in [(1, MatvecReads::Codes), (4, MatvecReads::Words), (1, MatvecReads::Quads)] {
                     let mut g = Graph::new(ctx);
                     g.tuning.row_threads = row_threads;
                     g.tuning.tiled_min_rows = usize::MAX;
                     g.tuning.matvec_unroll = unroll;
-                    g.tuning.quant_words = quant_words;
+                    g.tuning.matvec_reads = matvec_reads;
                     g.tuning.matvec_split_workgroups = usize::MAX; // as many parts as k allows, up to 16
                     let parts = matmul::k_parts(&g, t, &w);
-                    let what = format!("matmul_parts {t}x{n}x{k} {dtype:?}, {row_threads} lanes, unroll {unroll}, {parts} parts");
+                    let what = format!(
+                        "matmul_parts {t}x{n}x{k} {dtype:?}, {row_threads} lanes, unroll {unroll}, {matvec_reads:?}, {parts} parts"
+                    );
                     assert!(parts > 1, "{what}: not cut");
                     let stride = (t + 1) * n; // parts need not be packed: a row apart
                     let y = ctx.zeros("y parts", &[parts * (t + 1), n], DType::F32).unwrap();

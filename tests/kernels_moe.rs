@@ -10,7 +10,7 @@
 mod common;
 
 use common::{assert_close, coop_gpu, f16_rounded, gpu, upload_weights, Rng};
-use jamba_wgpu::gpu::{Context, DType, Graph, Prefill, Tensor, Tuning};
+use jamba_wgpu::gpu::{Context, DType, Graph, MatvecReads, Prefill, Tensor, Tuning};
 use jamba_wgpu::kernels::matmul::{matmul, RmsNorm};
 use jamba_wgpu::kernels::moe::{dense_mlp, dense_mlp_rms_norm, moe_ffn, norm_route, route, ExpertStack, MoeScratch};
 use jamba_wgpu::kernels::rms_norm::rms_norm;
@@ -25,7 +25,7 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
         row_threads: 1,
         tiled_min_rows: usize::MAX,
         prefill: Prefill::Tiled,
-        quant_words: false,
+        matvec_reads: MatvecReads::Codes,
         matvec_rows: 1,
         matvec_min_workgroups: 1,
         matvec_unroll: 1,
@@ -36,13 +36,15 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
     };
     let mut out = vec![
         decode,
-        Tuning { matvec_rows: 8, quant_words: true, ..decode },
+        Tuning { matvec_rows: 8, matvec_reads: MatvecReads::Words, ..decode },
+        Tuning { matvec_rows: 8, matvec_reads: MatvecReads::Quads, ..decode },
         Tuning { row_threads: 32, ..decode },
-        Tuning { row_threads: 32, quant_words: true, matvec_rows: 2, ..decode },
+        Tuning { row_threads: 32, matvec_reads: MatvecReads::Words, matvec_rows: 2, ..decode },
+        Tuning { row_threads: 32, matvec_reads: MatvecReads::Quads, ..decode },
         Tuning { row_threads: 32, matvec_rows: 4, ..decode },
         // One row per row group, 4 or 2 words a round.
         Tuning { matvec_unroll: 4, ..decode },
-        Tuning { row_threads: 32, quant_words: true, matvec_unroll: 2, ..decode },
+        Tuning { row_threads: 32, matvec_reads: MatvecReads::Words, matvec_unroll: 2, ..decode },
     ];
     for prefill in [Prefill::Tiled, Prefill::Blocked] {
         if ctx.supports(prefill) {
@@ -384,8 +386,9 @@ fn expert_matvecs_unrolled_sum_exactly_as_one_word_a_round() {
 #[test]
 fn moe_dense_mlp_rms_norm_matches_reference() {
     let Some(ctx) = gpu() else { return };
-    // An epsilon that moves the result well past the tolerances (rows of x have mean squares near 1 / 3).
-    let (h, i, eps) = (24, 40, 0.05);
+    // An epsilon that moves the result well past the tolerances (rows of x have mean squares near 1 / 3). h not a
+    // multiple of 4: q8 rows are read by quads all the same, and token 1's row of x then starts off a vec4.
+    let (h, i, eps) = (26, 40, 0.05);
     let mut rng = Rng::new(17);
     let scratch = MoeScratch::new(ctx, 3, h, i, 0, 0).unwrap();
     let norm_w = rng.vec(h, 1.0);

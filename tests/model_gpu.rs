@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{ensure, Context as _, Result};
 use common::{check_close, default_model_dir, fixture_dir, gpu, gpu_with_other_kernels, own_gpu, Expected, Rng, FIXTURES};
 use jamba_wgpu::config::JambaConfig;
-use jamba_wgpu::gpu::{Context, GpuCounts};
+use jamba_wgpu::gpu::{Context, GpuCounts, MatvecReads};
 use jamba_wgpu::reference::ReferenceModel;
 use jamba_wgpu::weights::quant::{QuantFormat, Quantization};
 use jamba_wgpu::weights::Checkpoint;
@@ -380,10 +380,10 @@ fn tuning_times_every_choice_and_computes_the_same() -> Result<()> {
     let mut tuned = load(Tune::On)?;
     let report = tuned.tuned().clone();
     let decode = report.decode.context("Tune::On did not time the decode step")?;
-    let mut timed: Vec<_> = decode.candidates.iter().map(|c| (c.matvec_rows, c.quant_words)).collect();
+    let mut timed: Vec<_> = decode.candidates.iter().map(|c| (c.matvec_rows, c.matvec_reads)).collect();
     timed.sort();
-    let all: Vec<_> = [1, 2, 4, 8].into_iter().flat_map(|rows| [(rows, false), (rows, true)]).collect();
-    ensure!(timed == all, "timed {timed:?}, expected every row count with codes and words");
+    let all: Vec<_> = [1, 2, 4, 8].into_iter().flat_map(|rows| MatvecReads::ALL.map(|r| (rows, r))).collect();
+    ensure!(timed == all, "timed {timed:?}, expected every row count with codes, words and quads");
     let prefill = report.prefill.context("Tune::On did not time a prefill chunk")?;
     let kernels: Vec<_> = prefill.candidates.iter().map(|c| c.prefill).collect();
     ensure!(kernels == ctx.prefill_choices(), "prefill timed {kernels:?}");
@@ -393,12 +393,12 @@ fn tuning_times_every_choice_and_computes_the_same() -> Result<()> {
     }
     // Each default is the context's.
     let (base, default) = (ctx.tuning(), decode.candidates[decode.default]);
-    ensure!((default.matvec_rows, default.quant_words) == (base.matvec_rows, base.quant_words), "{default:?}");
+    ensure!((default.matvec_rows, default.matvec_reads) == (base.matvec_rows, base.matvec_reads), "{default:?}");
     ensure!(prefill.candidates[prefill.default].prefill == base.prefill, "prefill default {:?}", prefill.default);
     let (chosen, d, p) = (tuned.tuning(), decode.chosen(), prefill.chosen());
-    ensure!((chosen.matvec_rows, chosen.quant_words, chosen.prefill) == (d.matvec_rows, d.quant_words, p.prefill));
+    ensure!((chosen.matvec_rows, chosen.matvec_reads, chosen.prefill) == (d.matvec_rows, d.matvec_reads, p.prefill));
     // The prefill kernels were timed with the decode choice already made.
-    ensure!(prefill.candidates.iter().all(|c| (c.matvec_rows, c.quant_words) == (d.matvec_rows, d.quant_words)));
+    ensure!(prefill.candidates.iter().all(|c| (c.matvec_rows, c.matvec_reads) == (d.matvec_rows, d.matvec_reads)));
 
     let untuned = load(Tune::Off)?;
     ensure!(untuned.tuned() == &Tuned::default() && untuned.tuning() == base, "Tune::Off tuned");
@@ -441,7 +441,8 @@ fn decode_plans_take_the_models_tuning() -> Result<()> {
     run(&model)?;
     // Codes where the context reads words (or the other way round): a pipeline constant no plan has used yet.
     let base = ctx.tuning();
-    model.set_tuning(jamba_wgpu::gpu::Tuning { quant_words: !base.quant_words, ..base });
+    let other = if base.matvec_reads == MatvecReads::Words { MatvecReads::Codes } else { MatvecReads::Words };
+    model.set_tuning(jamba_wgpu::gpu::Tuning { matvec_reads: other, ..base });
     let (prefilled, decoded) = run(&model)?;
     ensure!(decoded > prefilled, "the decode step ignored the model's tuning: no new pipeline");
     Ok(())
@@ -461,7 +462,8 @@ fn cli_run_reports_tuning_in_json() -> Result<()> {
     };
     let tuned = run("on")?;
     let (decode, prefill) = (&tuned["tuning"]["decode"], &tuned["tuning"]["prefill"]);
-    ensure!(decode["candidates"].as_array().map(Vec::len) == Some(4), "decode timed {decode}");
+    // The default model's weights are floats: each row count, read by words and by quads.
+    ensure!(decode["candidates"].as_array().map(Vec::len) == Some(2 * 4), "decode timed {decode}");
     ensure!(prefill["candidates"].as_array().map(Vec::len) == Some(ctx.prefill_choices().len()), "prefill timed {prefill}");
     ensure!(decode["chosen"].as_u64().is_some() && prefill["work"] == "prefill chunk of 256 tokens", "{tuned}");
     ensure!(run("off")?.get("tuning").is_none(), "--tune off tuned");

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jamba_wgpu::config::JambaConfig;
-use jamba_wgpu::gpu::{Context, ContextOptions, Prefill};
+use jamba_wgpu::gpu::{Context, ContextOptions, MatvecReads, Prefill};
 use jamba_wgpu::tokenizer::Tokenizer;
 use jamba_wgpu::weights::quant::{QuantFormat, Quantization, Scope};
 use jamba_wgpu::weights::Checkpoint;
@@ -70,10 +70,11 @@ pub struct GpuArgs {
     /// Adapter whose name contains this text (case-insensitive), e.g. llvmpipe.
     #[arg(long)]
     pub adapter: Option<String>,
-    /// How decode matvecs read quantized weights: `codes` (one per load; the default on GPUs) or `words` (4 or 8
-    /// codes per load; the default on CPU adapters, not yet measured on a GPU).
-    #[arg(long, value_parser = ["codes", "words"])]
-    pub quant_matvec: Option<String>,
+    /// How decode matvecs read weight rows: `codes` (quantized ones a code per load; the default on GPUs),
+    /// `words` (4 bytes per load; the default on CPU adapters) or `quads` (16 bytes per load where rows are whole
+    /// 16-byte quads); the last two not yet measured on a GPU.
+    #[arg(long, alias = "quant-matvec", value_parser = ["codes", "words", "quads"])]
+    pub matvec_reads: Option<String>,
     /// Prefill matmul kernel: `tiled` (64 x 64 tiles; the default on GPUs), `wide` (128 x 128 tiles, not yet
     /// measured on a GPU), `blocked` (the default on CPU adapters with 8-wide subgroups) or `coop` (f16 matrix
     /// units through wgpu's experimental cooperative matrices, enabled only by this choice; not yet run on a GPU).
@@ -107,7 +108,7 @@ impl GpuArgs {
 
     pub fn context(&self) -> anyhow::Result<Context> {
         let backends = self.backend.as_deref().map(ContextOptions::parse_backend).transpose()?;
-        let quant_words = self.quant_matvec.as_deref().map(|m| m == "words");
+        let matvec_reads = self.matvec_reads.as_deref().map(MatvecReads::parse).transpose()?;
         let prefill = self.prefill_kernel.as_deref().map(|k| match k {
             "wide" => Prefill::Wide,
             "blocked" => Prefill::Blocked,
@@ -118,7 +119,7 @@ impl GpuArgs {
             backends,
             adapter: self.adapter.clone(),
             timeout: None,
-            quant_words,
+            matvec_reads,
             prefill,
             matvec_rows: self.matvec_rows,
             matvec_unroll: self.matvec_unroll,

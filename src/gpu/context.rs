@@ -23,8 +23,8 @@ pub struct ContextOptions {
     pub adapter: Option<String>,
     /// Longest wait for one submission before [`Error::Timeout`]; default 10 minutes (software adapters are slow).
     pub timeout: Option<Duration>,
-    /// [`Tuning::quant_words`] for every graph on this context; `None`: the adapter's default.
-    pub quant_words: Option<bool>,
+    /// [`Tuning::matvec_reads`] for every graph on this context; `None`: the adapter's default.
+    pub matvec_reads: Option<MatvecReads>,
     /// [`Tuning::prefill`] for every graph on this context; `None`: the adapter's default.
     pub prefill: Option<Prefill>,
     /// [`Tuning::matvec_rows`] for every graph on this context (1, 2, 4 or 8); `None`: the adapter's default.
@@ -72,11 +72,9 @@ pub struct Tuning {
     pub tiled_min_rows: usize,
     /// How the tiled path (matmul, the MoE experts) computes its tiles.
     pub prefill: Prefill,
-    /// Whether the matvec path reads quantized weight rows a word (4 or 8 codes) at a time rather than one code
-    /// at a time (`QUANT_WORDS` in prelude.wgsl). On by default on CPU adapters, where it is faster (lavapipe:
-    /// anchor-35m's decode with q8 weights 10.4-12.1 -> 13.0-19.5 tokens/s); off on GPUs, where a first version
-    /// was slower on an H200 and this one has not been measured yet (`--quant-matvec` chooses).
-    pub quant_words: bool,
+    /// How the matvec path reads weight rows: quantized ones a code at a time, a word (4 or 8 codes) at a time,
+    /// or every row a 16-byte quad at a time (`MATVEC_READS` in prelude.wgsl; `--matvec-reads` chooses).
+    pub matvec_reads: MatvecReads,
     /// Rows of W each row group of a matvec computes (`MATVEC_ROWS` in prelude.wgsl: 1, 2, 4 or 8), so that the
     /// values of x a weight word needs are loaded once for that many rows. 8 on CPU adapters; 1 on GPUs until
     /// it is measured there (`--matvec-rows` chooses).
@@ -85,7 +83,7 @@ pub struct Tuning {
     /// fewer, it takes half as many, and so on down to 1. On a GPU enough to fill every compute unit of a large
     /// one (128); on a CPU adapter two per hardware thread of the host.
     pub matvec_min_workgroups: usize,
-    /// Words each invocation of a decode matvec (matmul.wgsl's, and moe.wgsl's experts and dense MLP) computing
+    /// Words each invocation of a decode matvec (matvec.wgsl's, and moe_matvec.wgsl's experts and dense MLP) computing
     /// one row per row group loads per round (`MATVEC_UNROLL` in prelude.wgsl: 1, 2 or 4), all before it uses any: the loads in flight that `matvec_rows` rows would give,
     /// for matvecs at one row, by the tuning or for lack of workgroups (Mamba's x_proj). A GPU hides memory
     /// latency with loads in flight: one 4-byte load per invocation explains both an H200's 106 us router (one
@@ -125,7 +123,7 @@ impl Tuning {
             row_threads: 32,
             tiled_min_rows: 8,
             prefill: Prefill::Tiled,
-            quant_words: false,
+            matvec_reads: MatvecReads::Codes,
             matvec_rows: 1,
             matvec_min_workgroups: 128,
             matvec_unroll: 4,
@@ -137,14 +135,14 @@ impl Tuning {
     }
 
     /// A CPU adapter's defaults, measured on lavapipe: one invocation per row (each barrier is a context switch),
-    /// register-blocked prefill where subgroups are 8 wide (`blocked`), quantized rows by words, 8 rows per
-    /// matvec row group, two matvec workgroups per host thread.
+    /// register-blocked prefill where subgroups are 8 wide (`blocked`), rows by quads, 8 rows per matvec row
+    /// group, two matvec workgroups per host thread.
     pub fn cpu(blocked: bool) -> Tuning {
         Tuning {
             row_threads: 1,
             tiled_min_rows: 8,
             prefill: if blocked { Prefill::Blocked } else { Prefill::Tiled },
-            quant_words: true,
+            matvec_reads: MatvecReads::Quads,
             matvec_rows: 8,
             matvec_min_workgroups: 2 * cpu_threads(),
             matvec_unroll: 1,
@@ -177,7 +175,7 @@ impl std::fmt::Display for Tuning {
                 0 => String::new(),
                 split => format!("; k in parts below {split}"),
             },
-            if self.quant_words { "quantized rows by words" } else { "quantized rows by codes" },
+            self.matvec_reads.description(),
             match self.serial_scan_min_channels {
                 usize::MAX => "chunked prefill scans".to_string(),
                 min => format!("serial prefill scans from {min} channels"),
@@ -190,6 +188,57 @@ impl std::fmt::Display for Tuning {
 /// The host's hardware threads: a CPU adapter's compute units.
 fn cpu_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// How the decode matvecs read weight rows (`MATVEC_READS` in prelude.wgsl); the results are the same within
+/// rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum MatvecReads {
+    /// Quantized rows a weight at a time, float rows a word at a time (f32 one weight, f16 and bf16 two): the
+    /// GPUs' default until the others are measured there (on an H200, q8 by codes ran at 0.32 TB/s).
+    Codes,
+    /// Every row a word (4 bytes) a load, q8 4 codes and q4 8 decoded from it (lavapipe: anchor-35m's decode
+    /// with q8 weights 10.4-12.1 -> 13.0-19.5 tokens/s against codes). Not yet measured on a GPU in this form.
+    Words,
+    /// Rows that are whole 16-byte quads (every quantized row; float rows of a multiple of 4 words) a quad a
+    /// load, the others by words: a GPU's widest load, 4 times the bytes per load instruction, which bound the
+    /// others on an H200; not yet measured on a GPU. The CPU adapters' default: lavapipe checks the bounds of
+    /// each load, so a quad costs about what a word does (anchor-35m f32, a decode step's matvecs 36-52 -> 20-23
+    /// ms, by words against by quads).
+    Quads,
+}
+
+impl MatvecReads {
+    pub const ALL: [MatvecReads; 3] = [MatvecReads::Codes, MatvecReads::Words, MatvecReads::Quads];
+
+    /// The name `--matvec-reads` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatvecReads::Codes => "codes",
+            MatvecReads::Words => "words",
+            MatvecReads::Quads => "quads",
+        }
+    }
+
+    /// The reading named `name` (codes, words or quads).
+    pub fn parse(name: &str) -> Result<MatvecReads> {
+        MatvecReads::ALL.into_iter().find(|r| r.name() == name).ok_or_else(|| {
+            Error::Input(format!("unknown matvec reading `{name}`; expected one of codes, words, quads"))
+        })
+    }
+
+    /// The value of `MATVEC_READS` (prelude.wgsl, READ_*).
+    pub fn shader_code(self) -> f64 {
+        self as u32 as f64
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            MatvecReads::Codes => "quantized rows by codes",
+            MatvecReads::Words => "rows by words",
+            MatvecReads::Quads => "rows by quads",
+        }
+    }
 }
 
 /// The tiled path's kernels: two for GPUs, one for CPU adapters.
@@ -273,7 +322,7 @@ pub struct Context {
     /// First error wgpu reported outside an error scope, or the reason the device was lost.
     fault: Arc<Mutex<Option<Error>>>,
     timeout: Duration,
-    quant_words: Option<bool>,
+    matvec_reads: Option<MatvecReads>,
     prefill: Option<Prefill>,
     matvec_rows: Option<u32>,
     matvec_unroll: Option<u32>,
@@ -367,7 +416,7 @@ impl Context {
             device_local_bytes,
             fault,
             timeout: options.timeout.unwrap_or(Duration::from_secs(600)),
-            quant_words: options.quant_words,
+            matvec_reads: options.matvec_reads,
             prefill: options.prefill,
             matvec_rows: options.matvec_rows,
             matvec_unroll: options.matvec_unroll,
@@ -418,14 +467,14 @@ impl Context {
     /// Kernel choices for this adapter: CPU adapters pay a context switch per barrier, so they reduce rows with
     /// one invocation each; GPUs spread a row over 32 invocations for coalesced loads.
     /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels, and CPU adapters read
-    /// quantized rows by words and compute 8 rows per matvec invocation. [`ContextOptions`] overrides the
-    /// prefill kernel, the quantized reads and the matvec rows.
+    /// rows by quads and compute 8 rows per matvec invocation. [`ContextOptions`] overrides the
+    /// prefill kernel, the matvec reads and the matvec rows.
     pub fn tuning(&self) -> Tuning {
         let adapter = if self.is_cpu() { Tuning::cpu(self.supports(Prefill::Blocked)) } else { Tuning::gpu() };
         let base = self.base_tuning.unwrap_or(adapter);
         Tuning {
             prefill: self.prefill.unwrap_or(base.prefill),
-            quant_words: self.quant_words.unwrap_or(base.quant_words),
+            matvec_reads: self.matvec_reads.unwrap_or(base.matvec_reads),
             matvec_rows: self.matvec_rows.unwrap_or(base.matvec_rows),
             matvec_unroll: self.matvec_unroll.unwrap_or(base.matvec_unroll),
             ..base
@@ -433,19 +482,19 @@ impl Context {
     }
 
     /// The decode matvec choices a model may time on this adapter ([`Model::tune`]): every row count per row
-    /// group and both ways of reading quantized rows, except what [`ContextOptions`] fixed.
+    /// group and every way of reading rows, except what [`ContextOptions`] fixed.
     ///
     /// [`Model::tune`]: crate::Model::tune
-    pub fn decode_choices(&self) -> (Vec<u32>, Vec<bool>) {
+    pub fn decode_choices(&self) -> (Vec<u32>, Vec<MatvecReads>) {
         let rows = match self.matvec_rows {
             Some(rows) => vec![rows],
             None => crate::kernels::MATVEC_ROWS.to_vec(),
         };
-        let words = match self.quant_words {
-            Some(words) => vec![words],
-            None => vec![false, true],
+        let reads = match self.matvec_reads {
+            Some(reads) => vec![reads],
+            None => MatvecReads::ALL.to_vec(),
         };
-        (rows, words)
+        (rows, reads)
     }
 
     /// The prefill kernels a model may time on this adapter ([`Model::tune`]): the tiled ones, and the blocked
@@ -466,15 +515,16 @@ impl Context {
     pub fn tunings(&self) -> Vec<Tuning> {
         let mut out = Vec::new();
         for row_threads in crate::kernels::ROW_THREADS {
-            // Each way of reading quantized rows, each count of rows per row group, prefill attention's head
-            // loops unrolled or not, and decode attention by workgroups or by lanes, at least once.
-            let each = [(false, 1, true), (true, 8, false), (false, 4, true), (true, 2, false)];
-            for (quant_words, matvec_rows, head_loops_unrolled) in each {
+            // Each way of reading rows, rows per row group in both halves of Rows8 (prelude.wgsl), prefill
+            // attention's head loops unrolled or not, and decode attention by workgroups or by lanes.
+            use MatvecReads::*;
+            let each = [(Codes, 1, true), (Words, 8, false), (Quads, 2, true), (Quads, 8, false)];
+            for (matvec_reads, matvec_rows, head_loops_unrolled) in each {
                 out.push(Tuning {
                     row_threads,
                     tiled_min_rows: usize::MAX,
                     prefill: Prefill::Tiled,
-                    quant_words,
+                    matvec_reads,
                     matvec_rows,
                     matvec_min_workgroups: 1,
                     matvec_unroll: 1,
@@ -484,16 +534,21 @@ impl Context {
                     decode_attention_lanes: !head_loops_unrolled,
                 });
             }
-            // Every matvec at one row per group (for lack of workgroups), 2 or 4 words a round, quantized rows read
-            // either way.
+            // Every matvec at one row per group (for lack of workgroups), 2 or 4 words a round (rounds of quads
+            // are one quad), rows read each way.
             let unroll = if row_threads == 32 { 2 } else { 4 };
             let one_row = Tuning { matvec_min_workgroups: usize::MAX, matvec_unroll: unroll, ..out[out.len() - 1] };
-            out.push(Tuning { quant_words: row_threads != 32, ..one_row });
+            let matvec_reads = match row_threads {
+                1 => Words,
+                32 => Codes,
+                _ => Quads,
+            };
+            out.push(Tuning { matvec_reads, ..one_row });
             // Not Coop, whose f16 inputs need a reference of their own (tests/kernels_basic.rs).
             for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {
                 if self.supports(prefill) {
                     let decode = out[out.len() - 1];
-                    out.push(Tuning { tiled_min_rows: 1, prefill, quant_words: false, matvec_rows: 1, ..decode });
+                    out.push(Tuning { tiled_min_rows: 1, prefill, matvec_reads: Codes, matvec_rows: 1, ..decode });
                 }
             }
         }

@@ -6,7 +6,9 @@ mod kernel;
 mod pipeline;
 pub(crate) mod tensor;
 
-pub use context::{Context, ContextOptions, GpuCounts, GpuFeatures, MemoryCapacity, Prefill, Tuning, COOP_WORKGROUP_BYTES};
+pub use context::{
+    Context, ContextOptions, GpuCounts, GpuFeatures, MatvecReads, MemoryCapacity, Prefill, Tuning, COOP_WORKGROUP_BYTES,
+};
 pub use graph::{DispatchTime, EncodeCost, Graph, OpId, Plan};
 pub use kernel::{read, read_write, Access, Binding, Kernel, Params, ParamsLayout, Shader, PRELUDE};
 pub use pipeline::{Pipeline, Variant};

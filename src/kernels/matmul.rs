@@ -1,5 +1,5 @@
-//! matmul.wgsl: y = x W^T (+ y), the Linear layer, for f32, f16, bf16 and quantized (q8, q4) weights; and
-//! y = rms_norm(x) W^T (+ y), the norm fused into the matvec on decode steps.
+//! matvec.wgsl (decode) and matmul.wgsl (prefill): y = x W^T (+ y), the Linear layer, for f32, f16, bf16 and
+//! quantized (q8, q4) weights; and y = rms_norm(x) W^T (+ y), the norm fused into the matvec on decode steps.
 
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor, Tuning};
 use crate::kernels::rms_norm::rms_norm;
@@ -9,9 +9,10 @@ use crate::kernels::{
 };
 use crate::{params, shader, Error, Result};
 
-shader!(MATMUL, "matmul", common "matmul_common");
-shader!(MATMUL_CPU, "matmul_cpu", common "matmul_common");
-shader!(MATMUL_COOP, "matmul_coop", common "matmul_common", "coop_common");
+shader!(MATVEC_SHADER, "matvec", common "matmul_common", "matvec_x");
+shader!(MATMUL, "matmul", common "matmul_common", "matmul_words");
+shader!(MATMUL_CPU, "matmul_cpu", common "matmul_common", "matmul_words");
+shader!(MATMUL_COOP, "matmul_coop", common "matmul_common", "matmul_words", "coop_common");
 
 params! {
     pub struct MatmulParams {
@@ -55,7 +56,7 @@ const NORM_CONV_BINDINGS: &[crate::gpu::Binding] = &[
 
 /// Decode: a row reduction per output element.
 pub static MATVEC: Kernel = Kernel {
-    shader: &MATMUL,
+    shader: &MATVEC_SHADER,
     entry: "matvec",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
@@ -64,7 +65,7 @@ pub static MATVEC: Kernel = Kernel {
 
 /// Decode: a matvec over k in parts, for the reader of y to add up ([`matmul_parts`]).
 pub static MATVEC_PARTS: Kernel = Kernel {
-    shader: &MATMUL,
+    shader: &MATVEC_SHADER,
     entry: "matvec_parts",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
@@ -73,7 +74,7 @@ pub static MATVEC_PARTS: Kernel = Kernel {
 
 /// Decode: the matvec of rms_norm(x), normalising x as it is read.
 pub static MATVEC_NORM: Kernel = Kernel {
-    shader: &MATMUL,
+    shader: &MATVEC_SHADER,
     entry: "matvec_norm",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_BINDINGS,
@@ -82,7 +83,7 @@ pub static MATVEC_NORM: Kernel = Kernel {
 
 /// [`MATVEC_NORM`] that also stores the normalised rows, for later kernels that read them.
 pub static MATVEC_NORM_OUT: Kernel = Kernel {
-    shader: &MATMUL,
+    shader: &MATVEC_SHADER,
     entry: "matvec_norm_out",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_OUT_BINDINGS,
@@ -91,7 +92,7 @@ pub static MATVEC_NORM_OUT: Kernel = Kernel {
 
 /// [`MATVEC_NORM`] for Mamba's in_proj on a decode step, the causal conv of the xs columns fused in.
 pub static MATVEC_NORM_CONV: Kernel = Kernel {
-    shader: &MATMUL,
+    shader: &MATVEC_SHADER,
     entry: "matvec_norm_conv",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_CONV_BINDINGS,

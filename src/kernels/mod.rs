@@ -113,12 +113,12 @@ fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
     let mut out = Vec::new();
     for d in WEIGHT_DTYPES {
         for r in ROW_THREADS {
-            for words in [0.0, 1.0] {
+            for reads in crate::gpu::MatvecReads::ALL {
                 for rows in MATVEC_ROWS {
                     out.push(vec![
                         ("W_DTYPE", d.shader_code()),
                         ("ROW_THREADS", r as f64),
-                        ("QUANT_WORDS", words),
+                        ("MATVEC_READS", reads.shader_code()),
                         ("MATVEC_ROWS", rows as f64),
                     ]);
                 }
@@ -144,7 +144,7 @@ fn unrolled_matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
     out
 }
 
-/// W_DTYPE, ROW_THREADS, MATVEC_ROWS, QUANT_WORDS and MATVEC_UNROLL of a decode matvec.
+/// W_DTYPE, ROW_THREADS, MATVEC_ROWS, MATVEC_READS and MATVEC_UNROLL of a decode matvec.
 type MatvecConstants = [(&'static str, f64); 5];
 
 /// A decode matvec's launch ([`matvec_launch`]).
@@ -161,7 +161,7 @@ fn matvec_workgroups(tuning: &crate::gpu::Tuning, rows: usize, n: usize, per_gro
     rows * n.div_ceil((64 / tuning.row_threads.max(1) * per_group) as usize)
 }
 
-/// The override constants and grid of a decode matvec (matmul.wgsl's and moe.wgsl's) over weights `w` for
+/// The override constants and grid of a decode matvec (matvec.wgsl's and moe_matvec.wgsl's) over weights `w` for
 /// `rows` rows (tokens, or MoE slots) of `n` outputs each: the weight type, the graph's row width and way of
 /// reading quantized rows, and its rows per row group, halved while the dispatch would have fewer workgroups than
 /// [`Tuning::matvec_min_workgroups`](crate::gpu::Tuning::matvec_min_workgroups); at one row per group (by the
@@ -178,7 +178,7 @@ fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Re
         ("W_DTYPE", w.dtype().shader_code()),
         ("ROW_THREADS", tuning.row_threads as f64),
         ("MATVEC_ROWS", per_group as f64),
-        ("QUANT_WORDS", if tuning.quant_words { 1.0 } else { 0.0 }),
+        ("MATVEC_READS", tuning.matvec_reads.shader_code()),
         ("MATVEC_UNROLL", if per_group == 1 { tuning.matvec_unroll as f64 } else { 1.0 }),
     ];
     let grid = g.linear_grid(workgroups(per_group) as u64)?;

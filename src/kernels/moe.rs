@@ -1,5 +1,6 @@
-//! moe_route.wgsl, moe_group.wgsl, moe.wgsl: the mixture-of-experts FFN on the GPU, with no CPU round trip, and
-//! the dense SwiGLU MLP. Reference: reference::moe::route and reference::forward's moe_ffn / mlp_forward.
+//! moe_route.wgsl, moe_group.wgsl, moe.wgsl, moe_matvec.wgsl: the mixture-of-experts FFN on the GPU, with no CPU
+//! round trip, and the dense SwiGLU MLP. Reference: reference::moe::route and reference::forward's moe_ffn /
+//! mlp_forward.
 //!
 //! The MoE block after its router matmul (logits = x router^T, [T, E]):
 //! 1. [`route`]: softmax over all experts and top-k -> ids [T, k], weights [T, k].
@@ -23,9 +24,10 @@ use crate::{params, shader, Error, Result};
 shader!(MOE_ROUTE_SHADER, "moe_route");
 shader!(MOE_ROUTER_SHADER, "moe_router");
 shader!(MOE_GROUP_SHADER, "moe_group");
-shader!(MOE_SHADER, "moe", common "moe_common", "moe_tiles");
-shader!(MOE_CPU_SHADER, "moe_cpu", common "moe_common");
-shader!(MOE_COOP_SHADER, "moe_coop", common "moe_common", "moe_tiles", "coop_common");
+shader!(MOE_MATVEC_SHADER, "moe_matvec", common "moe_common", "matvec_x");
+shader!(MOE_SHADER, "moe", common "moe_common", "moe_words", "moe_tiles");
+shader!(MOE_CPU_SHADER, "moe_cpu", common "moe_common", "moe_words");
+shader!(MOE_COOP_SHADER, "moe_coop", common "moe_common", "moe_words", "moe_tiles", "coop_common");
 
 /// The most experts the grouping kernel handles (its workgroup arrays; `MAX_EXPERTS` in moe_group.wgsl).
 pub const MAX_EXPERTS: usize = 256;
@@ -121,7 +123,7 @@ pub static GROUP: Kernel = Kernel {
     variants: no_variants,
 };
 
-/// moe.wgsl's bindings in order: every entry point's, then rms_norm's weight for swiglu_norm_matvec alone.
+/// The expert shaders' bindings in order: every entry point's, then rms_norm's weight for swiglu_norm_matvec alone.
 const EXPERT_NORM_BINDINGS: &[Binding] = &[
     read("x"),
     read("w"),
@@ -154,16 +156,17 @@ macro_rules! expert_kernel {
 }
 
 expert_kernel!(/** Decode: `act[s] = silu(x gate_e^T) * (x up_e^T)` for the expert in `ids[s]`. */
-    SWIGLU_MATVEC, "swiglu_matvec", unrolled_matvec_variants);
+    SWIGLU_MATVEC, MOE_MATVEC_SHADER, "swiglu_matvec", unrolled_matvec_variants);
 expert_kernel!(
     /** Decode: SWIGLU_MATVEC of rms_norm(x, norm_w), normalising the raw rows as it reads them. */
     SWIGLU_NORM_MATVEC,
-    MOE_SHADER,
+    MOE_MATVEC_SHADER,
     "swiglu_norm_matvec",
     unrolled_matvec_variants,
     EXPERT_NORM_BINDINGS
 );
-expert_kernel!(/** Decode: `y_slots[s] = act[s] down_e^T`. */ DOWN_MATVEC, "down_matvec", unrolled_matvec_variants);
+expert_kernel!(/** Decode: `y_slots[s] = act[s] down_e^T`. */
+    DOWN_MATVEC, MOE_MATVEC_SHADER, "down_matvec", unrolled_matvec_variants);
 expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its grouped rows. */
     SWIGLU_TILED, "swiglu_tiled", weight_variants);
 expert_kernel!(/** Prefill: down of every expert of a stack over its grouped rows. */
@@ -188,6 +191,7 @@ expert_kernel!(/** Prefill on CPU adapters: DOWN_TILED's values, in register blo
 expert_kernel!(
     /** Decode with every expert in one stack: out += the routing-weighted sum of `act[s] down_e^T`. */
     DOWN_COMBINE_MATVEC,
+    MOE_MATVEC_SHADER,
     "down_combine_matvec",
     unrolled_matvec_variants
 );

@@ -5,7 +5,7 @@
 //! model's own work with each choice the context leaves open, times it (GPU timestamps where the adapter has
 //! them, else submission to completion), and keeps the fastest:
 //! - the decode step, for the matvec choices: rows of W per row group ([`Tuning::matvec_rows`]) and, with
-//!   quantized weights, reading rows by codes or by words ([`Tuning::quant_words`]);
+//!   how rows are read: by quads, by words, and with quantized weights by codes ([`Tuning::matvec_reads`]);
 //! - a prefill chunk, for the tiled kernel ([`Tuning::prefill`]: 64 x 64 tiles, 128 x 128, or register blocks
 //!   where subgroups are 8 wide).
 
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::jamba::{Head, Rows};
 use super::{Model, Session, SessionOptions};
-use crate::gpu::{Context, Plan, Prefill, Tuning};
+use crate::gpu::{Context, MatvecReads, Plan, Prefill, Tuning};
 use crate::{Error, Result};
 
 /// A faster candidate replaces the adapter's default only when its time is shorter by this fraction: near ties
@@ -46,7 +46,7 @@ struct Work {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Candidate {
     pub matvec_rows: u32,
-    pub quant_words: bool,
+    pub matvec_reads: MatvecReads,
     pub prefill: Prefill,
     /// The work's time with this choice: the shorter of two measurements (decode: of three steps each).
     pub ms: f64,
@@ -78,7 +78,7 @@ impl Timed {
         let first = self.candidates[0];
         let varies = |f: fn(&Candidate) -> String| self.candidates.iter().any(|c| f(c) != f(&first));
         let rows = varies(|c| c.matvec_rows.to_string());
-        let reads = varies(|c| c.quant_words.to_string());
+        let reads = varies(|c| c.matvec_reads.name().to_string());
         let prefill = varies(|c| format!("{:?}", c.prefill));
         let line = |(i, c): (usize, &Candidate)| {
             let mut what = Vec::new();
@@ -86,7 +86,7 @@ impl Timed {
                 what.push(format!("rows {}", c.matvec_rows));
             }
             if reads {
-                what.push((if c.quant_words { "words" } else { "codes" }).to_string());
+                what.push(c.matvec_reads.name().to_string());
             }
             if prefill {
                 what.push(format!("{:?}", c.prefill).to_lowercase());
@@ -167,15 +167,19 @@ impl Model {
     }
 
     /// The decode tunings [`Model::tune`] times: the context's, with each matvec choice it leaves open
-    /// ([`Context::decode_choices`]; the ways of reading quantized rows only when some weights are quantized).
+    /// ([`Context::decode_choices`]; reading quantized rows by codes or by words only when some weights are
+    /// quantized).
     pub(super) fn decode_candidates(&self) -> Vec<Tuning> {
         let base = self.ctx.tuning();
-        let (rows, mut words) = self.ctx.decode_choices();
+        let (rows, mut reads) = self.ctx.decode_choices();
         if !self.weights.any_quantized() {
-            words = vec![base.quant_words];
+            // Float rows are read by words whether quantized ones are read by codes or by words: time one of the
+            // two, the default's where it is one of them.
+            let same = if base.matvec_reads == MatvecReads::Codes { MatvecReads::Words } else { MatvecReads::Codes };
+            reads.retain(|&r| r != same);
         }
         rows.iter()
-            .flat_map(|&matvec_rows| words.iter().map(move |&quant_words| Tuning { matvec_rows, quant_words, ..base }))
+            .flat_map(|&matvec_rows| reads.iter().map(move |&matvec_reads| Tuning { matvec_rows, matvec_reads, ..base }))
             .collect()
     }
 
@@ -211,7 +215,7 @@ impl Model {
             .zip(&best)
             .map(|(t, ms)| Candidate {
                 matvec_rows: t.matvec_rows,
-                quant_words: t.quant_words,
+                matvec_reads: t.matvec_reads,
                 prefill: t.prefill,
                 ms: ms.as_secs_f64() * 1e3,
             })
