@@ -18,7 +18,7 @@
 //! q4 symmetric:  [scales: groups f16, 2 per word, group g in half g % 2] [pad] [codes: 8 per word, nibble c % 8] [pad]
 //! q4 with min:   [groups words: scale f16 in the low half, min f16 in the high half] [pad] [codes as above] [pad]
 //! ```
-//! Each [pad] fills its part to a multiple of 16 bytes ([`ROW_ALIGN`]), so every row's codes start on 16 bytes
+//! Each `[pad]` fills its part to a multiple of 16 bytes ([`ROW_ALIGN`]), so every row's codes start on 16 bytes
 //! and a decode matvec can read them 16 bytes at a time (prelude.wgsl, `MATVEC_READS`): q8 spends 12 bytes a
 //! row on it, 0.3% of a row of 4,096 codes.
 //! On disk (safetensors, beside the unquantized tensors), a weight `X.weight` becomes `X.qweight` (q8: I8
