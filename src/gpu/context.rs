@@ -203,8 +203,8 @@ pub enum MatvecReads {
     /// Rows that are whole 16-byte quads (every quantized row; float rows of a multiple of 4 words) a quad a
     /// load, the others by words: a GPU's widest load, 4 times the bytes per load instruction, which bound the
     /// others on an H200; not yet measured on a GPU. The CPU adapters' default: lavapipe checks the bounds of
-    /// each load, so a quad costs about what a word does (anchor-35m f32, a decode step's matvecs 36-52 -> 20-23
-    /// ms, by words against by quads).
+    /// each load, so a quad costs about what a word does (anchor-35m f32: a decode step's matvecs 54-63 -> 37-44
+    /// ms of GPU time, by words against by quads).
     Quads,
 }
 
@@ -229,7 +229,11 @@ impl MatvecReads {
 
     /// The value of `MATVEC_READS` (prelude.wgsl, READ_*).
     pub fn shader_code(self) -> f64 {
-        self as u32 as f64
+        match self {
+            MatvecReads::Codes => 0.0,
+            MatvecReads::Words => 1.0,
+            MatvecReads::Quads => 2.0,
+        }
     }
 
     fn description(self) -> &'static str {
