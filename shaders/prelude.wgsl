@@ -168,7 +168,7 @@ fn weight_value(r: WeightRef, word: u32, scale_word: u32) -> f32 {
 //
 // How the decode matvecs read weight rows (MATVEC_READS, Tuning::matvec_reads):
 // - READ_CODES: quantized rows a weight at a time; float rows by words wherever they start on a word.
-// - READ_WORDS: quantized rows by words too (the default on CPU adapters, where it is faster). On an H200 a
+// - READ_WORDS: quantized rows by words too (faster than codes on CPU adapters, slower than quads). On an H200 a
 //   first version, decoding codes through arrays indexed in loops, made the q8 matvec about 2x slower (0.213 ms
 //   of GPU time for [16384 x 4096], against 0.170 ms submit-to-completion weight by weight, of which about
 //   0.07 ms is submitting and waiting). This one decodes with extractBits and vector dot products, no arrays;
@@ -246,9 +246,9 @@ fn word_scale(r: WordRow, i: u32) -> u32 {
 
 // ---- weight rows a quad at a time (MATVEC_READS = READ_QUADS) ----
 //
-// Quad g of a row is its words 4g .. 4g + 3, read in one 16-byte load (the kernels bind W as vec4<u32>):
-// ROW_THREADS invocations on a row load ROW_THREADS consecutive quads at once, f32 4 weights a load, f16 and
-// bf16 8, q8 16, q4 32. A GPU's widest load moves 4 times the bytes of a word's per instruction, and a decode
+// Quad g of a row is its words 4g .. 4g + 3, read in one 16-byte load (matvec.wgsl and moe_matvec.wgsl bind W
+// as vec4<u32>): ROW_THREADS invocations on a row load ROW_THREADS consecutive quads at once, f32 4 weights a
+// load, f16 and bf16 8, q8 16, q4 32. A GPU's widest load moves 4 times the bytes of a word's per instruction, and a decode
 // matvec by words or codes is bound by load instructions, not by memory (an H200: q8 by codes 0.32 TB/s, f32 by
 // words 1.68). A row is read by quads where it is whole quads: every quantized row (quant.rs pads its scales
 // and its codes to 16 bytes; a quad past the last code meets xs of 0), a float row whose words are a multiple of
@@ -290,6 +290,7 @@ fn quad_xs_of(v: array<vec4<f32>, 8>) -> QuadXs {
     return xs;
 }
 
+// Whether the rows of a matrix with `cols` columns are read by quads (see above).
 fn rows_by_quad(cols: u32) -> bool {
     if MATVEC_READS != READ_QUADS {
         return false;
