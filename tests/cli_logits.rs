@@ -1,5 +1,5 @@
 //! `jamba-wgpu logits` end to end: the binary writes [T, vocab] logits that match transformers, for prompts of
-//! more than 1,000 tokens too.
+//! more than 1,000 tokens too. And the binary's errors for a missing file or a bad option: one clear line.
 
 mod common;
 
@@ -116,6 +116,29 @@ fn a_missing_model_or_output_directory_is_one_clear_line() -> Result<()> {
         ensure!(stderr.contains(&*named.to_string_lossy()), "{} is not named: {stderr}", named.display());
         let said = stderr.matches("os error 2").count();
         ensure!(said == 1, "the reason (not found) is said {said} times, not once: {stderr}");
+    }
+    Ok(())
+}
+
+/// `bench --config` with a path that is not there names the file (it used to say "unknown preset"), and a bad
+/// --config or --dtype is refused before an adapter is opened: these run with no adapter at all.
+#[test]
+fn bench_config_errors_name_the_config() -> Result<()> {
+    let tmp = TempDir::new("cli-bench-config")?;
+    let absent = tmp.path().join("absent.json");
+    let absent = absent.to_string_lossy();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--config", &absent, "--random-weights"], &absent),
+        (&["--config", "2.0-huge", "--random-weights"], "unknown preset `2.0-huge`"),
+        (&["--config", "v0.1"], "--config needs --random-weights"),
+        (&["--config", "v0.1", "--random-weights", "--dtype", "f8"], "--dtype f8"),
+    ];
+    for (args, named) in cases {
+        // No adapter: a context opened before the check would fail on this one with another message.
+        let run = jamba_wgpu().arg("bench").args(args).env("WGPU_BACKEND", "none-such").output()?;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        ensure!(!run.status.success(), "{args:?} succeeded: {stderr}");
+        ensure!(stderr.contains(named), "{args:?}: `{named}` is not named: {stderr}");
     }
     Ok(())
 }

@@ -59,25 +59,35 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.random_weights && args.memory.gpu_memory.is_some() {
         bail!("--gpu-memory streams experts from a checkpoint; random weights have none");
     }
-    let ctx = Arc::new(args.gpu.context()?);
-    let loading = std::time::Instant::now();
-    let model = match (&args.config, args.random_weights) {
-        (Some(config), true) => {
-            let cfg = if Path::new(config).is_file() { JambaConfig::from_file(config)? } else { preset_config(config)? };
+    // The synthetic model's config and dtype are checked before an adapter is opened. A name that looks like a
+    // path is read as one, so that a missing file is reported as missing, not as an unknown preset.
+    let synthetic = match &args.config {
+        Some(config) if args.random_weights => {
+            let path = Path::new(config);
+            let is_path = path.is_file() || config.ends_with(".json") || path.components().count() > 1;
+            let cfg = if is_path { JambaConfig::from_file(config)? } else { preset_config(config)? };
             let dtype = match args.dtype.as_str() {
                 "f32" => DType::F32,
                 "f16" => DType::F16,
                 "bf16" => DType::BF16,
                 other => bail!("--dtype {other}: expected f32, f16 or bf16"),
             };
+            Some((cfg, dtype))
+        }
+        Some(_) => bail!("--config needs --random-weights (there is no checkpoint to load)"),
+        None => None,
+    };
+    let ctx = Arc::new(args.gpu.context()?);
+    let loading = std::time::Instant::now();
+    let model = match synthetic {
+        Some((cfg, dtype)) => {
             let mut model = Model::random_quantized(ctx, cfg, dtype, args.quant.quantization(args.quantize)?, 0)?;
             if model.tunes_at_load(args.gpu.tune()) {
                 model.tune()?;
             }
             model
         }
-        (Some(_), false) => bail!("--config needs --random-weights (there is no checkpoint to load)"),
-        (None, _) => {
+        None => {
             let (cfg, checkpoint, tokenizer) = args.model.open()?;
             let quantize = args.quant.quantization(args.quantize)?;
             let gpu_memory = args.memory.weights_budget(&cfg, args.prompt_len + args.gen_len.max(2) + 1)?;
