@@ -1,7 +1,10 @@
 //! The host's cost per dispatch: the CPU time to record a plan of N dispatches (parameter upload, pass, every
 //! set_pipeline / set_bind_group / dispatch, finish) divided by N, for kernels that bind few and many buffers.
 //! A decode step is a few hundred dispatches, so this is what the host pays per token before any GPU work.
-//! `cargo bench --bench dispatch`.
+//! Where the adapter has timestamps, also the GPU time per dispatch of the same plans, whose every dispatch
+//! writes what the next one reads or writes (a barrier between each, as in a decode step) and does almost no
+//! work: what a GPU spends per dispatch on launching it and waiting for the one before. `cargo bench --bench
+//! dispatch`.
 
 use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph};
 use jamba_wgpu::kernels::ssm_scan::{selective_scan_with, ScanPath, ScanScratch};
@@ -49,7 +52,15 @@ fn main() -> anyhow::Result<()> {
         }
         let plan = g.build()?;
         let (median, min) = per_dispatch(plan.encode_cost(&ctx, 200));
-        println!("{name:<24} {buffers:>2} storage buffers: {median:.2} us per dispatch to record (fastest {min:.2})");
+        let mut line = format!("{name:<24} {buffers:>2} storage buffers: {median:.2} us per dispatch to record (fastest {min:.2})");
+        if ctx.features().timestamps {
+            // Each a median of 4 runs back to back in one submission (no idle GPU between them).
+            let mut gpu = (0..5).map(|_| plan.time_repeated(&ctx, 4)).collect::<jamba_wgpu::Result<Vec<_>>>()?;
+            gpu.sort();
+            let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / DISPATCHES as f64;
+            line += &format!("; {:.2} us per dispatch on the GPU (fastest {:.2})", us(gpu[gpu.len() / 2]), us(gpu[0]));
+        }
+        println!("{line}");
     }
     Ok(())
 }
