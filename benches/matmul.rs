@@ -19,8 +19,9 @@ fn main() -> anyhow::Result<()> {
             let w = ctx.zeros("w", &[n, k], dtype)?;
             // Decode (matvec): the adapter's tuning, then on GPUs 64 invocations per row (one row per workgroup)
             // instead of 32, each other count of rows per row group, and each other way of reading rows (by
-            // codes, words or quads; floats read by words either of the first two ways); then prefill with each
-            // tiled kernel the adapter runs.
+            // codes, words or quads; floats read by words either of the first two ways); a batch of 4 sequences'
+            // step (4 rows of x: where the GPU's cache serves the 4 reads of each block of W, as long as 1 row);
+            // then prefill with each tiled kernel the adapter runs.
             let base = Path::of(&ctx);
             let wide = (!ctx.is_cpu()).then_some(Path { row_threads: 64, ..base });
             let other_rows = [1, 4, 8].into_iter().filter(|&r| r != base.matvec_rows);
@@ -36,6 +37,7 @@ fn main() -> anyhow::Result<()> {
             let prefills = [Prefill::Tiled, Prefill::Wide, Prefill::Blocked].into_iter().filter(|&p| ctx.supports(p));
             let paths = std::iter::once(base)
                 .chain(wide)
+                .chain(std::iter::once(Path { t: 4, ..base }))
                 .chain(rows)
                 .chain(other_reads)
                 .chain(prefills.flat_map(|p| [64, 256].map(|t| Path { t, prefill: Some(p), ..base })));
@@ -51,7 +53,7 @@ fn main() -> anyhow::Result<()> {
                 g.tuning.matvec_min_workgroups = 1; // the rows asked for, however few workgroups they leave
                 matmul::matmul(&mut g, &x, &w, &y, false)?;
                 let plan = g.build()?;
-                let timing = time_plan(&ctx, &plan, 2, if t == 1 { 10 } else { 3 })?;
+                let timing = time_plan(&ctx, &plan, 2, if path.prefill.is_none() { 10 } else { 3 })?;
                 let bytes = w.size_bytes() + x.size_bytes() + y.size_bytes();
                 let flops = 2 * (t * n * k) as u64;
                 let kind = match path.prefill {

@@ -175,13 +175,15 @@ fn matvec_groups() -> u32 {
     return (p.n + rows_per_group - 1u) / rows_per_group;
 }
 
-// matvec_slot of linear workgroup g.
+// matvec_slot of linear workgroup g. The rows of x vary fastest: the workgroups of every row of x for one block of
+// W's rows are neighbours, which a GPU runs together, so that one read of the block from memory serves them all
+// through its cache (a batch's decode step), where row-major order streamed the whole of W once per row of x.
+// Workgroups past the last block (a grid rounded up) have j0 >= n.
 fn matvec_slot_of(g: u32, lane: u32) -> MatvecSlot {
     let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
-    let groups_per_token = matvec_groups();
     var s: MatvecSlot;
-    s.r = g / groups_per_token;
-    s.block = g % groups_per_token;
+    s.r = g % p.t;
+    s.block = g / p.t;
     s.j0 = s.block * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
     return s;
 }

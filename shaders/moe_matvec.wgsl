@@ -96,12 +96,14 @@ struct MatvecJob {
 }
 
 fn matvec_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> MatvecJob {
+    // Slots vary fastest (matvec.wgsl's matvec_slot_of): the slots that share an expert (a dense MLP's tokens, or
+    // tokens routed alike) read each block of its rows together. Past the last block, j0 >= n.
     let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
-    let groups_per_slot = (p.n + rows_per_group - 1u) / rows_per_group;
+    let slots = p.t * p.top_k;
     let g = linear_workgroup(workgroup_id, num_workgroups);
     var job: MatvecJob;
-    job.slot = g / groups_per_slot;
-    job.j0 = (g % groups_per_slot) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
+    job.slot = g % slots;
+    job.j0 = (g / slots) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
     var e = p.count;
     if job.slot < p.t * p.top_k {
         e = local_expert(ids[job.slot]);
@@ -348,11 +350,11 @@ fn down_combine_matvec(
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
+    // Tokens vary fastest, as in matvec_job.
     let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
-    let groups_per_token = (p.n + rows_per_group - 1u) / rows_per_group;
     let g = linear_workgroup(workgroup_id, num_workgroups);
-    let r = g / groups_per_token;
-    let j0 = (g % groups_per_token) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
+    let r = g % p.t;
+    let j0 = (g / p.t) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
     var sum: Rows8;
     for (var choice = 0u; choice < p.top_k; choice++) {
         var job = MatvecJob(r * p.top_k + choice, j0, 0u, false);

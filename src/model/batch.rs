@@ -1,6 +1,7 @@
 //! Several independent sequences decoded together: each step feeds one token of every sequence through one
-//! replayed plan, so the weights are read once per step for all of them (the matmuls and the MoE experts run
-//! over B rows), with one submission and one readback of B tokens.
+//! replayed plan, one pass over the weights for all of them (the matmuls and the MoE experts run over B rows; the
+//! decode matvecs run the B rows' workgroups for each block of weight rows side by side, for a GPU's cache to
+//! serve), with one submission and one readback of B tokens.
 //!
 //! Every sequence keeps its own position. Its state lives in its slot of the batch's tensors ([`BatchState`]):
 //! the step's conv, scan and attention kernels address slot r from row r, and attention reads each row's position
