@@ -97,6 +97,7 @@ fn the_model_bench_reports_both_profiles() -> Result<()> {
     if ctx.features().timestamps {
         let total = |families: &[(String, f64)]| families.iter().map(|(_, ms)| ms).sum::<f64>();
         ensure!(total(&b.decode_kernel_ms) > 0.0, "decode profile {:?}", b.decode_kernel_ms);
+        ensure!(b.decode_step_gpu_ms.is_some_and(|ms| ms > 0.0), "the step run whole: {:?}", b.decode_step_gpu_ms);
         ensure!(total(&b.prefill_chunk_kernel_ms) > 0.0, "prefill profile {:?}", b.prefill_chunk_kernel_ms);
         // The prefill chunk (8 tokens, the tiled path's minimum) runs its norms on their own, unlike a decode step.
         ensure!(b.prefill_chunk_kernel_ms.iter().any(|(f, _)| f == "rms_norm"), "{:?}", b.prefill_chunk_kernel_ms);
@@ -112,6 +113,8 @@ fn the_model_bench_reports_both_profiles() -> Result<()> {
         ensure!(b.decode_dispatches.windows(2).all(|w| w[0].ms >= w[1].ms), "not most time first");
         let prefill: usize = b.prefill_chunk_dispatches.iter().map(|g| g.dispatches).sum();
         ensure!(prefill > dispatches, "{prefill} prefill dispatches grouped");
+    } else {
+        ensure!(b.decode_step_gpu_ms.is_none(), "a step timed with no timestamps: {:?}", b.decode_step_gpu_ms);
     }
     Ok(())
 }

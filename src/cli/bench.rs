@@ -153,6 +153,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for (family, ms) in &b.decode_kernel_ms {
             println!("  {family:<16} {ms:>9.3} ms");
         }
+        if let Some(step) = b.decode_step_gpu_ms {
+            let sum: f64 = b.decode_kernel_ms.iter().map(|(_, ms)| ms).sum();
+            println!("  the step run whole, 8 times back to back: {step:.3} ms a step (the kernels above add up to {sum:.3})");
+        }
         print_dispatches("decode step", &b.decode_dispatches);
     }
     if !b.prefill_chunk_kernel_ms.is_empty() {

@@ -123,6 +123,15 @@ impl<'m> Batch<'m> {
         Ok(times)
     }
 
+    /// The step's GPU time run whole, `runs` times back to back at one position (as
+    /// [`Session::time_step`](super::Session::time_step); benchmarks only, needs timestamp queries).
+    pub fn time_step(&mut self, tokens: &[u32], runs: usize) -> Result<std::time::Duration> {
+        let ctx = &*self.model.ctx;
+        let time = self.prepare_step(tokens)?.time_repeated(ctx, runs)?;
+        self.position.iter_mut().for_each(|p| *p += 1);
+        Ok(time)
+    }
+
     /// The CPU time to record one step's commands without submitting them (see [`Plan::encode_cost`]), the
     /// median of `runs`; the step's plan is built by the first [`Batch::step`].
     pub fn step_encode_cost(&self, runs: usize) -> Result<crate::gpu::EncodeCost> {

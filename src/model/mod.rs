@@ -482,20 +482,41 @@ impl<'m> Session<'m> {
     /// Feeds one token through the decode plan with a GPU timestamp around every dispatch: the time of each
     /// kernel of a decode step, in order (benchmarks; needs timestamp queries).
     pub fn profile_step(&mut self, id: u32) -> Result<Vec<crate::gpu::DispatchTime>> {
+        self.measure_step(id, "profiling", |plan, ctx| plan.profile(ctx))
+    }
+
+    /// Runs the decode step `runs` times back to back at one position and returns the GPU time of one run
+    /// ([`Plan::time_repeated`]): the step whole, where [`Session::profile_step`]'s times add each dispatch's
+    /// own, timestamps and all. The token's KV rows are written `runs` times and the Mamba state advanced as many:
+    /// for benchmarks only (needs timestamp queries).
+    ///
+    /// [`Plan::time_repeated`]: crate::gpu::Plan::time_repeated
+    pub fn time_step(&mut self, id: u32, runs: usize) -> Result<std::time::Duration> {
+        self.measure_step(id, "timing", |plan, ctx| plan.time_repeated(ctx, runs))
+    }
+
+    /// Writes `id` and the position, builds the decode plan if needed, and measures it with `measure` as one
+    /// step fed (profile_step, time_step).
+    fn measure_step<T>(
+        &mut self,
+        id: u32,
+        what: &str,
+        measure: impl FnOnce(&Plan, &crate::gpu::Context) -> Result<T>,
+    ) -> Result<T> {
         self.check_input(&[id])?;
         let model = self.model;
         let ctx = &*model.ctx;
         if model.streaming.is_some() {
-            let message = "profiling a decode step of a model that streams its experts is not supported";
-            return Err(Error::Input(message.into()));
+            let message = format!("{what} a decode step of a model that streams its experts is not supported");
+            return Err(Error::Input(message));
         }
         ctx.write(&self.scratch.ids, bytemuck::bytes_of(&id))?;
         self.write_position()?;
         self.build_decode()?;
-        let times = self.decode.as_ref().expect("the decode plan was just built").plans[0].profile(ctx)?;
+        let measured = measure(&self.decode.as_ref().expect("the decode plan was just built").plans[0], ctx)?;
         self.position += 1;
         self.last_row = Some(0);
-        Ok(times)
+        Ok(measured)
     }
 
     /// Feeds `ids`, 2 to `chunk` tokens (one prefill chunk), with a GPU timestamp around every dispatch: the time
