@@ -190,7 +190,7 @@ fn matvec_slot_of(g: u32, lane: u32) -> MatvecSlot {
 
 // Whether this invocation stores its row group's outputs.
 fn stores(s: MatvecSlot, lane: u32) -> bool {
-    return s.r < p.t && lane % ROW_THREADS == 0u;
+    return lane % ROW_THREADS == 0u;
 }
 
 // Stores output q of the slot's rows, if it lies inside y.
@@ -208,7 +208,7 @@ fn matvec(
 ) {
     let s = matvec_slot(workgroup_id, num_workgroups, lane);
     var acc: Rows8;
-    if s.r < p.t && s.j0 < p.n {
+    if s.j0 < p.n {
         acc = rows_part(s.r * p.x_stride + p.x_offset, s.j0, lane);
     }
     let sums = row_sum8(lane, acc);
@@ -231,7 +231,7 @@ fn matvec_parts(
     let s = matvec_slot_of(g % per_part, lane);
     let c_begin = part * p.part_cols;
     var acc: Rows8;
-    if s.r < p.t && s.j0 < p.n && c_begin < p.k {
+    if s.j0 < p.n && c_begin < p.k {
         acc = rows_part_of(s.r * p.x_stride + p.x_offset, s.j0, lane, c_begin, min(c_begin + p.part_cols, p.k));
     }
     let sums = row_sum8(lane, acc);
@@ -255,15 +255,13 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
     // 1 / sqrt(mean(x^2) + eps), summed as rms_norm.wgsl sums it: each row group on its own, so that every
     // invocation of the workgroup holds the same value, also those past the last column.
     var sum_sq = 0.0;
-    if s.r < p.t {
-        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            let v = x_value(x0 + c);
-            sum_sq += v * v;
-        }
+    for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+        let v = x_value(x0 + c);
+        sum_sq += v * v;
     }
     let inv_rms = 1.0 / sqrt(row_sum(lane, sum_sq) / f32(p.k) + p.eps);
 
-    let live = s.r < p.t && s.j0 < p.n;
+    let live = s.j0 < p.n;
     var acc: Rows8;
     if live && rows_by_quad(p.k) {
         let quads = (p.k + quad_weights() - 1u) / quad_weights();
@@ -359,7 +357,7 @@ fn matvec_norm_out(
     }
     let inv_rms = dot.inv_rms;
     // The row's first workgroup stores the normalised row, its whole width striding over the workgroup.
-    if s.block == 0u && s.r < p.t {
+    if s.block == 0u {
         let x0 = s.r * p.x_stride + p.x_offset;
         let n0 = s.r * p.normed_stride + p.normed_offset;
         for (var c = lane; c < p.k; c += WG) {

@@ -104,10 +104,7 @@ fn matvec_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> 
     var job: MatvecJob;
     job.slot = g % slots;
     job.j0 = (g / slots) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
-    var e = p.count;
-    if job.slot < p.t * p.top_k {
-        e = local_expert(ids[job.slot]);
-    }
+    let e = local_expert(ids[job.slot]);
     job.expert_row0 = e * p.n;
     job.live = e < p.count && job.j0 < p.n;
     return job;
@@ -263,11 +260,9 @@ fn swiglu_norm_matvec(
     let x0 = r * p.k;
     // 1 / sqrt(mean(x^2) + eps), the same in every row group: the whole workgroup works on one slot.
     var sum_sq = 0.0;
-    if r < p.t {
-        for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-            let v = x_value(x0 + c);
-            sum_sq += v * v;
-        }
+    for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+        let v = x_value(x0 + c);
+        sum_sq += v * v;
     }
     let inv_rms = 1.0 / sqrt(row_sum(lane, sum_sq) / f32(p.k) + p.eps);
 
@@ -358,10 +353,7 @@ fn down_combine_matvec(
     var sum: Rows8;
     for (var choice = 0u; choice < p.top_k; choice++) {
         var job = MatvecJob(r * p.top_k + choice, j0, 0u, false);
-        var e = p.count;
-        if r < p.t {
-            e = local_expert(ids[job.slot]);
-        }
+        let e = local_expert(ids[job.slot]);
         job.expert_row0 = e * p.n;
         job.live = e < p.count && j0 < p.n;
         var acc: array<Rows8, 2>;
@@ -373,7 +365,7 @@ fn down_combine_matvec(
             sum = Rows8(sum.a + weights[job.slot] * sums.a, sum.b + weights[job.slot] * sums.b);
         }
     }
-    if r < p.t && lane % ROW_THREADS == 0u {
+    if lane % ROW_THREADS == 0u {
         for (var q = 0u; q < MATVEC_ROWS; q++) {
             if j0 + q < p.n {
                 y[r * p.n + j0 + q] += rows8_at(sum, q);
