@@ -27,6 +27,40 @@ fn w_clamped(row: u32, col: u32) -> f32 {
     return weight_value(r, w[r.word], w[r.scale_word]);
 }
 
+// W[row, k0 .. k0 + SG], k0 a multiple of SG, into ws[b ..]: where rows start on words, whole words at a time
+// (f32 8 loads, f16 and bf16 4, q8 2 and its row scale, q4 1 and its group scale: a group is 4 or 8 words) and
+// decoded as weight_value decodes each weight; else weight by weight. Row and columns clamped as w_clamped: a
+// word past the row's last is its last word again (x is 0 there).
+fn w_block(ws: ptr<function, array<f32, COLS * SG>>, b: u32, row: u32, k0: u32) {
+    if !rows_on_words(p.k) {
+        for (var kk = 0u; kk < SG; kk++) {
+            (*ws)[b + kk] = w_clamped(row, k0 + kk);
+        }
+        return;
+    }
+    let r = word_row(p.w_row0 + min(row, p.n - 1u), p.k);
+    let per = word_weights();
+    for (var u = 0u; u < SG / per; u++) {
+        let i = min(k0 / per + u, r.words - 1u);
+        let v = word_values(w[r.first + i], w[word_values_scale(r, i)], i);
+        let at = b + u * per;
+        (*ws)[at] = v.a.x;
+        if per >= 2u {
+            (*ws)[at + 1u] = v.a.y;
+        }
+        if per >= 4u {
+            (*ws)[at + 2u] = v.a.z;
+            (*ws)[at + 3u] = v.a.w;
+        }
+        if per == 8u {
+            (*ws)[at + 4u] = v.b.x;
+            (*ws)[at + 5u] = v.b.y;
+            (*ws)[at + 6u] = v.b.z;
+            (*ws)[at + 7u] = v.b.w;
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn blocked(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
@@ -54,9 +88,7 @@ fn blocked(
         }
         var ws: array<f32, COLS * SG>; // [COLS][SG]: W[j0 + 8 cc, k0 + kk]
         for (var cc = 0u; cc < COLS; cc++) {
-            for (var kk = 0u; kk < SG; kk++) {
-                ws[cc * SG + kk] = w_clamped(j0 + SG * cc, k0 + kk);
-            }
+            w_block(&ws, cc * SG, j0 + SG * cc, k0);
         }
         // subgroupBroadcast with constant lanes is a register extract on llvmpipe (subgroupShuffle is a loop), and
         // the eight products are written out: an array of them here is not kept in registers.

@@ -28,6 +28,50 @@ fn w_up_at(e_local: u32, j: u32, col: u32) -> f32 {
     return weight_value(r, w_up[r.word], w_up[r.scale_word]);
 }
 
+// Word i of the gate / down stack, or of the up stack.
+fn stack_word(up: bool, i: u32) -> u32 {
+    if up {
+        return w_up[i];
+    }
+    return w[i];
+}
+
+// Row j of expert e_local's gate / down (or up) at columns k0 .. k0 + SG into ws[b ..], k0 a multiple of SG:
+// matmul_cpu.wgsl's w_block (whole words where rows start on words), row and columns clamped as w_at.
+fn w_block(ws: ptr<function, array<f32, COLS * SG>>, b: u32, up: bool, e_local: u32, j: u32, k0: u32) {
+    if !rows_on_words(p.k) {
+        for (var kk = 0u; kk < SG; kk++) {
+            if up {
+                (*ws)[b + kk] = w_up_at(e_local, j, k0 + kk);
+            } else {
+                (*ws)[b + kk] = w_at(e_local, j, k0 + kk);
+            }
+        }
+        return;
+    }
+    let r = word_row(e_local * p.n + min(j, p.n - 1u), p.k);
+    let per = word_weights();
+    for (var u = 0u; u < SG / per; u++) {
+        let i = min(k0 / per + u, r.words - 1u);
+        let v = word_values(stack_word(up, r.first + i), stack_word(up, word_values_scale(r, i)), i);
+        let at = b + u * per;
+        (*ws)[at] = v.a.x;
+        if per >= 2u {
+            (*ws)[at + 1u] = v.a.y;
+        }
+        if per >= 4u {
+            (*ws)[at + 2u] = v.a.z;
+            (*ws)[at + 3u] = v.a.w;
+        }
+        if per == 8u {
+            (*ws)[at + 4u] = v.b.x;
+            (*ws)[at + 5u] = v.b.y;
+            (*ws)[at + 6u] = v.b.z;
+            (*ws)[at + 7u] = v.b.w;
+        }
+    }
+}
+
 fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32, lane: u32, gated: bool) {
     let tiles_n = (p.n + SG * COLS - 1u) / (SG * COLS);
     let tiles_m = (p.t + SG * ROWS - 1u) / (SG * ROWS);
@@ -66,11 +110,9 @@ fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32
         var ws: array<f32, COLS * SG>; // [COLS][SG]: gate / down [j0 + 8 cc, k0 + kk]
         var ws_up: array<f32, COLS * SG>; // [COLS][SG]: up
         for (var cc = 0u; cc < COLS; cc++) {
-            for (var kk = 0u; kk < SG; kk++) {
-                ws[cc * SG + kk] = w_at(e_local, j0 + SG * cc, k0 + kk);
-                if gated {
-                    ws_up[cc * SG + kk] = w_up_at(e_local, j0 + SG * cc, k0 + kk);
-                }
+            w_block(&ws, cc * SG, false, e_local, j0 + SG * cc, k0);
+            if gated {
+                w_block(&ws_up, cc * SG, true, e_local, j0 + SG * cc, k0);
             }
         }
         // subgroupBroadcast with constant lanes is a register extract on llvmpipe (subgroupShuffle is a loop), and

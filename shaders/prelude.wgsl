@@ -203,13 +203,16 @@ fn word_weights() -> u32 {
     }
 }
 
-// Whether the rows of a matrix with `cols` columns are read by words: float rows that start on a word (f32
-// always, f16 and bf16 when cols is even); quantized rows (word-aligned records) unless read by codes.
+// Whether every row of a matrix with `cols` columns starts on a word: quantized rows (word-aligned records),
+// f32 rows, f16 and bf16 rows when cols is even.
+fn rows_on_words(cols: u32) -> bool {
+    return W_DTYPE > DTYPE_BF16 || W_DTYPE == DTYPE_F32 || cols % 2u == 0u;
+}
+
+// Whether the decode matvecs read the rows of a matrix with `cols` columns by words: rows that start on words,
+// quantized ones unless read by codes.
 fn rows_by_word(cols: u32) -> bool {
-    if W_DTYPE > DTYPE_BF16 {
-        return MATVEC_READS != READ_CODES;
-    }
-    return W_DTYPE == DTYPE_F32 || cols % 2u == 0u;
+    return rows_on_words(cols) && (W_DTYPE <= DTYPE_BF16 || MATVEC_READS != READ_CODES);
 }
 
 // A row read by words: the word holding its first weight (or code), its words of weights, and (quantized) the
@@ -242,6 +245,53 @@ fn word_scale(r: WordRow, i: u32) -> u32 {
     }
     let g = i * 8u / q4_group();
     return r.scales + select(g / 2u, g, q4_has_min());
+}
+
+// The weights of `word`, word i of its row, in column order (the first word_weights() of a, then b), each as
+// weight_value decodes it, given the word that holds its scale: q8's row scale (its WordRow's `scales`), q4's
+// group scale (word_scale's); floats ignore it. For kernels that decode whole words into registers (the CPU
+// prefill kernels), where word_dot takes a dot product.
+fn word_values(word: u32, scale_word: u32, i: u32) -> X8 {
+    var v: X8;
+    switch W_DTYPE {
+        case DTYPE_F32: {
+            v.a.x = bitcast<f32>(word);
+        }
+        case DTYPE_F16: {
+            v.a = vec4(f16_to_f32(word & 0xffffu), f16_to_f32(word >> 16u), 0.0, 0.0);
+        }
+        case DTYPE_BF16: {
+            v.a = vec4(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u), 0.0, 0.0);
+        }
+        case DTYPE_Q8: {
+            let c = bitcast<i32>(word);
+            let codes = vec4(extractBits(c, 0u, 8u), extractBits(c, 8u, 8u), extractBits(c, 16u, 8u), extractBits(c, 24u, 8u));
+            v.a = vec4<f32>(codes) * bitcast<f32>(scale_word);
+        }
+        default: {
+            let lo = vec4<f32>(vec4(extractBits(word, 0u, 4u), extractBits(word, 4u, 4u), extractBits(word, 8u, 4u), extractBits(word, 12u, 4u)));
+            let hi = vec4<f32>(vec4(extractBits(word, 16u, 4u), extractBits(word, 20u, 4u), extractBits(word, 24u, 4u), extractBits(word, 28u, 4u)));
+            if q4_has_min() {
+                let scale = f16_to_f32(scale_word & 0xffffu);
+                let min = f16_to_f32(scale_word >> 16u);
+                v = X8(lo * scale + min, hi * scale + min);
+            } else {
+                let g = i * 8u / q4_group();
+                let scale = f16_to_f32((scale_word >> (16u * (g % 2u))) & 0xffffu);
+                v = X8((lo - 8.0) * scale, (hi - 8.0) * scale);
+            }
+        }
+    }
+    return v;
+}
+
+// The word holding the scale that word_values takes for word i of row r: q8's row scale, q4's group scale; for
+// floats the word itself (read again, unused).
+fn word_values_scale(r: WordRow, i: u32) -> u32 {
+    if W_DTYPE == DTYPE_Q8 {
+        return r.scales;
+    }
+    return word_scale(r, i);
 }
 
 // ---- weight rows a quad at a time (MATVEC_READS = READ_QUADS) ----

@@ -261,6 +261,34 @@ fn moe_ffn_matches_reference() {
     eprintln!("moe_ffn: max abs error {worst:e}");
 }
 
+/// Odd widths: bf16 rows that do not start on words (the prefill kernels then read them weight by weight, where
+/// whole-word reads would straddle two rows) and rows that are not a whole number of 8-column blocks, on every
+/// path; the gate / up rows (k = h) and the down rows (k = i) in turn.
+#[test]
+fn moe_ffn_with_odd_widths_matches_reference() {
+    let Some(ctx) = gpu() else { return };
+    let (e, k) = (4, 2);
+    let mut rng = Rng::new(15);
+    for (h, i) in [(25, 40), (24, 41)] {
+        let scratch = MoeScratch::new(ctx, 65, h, i, e, k).unwrap();
+        let router = ctx.upload_f32("router", &[e, h], &rng.vec(e * h, 1.0)).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let ex = experts(ctx, &mut rng, &[e], h, i, dtype);
+            for t in [1, 65] {
+                let x = rng.vec(t * h, 1.0);
+                let residual = rng.vec(t * h, 1.0);
+                let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
+                for tuning in paths(ctx) {
+                    let (got, logits) = gpu_moe(ctx, tuning, &x_gpu, &router, t, &ex, k, &scratch, &residual);
+                    let want = reference_moe(&x, &residual, &logits, &ex, k, h, i);
+                    let what = format!("moe_ffn H = {h}, I = {i}, T = {t}, {dtype:?}, {tuning:?}");
+                    assert_close(&what, &got, &want, 1e-5, 1e-5);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn coop_experts_match_the_f16_reference_or_are_refused() {
     // Prefill::Coop's expert kernels (moe_coop.wgsl) where the adapter runs them: the reference with x, the
