@@ -18,7 +18,7 @@ const SG: u32 = 8u; // subgroup width, and k step
 const ROWS: u32 = 16u; // rows of y per invocation (shared by its subgroup)
 const COLS: u32 = 4u; // columns of y per invocation
 
-// MatmulParams, y and store(): matmul_common.wgsl; x, w and w_at: matmul_words.wgsl.
+// MatmulParams, y and store(): matmul_common.wgsl; x, w and w_at: matmul_words.wgsl; put_word: cpu_blocks.wgsl.
 
 // Weight (row, col), clamped into the matrix: past it, x is 0 (columns) or the result is not stored (rows), so
 // the loads need no branch.
@@ -43,21 +43,7 @@ fn w_block(ws: ptr<function, array<f32, COLS * SG>>, b: u32, row: u32, k0: u32) 
     for (var u = 0u; u < SG / per; u++) {
         let i = min(k0 / per + u, r.words - 1u);
         let v = word_values(w[r.first + i], w[word_values_scale(r, i)], i);
-        let at = b + u * per;
-        (*ws)[at] = v.a.x;
-        if per >= 2u {
-            (*ws)[at + 1u] = v.a.y;
-        }
-        if per >= 4u {
-            (*ws)[at + 2u] = v.a.z;
-            (*ws)[at + 3u] = v.a.w;
-        }
-        if per == 8u {
-            (*ws)[at + 4u] = v.b.x;
-            (*ws)[at + 5u] = v.b.y;
-            (*ws)[at + 6u] = v.b.z;
-            (*ws)[at + 7u] = v.b.w;
-        }
+        put_word(ws, b + u * per, v);
     }
 }
 

@@ -14,7 +14,7 @@ const SG: u32 = 8u; // subgroup width, and k step
 const ROWS: u32 = 16u; // grouped rows per invocation (shared by its subgroup)
 const COLS: u32 = 4u; // output columns per invocation
 
-// MoeParams and bindings 0 and 4-7: moe_common.wgsl; bindings 1-3: moe_words.wgsl.
+// MoeParams and bindings 0 and 4-7: moe_common.wgsl; bindings 1-3: moe_words.wgsl; put_word: cpu_blocks.wgsl.
 
 // Weight (j, col) of expert e_local's gate / down, and of its up, clamped into the matrix: past it, x is 0
 // (columns) or the result is not stored (rows), so the loads need no branch.
@@ -54,21 +54,7 @@ fn w_block(ws: ptr<function, array<f32, COLS * SG>>, b: u32, up: bool, e_local: 
     for (var u = 0u; u < SG / per; u++) {
         let i = min(k0 / per + u, r.words - 1u);
         let v = word_values(stack_word(up, r.first + i), stack_word(up, word_values_scale(r, i)), i);
-        let at = b + u * per;
-        (*ws)[at] = v.a.x;
-        if per >= 2u {
-            (*ws)[at + 1u] = v.a.y;
-        }
-        if per >= 4u {
-            (*ws)[at + 2u] = v.a.z;
-            (*ws)[at + 3u] = v.a.w;
-        }
-        if per == 8u {
-            (*ws)[at + 4u] = v.b.x;
-            (*ws)[at + 5u] = v.b.y;
-            (*ws)[at + 6u] = v.b.z;
-            (*ws)[at + 7u] = v.b.w;
-        }
+        put_word(ws, b + u * per, v);
     }
 }
 

@@ -26,7 +26,7 @@ shader!(MOE_ROUTER_SHADER, "moe_router");
 shader!(MOE_GROUP_SHADER, "moe_group");
 shader!(MOE_MATVEC_SHADER, "moe_matvec", common "moe_common", "matvec_x");
 shader!(MOE_SHADER, "moe", common "moe_common", "moe_words", "moe_tiles");
-shader!(MOE_CPU_SHADER, "moe_cpu", common "moe_common", "moe_words");
+shader!(MOE_CPU_SHADER, "moe_cpu", common "moe_common", "moe_words", "cpu_blocks");
 shader!(MOE_COOP_SHADER, "moe_coop", common "moe_common", "moe_words", "moe_tiles", "coop_common");
 
 /// The most experts the grouping kernel handles (its workgroup arrays; `MAX_EXPERTS` in moe_group.wgsl).
