@@ -230,6 +230,34 @@ fn gpu_moe(
     (ctx.read_f32(&out).unwrap(), ctx.read_f32(&logits).unwrap())
 }
 
+/// The MoE block over `t` random rows on every path of `paths`, each checked against the reference; returns the
+/// largest absolute error. `what` names the case in a failure.
+#[allow(clippy::too_many_arguments)]
+fn check_moe_on_every_path(
+    ctx: &Context,
+    rng: &mut Rng,
+    router: &Tensor,
+    ex: &Experts,
+    t: usize,
+    k: usize,
+    i: usize,
+    scratch: &MoeScratch,
+    what: &str,
+) -> f32 {
+    let h = router.shape()[1];
+    let x = rng.vec(t * h, 1.0);
+    let residual = rng.vec(t * h, 1.0);
+    let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
+    let mut worst = 0.0f32;
+    for tuning in paths(ctx) {
+        let (got, logits) = gpu_moe(ctx, tuning, &x_gpu, router, t, ex, k, scratch, &residual);
+        let want = reference_moe(&x, &residual, &logits, ex, k, h, i);
+        assert_close(&format!("{what}, T = {t}, {tuning:?}"), &got, &want, 1e-5, 1e-5);
+        worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+    }
+    worst
+}
+
 #[test]
 fn moe_ffn_matches_reference() {
     let Some(ctx) = gpu() else { return };
@@ -244,16 +272,8 @@ fn moe_ffn_matches_reference() {
             for dtype in [DType::F32, DType::BF16] {
                 let ex = experts(ctx, &mut rng, &[e], h, i, dtype);
                 for t in [1, 2, 63, 64, 65, 300] {
-                    let x = rng.vec(t * h, 1.0);
-                    let residual = rng.vec(t * h, 1.0);
-                    let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
-                    for tuning in paths(ctx) {
-                        let (got, logits) = gpu_moe(ctx, tuning, &x_gpu, &router, t, &ex, k, &scratch, &residual);
-                        let want = reference_moe(&x, &residual, &logits, &ex, k, h, i);
-                        let what = format!("moe_ffn T = {t}, E = {e}, k = {k}, {dtype:?}, {tuning:?}");
-                        assert_close(&what, &got, &want, 1e-5, 1e-5);
-                        worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
-                    }
+                    let what = format!("moe_ffn E = {e}, k = {k}, {dtype:?}");
+                    worst = worst.max(check_moe_on_every_path(ctx, &mut rng, &router, &ex, t, k, i, &scratch, &what));
                 }
             }
         }
@@ -275,15 +295,8 @@ fn moe_ffn_with_odd_widths_matches_reference() {
         for dtype in [DType::F32, DType::BF16] {
             let ex = experts(ctx, &mut rng, &[e], h, i, dtype);
             for t in [1, 65] {
-                let x = rng.vec(t * h, 1.0);
-                let residual = rng.vec(t * h, 1.0);
-                let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
-                for tuning in paths(ctx) {
-                    let (got, logits) = gpu_moe(ctx, tuning, &x_gpu, &router, t, &ex, k, &scratch, &residual);
-                    let want = reference_moe(&x, &residual, &logits, &ex, k, h, i);
-                    let what = format!("moe_ffn H = {h}, I = {i}, T = {t}, {dtype:?}, {tuning:?}");
-                    assert_close(&what, &got, &want, 1e-5, 1e-5);
-                }
+                let what = format!("moe_ffn H = {h}, I = {i}, {dtype:?}");
+                check_moe_on_every_path(ctx, &mut rng, &router, &ex, t, k, i, &scratch, &what);
             }
         }
     }
