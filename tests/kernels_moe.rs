@@ -24,6 +24,7 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
     let decode = Tuning {
         row_threads: 1,
         tiled_min_rows: usize::MAX,
+        moe_tiled_min_rows: 0,
         prefill: Prefill::Tiled,
         matvec_reads: MatvecReads::Codes,
         matvec_rows: 1,

@@ -70,6 +70,10 @@ pub struct Tuning {
     pub row_threads: u32,
     /// Matmuls with at least this many rows of activations take the tiled path instead of matvec.
     pub tiled_min_rows: usize,
+    /// Mixtures of experts take the grouped tiled path (tokens grouped by expert, a tiled matmul per expert) from
+    /// this many rows if that is more than `tiled_min_rows` ([`Tuning::moe_tiled`]); below, each token's chosen
+    /// experts run as matvecs. 0 but in a CPU adapter's batch step, whose B rows spread over every expert.
+    pub moe_tiled_min_rows: usize,
     /// How the tiled path (matmul, the MoE experts) computes its tiles.
     pub prefill: Prefill,
     /// How the matvec path reads weight rows: quantized ones a code at a time, a word (4 or 8 codes) at a time,
@@ -115,6 +119,11 @@ pub struct Tuning {
 }
 
 impl Tuning {
+    /// Whether a mixture of experts over `rows` rows takes the grouped tiled path.
+    pub fn moe_tiled(&self, rows: usize) -> bool {
+        rows >= self.tiled_min_rows.max(self.moe_tiled_min_rows)
+    }
+
     /// A GPU's defaults: rows reduced by 32 invocations, for coalesced loads; 64 x 64 tiles through workgroup
     /// memory for prefill; one row per matvec row group and quantized rows read a code at a time, until tuned
     /// ([`Model::tune`](crate::Model::tune)); enough matvec workgroups to fill a large GPU.
@@ -122,6 +131,7 @@ impl Tuning {
         Tuning {
             row_threads: 32,
             tiled_min_rows: 8,
+            moe_tiled_min_rows: 0,
             prefill: Prefill::Tiled,
             matvec_reads: MatvecReads::Codes,
             matvec_rows: 1,
@@ -141,6 +151,7 @@ impl Tuning {
         Tuning {
             row_threads: 1,
             tiled_min_rows: 8,
+            moe_tiled_min_rows: 0,
             prefill: if blocked { Prefill::Blocked } else { Prefill::Tiled },
             matvec_reads: MatvecReads::Quads,
             matvec_rows: 8,
@@ -527,6 +538,7 @@ impl Context {
                 out.push(Tuning {
                     row_threads,
                     tiled_min_rows: usize::MAX,
+                    moe_tiled_min_rows: 0,
                     prefill: Prefill::Tiled,
                     matvec_reads,
                     matvec_rows,

@@ -386,8 +386,8 @@ impl MoeScratch {
 
 /// `out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r])` for the first `t` rows, expert(x) = down(silu(gate(x)) *
 /// up(x)). x: [>= t, H] (the normalised input); out: [>= t, H] (the residual stream); ids, weights: from
-/// [`route`]. Decode-sized chunks (t below `g.tuning.tiled_min_rows`) read only the chosen experts' weights;
-/// longer ones group the tokens by expert on the GPU and run one tiled matmul per expert.
+/// [`route`]. Decode-sized chunks (see [`Tuning::moe_tiled`](crate::gpu::Tuning::moe_tiled)) read only the chosen experts' weights; longer
+/// ones group the tokens by expert on the GPU and run one tiled matmul per expert.
 #[allow(clippy::too_many_arguments)]
 pub fn moe_ffn(
     g: &mut Graph,
@@ -405,7 +405,7 @@ pub fn moe_ffn(
         return Err(Error::shape("moe_ffn", format!("{held} experts; the scratch was made for {}", scratch.n_experts)));
     }
     if let [stack] = experts {
-        if t < g.tuning.tiled_min_rows {
+        if !g.tuning.moe_tiled(t) {
             // Decode with every expert in one stack: the down projection and the weighted sum in one dispatch.
             return moe_decode_one_stack(g, x, None, t, stack, ids, weights, top_k, scratch, out);
         }
@@ -510,7 +510,7 @@ pub fn moe_experts(
         ..Default::default()
     };
     let s = scratch;
-    let decode = t < g.tuning.tiled_min_rows;
+    let decode = !g.tuning.moe_tiled(t);
     if !decode {
         let params = GroupParams { slots: base.t * base.top_k, n_experts: base.n_experts, ..Default::default() };
         g.dispatch(&GROUP, &[], &params, &[ids, &s.groups], [1, 1, 1])?;

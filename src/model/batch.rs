@@ -13,11 +13,18 @@ use super::ffn::Resident;
 use super::jamba::{self, Head, Rows, Scratch};
 use super::state::{BatchState, SequenceState};
 use super::{check_ids, Model, SessionOptions};
-use crate::gpu::Plan;
+use crate::gpu::{Plan, Prefill};
 use crate::{Error, Result};
 
-/// Rows of a tile of the tiled matmul and MoE kernels.
-const TILE_ROWS: usize = 32;
+/// Rows of x from which a CPU adapter's batch step takes the tiled matmul path: the blocked kernels (16 rows
+/// of the output an invocation) beat a matvec per row from 16 rows for every weight type on lavapipe, the
+/// 32 x 32 tiled ones only at a full tile.
+fn cpu_tiled_min_rows(prefill: Prefill) -> usize {
+    match prefill {
+        Prefill::Blocked => 16,
+        _ => 32,
+    }
+}
 
 /// B sequences that advance together, one token each per [`Batch::step`].
 pub struct Batch<'m> {
@@ -155,10 +162,14 @@ impl<'m> Batch<'m> {
         if self.plan.is_none() {
             let mut g = self.model.graph();
             if ctx.is_cpu() {
-                // A step's rows are B tokens of B sequences, not a prefill chunk: on a CPU adapter a tile of the
-                // tiled kernels (32 rows) costs more than one matrix-vector product per row until the rows fill
-                // it (lavapipe, B = 8: twice the step time). GPUs keep the context's choice.
-                g.tuning.tiled_min_rows = g.tuning.tiled_min_rows.max(TILE_ROWS);
+                // A step's rows are B tokens of B sequences, not a prefill chunk: on a CPU adapter a tile costs
+                // more than a matrix-vector product per row until the rows fill it (lavapipe, B = 8: twice the
+                // step time). The experts see B * top_k rows spread over all of them, and keep their matvecs
+                // until each expert averages a tile's rows. GPUs keep the context's choice.
+                let tile = cpu_tiled_min_rows(g.tuning.prefill);
+                let cfg = &self.model.cfg;
+                g.tuning.tiled_min_rows = g.tuning.tiled_min_rows.max(tile);
+                g.tuning.moe_tiled_min_rows = (tile * cfg.num_experts).div_ceil(cfg.num_experts_per_tok.max(1));
             }
             let fed = Rows::Batch { t: b };
             let (cfg, w, experts) = (&self.model.cfg, &self.model.weights, &mut Resident { top_k: self.model.cfg.num_experts_per_tok });
