@@ -16,8 +16,9 @@
 //   chunk_delta[k * I + ch]                         [chunks, I]    scratch of the chunked path
 //
 // With NORM_BC = 1, b and c are x_proj's raw columns and the kernel applies Mamba's b_layernorm and
-// c_layernorm itself (rms_norm over each row's N values, weights b_norm and c_norm, epsilon p.eps) as it stages
-// the rows in workgroup memory: two dispatches fewer per decode step than normalising them apart.
+// c_layernorm itself (rms_norm over each row's N values, weights b_norm and c_norm, epsilon p.eps): two
+// dispatches fewer per decode step than normalising them apart. Prefill normalises the rows it stages in
+// workgroup memory in place; a decode or batch step's one row is normalised by each invocation as it reads it.
 //
 // With DT_PROJ = 1 as well (decode and batch steps: one row per workgroup), dt is x_proj's raw dt columns
 // [T, R] and the kernel computes dt[t, ch] = rms_norm(dt_raw[t], dt_norm) . dt_proj[ch] itself (dt_layernorm
@@ -230,24 +231,41 @@ fn projected_dt_shared(ch0: u32, lane: u32) -> f32 {
     return dt_lanes[lane];
 }
 
-// rms_norm of the D_STATE values of b_tile (or c_tile) from `first`, as rms_norm.wgsl computes it.
-fn normalise_row(first: u32, is_c: bool) {
+// 1 / rms of row s of b_tile (or c_tile), as rms_norm.wgsl computes it.
+fn tile_inv_rms(s: u32, is_c: bool) -> f32 {
     var sum_sq = 0.0;
     for (var n = 0u; n < D_STATE; n++) {
-        var v = b_tile[first + n];
+        var v = b_tile[s * D_STATE + n];
         if is_c {
-            v = c_tile[first + n];
+            v = c_tile[s * D_STATE + n];
         }
         sum_sq += v * v;
     }
-    let scale = 1.0 / sqrt(sum_sq / f32(D_STATE) + p.eps);
+    return 1.0 / sqrt(sum_sq / f32(D_STATE) + p.eps);
+}
+
+// rms_norm of row s of b_tile (or c_tile), in place.
+fn normalise_row(s: u32, is_c: bool) {
+    let scale = tile_inv_rms(s, is_c);
     for (var n = 0u; n < D_STATE; n++) {
         if is_c {
-            c_tile[first + n] = c_norm[n] * (c_tile[first + n] * scale);
+            c_tile[s * D_STATE + n] = c_norm[n] * (c_tile[s * D_STATE + n] * scale);
         } else {
-            b_tile[first + n] = b_norm[n] * (b_tile[first + n] * scale);
+            b_tile[s * D_STATE + n] = b_norm[n] * (b_tile[s * D_STATE + n] * scale);
         }
     }
+}
+
+// B[t0 + s, n] (or C) from its tile; normalised here by the row's `scale` when `lane_norm` (a tile normalised
+// in place holds it normalised already).
+fn tile_value(s: u32, n: u32, is_c: bool, lane_norm: bool, scale: f32) -> f32 {
+    if !lane_norm {
+        return select(b_tile[s * D_STATE + n], c_tile[s * D_STATE + n], is_c);
+    }
+    if is_c {
+        return c_norm[n] * (c_tile[s * D_STATE + n] * scale);
+    }
+    return b_norm[n] * (b_tile[s * D_STATE + n] * scale);
 }
 
 // Advances the state `h` of channel `ch` over rows [t_begin, t_end), writing out[t, ch] when `emit`; returns
@@ -286,12 +304,16 @@ fn advance(
             }
         }
         workgroupBarrier();
-        if NORM_BC != 0u {
-            // Lane s normalises row s of B, lane TILE_STEPS + s row s of C, in place (WG >= 2 * TILE_STEPS).
+        // With DT_PROJ (decode and batch steps) the tile is one row, which every invocation normalises for
+        // itself as it reads it (tile_value): no barrier, and no invocations idle while two do the work.
+        // Longer tiles are normalised once, in place: lane s normalises row s of B, lane TILE_STEPS + s row s
+        // of C (WG >= 2 * TILE_STEPS).
+        let lane_norm = NORM_BC != 0u && DT_PROJ != 0u;
+        if NORM_BC != 0u && !lane_norm {
             let s = lane % TILE_STEPS;
             let is_c = lane >= TILE_STEPS;
             if s < steps && lane < 2u * TILE_STEPS && (emit || !is_c) {
-                normalise_row(s * D_STATE, is_c);
+                normalise_row(s, is_c);
             }
             workgroupBarrier();
         }
@@ -306,12 +328,21 @@ fn advance(
                 }
                 let delta = softplus(dt_t + bias);
                 delta_sum += delta;
+                var b_scale = 1.0;
+                var c_scale = 1.0;
+                if lane_norm {
+                    b_scale = tile_inv_rms(s, false);
+                    if emit {
+                        c_scale = tile_inv_rms(s, true);
+                    }
+                }
                 var y = 0.0;
                 for (var n = 0u; n < D_STATE; n++) {
-                    let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_tile[s * D_STATE + n] * x_t;
+                    let b_n = tile_value(s, n, false, lane_norm, b_scale);
+                    let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_n * x_t;
                     (*h)[n] = h_n;
                     if emit {
-                        y += h_n * c_tile[s * D_STATE + n];
+                        y += h_n * tile_value(s, n, true, lane_norm, c_scale);
                     }
                 }
                 if emit {
