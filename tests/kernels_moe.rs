@@ -74,7 +74,7 @@ fn norm_route_matches_rms_norm_matmul_and_route() {
     for (h, e) in [(24, 4), (37, 5), (100, 16), (300, 32)] {
         for k in [1, 2] {
             for dtype in [DType::F32, DType::BF16] {
-                for t in [1, 3] {
+                for (t, row_threads) in [(1, 1), (3, 1), (1, 32), (3, 32)] {
                     let x = rng.vec(t * h, 1.0);
                     let norm_w = rng.vec(h, 1.0);
                     let (router, router_values) = upload_weights(ctx, "router", &[e, h], &rng.vec(e * h, 1.0), dtype);
@@ -88,10 +88,11 @@ fn norm_route_matches_rms_norm_matmul_and_route() {
                     let x_gpu = ctx.upload_f32("x", &[t, h], &x).unwrap();
                     let norm_gpu = ctx.upload_f32("norm", &[h], &norm_w).unwrap();
                     let mut g = Graph::new(ctx);
+                    g.tuning.row_threads = row_threads; // an invocation per expert (1), or workgroups sharing rows
                     norm_route(&mut g, &x_gpu, t, &norm_gpu, eps, &router, &normed, &logits, k, &ids, &weights).unwrap();
                     g.run().unwrap();
 
-                    let what = format!("norm_route H = {h}, E = {e}, k = {k}, {dtype:?}, T = {t}");
+                    let what = format!("norm_route H = {h}, E = {e}, k = {k}, {dtype:?}, T = {t}, {row_threads} lanes a row");
                     let logits_got = ctx.read_f32(&logits).unwrap();
                     assert_close(&format!("{what}: normed"), &ctx.read_f32(&normed).unwrap(), &normed_want, 1e-6, 1e-5);
                     assert_close(&format!("{what}: logits"), &logits_got, &logits_want, 1e-5, 1e-5);

@@ -97,20 +97,32 @@ fn router_variants() -> Vec<Vec<(&'static str, f64)>> {
     FLOAT_DTYPES.iter().flat_map(|d| experts.map(|e| vec![("W_DTYPE", d.shader_code()), ("N_EXPERTS", e)])).collect()
 }
 
+const ROUTER_BINDINGS: &[Binding] = &[
+    read("x"),
+    read("norm_w"),
+    read("w"),
+    read_write("normed"),
+    read_write("logits"),
+    read_write("ids"),
+    read_write("weights"),
+];
+
 /// The pre-FFN norm, the router's matmul and [`ROUTE`] in one dispatch, one workgroup per token (decode).
 pub static ROUTER: Kernel = Kernel {
     shader: &MOE_ROUTER_SHADER,
     entry: "router",
     params: &<RouterParams as crate::gpu::Params>::LAYOUT,
-    bindings: &[
-        read("x"),
-        read("norm_w"),
-        read("w"),
-        read_write("normed"),
-        read_write("logits"),
-        read_write("ids"),
-        read_write("weights"),
-    ],
+    bindings: ROUTER_BINDINGS,
+    variants: router_variants,
+};
+
+/// [`ROUTER`] for one invocation per row (`Tuning::row_threads` 1: CPU adapters): each expert's logit summed by
+/// one invocation, one barrier.
+pub static ROUTER_LANES: Kernel = Kernel {
+    shader: &MOE_ROUTER_SHADER,
+    entry: "router_lanes",
+    params: &<RouterParams as crate::gpu::Params>::LAYOUT,
+    bindings: ROUTER_BINDINGS,
     variants: router_variants,
 };
 
@@ -226,7 +238,8 @@ pub fn route(g: &mut Graph, logits: &Tensor, t: usize, top_k: usize, ids: &Tenso
 
 /// A decode step's router in one dispatch: normed = rms_norm(x, norm_w, eps) for the first `t` rows (written for
 /// the expert kernels), logits = normed router^T, then [`route`]'s ids and weights. The values equal rms_norm,
-/// matmul and route's up to the order of the float sums. Few tokens only: one workgroup per token.
+/// matmul and route's up to the order of the float sums. Few tokens only: one workgroup per token, whose
+/// invocations share each expert's row (GPUs) or take one expert each (`Tuning::row_threads` 1).
 ///
 /// x, normed: `[>= t, H]` f32; norm_w: `[H]` f32; router: `[E, H]` float (E <= [`MAX_FUSED_EXPERTS`]);
 /// logits: [>= t, E] f32; ids, weights: [>= t * top_k].
@@ -273,7 +286,8 @@ pub fn norm_route(
     u32_of(op, "t * hidden", t * hidden)?;
     let constants = [("W_DTYPE", router.dtype().shader_code()), ("N_EXPERTS", n_experts as f64)];
     let grid = g.linear_grid(t as u64)?;
-    g.dispatch(&ROUTER, &constants, &params, &[x, norm_w, router, normed, logits, ids, weights], grid)
+    let kernel = if g.tuning.row_threads == 1 { &ROUTER_LANES } else { &ROUTER };
+    g.dispatch(kernel, &constants, &params, &[x, norm_w, router, normed, logits, ids, weights], grid)
 }
 
 /// Experts `first..first + count` of a layer, stacked in three tensors (f32, f16 or bf16, all three alike).
