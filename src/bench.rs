@@ -112,6 +112,24 @@ pub struct ModelBenchOptions {
     pub progress: bool,
 }
 
+impl ModelBenchOptions {
+    /// Fails on options that leave nothing to time: an empty prompt, batch, chunk or set of runs, or fewer than 2
+    /// generated tokens (the first comes from the prefill, so a decode rate needs a second).
+    pub fn check(&self) -> crate::Result<()> {
+        let least = [
+            (self.prompt_len, 1, "prompt tokens"),
+            (self.gen_len, 2, "generated tokens (the first comes from the prefill; a decode rate needs a second)"),
+            (self.chunk, 1, "prompt tokens per prefill chunk"),
+            (self.runs, 1, "timed runs"),
+            (self.batch, 1, "sequences in the batch"),
+        ];
+        match least.into_iter().find(|&(value, min, _)| value < min) {
+            Some((value, min, what)) => Err(crate::Error::Input(format!("{value} {what}: at least {min} needed"))),
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelBench {
     pub adapter: String,
@@ -317,10 +335,10 @@ pub fn by_dispatch(times: &[DispatchTime]) -> Vec<DispatchGroup> {
 /// Runs prefill of `prompt_len` pseudo-random tokens and `gen_len` greedy decode steps for each of `batch`
 /// sequences, `warmup` + `runs` times.
 pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelBench> {
+    o.check()?;
     let ctx = model.context();
     let cfg = model.config();
-    let b = o.batch.max(1);
-    let o = &ModelBenchOptions { batch: b, ..o.clone() };
+    let b = o.batch;
     let prompts: Vec<Vec<u32>> = (0..b as u32)
         .map(|s| {
             let token = |i: u32| (i.wrapping_add(s * 7919).wrapping_mul(2_654_435_761) >> 7) % cfg.vocab_size as u32;
@@ -337,7 +355,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     let mut uploaded_per_step = 0.0;
     // A streamed model's decode step is several plans with readbacks between them: not profiled.
     let profile = ctx.features().timestamps && model.streaming_stats().is_none();
-    for run in 0..o.warmup + o.runs.max(1) {
+    for run in 0..o.warmup + o.runs {
         let mut sequences = Sequences::open(model, o)?;
         let start = Instant::now();
         let mut tokens = sequences.prefill(&prompts)?;
@@ -364,7 +382,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
                 "bench: {what}: prefill {:.3} s, decode {:.3} s ({:.1} tokens/s)",
                 ttft.as_secs_f64(),
                 decoded.as_secs_f64(),
-                (b * o.gen_len.saturating_sub(1)) as f64 / decoded.as_secs_f64().max(1e-9)
+                (b * (o.gen_len - 1)) as f64 / decoded.as_secs_f64().max(1e-9)
             );
         }
         if let Some(before) = counts {
@@ -376,7 +394,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
         if run >= o.warmup {
             prefill.push(ttft);
             decode.push(start.elapsed());
-            host.push(host_time / o.gen_len.saturating_sub(1).max(1) as u32);
+            host.push(host_time / (o.gen_len - 1) as u32);
             streaming = sequences.streaming_stats();
             ctx.wait("a decode run")?;
             encode = sequences.encode_cost(200)?;
@@ -387,7 +405,7 @@ pub fn bench_model(model: &Model, o: &ModelBenchOptions) -> crate::Result<ModelB
     }
     let median = |v: Vec<Duration>| Timing::of(v).median.as_secs_f64();
     let (prefill_s, decode_s) = (median(prefill), median(decode));
-    let decode_tokens_per_s = (b * o.gen_len.saturating_sub(1)) as f64 / decode_s.max(1e-9);
+    let decode_tokens_per_s = (b * (o.gen_len - 1)) as f64 / decode_s.max(1e-9);
 
     let (mut decode_profile, mut prefill_profile, mut decode_step) = (Vec::new(), Vec::new(), None);
     if profile {

@@ -142,3 +142,22 @@ fn bench_config_errors_name_the_config() -> Result<()> {
     }
     Ok(())
 }
+
+/// Counts that leave nothing to time are refused, before any adapter is opened, rather than quietly raised.
+#[test]
+fn bench_counts_are_checked_first() -> Result<()> {
+    let cases: [(&str, &str, &str); 5] = [
+        ("--prompt-len", "0", "0 prompt tokens: at least 1"),
+        ("--gen-len", "1", "1 generated tokens (the first comes from the prefill; a decode rate needs a second): at least 2"),
+        ("--chunk", "0", "0 prompt tokens per prefill chunk: at least 1"),
+        ("--runs", "0", "0 timed runs: at least 1"),
+        ("--batch", "0", "0 sequences in the batch: at least 1"),
+    ];
+    for (flag, value, named) in cases {
+        let run = jamba_wgpu().args(["bench", flag, value]).env("WGPU_BACKEND", "none-such").output()?;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        ensure!(!run.status.success(), "{flag} {value} succeeded: {stderr}");
+        ensure!(stderr.contains(named), "{flag} {value}: `{named}` is not said: {stderr}");
+    }
+    Ok(())
+}

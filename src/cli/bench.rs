@@ -53,9 +53,16 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.batch == 0 {
-        bail!("--batch 0: a batch needs at least one sequence");
-    }
+    let options = ModelBenchOptions {
+        prompt_len: args.prompt_len,
+        gen_len: args.gen_len,
+        chunk: args.chunk,
+        warmup: 1,
+        runs: args.runs,
+        batch: args.batch,
+        progress: true,
+    };
+    options.check()?; // before the adapter and the weights, which can take minutes
     if args.random_weights && args.memory.gpu_memory.is_some() {
         bail!("--gpu-memory streams experts from a checkpoint; random weights have none");
     }
@@ -90,21 +97,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => {
             let (cfg, checkpoint, tokenizer) = args.model.open()?;
             let quantize = args.quant.quantization(args.quantize)?;
-            let gpu_memory = args.memory.weights_budget(&cfg, args.prompt_len + args.gen_len.max(2) + 1)?;
+            let gpu_memory = args.memory.weights_budget(&cfg, args.prompt_len + args.gen_len + 1)?;
             let load = LoadOptions { progress: !args.json, quantize, gpu_memory, tune: args.gpu.tune(), ..Default::default() };
             Model::from_checkpoint(ctx, cfg, &checkpoint, tokenizer, &load)?
         }
     };
     eprintln!("bench: weights ready in {:.1} s", loading.elapsed().as_secs_f64());
-    let options = ModelBenchOptions {
-        prompt_len: args.prompt_len,
-        gen_len: args.gen_len.max(2),
-        chunk: args.chunk,
-        warmup: 1,
-        runs: args.runs,
-        batch: args.batch,
-        progress: true,
-    };
     let b = bench_model(&model, &options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&b)?);
