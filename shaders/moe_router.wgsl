@@ -10,11 +10,13 @@
 // routes. Three dispatches' work (rms_norm, the router matvec, route) for a token's 2 x H reads of x and E x H
 // of the router. A workgroup of 64 invocations each holding every expert's partial sum took 640 us per token
 // on an H200 at Jamba-1.5-Mini's width (H 4096, 16 experts): one workgroup is all the parallelism there is.
-// router_lanes, for CPU adapters (ROW_THREADS = 1, where each barrier is a context switch and a workgroup of
-// 256 is 32 turns of 8 lanes): MAX_N invocations per token and one barrier. Each takes the row's sum of squares
-// itself (every one reads the same x), writes every MAX_N-th column of normed, and invocation e sums expert e's
-// whole router row; invocation 0 routes. Lavapipe, the default model's 4 routers: 0.45-0.52 -> 0.18-0.23 ms a
-// decode step; at 32 sequences 3.3-4.1 -> 1.1-1.2 ms.
+//
+// router_lanes, for CPU adapters (`Tuning::row_threads` 1, where each barrier is a context switch and a
+// workgroup of 256 is 32 turns of 8 lanes): MAX_N invocations per token and one barrier. Each takes the row's
+// sum of squares itself (every one reads the same x), writes every MAX_N-th column of normed, and invocation e
+// sums expert e's whole router row; invocation 0 routes. Lavapipe, the default model's 4 routers: 0.45-0.52 ->
+// 0.18-0.23 ms a decode step; at 32 sequences 3.3-4.1 -> 1.1-1.2 ms.
+//
 // Layout: x[r * hidden + c], normed likewise; router w: [E, hidden] packed as W_DTYPE; logits: [>= t, E];
 // ids, weights: [>= t * top_k]. Grid: t workgroups, linear.
 

@@ -62,7 +62,12 @@ fn batch_steps_create_no_gpu_objects() -> Result<()> {
 #[test]
 fn batch_steps_equal_each_sequence_run_alone() -> Result<()> {
     let Some(ctx) = gpu() else { return Ok(()) };
-    let cases = [("tiny", PROMPT_LENS.to_vec()), ("v01-shape-lite", PROMPT_LENS.to_vec()), ("tiny", prompt_lens(20)), ("tiny", prompt_lens(33))];
+    let cases = [
+        ("tiny", PROMPT_LENS.to_vec()),
+        ("v01-shape-lite", PROMPT_LENS.to_vec()),
+        ("tiny", prompt_lens(20)),
+        ("tiny", prompt_lens(33)),
+    ];
     for (name, lens) in cases {
         let model = Model::load(ctx.clone(), fixture_dir(name), &LoadOptions::default())?;
         let vocab = model.config().vocab_size as u32;

@@ -148,7 +148,7 @@ fn bench_config_errors_name_the_config() -> Result<()> {
 fn bench_counts_are_checked_first() -> Result<()> {
     let cases: [(&str, &str, &str); 5] = [
         ("--prompt-len", "0", "0 prompt tokens: at least 1"),
-        ("--gen-len", "1", "1 generated tokens (the first comes from the prefill; a decode rate needs a second): at least 2"),
+        ("--gen-len", "1", "a decode rate needs a second): at least 2"),
         ("--chunk", "0", "0 prompt tokens per prefill chunk: at least 1"),
         ("--runs", "0", "0 timed runs: at least 1"),
         ("--batch", "0", "0 sequences in the batch: at least 1"),

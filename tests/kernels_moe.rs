@@ -92,7 +92,7 @@ fn norm_route_matches_rms_norm_matmul_and_route() {
                     norm_route(&mut g, &x_gpu, t, &norm_gpu, eps, &router, &normed, &logits, k, &ids, &weights).unwrap();
                     g.run().unwrap();
 
-                    let what = format!("norm_route H = {h}, E = {e}, k = {k}, {dtype:?}, T = {t}, {row_threads} lanes a row");
+                    let what = format!("norm_route H = {h}, E = {e}, k = {k}, {dtype:?}, T = {t}, {row_threads} lanes/row");
                     let logits_got = ctx.read_f32(&logits).unwrap();
                     assert_close(&format!("{what}: normed"), &ctx.read_f32(&normed).unwrap(), &normed_want, 1e-6, 1e-5);
                     assert_close(&format!("{what}: logits"), &logits_got, &logits_want, 1e-5, 1e-5);

@@ -400,8 +400,8 @@ impl MoeScratch {
 
 /// `out += sum_j weights[r, j] * expert_{ids[r, j]}(x[r])` for the first `t` rows, expert(x) = down(silu(gate(x)) *
 /// up(x)). x: [>= t, H] (the normalised input); out: [>= t, H] (the residual stream); ids, weights: from
-/// [`route`]. Decode-sized chunks (see [`Tuning::moe_tiled`](crate::gpu::Tuning::moe_tiled)) read only the chosen experts' weights; longer
-/// ones group the tokens by expert on the GPU and run one tiled matmul per expert.
+/// [`route`]. Decode-sized chunks (see [`Tuning::moe_tiled`](crate::gpu::Tuning::moe_tiled)) read only the
+/// chosen experts' weights; longer ones group the tokens by expert on the GPU and run one tiled matmul per expert.
 #[allow(clippy::too_many_arguments)]
 pub fn moe_ffn(
     g: &mut Graph,
