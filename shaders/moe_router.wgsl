@@ -66,6 +66,24 @@ fn workgroup_sum(lane: u32, value: f32) -> f32 {
     return total;
 }
 
+// Columns first, first + stride, ... of the normalised row into normed.
+fn write_normed(x0: u32, scale: f32, first: u32, stride: u32) {
+    for (var c = first; c < p.hidden; c += stride) {
+        normed[x0 + c] = norm_w[c] * (x[x0 + c] * scale);
+    }
+}
+
+// Expert e's logit summed over columns first, first + stride, ... a weight at a time (rows that do not start on
+// words), x normalised as it is read.
+fn expert_dot_by_weights(e: u32, x0: u32, scale: f32, first: u32, stride: u32) -> f32 {
+    var dot = 0.0;
+    for (var c = first; c < p.hidden; c += stride) {
+        let wr = weight_ref(e, c, p.hidden);
+        dot += norm_w[c] * (x[x0 + c] * scale) * weight_value(wr, w[wr.word], w[wr.scale_word]);
+    }
+    return dot;
+}
+
 // norm_w[c] * (x[x0 + c] * scale), 0 past the row (loads clamped).
 fn normalised_at(x0: u32, c: u32, scale: f32) -> f32 {
     let at = min(c, p.hidden - 1u);
@@ -110,9 +128,7 @@ fn router(
         own += x[x0 + c] * x[x0 + c];
     }
     let scale = 1.0 / sqrt(workgroup_sum(lane, own) / f32(p.hidden) + p.eps);
-    for (var c = lane; c < p.hidden; c += ROUTER_WG) {
-        normed[x0 + c] = norm_w[c] * (x[x0 + c] * scale);
-    }
+    write_normed(x0, scale, lane, ROUTER_WG);
 
     // Expert e's logit by its `per` invocations, each taking every per-th word of the router's row e (or every
     // per-th weight, where rows do not start on words), x normalised as it is read.
@@ -135,10 +151,7 @@ fn router(
             }
         }
     } else if e < N_EXPERTS {
-        for (var c = lane % per; c < p.hidden; c += per) {
-            let wr = weight_ref(e, c, p.hidden);
-            dot += norm_w[c] * (x[x0 + c] * scale) * weight_value(wr, w[wr.word], w[wr.scale_word]);
-        }
+        dot = expert_dot_by_weights(e, x0, scale, lane % per, per);
     }
     partial[lane] = dot;
     workgroupBarrier();
@@ -187,9 +200,7 @@ fn router_lanes(
         sum_sq += x[x0 + c] * x[x0 + c];
     }
     let scale = 1.0 / sqrt(sum_sq / f32(p.hidden) + p.eps);
-    for (var c = lane; c < p.hidden; c += MAX_N) {
-        normed[x0 + c] = norm_w[c] * (x[x0 + c] * scale);
-    }
+    write_normed(x0, scale, lane, MAX_N);
     let e = lane;
     if e < N_EXPERTS {
         var dot = 0.0;
@@ -199,10 +210,7 @@ fn router_lanes(
                 dot += word_dot(w[row.first + i], w[word_scale(row, i)], i, normalised_word(x0, i, scale));
             }
         } else {
-            for (var c = 0u; c < p.hidden; c++) {
-                let wr = weight_ref(e, c, p.hidden);
-                dot += norm_w[c] * (x[x0 + c] * scale) * weight_value(wr, w[wr.word], w[wr.scale_word]);
-            }
+            dot = expert_dot_by_weights(e, x0, scale, 0u, 1u);
         }
         expert_logit[e] = dot;
         logits[r * N_EXPERTS + e] = dot;
