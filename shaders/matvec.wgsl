@@ -254,12 +254,7 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
     let x0 = s.r * p.x_stride + p.x_offset;
     // 1 / sqrt(mean(x^2) + eps), summed as rms_norm.wgsl sums it: each row group on its own, so that every
     // invocation of the workgroup holds the same value, also those past the last column.
-    var sum_sq = 0.0;
-    for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-        let v = x_value(x0 + c);
-        sum_sq += v * v;
-    }
-    let inv_rms = 1.0 / sqrt(row_sum(lane, sum_sq) / f32(p.k) + p.eps);
+    let inv_rms = 1.0 / sqrt(row_sum(lane, x_sum_sq(x0, lane)) / f32(p.k) + p.eps);
 
     let live = s.j0 < p.n;
     var acc: Rows8;

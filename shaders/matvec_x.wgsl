@@ -60,6 +60,29 @@ fn x_vec4(x0: u32, c: u32) -> vec4<f32> {
     return select(vec4(0.0), v, vec4(c) + vec4(0u, 1u, 2u, 3u) < vec4(p.k));
 }
 
+// The sum of x[x0 + c]^2 over the lane's columns c (lane % ROW_THREADS, then every ROW_THREADS-th), in
+// rms_norm.wgsl's order. With one invocation per row (ROW_THREADS 1: CPU adapters, where every invocation sums
+// the whole row) a row that starts on a vec4 is loaded four values a load, the squares added in the same order:
+// the same sum, with a quarter of the loads (lavapipe pays per load, not per byte).
+fn x_sum_sq(x0: u32, lane: u32) -> f32 {
+    var sum_sq = 0.0;
+    if ROW_THREADS == 1u && x0 % 4u == 0u {
+        for (var c = 0u; c < p.k; c += 4u) {
+            let v = x_vec4(x0, c); // 0 past the row: adds nothing
+            sum_sq += v.x * v.x;
+            sum_sq += v.y * v.y;
+            sum_sq += v.z * v.z;
+            sum_sq += v.w * v.w;
+        }
+        return sum_sq;
+    }
+    for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
+        let v = x_value(x0 + c);
+        sum_sq += v * v;
+    }
+    return sum_sq;
+}
+
 // rms_norm(x)[r, c], as rms_norm.wgsl computes it, given the row's 1 / rms.
 fn normalised(x0: u32, c: u32, inv_rms: f32) -> f32 {
     return norm_value(c) * (x_value(x0 + c) * inv_rms);

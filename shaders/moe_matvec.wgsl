@@ -259,12 +259,7 @@ fn swiglu_norm_matvec(
     let r = job.slot / p.top_k;
     let x0 = r * p.k;
     // 1 / sqrt(mean(x^2) + eps), the same in every row group: the whole workgroup works on one slot.
-    var sum_sq = 0.0;
-    for (var c = lane % ROW_THREADS; c < p.k; c += ROW_THREADS) {
-        let v = x_value(x0 + c);
-        sum_sq += v * v;
-    }
-    let inv_rms = 1.0 / sqrt(row_sum(lane, sum_sq) / f32(p.k) + p.eps);
+    let inv_rms = 1.0 / sqrt(row_sum(lane, x_sum_sq(x0, lane)) / f32(p.k) + p.eps);
 
     // rows_part of the normalised row, gate and up
     var acc: array<Rows8, 2>;
