@@ -231,14 +231,26 @@ fn projected_dt_shared(ch0: u32, lane: u32) -> f32 {
     return dt_lanes[lane];
 }
 
+// Element n of row s of b_tile (or c_tile), and its norm weight: each reads only the array it names.
+fn tile_at(s: u32, n: u32, is_c: bool) -> f32 {
+    if is_c {
+        return c_tile[s * D_STATE + n];
+    }
+    return b_tile[s * D_STATE + n];
+}
+
+fn bc_norm(n: u32, is_c: bool) -> f32 {
+    if is_c {
+        return c_norm[n];
+    }
+    return b_norm[n];
+}
+
 // 1 / rms of row s of b_tile (or c_tile), as rms_norm.wgsl computes it.
 fn tile_inv_rms(s: u32, is_c: bool) -> f32 {
     var sum_sq = 0.0;
     for (var n = 0u; n < D_STATE; n++) {
-        var v = b_tile[s * D_STATE + n];
-        if is_c {
-            v = c_tile[s * D_STATE + n];
-        }
+        let v = tile_at(s, n, is_c);
         sum_sq += v * v;
     }
     return 1.0 / sqrt(sum_sq / f32(D_STATE) + p.eps);
@@ -248,10 +260,11 @@ fn tile_inv_rms(s: u32, is_c: bool) -> f32 {
 fn normalise_row(s: u32, is_c: bool) {
     let scale = tile_inv_rms(s, is_c);
     for (var n = 0u; n < D_STATE; n++) {
+        let v = bc_norm(n, is_c) * (tile_at(s, n, is_c) * scale);
         if is_c {
-            c_tile[s * D_STATE + n] = c_norm[n] * (c_tile[s * D_STATE + n] * scale);
+            c_tile[s * D_STATE + n] = v;
         } else {
-            b_tile[s * D_STATE + n] = b_norm[n] * (b_tile[s * D_STATE + n] * scale);
+            b_tile[s * D_STATE + n] = v;
         }
     }
 }
@@ -259,13 +272,11 @@ fn normalise_row(s: u32, is_c: bool) {
 // B[t0 + s, n] (or C) from its tile; normalised here by the row's `scale` when `lane_norm` (a tile normalised
 // in place holds it normalised already).
 fn tile_value(s: u32, n: u32, is_c: bool, lane_norm: bool, scale: f32) -> f32 {
+    let v = tile_at(s, n, is_c);
     if !lane_norm {
-        return select(b_tile[s * D_STATE + n], c_tile[s * D_STATE + n], is_c);
+        return v;
     }
-    if is_c {
-        return c_norm[n] * (c_tile[s * D_STATE + n] * scale);
-    }
-    return b_norm[n] * (b_tile[s * D_STATE + n] * scale);
+    return bc_norm(n, is_c) * (v * scale);
 }
 
 // Advances the state `h` of channel `ch` over rows [t_begin, t_end), writing out[t, ch] when `emit`; returns
