@@ -86,6 +86,15 @@ fn rows_scaled(j0: u32, acc: Rows8) -> Rows8 {
     return scaled;
 }
 
+// Quad g of rows j0 .. j0 + MATVEC_ROWS of W dotted with xs, added to acc.
+fn rows_quad(j0: u32, g: u32, xs: QuadXs, acc_in: Rows8) -> Rows8 {
+    var acc = acc_in;
+    for (var q = 0u; q < MATVEC_ROWS; q++) {
+        acc = rows8_add_at(acc, q, row_quad_dot(j0 + q, g, xs));
+    }
+    return acc;
+}
+
 // One round of MATVEC_UNROLL words from i0 of rows j0 .. j0 + MATVEC_ROWS, added to acc (see MATVEC_UNROLL).
 // Words past the row's last are loaded clamped into it and meet xs of 0.
 fn rows_round(j0: u32, i0: u32, words: u32, x: RoundXs, acc_in: Rows8) -> Rows8 {
@@ -109,7 +118,8 @@ fn rows_round(j0: u32, i0: u32, words: u32, x: RoundXs, acc_in: Rows8) -> Rows8 
 
 // This invocation's part of the dot products of x's row at x0 with W's rows j0 .. j0 + MATVEC_ROWS: the quads or
 // the words lane, lane + ROW_THREADS, ... of each row, or its weights one by one where rows are not read by
-// words.
+// words. Every invocation of the workgroup calls it, those whose rows lie past the matrix too (x may be read in
+// turns: matvec_x.wgsl's x_in_turns); they add up nothing.
 fn rows_part(x0: u32, j0: u32, lane: u32) -> Rows8 {
     return rows_part_of(x0, j0, lane, 0u, p.k);
 }
@@ -120,13 +130,29 @@ fn rows_part_of(x0: u32, j0: u32, lane: u32, c_begin: u32, c_end: u32) -> Rows8 
     let per = word_weights();
     let w_begin = c_begin / per;
     let w_end = (c_end + per - 1u) / per;
-    if rows_by_quad(p.k) {
-        let quad = quad_weights();
-        for (var g = c_begin / quad + lane % ROW_THREADS; g < (c_end + quad - 1u) / quad; g += ROW_THREADS) {
-            let xs = x_quad(x0, g);
-            for (var q = 0u; q < MATVEC_ROWS; q++) {
-                acc = rows8_add_at(acc, q, row_quad_dot(j0 + q, g, xs));
+    let first = c_begin / quad_weights(); // the range in quads
+    let end = (c_end + quad_weights() - 1u) / quad_weights();
+    let live = j0 < p.n;
+    if quads_of_x(x0) && x_in_turns(x0) {
+        let mine = subgroup_lane();
+        for (var g0 = first; g0 < end; g0 += X_LANES) {
+            let held = quad_vec4s(x0, g0 + mine);
+            for (var turn = 0u; turn < turns_from(g0, end); turn++) {
+                let xs = quad_in_lane(held, turn);
+                if live {
+                    acc = rows_quad(j0, g0 + turn, xs, acc);
+                }
             }
+        }
+    } else if !live {
+        return acc;
+    } else if quads_of_x(x0) {
+        for (var g = first + lane % ROW_THREADS; g < end; g += ROW_THREADS) {
+            acc = rows_quad(j0, g, x_quad(x0, g), acc);
+        }
+    } else if rows_by_quad(p.k) {
+        for (var g = first + lane % ROW_THREADS; g < end; g += ROW_THREADS) {
+            acc = rows_quad(j0, g, x_quad_by_words(x0, g), acc);
         }
     } else if rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
@@ -207,11 +233,7 @@ fn matvec(
     @builtin(local_invocation_index) lane: u32,
 ) {
     let s = matvec_slot(workgroup_id, num_workgroups, lane);
-    var acc: Rows8;
-    if s.j0 < p.n {
-        acc = rows_part(s.r * p.x_stride + p.x_offset, s.j0, lane);
-    }
-    let sums = row_sum8(lane, acc);
+    let sums = row_sum8(lane, rows_part(s.r * p.x_stride + p.x_offset, s.j0, lane));
     if stores(s, lane) {
         for (var q = 0u; q < MATVEC_ROWS; q++) {
             store_row(s, q, sums);
@@ -231,7 +253,7 @@ fn matvec_parts(
     let s = matvec_slot_of(g % per_part, lane);
     let c_begin = part * p.part_cols;
     var acc: Rows8;
-    if s.j0 < p.n && c_begin < p.k {
+    if c_begin < p.k {
         acc = rows_part_of(s.r * p.x_stride + p.x_offset, s.j0, lane, c_begin, min(c_begin + p.part_cols, p.k));
     }
     let sums = row_sum8(lane, acc);
@@ -256,15 +278,28 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
     // invocation of the workgroup holds the same value, also those past the last column.
     let inv_rms = 1.0 / sqrt(row_sum(lane, x_sum_sq(x0, lane)) / f32(p.k) + p.eps);
 
+    // Read in turns, every invocation loads its share of x, those whose rows lie past the matrix too.
     let live = s.j0 < p.n;
     var acc: Rows8;
-    if live && rows_by_quad(p.k) {
-        let quads = (p.k + quad_weights() - 1u) / quad_weights();
-        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
-            let xs = normalised_quad(x0, g, inv_rms);
-            for (var q = 0u; q < MATVEC_ROWS; q++) {
-                acc = rows8_add_at(acc, q, row_quad_dot(s.j0 + q, g, xs));
+    let quads = (p.k + quad_weights() - 1u) / quad_weights();
+    if quads_of_x(x0) && x_in_turns(x0) {
+        let mine = subgroup_lane();
+        for (var g0 = 0u; g0 < quads; g0 += X_LANES) {
+            let held = quad_normalised_vec4s(x0, g0 + mine, inv_rms);
+            for (var turn = 0u; turn < turns_from(g0, quads); turn++) {
+                let xs = quad_in_lane(held, turn);
+                if live {
+                    acc = rows_quad(s.j0, g0 + turn, xs, acc);
+                }
             }
+        }
+    } else if live && quads_of_x(x0) {
+        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
+            acc = rows_quad(s.j0, g, normalised_quad(x0, g, inv_rms), acc);
+        }
+    } else if live && rows_by_quad(p.k) {
+        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
+            acc = rows_quad(s.j0, g, normalised_quad_by_words(x0, g, inv_rms), acc);
         }
     } else if live && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
@@ -292,10 +327,7 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
             }
         }
     }
-    if live {
-        acc = rows_scaled(s.j0, acc);
-    }
-    return NormDot(inv_rms, row_sum8(lane, acc));
+    return NormDot(inv_rms, row_sum8(lane, rows_scaled(s.j0, acc)));
 }
 
 // matvec_norm_conv's epilogue for channel ch of row r, whose pre-conv value is `value`: conv1d.wgsl's

@@ -40,16 +40,59 @@ fn x_word(x0: u32, i: u32) -> X8 {
     return xs;
 }
 
-// x's row at x0, at the columns of quad g of a weight row (the prelude's QuadXs): four values a load where the
-// row starts on a vec4.
+// Whether a decode matvec reads W by quads (rows_by_quad) against x's row at x0 four values a load: x's row
+// starts on a vec4. Else its quads take x a word at a time (x_quad_by_words). The choice is made before the loop
+// over k: lavapipe runs both sides of a branch, masked, so a choice made per quad would cost both every time.
+fn quads_of_x(x0: u32) -> bool {
+    return rows_by_quad(p.k) && x0 % 4u == 0u;
+}
+
+// x's row at x0 (on a vec4: quads_of_x), at the columns of quad g of a weight row (the prelude's QuadXs), four
+// values a load.
 fn x_quad(x0: u32, g: u32) -> QuadXs {
+    return quad_xs_of(quad_vec4s(x0, g));
+}
+
+// x_quad of a row that does not start on a vec4, a word's values at a time.
+fn x_quad_by_words(x0: u32, g: u32) -> QuadXs {
     let i = 4u * g;
-    if x0 % 4u != 0u {
-        return QuadXs(array(x_word(x0, i), x_word(x0, i + 1u), x_word(x0, i + 2u), x_word(x0, i + 3u)));
-    }
+    return QuadXs(array(x_word(x0, i), x_word(x0, i + 1u), x_word(x0, i + 2u), x_word(x0, i + 3u)));
+}
+
+// ---- x read in turns (X_LANES in prelude.wgsl) ----
+//
+// Where x_in_turns, a decode matvec's loop over the quads of x's row runs in blocks of X_LANES quads: at the start
+// of a block each invocation loads the x values of one of its quads (quad_vec4s: quad g0 + subgroup_lane()), and
+// takes each quad's from the invocation that holds them (quad_in_lane). The whole workgroup runs such a loop
+// with the same bounds (rows past the matrix read clamped, their sums not stored). The choice between it and
+// the plain loop is made once, outside: lavapipe runs both sides of a branch, masked, so a choice made per quad
+// would cost both every time.
+
+// Whether the loops over x's row at x0 read it in turns: X_LANES set, one invocation per row group and a row
+// that starts on a vec4.
+fn x_in_turns(x0: u32) -> bool {
+    return X_LANES > 1u && ROW_THREADS == 1u && x0 % 4u == 0u;
+}
+
+// Quads of a block read in turns from quad g0 of a loop that ends before quad `end`.
+fn turns_from(g0: u32, end: u32) -> u32 {
+    return min(X_LANES, end - g0);
+}
+
+// The x values of quad g of a weight row: its word_weights() vec4s of x's row at x0 (on a vec4), 0 past the row.
+fn quad_vec4s(x0: u32, g: u32) -> array<vec4<f32>, 8> {
     var v: array<vec4<f32>, 8>;
     for (var q = 0u; q < word_weights(); q++) {
-        v[q] = x_vec4(x0, i * word_weights() + 4u * q);
+        v[q] = x_vec4(x0, g * quad_weights() + 4u * q);
+    }
+    return v;
+}
+
+// The QuadXs of the quad whose vec4s invocation `source` of the subgroup holds (quad_vec4s).
+fn quad_in_lane(held: array<vec4<f32>, 8>, source: u32) -> QuadXs {
+    var v: array<vec4<f32>, 8>;
+    for (var q = 0u; q < word_weights(); q++) {
+        v[q] = lane_value(held[q], source);
     }
     return quad_xs_of(v);
 }
@@ -63,9 +106,24 @@ fn x_vec4(x0: u32, c: u32) -> vec4<f32> {
 // The sum of x[x0 + c]^2 over the lane's columns c (lane % ROW_THREADS, then every ROW_THREADS-th), in
 // rms_norm.wgsl's order. With one invocation per row (ROW_THREADS 1: CPU adapters, where every invocation sums
 // the whole row) a row that starts on a vec4 is loaded four values a load, the squares added in the same order:
-// the same sum, with a quarter of the loads (lavapipe pays per load, not per byte).
+// the same sum, with a quarter of the loads (lavapipe pays per load, not per byte), and in turns (x_in_turns) an
+// X_LANES-th of that.
 fn x_sum_sq(x0: u32, lane: u32) -> f32 {
     var sum_sq = 0.0;
+    if x_in_turns(x0) {
+        let mine = 4u * subgroup_lane();
+        for (var c0 = 0u; c0 < p.k; c0 += 4u * X_LANES) {
+            let held = x_vec4(x0, c0 + mine); // 0 past the row: adds nothing
+            for (var turn = 0u; turn < X_LANES; turn++) {
+                let v = lane_value(held, turn);
+                sum_sq += v.x * v.x;
+                sum_sq += v.y * v.y;
+                sum_sq += v.z * v.z;
+                sum_sq += v.w * v.w;
+            }
+        }
+        return sum_sq;
+    }
     if ROW_THREADS == 1u && x0 % 4u == 0u {
         for (var c = 0u; c < p.k; c += 4u) {
             let v = x_vec4(x0, c); // 0 past the row: adds nothing
@@ -108,18 +166,25 @@ fn normalised_word(x0: u32, i: u32, inv_rms: f32) -> X8 {
     return xs;
 }
 
-// x_quad of the normalised row.
-fn normalised_quad(x0: u32, g: u32, inv_rms: f32) -> QuadXs {
-    let i = 4u * g;
-    if x0 % 4u != 0u {
-        return QuadXs(array(normalised_word(x0, i, inv_rms), normalised_word(x0, i + 1u, inv_rms),
-            normalised_word(x0, i + 2u, inv_rms), normalised_word(x0, i + 3u, inv_rms)));
-    }
+// quad_vec4s of the normalised row.
+fn quad_normalised_vec4s(x0: u32, g: u32, inv_rms: f32) -> array<vec4<f32>, 8> {
     var v: array<vec4<f32>, 8>;
     for (var q = 0u; q < word_weights(); q++) {
-        v[q] = normalised_vec4(x0, i * word_weights() + 4u * q, inv_rms);
+        v[q] = normalised_vec4(x0, g * quad_weights() + 4u * q, inv_rms);
     }
-    return quad_xs_of(v);
+    return v;
+}
+
+// x_quad of the normalised row.
+fn normalised_quad(x0: u32, g: u32, inv_rms: f32) -> QuadXs {
+    return quad_xs_of(quad_normalised_vec4s(x0, g, inv_rms));
+}
+
+// x_quad_by_words of the normalised row.
+fn normalised_quad_by_words(x0: u32, g: u32, inv_rms: f32) -> QuadXs {
+    let i = 4u * g;
+    return QuadXs(array(normalised_word(x0, i, inv_rms), normalised_word(x0, i + 1u, inv_rms),
+        normalised_word(x0, i + 2u, inv_rms), normalised_word(x0, i + 3u, inv_rms)));
 }
 
 // The normalised row at columns c .. c + 3, one load each of x and norm_w (x0 and c multiples of 4); 0 past the

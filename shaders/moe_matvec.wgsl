@@ -92,6 +92,10 @@ struct MatvecJob {
     slot: u32,
     j0: u32,
     expert_row0: u32,
+    // Whether the slot's expert is in this stack: the same in the whole workgroup, whose invocations then all
+    // read (x may be read in turns, matvec_x.wgsl's x_in_turns), those whose rows lie past the matrix too.
+    in_stack: bool,
+    // in_stack, and j0 inside the matrix: whether the invocation's sums are stored.
     live: bool,
 }
 
@@ -101,13 +105,14 @@ fn matvec_job(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, lane: u32) -> 
     let rows_per_group = WG / ROW_THREADS * MATVEC_ROWS;
     let slots = p.t * p.top_k;
     let g = linear_workgroup(workgroup_id, num_workgroups);
-    var job: MatvecJob;
-    job.slot = g % slots;
-    job.j0 = (g / slots) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
-    let e = local_expert(ids[job.slot]);
-    job.expert_row0 = e * p.n;
-    job.live = e < p.count && job.j0 < p.n;
-    return job;
+    return slot_job(g % slots, (g / slots) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS);
+}
+
+// The job of rows j0 .. of the expert that slot `slot` chose.
+fn slot_job(slot: u32, j0: u32) -> MatvecJob {
+    let e = local_expert(ids[slot]);
+    let in_stack = e < p.count;
+    return MatvecJob(slot, j0, e * p.n, in_stack, in_stack && j0 < p.n);
 }
 
 // The stack row of row j of the job's expert, clamped to the expert's last row.
@@ -162,21 +167,46 @@ fn job_round(job: MatvecJob, i0: u32, words: u32, x: RoundXs, both: bool, acc_in
     return acc;
 }
 
+// Quad g of the job's rows of gate / down (into [0]) and with `both` of up (into [1]), dotted with xs, added to
+// acc.
+fn job_quad(job: MatvecJob, g: u32, xs: QuadXs, both: bool, acc_in: array<Rows8, 2>) -> array<Rows8, 2> {
+    var acc = acc_in;
+    for (var q = 0u; q < MATVEC_ROWS; q++) {
+        let row = job_row(job, job.j0 + q);
+        acc[0] = rows8_add_at(acc[0], q, row_quad_dot(false, row, g, xs));
+        if both {
+            acc[1] = rows8_add_at(acc[1], q, row_quad_dot(true, row, g, xs));
+        }
+    }
+    return acc;
+}
+
 // This invocation's parts of x's row at x0 . the job's rows j0 .. j0 + MATVEC_ROWS of gate / down (in [0]),
-// and with `both` of up (in [1]), x read once for all of them.
+// and with `both` of up (in [1]), x read once for all of them. Every invocation of the workgroup calls it where
+// the job is in_stack.
 fn rows_part(job: MatvecJob, x0: u32, both: bool, lane: u32) -> array<Rows8, 2> {
     var acc: array<Rows8, 2>;
-    if rows_by_quad(p.k) {
-        let quads = (p.k + quad_weights() - 1u) / quad_weights();
-        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
-            let xs = x_quad(x0, g);
-            for (var q = 0u; q < MATVEC_ROWS; q++) {
-                let row = job_row(job, job.j0 + q);
-                acc[0] = rows8_add_at(acc[0], q, row_quad_dot(false, row, g, xs));
-                if both {
-                    acc[1] = rows8_add_at(acc[1], q, row_quad_dot(true, row, g, xs));
+    let quads = (p.k + quad_weights() - 1u) / quad_weights();
+    if quads_of_x(x0) && x_in_turns(x0) {
+        let mine = subgroup_lane();
+        for (var g0 = 0u; g0 < quads; g0 += X_LANES) {
+            let held = quad_vec4s(x0, g0 + mine);
+            for (var turn = 0u; turn < turns_from(g0, quads); turn++) {
+                let xs = quad_in_lane(held, turn);
+                if job.live {
+                    acc = job_quad(job, g0 + turn, xs, both, acc);
                 }
             }
+        }
+    } else if !job.live {
+        return acc;
+    } else if quads_of_x(x0) {
+        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
+            acc = job_quad(job, g, x_quad(x0, g), both, acc);
+        }
+    } else if rows_by_quad(p.k) {
+        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
+            acc = job_quad(job, g, x_quad_by_words(x0, g), both, acc);
         }
     } else if rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
@@ -223,7 +253,7 @@ fn swiglu_matvec(
 ) {
     let job = matvec_job(workgroup_id, num_workgroups, lane);
     var acc: array<Rows8, 2>;
-    if job.live {
+    if job.in_stack {
         acc = rows_part(job, (job.slot / p.top_k) * p.k, true, lane);
     }
     store_swiglu(job, lane, acc);
@@ -263,15 +293,25 @@ fn swiglu_norm_matvec(
 
     // rows_part of the normalised row, gate and up
     var acc: array<Rows8, 2>;
-    if job.live && rows_by_quad(p.k) {
-        let quads = (p.k + quad_weights() - 1u) / quad_weights();
-        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
-            let xs = normalised_quad(x0, g, inv_rms);
-            for (var q = 0u; q < MATVEC_ROWS; q++) {
-                let row = job_row(job, job.j0 + q);
-                acc[0] = rows8_add_at(acc[0], q, row_quad_dot(false, row, g, xs));
-                acc[1] = rows8_add_at(acc[1], q, row_quad_dot(true, row, g, xs));
+    let quads = (p.k + quad_weights() - 1u) / quad_weights();
+    if job.in_stack && quads_of_x(x0) && x_in_turns(x0) {
+        let mine = subgroup_lane();
+        for (var g0 = 0u; g0 < quads; g0 += X_LANES) {
+            let held = quad_normalised_vec4s(x0, g0 + mine, inv_rms);
+            for (var turn = 0u; turn < turns_from(g0, quads); turn++) {
+                let xs = quad_in_lane(held, turn);
+                if job.live {
+                    acc = job_quad(job, g0 + turn, xs, true, acc);
+                }
             }
+        }
+    } else if job.live && quads_of_x(x0) {
+        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
+            acc = job_quad(job, g, normalised_quad(x0, g, inv_rms), true, acc);
+        }
+    } else if job.live && rows_by_quad(p.k) {
+        for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
+            acc = job_quad(job, g, normalised_quad_by_words(x0, g, inv_rms), true, acc);
         }
     } else if job.live && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
@@ -317,7 +357,7 @@ fn down_matvec(
 ) {
     let job = matvec_job(workgroup_id, num_workgroups, lane);
     var acc: array<Rows8, 2>;
-    if job.live {
+    if job.in_stack {
         acc = rows_part(job, job.slot * p.k, false, lane);
     }
     let sums = row_sum8(lane, acc[0]);
@@ -347,12 +387,9 @@ fn down_combine_matvec(
     let j0 = (g / p.t) * rows_per_group + lane / ROW_THREADS * MATVEC_ROWS;
     var sum: Rows8;
     for (var choice = 0u; choice < p.top_k; choice++) {
-        var job = MatvecJob(r * p.top_k + choice, j0, 0u, false);
-        let e = local_expert(ids[job.slot]);
-        job.expert_row0 = e * p.n;
-        job.live = e < p.count && j0 < p.n;
+        let job = slot_job(r * p.top_k + choice, j0);
         var acc: array<Rows8, 2>;
-        if job.live {
+        if job.in_stack {
             acc = rows_part(job, job.slot * p.k, false, lane);
         }
         let sums = row_sum8(lane, acc[0]);

@@ -476,6 +476,15 @@ override MATVEC_ROWS: u32 = 1u; // 1, 2, 4 or 8
 // one word per round, so the results are the same.
 override MATVEC_UNROLL: u32 = 1u;
 
+// With one invocation per row group (ROW_THREADS 1: CPU adapters) every invocation of a decode matvec reads the
+// same row of x, and a CPU adapter pays for every invocation's load of it (lavapipe loads storage invocation by
+// invocation, even where all of them read one address). With X_LANES, the width of the adapter's subgroups, the
+// invocations of a subgroup read x in turns instead (matvec_x.wgsl's *_in_turn): each loads the x values of
+// one quad of weights, X_LANES quads at a time, and takes the others' from the invocations that loaded them
+// (lanes.wgsl). The same values in the same order, a load in X_LANES. 0 (off) where ROW_THREADS > 1, whose
+// invocations read different columns, and on adapters without subgroup operations.
+override X_LANES: u32 = 0u;
+
 // xs of the MATVEC_UNROLL words of a round, gathered by the caller (x_word, normalised_word): 0 past the row.
 struct RoundXs {
     xs: array<X8, 4>,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, coop_gpu, f16_rounded, gpu, own_gpu, upload_weights, Rng};
-use jamba_wgpu::gpu::{DType, Graph, MatvecReads, Tensor};
+use jamba_wgpu::gpu::{Context, ContextOptions, DType, Graph, MatvecReads, Tensor, Tuning};
 use jamba_wgpu::kernels::matmul::{Normed, RmsNorm};
 use jamba_wgpu::kernels::{argmax, elementwise, embed, matmul, rms_norm, Cols, IntoCols, FLOAT_DTYPES, WEIGHT_DTYPES};
 use jamba_wgpu::{reference, Error};
@@ -32,6 +32,24 @@ fn matmul_matches_reference() {
                 assert_close(&format!("matmul {t}x{n}x{k} {dtype:?} {tuning:?}"), &got, &want, 2e-6 * k as f32, 1e-5);
             }
         }
+    }
+}
+
+/// A tuning that reads a matvec's x in turns across subgroups of a width the adapter's are not is refused as the
+/// context opens, naming the width and what the adapter has; the adapter's own width is its CPU tuning's.
+#[test]
+fn x_in_turns_needs_subgroups_of_its_width() {
+    let Some(shared) = gpu() else { return };
+    let adapter = std::env::var("JAMBA_WGPU_ADAPTER").ok();
+    let tuning = Tuning { x_lanes: 3, ..Tuning::cpu(false) };
+    let options = ContextOptions { adapter: adapter.clone(), tuning: Some(tuning), ..Default::default() };
+    let e = Context::new(&options).err().expect("no adapter has subgroups 3 wide").to_string();
+    let named = e.contains("x read in turns of 3 lanes needs subgroups exactly 3 wide") && e.contains(&shared.info().name);
+    assert!(named, "{e}");
+    if let Some(width) = shared.subgroup_width().filter(|_| shared.is_cpu()) {
+        assert_eq!(shared.tuning().x_lanes, width);
+        let options = ContextOptions { adapter, tuning: Some(Tuning { x_lanes: width, ..tuning }), ..Default::default() };
+        Context::new(&options).expect("the adapter's own width");
     }
 }
 

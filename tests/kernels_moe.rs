@@ -34,6 +34,7 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
         serial_scan_min_channels: usize::MAX,
         head_loops_unrolled: true,
         decode_attention_lanes: false,
+        x_lanes: 0,
     };
     let mut out = vec![
         decode,
@@ -47,6 +48,11 @@ fn paths(ctx: &Context) -> Vec<Tuning> {
         Tuning { matvec_unroll: 4, ..decode },
         Tuning { row_threads: 32, matvec_reads: MatvecReads::Words, matvec_unroll: 2, ..decode },
     ];
+    // x read in turns across the subgroup, at 8 rows and at one row per row group, where subgroups allow.
+    if let Some(x_lanes) = ctx.subgroup_width().filter(|&w| w > 1) {
+        out.push(Tuning { matvec_rows: 8, matvec_reads: MatvecReads::Quads, x_lanes, ..decode });
+        out.push(Tuning { matvec_reads: MatvecReads::Quads, x_lanes, ..decode });
+    }
     for prefill in [Prefill::Tiled, Prefill::Blocked] {
         if ctx.supports(prefill) {
             out.push(Tuning { tiled_min_rows: 1, prefill, ..decode });

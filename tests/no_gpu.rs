@@ -8,15 +8,19 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 /// The shaders that use subgroup operations (CPU-adapter kernels and the cooperative-matrix prefill, chosen only
 /// where subgroups exist); every other shader must validate with no optional capability but the extensions it
-/// enables.
+/// enables, as a device without subgroups composes it.
 const SUBGROUP_SHADERS: [&str; 4] = ["matmul_cpu", "moe_cpu", "matmul_coop", "moe_coop"];
 
-fn parse(kernel: &Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
-    let source = kernel.shader.wgsl();
+/// The kernel's shader as a device with subgroup operations composes it (`subgroups`: with lanes.wgsl) or one
+/// without (lanes_none.wgsl), parsed and validated with the capabilities such a device gives it.
+fn parse(kernel: &Kernel, subgroups: bool) -> (naga::Module, naga::valid::ModuleInfo) {
+    let source = kernel.shader.wgsl(subgroups);
     let module = naga::front::wgsl::parse_str(&source)
         .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
-    let mut capabilities =
-        if SUBGROUP_SHADERS.contains(&kernel.shader.name) { Capabilities::SUBGROUP } else { Capabilities::empty() };
+    let mut capabilities = match subgroups || SUBGROUP_SHADERS.contains(&kernel.shader.name) {
+        true => Capabilities::SUBGROUP,
+        false => Capabilities::empty(),
+    };
     if kernel.shader.enables("f16") {
         capabilities |= Capabilities::SHADER_FLOAT16;
     }
@@ -29,10 +33,13 @@ fn parse(kernel: &Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
     (module, info)
 }
 
+/// Each variant compiles from the module a device that builds it composes: with subgroup operations where it
+/// reads x in turns (X_LANES), else without.
 #[test]
 fn every_kernel_variant_compiles_to_spirv() {
     for kernel in kernels::all() {
-        let (module, info) = parse(kernel);
+        let modules = [false, true].map(|subgroups| parse(kernel, subgroups));
+        let (module, _) = &modules[0];
         assert!(
             module.entry_points.iter().any(|e| e.name == kernel.entry),
             "{}: no entry point `{}`",
@@ -40,10 +47,12 @@ fn every_kernel_variant_compiles_to_spirv() {
             kernel.entry
         );
         for constants in (kernel.variants)() {
+            let in_turns = constants.iter().any(|&(name, lanes)| name == "X_LANES" && lanes > 0.0);
+            let (module, info) = &modules[in_turns as usize];
             let constants: naga::back::PipelineConstants =
                 constants.iter().map(|&(name, value)| (name.to_string(), value)).collect();
             let (module, info) =
-                naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                naga::back::pipeline_constants::process_overrides(module, info, None, &constants)
                     .unwrap_or_else(|e| panic!("{} with {constants:?}: {e}", kernel.name()));
             let options = naga::back::spv::Options::default();
             let pipeline = naga::back::spv::PipelineOptions {
@@ -59,7 +68,7 @@ fn every_kernel_variant_compiles_to_spirv() {
 #[test]
 fn params_structs_match_wgsl() {
     for kernel in kernels::all() {
-        let (module, _) = parse(kernel);
+        let (module, _) = parse(kernel, false);
         let layout = kernel.params;
         let (_, ty) = module
             .types
@@ -79,7 +88,7 @@ fn params_structs_match_wgsl() {
 #[test]
 fn bindings_match_wgsl() {
     for kernel in kernels::all() {
-        let (module, info) = parse(kernel);
+        let (module, info) = parse(kernel, false);
         let global = |binding: u32| {
             module
                 .global_variables
@@ -120,7 +129,7 @@ fn bindings_match_wgsl() {
 fn a_broken_shader_is_reported_with_its_name() {
     let broken =
         jamba_wgpu::gpu::Shader { name: "broken", source: "fn f() -> f32 { return undefined_name; }", common: &[] };
-    let source = broken.wgsl();
+    let source = broken.wgsl(false);
     let error = naga::front::wgsl::parse_str(&source).expect_err("an undefined name must not parse");
     assert!(error.emit_to_string(&source).contains("undefined_name"));
 }

@@ -116,6 +116,11 @@ pub struct Tuning {
     /// and barriers (`decode_split_lanes` in attention_decode.wgsl). CPU adapters: lavapipe runs a barrier as a
     /// context switch and the workgroup's redundant exponentials and maxima 64 times over; GPUs: the workgroups.
     pub decode_attention_lanes: bool,
+    /// Invocations of a subgroup that read a decode matvec's x in turns (`X_LANES` in prelude.wgsl), each
+    /// loading an X_LANES-th of it and passing it round, where every invocation reads all of x: one row per
+    /// invocation (`row_threads` 1). CPU adapters whose subgroups have one width: that width (lavapipe: 8, and
+    /// with it the default model's decode matvecs 6.6-6.7 -> 4.3-5.0 ms a step); 0 (off) elsewhere.
+    pub x_lanes: u32,
 }
 
 impl Tuning {
@@ -141,12 +146,14 @@ impl Tuning {
             serial_scan_min_channels: usize::MAX,
             head_loops_unrolled: true,
             decode_attention_lanes: false,
+            x_lanes: 0,
         }
     }
 
     /// A CPU adapter's defaults, measured on lavapipe: one invocation per row (each barrier is a context switch),
     /// register-blocked prefill where subgroups are 8 wide (`blocked`), rows by quads, 8 rows per matvec row
-    /// group, two matvec workgroups per host thread.
+    /// group, two matvec workgroups per host thread. x is read by every invocation (`x_lanes` 0), which any
+    /// adapter runs; [`Context::tuning`] reads it in turns where subgroups allow.
     pub fn cpu(blocked: bool) -> Tuning {
         Tuning {
             row_threads: 1,
@@ -161,6 +168,7 @@ impl Tuning {
             serial_scan_min_channels: 64 * cpu_threads(),
             head_loops_unrolled: false,
             decode_attention_lanes: true,
+            x_lanes: 0,
         }
     }
 }
@@ -172,7 +180,7 @@ impl std::fmt::Display for Tuning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups{}{}), {}, {}, {}",
+            "{} lanes per row, {} prefill from {} rows, {} matvec rows per group (>= {} workgroups{}{}), {}{}, {}, {}",
             self.row_threads,
             format!("{:?}", self.prefill).to_lowercase(),
             self.tiled_min_rows,
@@ -187,6 +195,10 @@ impl std::fmt::Display for Tuning {
                 split => format!("; k in parts below {split}"),
             },
             self.matvec_reads.description(),
+            match self.x_lanes {
+                0 | 1 => String::new(),
+                lanes => format!(" (x in turns of {lanes} lanes)"),
+            },
             match self.serial_scan_min_channels {
                 usize::MAX => "chunked prefill scans".to_string(),
                 min => format!("serial prefill scans from {min} channels"),
@@ -444,6 +456,11 @@ impl Context {
         if let Some(prefill) = asked.filter(|&p| !ctx.supports(p)) {
             return Err(Error::Input(ctx.unsupported(prefill)));
         }
+        if let Some(lanes) = options.tuning.map(|t| t.x_lanes).filter(|&l| l > 1 && ctx.subgroup_width() != Some(l)) {
+            let (adapter, has) = (&ctx.info.name, ctx.describe_subgroups());
+            let needs = format!("x read in turns of {lanes} lanes needs subgroups exactly {lanes} wide");
+            return Err(Error::Input(format!("{needs}; {adapter} has {has}")));
+        }
         Ok(ctx)
     }
 
@@ -481,11 +498,17 @@ impl Context {
 
     /// Kernel choices for this adapter: CPU adapters pay a context switch per barrier, so they reduce rows with
     /// one invocation each; GPUs spread a row over 32 invocations for coalesced loads.
-    /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels, and CPU adapters read
-    /// rows by quads and compute 8 rows per matvec invocation. [`ContextOptions`] overrides the
-    /// prefill kernel, the matvec reads and the matvec rows.
+    /// CPU adapters with 8-wide subgroups take the register-blocked prefill kernels, CPU adapters read
+    /// rows by quads and compute 8 rows per matvec invocation, and where their subgroups have one width they read
+    /// x in turns. [`ContextOptions`] overrides the prefill kernel, the matvec reads and the matvec rows.
     pub fn tuning(&self) -> Tuning {
-        let adapter = if self.is_cpu() { Tuning::cpu(self.supports(Prefill::Blocked)) } else { Tuning::gpu() };
+        let adapter = match self.is_cpu() {
+            true => {
+                let blocked = self.supports(Prefill::Blocked);
+                Tuning { x_lanes: self.subgroup_width().unwrap_or(0), ..Tuning::cpu(blocked) }
+            }
+            false => Tuning::gpu(),
+        };
         let base = self.base_tuning.unwrap_or(adapter);
         Tuning {
             prefill: self.prefill.unwrap_or(base.prefill),
@@ -531,10 +554,12 @@ impl Context {
         let mut out = Vec::new();
         for row_threads in crate::kernels::ROW_THREADS {
             // Each way of reading rows, rows per row group in both halves of Rows8 (prelude.wgsl), prefill
-            // attention's head loops unrolled or not, and decode attention by workgroups or by lanes.
+            // attention's head loops unrolled or not, decode attention by workgroups or by lanes, and with one
+            // row per invocation, x read in turns where subgroups allow (from the last of these on).
             use MatvecReads::*;
-            let each = [(Codes, 1, true), (Words, 8, false), (Quads, 2, true), (Quads, 8, false)];
-            for (matvec_reads, matvec_rows, head_loops_unrolled) in each {
+            let lanes = if row_threads == 1 { self.subgroup_width().unwrap_or(0) } else { 0 };
+            let each = [(Codes, 1, true, 0), (Words, 8, false, 0), (Quads, 2, true, 0), (Quads, 8, false, lanes)];
+            for (matvec_reads, matvec_rows, head_loops_unrolled, x_lanes) in each {
                 out.push(Tuning {
                     row_threads,
                     tiled_min_rows: usize::MAX,
@@ -548,6 +573,7 @@ impl Context {
                     serial_scan_min_channels: usize::MAX,
                     head_loops_unrolled,
                     decode_attention_lanes: !head_loops_unrolled,
+                    x_lanes,
                 });
             }
             // Every matvec at one row per group (for lack of workgroups), 2 or 4 words a round (rounds of quads
@@ -560,6 +586,9 @@ impl Context {
                 _ => Quads,
             };
             out.push(Tuning { matvec_reads, ..one_row });
+            if lanes > 1 {
+                out.push(Tuning { matvec_reads: Quads, ..one_row });
+            }
             // Not Coop, whose f16 inputs need a reference of their own (tests/kernels_basic.rs).
             for prefill in [Prefill::Tiled, Prefill::Wide, Prefill::Blocked] {
                 if self.supports(prefill) {
@@ -590,16 +619,18 @@ impl Context {
     }
 
     fn subgroups_exactly(&self, width: u32) -> bool {
-        self.features.subgroups && self.info.subgroup_min_size == width && self.info.subgroup_max_size == width
+        self.subgroup_width() == Some(width)
+    }
+
+    /// The width of every subgroup, where the device has subgroup operations and its subgroups one width.
+    pub fn subgroup_width(&self) -> Option<u32> {
+        let (min, max) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        (self.features.subgroups && min == max && min > 0).then_some(min)
     }
 
     /// Why this adapter cannot run `prefill`'s kernels: what they need, and what it has.
     fn unsupported(&self, prefill: Prefill) -> String {
-        let (min, max) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
-        let subgroups = match self.features.subgroups {
-            true => format!("subgroups {min} to {max} wide"),
-            false => "no subgroups".into(),
-        };
+        let subgroups = self.describe_subgroups();
         let needs = match prefill {
             Prefill::Coop => format!(
                 "wgpu's cooperative matrices of 16x16x16 F16->F32, f16 shaders, subgroups exactly 32 wide and \
@@ -612,6 +643,15 @@ impl Context {
             _ => format!("subgroups exactly 8 wide; it has {subgroups}"),
         };
         format!("prefill kernel {prefill:?} cannot run on {}: it needs {needs}", self.info.name)
+    }
+
+    /// `subgroups 8 to 8 wide`, or `no subgroups`.
+    fn describe_subgroups(&self) -> String {
+        let (min, max) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        match self.features.subgroups {
+            true => format!("subgroups {min} to {max} wide"),
+            false => "no subgroups".into(),
+        }
     }
 
     /// Bytes of tensors alive now, and the most alive at once since the context was created.

@@ -7,6 +7,11 @@
 /// The shared WGSL helpers, prepended to every shader.
 pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
+/// Values passed between the invocations of a subgroup (matvec_x.wgsl's x read in turns), placed after the
+/// prelude where the device has subgroup operations; [`NO_LANES`] stands in elsewhere.
+pub const LANES: &str = include_str!("../../shaders/lanes.wgsl");
+pub const NO_LANES: &str = include_str!("../../shaders/lanes_none.wgsl");
+
 /// One WGSL source file of shaders/, and the file of declarations it shares with others, if any.
 #[derive(Debug)]
 pub struct Shader {
@@ -19,13 +24,15 @@ pub struct Shader {
 }
 
 impl Shader {
-    /// The full module text: the file's `enable` directives (which must open a module), the prelude, the
-    /// shared declarations, then the rest of the file.
-    pub fn wgsl(&self) -> String {
+    /// The full module text for a device with subgroup operations or without: the file's `enable` directives
+    /// (which must open a module), the prelude, [`LANES`] or [`NO_LANES`], the shared declarations, then the
+    /// rest of the file.
+    pub fn wgsl(&self, subgroups: bool) -> String {
         let (enables, body): (Vec<&str>, Vec<&str>) = self.source.lines().partition(|l| l.starts_with("enable "));
         let enables: String = enables.iter().map(|l| format!("{l}\n")).collect();
         let (name, common) = (self.name, self.common.join("\n"));
-        format!("{enables}{PRELUDE}\n{common}\n// ---- {name}.wgsl ----\n{}\n", body.join("\n"))
+        let lanes = if subgroups { LANES } else { NO_LANES };
+        format!("{enables}{PRELUDE}\n{lanes}\n{common}\n// ---- {name}.wgsl ----\n{}\n", body.join("\n"))
     }
 
     /// Whether the file enables a WGSL extension (`enable f16;`, `enable wgpu_cooperative_matrix;`).

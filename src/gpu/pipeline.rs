@@ -87,7 +87,7 @@ impl Context {
         if let Some(m) = self.pipelines.modules.lock().unwrap_or_else(|p| p.into_inner()).get(shader.name) {
             return Ok(m.clone());
         }
-        let source = shader.wgsl();
+        let source = shader.wgsl(self.features().subgroups);
         let module = self.scoped(
             || format!("compiling shaders/{}.wgsl", shader.name),
             || {

@@ -107,20 +107,27 @@ fn float_weight_variants() -> Vec<Vec<(&'static str, f64)>> {
     FLOAT_DTYPES.iter().map(|d| vec![("W_DTYPE", d.shader_code())]).collect()
 }
 
+/// The `X_LANES` (prelude.wgsl) the decode matvecs are built with besides 0, for tests: x read in turns across
+/// subgroups this wide (lavapipe's; the adapter's own width at run time).
+pub const TEST_X_LANES: u32 = 8;
+
 /// Every variant of a decode matvec: each weight type, row width, way of reading quantized rows and count of rows
-/// per row group.
+/// per row group; with one row per invocation, x read by each invocation and in turns ([`TEST_X_LANES`]).
 fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
     let mut out = Vec::new();
     for d in WEIGHT_DTYPES {
         for r in ROW_THREADS {
             for reads in crate::gpu::MatvecReads::ALL {
                 for rows in MATVEC_ROWS {
-                    out.push(vec![
-                        ("W_DTYPE", d.shader_code()),
-                        ("ROW_THREADS", r as f64),
-                        ("MATVEC_READS", reads.shader_code()),
-                        ("MATVEC_ROWS", rows as f64),
-                    ]);
+                    for lanes in [0, TEST_X_LANES].into_iter().filter(|&l| l == 0 || r == 1) {
+                        out.push(vec![
+                            ("W_DTYPE", d.shader_code()),
+                            ("ROW_THREADS", r as f64),
+                            ("MATVEC_READS", reads.shader_code()),
+                            ("MATVEC_ROWS", rows as f64),
+                            ("X_LANES", lanes as f64),
+                        ]);
+                    }
                 }
             }
         }
@@ -144,8 +151,8 @@ fn unrolled_matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
     out
 }
 
-/// W_DTYPE, ROW_THREADS, MATVEC_ROWS, MATVEC_READS and MATVEC_UNROLL of a decode matvec.
-type MatvecConstants = [(&'static str, f64); 5];
+/// W_DTYPE, ROW_THREADS, MATVEC_ROWS, MATVEC_READS, MATVEC_UNROLL and X_LANES of a decode matvec.
+type MatvecConstants = [(&'static str, f64); 6];
 
 /// A decode matvec's launch ([`matvec_launch`]).
 struct MatvecLaunch {
@@ -166,7 +173,8 @@ fn matvec_workgroups(tuning: &crate::gpu::Tuning, rows: usize, n: usize, per_gro
 /// reading quantized rows, and its rows per row group, halved while the dispatch would have fewer workgroups than
 /// [`Tuning::matvec_min_workgroups`](crate::gpu::Tuning::matvec_min_workgroups); at one row per group (by the
 /// tuning, or halved down to it: Mamba's x_proj), [`Tuning::matvec_unroll`](crate::gpu::Tuning::matvec_unroll)
-/// words a round, for the loads in flight more rows would give.
+/// words a round, for the loads in flight more rows would give; with one row per invocation, x read in turns
+/// across [`Tuning::x_lanes`](crate::gpu::Tuning::x_lanes) invocations.
 fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Result<MatvecLaunch> {
     let tuning = g.tuning;
     let workgroups = |per_group: u32| matvec_workgroups(&tuning, rows, n, per_group);
@@ -180,6 +188,7 @@ fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Re
         ("MATVEC_ROWS", per_group as f64),
         ("MATVEC_READS", tuning.matvec_reads.shader_code()),
         ("MATVEC_UNROLL", if per_group == 1 { tuning.matvec_unroll as f64 } else { 1.0 }),
+        ("X_LANES", if tuning.row_threads == 1 { tuning.x_lanes as f64 } else { 0.0 }),
     ];
     let grid = g.linear_grid(workgroups(per_group) as u64)?;
     Ok(MatvecLaunch { constants, grid, workgroups: workgroups(per_group) })
