@@ -18,26 +18,15 @@ const SG: u32 = 8u; // subgroup width, and k step
 const ROWS: u32 = 16u; // rows of y per invocation (shared by its subgroup)
 const COLS: u32 = 4u; // columns of y per invocation
 
-// MatmulParams, y and store(): matmul_common.wgsl; x, w and w_at: matmul_words.wgsl; put_word: cpu_blocks.wgsl.
+// MatmulParams, y and store(): matmul_common.wgsl; x and w: matmul_words.wgsl; put_word: cpu_blocks.wgsl.
 
-// Weight (row, col), clamped into the matrix: past it, x is 0 (columns) or the result is not stored (rows), so
-// the loads need no branch.
-fn w_clamped(row: u32, col: u32) -> f32 {
-    let r = weight_ref(p.w_row0 + min(row, p.n - 1u), min(col, p.k - 1u), p.k);
-    return weight_value(r, w[r.word], w[r.scale_word]);
-}
-
-// W[row, k0 .. k0 + SG], k0 a multiple of SG, into ws[b ..]: where rows start on words, whole words at a time
-// (f32 8 loads, f16 and bf16 4, q8 2 and its row scale, q4 1 and its group scale: a group is 4 or 8 words) and
-// decoded as weight_value decodes each weight; else weight by weight. Row and columns clamped as w_clamped: a
-// word past the row's last is its last word again (x is 0 there).
+// W[row, k0 .. k0 + SG], k0 a multiple of SG, into ws[b ..], whole words at a time (f32 8 loads, f16 and bf16 4,
+// q8 2 and its row scale, q4 1 and its group scale: a group is 4 or 8 words), decoded as weight_value decodes
+// each weight. W's rows start on words: f16 and bf16 rows of odd length take the tiled kernel instead
+// (kernels::prefill_kernel), where a branch here to read them weight by weight would cost every block its loads,
+// masked (llvmpipe runs both sides of a branch). The row is clamped into the matrix (its results are not stored),
+// and a word past the row's last is its last word again (x is 0 there).
 fn w_block(ws: ptr<function, array<f32, COLS * SG>>, b: u32, row: u32, k0: u32) {
-    if !rows_on_words(p.k) {
-        for (var kk = 0u; kk < SG; kk++) {
-            (*ws)[b + kk] = w_clamped(row, k0 + kk);
-        }
-        return;
-    }
     let r = word_row(p.w_row0 + min(row, p.n - 1u), p.k);
     let per = word_weights();
     for (var u = 0u; u < SG / per; u++) {

@@ -16,18 +16,6 @@ const COLS: u32 = 4u; // output columns per invocation
 
 // MoeParams and bindings 0 and 4-7: moe_common.wgsl; bindings 1-3: moe_words.wgsl; put_word: cpu_blocks.wgsl.
 
-// Weight (j, col) of expert e_local's gate / down, and of its up, clamped into the matrix: past it, x is 0
-// (columns) or the result is not stored (rows), so the loads need no branch.
-fn w_at(e_local: u32, j: u32, col: u32) -> f32 {
-    let r = weight_ref(e_local * p.n + min(j, p.n - 1u), min(col, p.k - 1u), p.k);
-    return weight_value(r, w[r.word], w[r.scale_word]);
-}
-
-fn w_up_at(e_local: u32, j: u32, col: u32) -> f32 {
-    let r = weight_ref(e_local * p.n + min(j, p.n - 1u), min(col, p.k - 1u), p.k);
-    return weight_value(r, w_up[r.word], w_up[r.scale_word]);
-}
-
 // Word i of the gate / down stack, or of the up stack.
 fn stack_word(up: bool, i: u32) -> u32 {
     if up {
@@ -37,18 +25,9 @@ fn stack_word(up: bool, i: u32) -> u32 {
 }
 
 // Row j of expert e_local's gate / down (or up) at columns k0 .. k0 + SG into ws[b ..], k0 a multiple of SG:
-// matmul_cpu.wgsl's w_block (whole words where rows start on words), row and columns clamped as w_at.
+// matmul_cpu.wgsl's w_block (whole words; rows that do not start on words take the tiled kernel), the row
+// clamped into the expert's.
 fn w_block(ws: ptr<function, array<f32, COLS * SG>>, b: u32, up: bool, e_local: u32, j: u32, k0: u32) {
-    if !rows_on_words(p.k) {
-        for (var kk = 0u; kk < SG; kk++) {
-            if up {
-                (*ws)[b + kk] = w_up_at(e_local, j, k0 + kk);
-            } else {
-                (*ws)[b + kk] = w_at(e_local, j, k0 + kk);
-            }
-        }
-        return;
-    }
     let r = word_row(e_local * p.n + min(j, p.n - 1u), p.k);
     let per = word_weights();
     for (var u = 0u; u < SG / per; u++) {

@@ -4,8 +4,8 @@
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor, Tuning};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_shape, matvec_launch, matvec_workgroups, u32_of, unrolled_matvec_variants,
-    weight_variants, Cols, IntoCols, MatvecLaunch, WEIGHT_DTYPES,
+    dims2, expect_dtype, expect_shape, matvec_launch, matvec_workgroups, prefill_kernel, u32_of,
+    unrolled_matvec_variants, weight_variants, Cols, IntoCols, MatvecLaunch, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -156,16 +156,17 @@ pub fn matmul<'a>(
     let dtype = ("W_DTYPE", w.dtype().shader_code());
     let tensors = [x.tensor, w, y.tensor];
     let n = w.shape()[0];
+    let prefill = prefill_kernel(&g.tuning, w.dtype(), w.shape()[1]);
     if is_matvec(g, x.rows) {
         let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, n)?;
         g.dispatch(&MATVEC, &constants, &params, &tensors, grid)
-    } else if g.tuning.prefill == Prefill::Blocked {
+    } else if prefill == Prefill::Blocked {
         let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
         g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
-    } else if g.tuning.prefill == Prefill::Wide {
+    } else if prefill == Prefill::Wide {
         let grid = g.linear_grid((x.rows.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE)) as u64)?;
         g.dispatch(&TILED_WIDE, &[dtype], &params, &tensors, grid)
-    } else if g.tuning.prefill == Prefill::Coop {
+    } else if prefill == Prefill::Coop {
         let grid = g.linear_grid((x.rows.div_ceil(TILE) * n.div_ceil(TILE)) as u64)?;
         g.dispatch(&COOP, &[dtype], &params, &tensors, grid)
     } else {

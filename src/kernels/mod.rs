@@ -13,7 +13,7 @@ pub mod moe;
 pub mod rms_norm;
 pub mod ssm_scan;
 
-use crate::gpu::{DType, Kernel, Tensor};
+use crate::gpu::{DType, Kernel, Prefill, Tensor};
 use crate::weights::quant::QuantFormat;
 use crate::{Error, Result};
 
@@ -133,6 +133,17 @@ fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
         }
     }
     out
+}
+
+/// The kernel a prefill matmul over weight rows of `k` values of type `dtype` takes: the tuning's, except that
+/// the CPU kernels ([`Prefill::Blocked`]: matmul_cpu.wgsl, moe_cpu.wgsl) read whole 4-byte words only, so f16 and
+/// bf16 rows of odd length, which do not start on words, take [`Prefill::Tiled`] there.
+pub fn prefill_kernel(tuning: &crate::gpu::Tuning, dtype: DType, k: usize) -> Prefill {
+    let half = matches!(dtype, DType::F16 | DType::BF16);
+    match tuning.prefill {
+        Prefill::Blocked if half && k % 2 == 1 => Prefill::Tiled,
+        prefill => prefill,
+    }
 }
 
 /// Every `MATVEC_UNROLL` (prelude.wgsl) the decode matvecs are built for: words per invocation per round.

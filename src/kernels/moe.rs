@@ -15,7 +15,8 @@ use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, unrolled_matvec_variants, MatvecLaunch, no_variants, u32_of, weight_variants,
+    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, no_variants, prefill_kernel, u32_of,
+    unrolled_matvec_variants, weight_variants, MatvecLaunch,
     IntoCols,
     FLOAT_DTYPES, WEIGHT_DTYPES,
 };
@@ -535,34 +536,43 @@ pub fn moe_experts(
         let down = MoeParams { n: hidden as u32, k: inter as u32, ..stack_params };
         let swiglu_bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
         let down_bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, &s.y_slots];
-        let dtype = ("W_DTYPE", stack.gate.dtype().shader_code());
         if decode {
             let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.gate, slots, inter)?;
             g.dispatch(&SWIGLU_MATVEC, &constants, &swiglu, &swiglu_bind, grid)?;
             let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.down, slots, hidden)?;
             g.dispatch(&DOWN_MATVEC, &constants, &down, &down_bind, grid)?;
-        } else if g.tuning.prefill == Prefill::Blocked {
-            // The worst case, as below.
-            let blocks = stack.count * t.div_ceil(BLOCK_ROWS);
-            let grid = g.linear_grid((blocks * inter.div_ceil(BLOCK_COLS)) as u64)?;
-            g.dispatch(&SWIGLU_BLOCKED, &[dtype], &swiglu, &swiglu_bind, grid)?;
-            let grid = g.linear_grid((blocks * hidden.div_ceil(BLOCK_COLS)) as u64)?;
-            g.dispatch(&DOWN_BLOCKED, &[dtype], &down, &down_bind, grid)?;
         } else {
-            // The worst case: every token routed to each expert of the stack; empty tiles exit at once.
-            let tiles = stack.count * t.div_ceil(TILE);
-            let swiglu_grid = g.linear_grid((tiles * inter.div_ceil(TILE)) as u64)?;
-            let down_grid = g.linear_grid((tiles * hidden.div_ceil(TILE)) as u64)?;
-            if g.tuning.prefill == Prefill::Coop {
-                g.dispatch(&SWIGLU_COOP, &[dtype, ("GATED", 1.0)], &swiglu, &swiglu_bind, swiglu_grid)?;
-                g.dispatch(&DOWN_COOP, &[dtype, ("GATED", 0.0)], &down, &down_bind, down_grid)?;
-            } else {
-                g.dispatch(&SWIGLU_TILED, &[dtype], &swiglu, &swiglu_bind, swiglu_grid)?;
-                g.dispatch(&DOWN_TILED, &[dtype], &down, &down_bind, down_grid)?;
-            }
+            let (kernel, constants, grid) = expert_prefill(g, stack, t, hidden, inter, true)?;
+            g.dispatch(kernel, &constants, &swiglu, &swiglu_bind, grid)?;
+            let (kernel, constants, grid) = expert_prefill(g, stack, t, inter, hidden, false)?;
+            g.dispatch(kernel, &constants, &down, &down_bind, grid)?;
         }
     }
     Ok(n_experts)
+}
+
+/// The prefill kernel of one half of a stack's experts over `t` rows (`gated`: SwiGLU, else down), its override
+/// constants and its grid: rows of `k` weights (prefill_kernel chooses by them), `n` outputs, and the worst case,
+/// every row routed to each expert of the stack (empty tiles and blocks exit at once).
+fn expert_prefill(
+    g: &Graph,
+    stack: &ExpertStack,
+    t: usize,
+    k: usize,
+    n: usize,
+    gated: bool,
+) -> Result<(&'static Kernel, Vec<(&'static str, f64)>, [u32; 3])> {
+    let dtype = stack.gate.dtype();
+    let constants = vec![("W_DTYPE", dtype.shader_code())];
+    let tiles = |rows: usize, cols: usize| g.linear_grid((stack.count * t.div_ceil(rows) * n.div_ceil(cols)) as u64);
+    Ok(match (prefill_kernel(&g.tuning, dtype, k), gated) {
+        (Prefill::Blocked, true) => (&SWIGLU_BLOCKED, constants, tiles(BLOCK_ROWS, BLOCK_COLS)?),
+        (Prefill::Blocked, false) => (&DOWN_BLOCKED, constants, tiles(BLOCK_ROWS, BLOCK_COLS)?),
+        (Prefill::Coop, true) => (&SWIGLU_COOP, [constants, vec![("GATED", 1.0)]].concat(), tiles(TILE, TILE)?),
+        (Prefill::Coop, false) => (&DOWN_COOP, [constants, vec![("GATED", 0.0)]].concat(), tiles(TILE, TILE)?),
+        (_, true) => (&SWIGLU_TILED, constants, tiles(TILE, TILE)?),
+        (_, false) => (&DOWN_TILED, constants, tiles(TILE, TILE)?),
+    })
 }
 
 /// The combining half of [`moe_ffn`]: out += sum_j weights[r, j] * y_slots[r * top_k + j] for the first `t` rows,
