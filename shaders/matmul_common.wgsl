@@ -1,6 +1,7 @@
 // matmul_common.wgsl: what the matmul shaders (matvec.wgsl for decode; matmul.wgsl, matmul_cpu.wgsl and
 // matmul_coop.wgsl for prefill) share, placed after the prelude in each: the parameters, the binding of y and how
-// an output is stored. x and W are bound by matvec.wgsl as vec4, by the others as scalars (matmul_words.wgsl).
+// an output is stored. x and W are bound by matvec.wgsl and matmul_cpu.wgsl as vec4, by the tiled kernels as
+// scalars (matmul_words.wgsl).
 // x: [t, k] f32 rows at x[r * x_stride + x_offset + c]; W: [n, k] row-major, packed as W_DTYPE, from row w_row0;
 // y: [t, n] f32 at y[r * y_stride + y_offset + j]; with accumulate = 1, y += x W^T (the residual fused in).
 

@@ -1,7 +1,7 @@
-// matmul_words.wgsl: the prefill matmul shaders' bindings of x and W (matmul.wgsl, matmul_cpu.wgsl,
-// matmul_coop.wgsl), placed after matmul_common.wgsl: x a value and W a word per element, and how a weight is
-// read. A prefill kernel reads each weight once per tile, so a scalar binding costs it nothing; lavapipe takes
-// 10-35% longer over its register blocks when each value is picked out of a vec4 (matvec.wgsl's bindings).
+// matmul_words.wgsl: the tiled prefill matmul shaders' bindings of x and W (matmul.wgsl, matmul_coop.wgsl),
+// placed after matmul_common.wgsl: x a value and W a word per element, and how a weight is read. A tiled kernel
+// reads each weight once per tile, a value at a time, so a scalar binding costs it nothing. (matvec.wgsl and
+// matmul_cpu.wgsl bind them as vec4, to load 16 bytes at a time.)
 
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<u32>;

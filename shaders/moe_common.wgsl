@@ -14,8 +14,8 @@ struct MoeParams {
 }
 
 @group(0) @binding(0) var<uniform> p: MoeParams;
-// Bindings 1-3 (x, and the gate / down and up weights of the stack): moe_matvec.wgsl binds them as vec4, the
-// prefill shaders as scalars (moe_words.wgsl).
+// Bindings 1-3 (x, and the gate / down and up weights of the stack): moe_matvec.wgsl and moe_cpu.wgsl bind them
+// as vec4, the tiled prefill shaders as scalars (moe_words.wgsl).
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 @group(0) @binding(5) var<storage, read> groups: array<u32>;
 @group(0) @binding(6) var<storage, read> weights: array<f32>;

@@ -4,17 +4,17 @@
 //
 // The register-blocked scheme of matmul_cpu.wgsl (its header says why): no workgroup memory or barriers; each
 // invocation accumulates ROWS grouped rows x COLS columns (of gate and up for swiglu); the 8 lanes of a subgroup
-// share their rows of x, lane l loading column k0 + l and subgroupShuffle handing it to every lane.
+// share their rows of x, lane l loading column k0 + l and subgroupBroadcast handing it to every lane.
 //
 // Grid: count * ceil(t / (8 ROWS)) * ceil(n / (8 COLS)) workgroups, linear (the worst case: every token routed
 // to each expert). A workgroup is 8 subgroups of 8: subgroup s takes the expert's grouped rows m0 + ROWS s + i,
 // lane l columns j0 + l + 8 c; a subgroup with none of the expert's rows leaves at once.
 
-const SG: u32 = 8u; // subgroup width, and k step
-const ROWS: u32 = 16u; // grouped rows per invocation (shared by its subgroup)
-const COLS: u32 = 4u; // output columns per invocation
-
-// MoeParams and bindings 0 and 4-7: moe_common.wgsl; bindings 1-3: moe_words.wgsl; put_word: cpu_blocks.wgsl.
+// MoeParams and bindings 0 and 4-7: moe_common.wgsl; bindings 1-3: moe_words.wgsl; the block's sizes and
+// put_word: cpu_blocks.wgsl. Rounds by words only, gate and up together, each x value broadcast once for both:
+// rounds by quads as matmul_cpu.wgsl reads them took longer here (lavapipe, anchor-35m's q8 SwiGLU experts:
+// 131 -> 202-256 ms, with gate and up one after the other or together), and so did the rounds of cpu_blocks.wgsl
+// (131 -> 165 ms, each x value broadcast for gate and again for up).
 
 // Word i of the gate / down stack, or of the up stack.
 fn stack_word(up: bool, i: u32) -> u32 {
@@ -27,7 +27,7 @@ fn stack_word(up: bool, i: u32) -> u32 {
 // Row j of expert e_local's gate / down (or up) at columns k0 .. k0 + SG into ws[b ..], k0 a multiple of SG:
 // matmul_cpu.wgsl's w_block (whole words; rows that do not start on words take the tiled kernel), the row
 // clamped into the expert's.
-fn w_block(ws: ptr<function, array<f32, COLS * SG>>, b: u32, up: bool, e_local: u32, j: u32, k0: u32) {
+fn w_block(ws: ptr<function, RoundWeights>, b: u32, up: bool, e_local: u32, j: u32, k0: u32) {
     let r = word_row(e_local * p.n + min(j, p.n - 1u), p.k);
     let per = word_weights();
     for (var u = 0u; u < SG / per; u++) {
@@ -72,8 +72,8 @@ fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32
         for (var i = 0u; i < ROWS; i++) {
             xs[i] = select(0.0, x[x_row[i] + min(c, p.k - 1u)], c < p.k);
         }
-        var ws: array<f32, COLS * SG>; // [COLS][SG]: gate / down [j0 + 8 cc, k0 + kk]
-        var ws_up: array<f32, COLS * SG>; // [COLS][SG]: up
+        var ws: RoundWeights; // [COLS][SG]: gate / down [j0 + 8 cc, k0 + kk]
+        var ws_up: RoundWeights; // [COLS][SG]: up
         for (var cc = 0u; cc < COLS; cc++) {
             w_block(&ws, cc * SG, false, e_local, j0 + SG * cc, k0);
             if gated {

@@ -11,7 +11,7 @@ use crate::{params, shader, Error, Result};
 
 shader!(MATVEC_SHADER, "matvec", common "matmul_common", "matvec_x");
 shader!(MATMUL, "matmul", common "matmul_common", "matmul_words");
-shader!(MATMUL_CPU, "matmul_cpu", common "matmul_common", "matmul_words", "cpu_blocks");
+shader!(MATMUL_CPU, "matmul_cpu", common "matmul_common", "cpu_blocks");
 shader!(MATMUL_COOP, "matmul_coop", common "matmul_common", "matmul_words", "coop_common");
 
 params! {
