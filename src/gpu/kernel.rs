@@ -10,6 +10,7 @@ pub const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 /// Values passed between the invocations of a subgroup (matvec_x.wgsl's x read in turns), placed after the
 /// prelude where the device has subgroup operations; [`NO_LANES`] stands in elsewhere.
 pub const LANES: &str = include_str!("../../shaders/lanes.wgsl");
+/// [`LANES`]'s functions for a device without subgroup operations, where nothing calls them.
 pub const NO_LANES: &str = include_str!("../../shaders/lanes_none.wgsl");
 
 /// One WGSL source file of shaders/, and the file of declarations it shares with others, if any.

@@ -10,6 +10,6 @@ pub use context::{
     Context, ContextOptions, GpuCounts, GpuFeatures, MatvecReads, MemoryCapacity, Prefill, Tuning, COOP_WORKGROUP_BYTES,
 };
 pub use graph::{DispatchTime, EncodeCost, Graph, OpId, Plan};
-pub use kernel::{read, read_write, Access, Binding, Kernel, Params, ParamsLayout, Shader, PRELUDE};
+pub use kernel::{read, read_write, Access, Binding, Kernel, Params, ParamsLayout, Shader, LANES, NO_LANES, PRELUDE};
 pub use pipeline::{Pipeline, Variant};
 pub use tensor::{DType, Tensor};
