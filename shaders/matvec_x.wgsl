@@ -64,9 +64,9 @@ fn x_quad_by_words(x0: u32, g: u32) -> QuadXs {
 // Where x_in_turns, a decode matvec's loop over the quads of x's row runs in blocks of X_LANES quads: at the start
 // of a block each invocation loads the x values of one of its quads (quad_vec4s: quad g0 + subgroup_lane()), and
 // takes each quad's from the invocation that holds them (quad_in_lane). The whole workgroup runs such a loop
-// with the same bounds (rows past the matrix read clamped, their sums not stored). The choice between it and
-// the plain loop is made once, outside: lavapipe runs both sides of a branch, masked, so a choice made per quad
-// would cost both every time.
+// with the same bounds: invocations whose rows lie past the matrix load their share of x and skip the products.
+// The choice between it and the plain loop is made once, outside: lavapipe runs both sides of a branch, masked,
+// so a choice made per quad would cost both every time.
 
 // Whether the loops over x's row at x0 read it in turns: X_LANES set, one invocation per row group and a row
 // that starts on a vec4.
