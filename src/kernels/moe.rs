@@ -16,9 +16,7 @@ use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
     dims2, expect_dtype, expect_len, expect_shape, matvec_launch, no_variants, prefill_kernel, u32_of,
-    unrolled_matvec_variants, weight_variants, MatvecLaunch,
-    IntoCols,
-    FLOAT_DTYPES, WEIGHT_DTYPES,
+    unrolled_matvec_variants, weight_variants, IntoCols, MatvecLaunch, FLOAT_DTYPES, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
