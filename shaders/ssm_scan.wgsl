@@ -279,6 +279,43 @@ fn tile_value(s: u32, n: u32, is_c: bool, lane_norm: bool, scale: f32) -> f32 {
     return bc_norm(n, is_c) * (v * scale);
 }
 
+// A row of d_state values in registers.
+alias StateRow = array<f32, MAX_D_STATE>;
+
+// Row s of the B and C tiles (C with `emit`), normalised as tile_value normalises them, into b_row and c_row,
+// read in turns (X_LANES, prelude.wgsl): each invocation of the subgroup loads D_STATE / X_LANES elements of each
+// row and of its norm weight, and takes the others from the invocations that loaded them, where otherwise each
+// loads all of them (lavapipe pays for every invocation's load). The same values, their squares summed in the same
+// order (lavapipe, the default model's decode scan: 1.02-1.84 -> 0.76-1.31 ms a step in three alternated pairs).
+// The whole subgroup calls it (uniform control flow); D_STATE is at most 8 X_LANES (ssm_scan.rs).
+fn bc_rows_in_turns(s: u32, emit: bool, b_row: ptr<function, StateRow>, c_row: ptr<function, StateRow>) {
+    let mine = subgroup_lane();
+    let width = max(X_LANES, 1u);
+    // Round r: B, its norm weight, C and its norm weight at element r * width + mine.
+    var held: array<vec4<f32>, 8>;
+    for (var r = 0u; r * width < D_STATE; r++) {
+        let n = min(r * width + mine, D_STATE - 1u);
+        held[r] = vec4(b_tile[s * D_STATE + n], b_norm[n], 0.0, 0.0);
+        if emit {
+            held[r].z = c_tile[s * D_STATE + n];
+            held[r].w = c_norm[n];
+        }
+    }
+    var sum_sq = vec2(0.0); // B's, C's
+    for (var n = 0u; n < D_STATE; n++) {
+        let v = lane_value(held[n / width], n % width);
+        (*b_row)[n] = v.x;
+        (*c_row)[n] = v.z;
+        sum_sq += v.xz * v.xz;
+    }
+    let scale = 1.0 / sqrt(sum_sq / f32(D_STATE) + p.eps); // tile_inv_rms
+    for (var n = 0u; n < D_STATE; n++) {
+        let v = lane_value(held[n / width], n % width);
+        (*b_row)[n] = v.y * ((*b_row)[n] * scale.x);
+        (*c_row)[n] = v.w * ((*c_row)[n] * scale.y);
+    }
+}
+
 // Advances the state `h` of channel `ch` over rows [t_begin, t_end), writing out[t, ch] when `emit`; returns
 // the sum of delta over those rows. Every invocation of the workgroup must call it with the same rows (it holds
 // barriers); `live` is false for the invocations past the last channel.
@@ -328,6 +365,13 @@ fn advance(
             }
             workgroupBarrier();
         }
+        // A decode step's one row read in turns, by every invocation before `live` parts them (subgroup operations).
+        let in_turns = lane_norm && X_LANES > 1u;
+        var b_row: StateRow; // the step's B and C, as the recurrence takes them
+        var c_row: StateRow;
+        if in_turns {
+            bc_rows_in_turns(0u, emit, &b_row, &c_row);
+        }
         // Not `continue`: a barrier must stay in uniform control flow for every WGSL compiler.
         if live {
             for (var s = 0u; s < steps; s++) {
@@ -339,21 +383,28 @@ fn advance(
                 }
                 let delta = softplus(dt_t + bias);
                 delta_sum += delta;
-                var b_scale = 1.0;
-                var c_scale = 1.0;
-                if lane_norm {
-                    b_scale = tile_inv_rms(s, false);
-                    if emit {
-                        c_scale = tile_inv_rms(s, true);
+                if !in_turns {
+                    var b_scale = 1.0;
+                    var c_scale = 1.0;
+                    if lane_norm {
+                        b_scale = tile_inv_rms(s, false);
+                        if emit {
+                            c_scale = tile_inv_rms(s, true);
+                        }
+                    }
+                    for (var n = 0u; n < D_STATE; n++) {
+                        b_row[n] = tile_value(s, n, false, lane_norm, b_scale);
+                        if emit {
+                            c_row[n] = tile_value(s, n, true, lane_norm, c_scale);
+                        }
                     }
                 }
                 var y = 0.0;
                 for (var n = 0u; n < D_STATE; n++) {
-                    let b_n = tile_value(s, n, false, lane_norm, b_scale);
-                    let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_n * x_t;
+                    let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_row[n] * x_t;
                     (*h)[n] = h_n;
                     if emit {
-                        y += h_n * tile_value(s, n, true, lane_norm, c_scale);
+                        y += h_n * c_row[n];
                     }
                 }
                 if emit {

@@ -78,13 +78,16 @@ fn d_state_variants() -> Vec<Vec<(&'static str, f64)>> {
         out.push(vec![("D_STATE", n as f64), ("NORM_BC", 0.0), ("DT_PROJ", 0.0)]);
         out.push(vec![("D_STATE", n as f64), ("NORM_BC", 1.0), ("DT_PROJ", 0.0)]);
     }
-    // dt projected in the kernel, from weights of every storage type, by each invocation alone or by rows of
-    // invocations.
+    // dt projected in the kernel, from weights of every storage type, by each invocation alone (B and C read by
+    // each and in turns) or by rows of invocations.
     for dtype in crate::kernels::WEIGHT_DTYPES {
         for row_threads in crate::kernels::ROW_THREADS {
-            let code = dtype.shader_code();
-            let dt_proj = [("DT_PROJ", 1.0), ("W_DTYPE", code), ("ROW_THREADS", row_threads as f64)];
-            out.push([vec![("D_STATE", 16.0), ("NORM_BC", 1.0)], dt_proj.to_vec()].concat());
+            for lanes in [0, crate::kernels::TEST_X_LANES].into_iter().filter(|&l| l == 0 || row_threads == 1) {
+                let code = dtype.shader_code();
+                let dt_proj = [("DT_PROJ", 1.0), ("W_DTYPE", code), ("ROW_THREADS", row_threads as f64)];
+                let norms = [("D_STATE", 16.0), ("NORM_BC", 1.0), ("X_LANES", lanes as f64)];
+                out.push([norms.to_vec(), dt_proj.to_vec()].concat());
+            }
         }
     }
     out
@@ -379,12 +382,15 @@ fn scan(
     let dt_dtype = dt_proj.map_or(DType::F32, |(_, w)| w.dtype());
     // Invocations per dt_proj row: GPUs read the rows together, coalesced; CPU adapters one invocation each.
     let row_threads = if dt_proj.is_some() { g.tuning.row_threads } else { 1 };
+    let lanes = g.tuning.x_lanes as usize;
     let constants = [
         ("D_STATE", n as f64),
         ("NORM_BC", norm.is_some() as u32 as f64),
         ("DT_PROJ", dt_proj.is_some() as u32 as f64),
         ("W_DTYPE", dt_dtype.shader_code()),
         ("ROW_THREADS", row_threads as f64),
+        // A decode step's B and C rows read in turns (bc_rows_in_turns, in at most 8 rounds) where matvecs read x so.
+        ("X_LANES", if row_threads == 1 && dt_proj.is_some() && n <= 8 * lanes { lanes as f64 } else { 0.0 }),
     ];
     // The kernel never reads the bindings of what it does not fuse: `d` stands in for them.
     let (b_norm, c_norm) = norm.map_or((d, d), |norm| (norm.b_weight, norm.c_weight));
