@@ -8,7 +8,3 @@ fn subgroup_lane() -> u32 {
 fn lane_value(v: vec4<f32>, source: u32) -> vec4<f32> {
     return v;
 }
-
-fn lane_scalar(v: f32, source: u32) -> f32 {
-    return v;
-}
