@@ -316,9 +316,37 @@ fn bc_rows_in_turns(s: u32, emit: bool, b_row: ptr<function, StateRow>, c_row: p
     }
 }
 
+// Row s of the B and C tiles (C with `emit`) into b_row and c_row as they are (a prefill tile is normalised in
+// place), read in turns as bc_rows_in_turns reads a decode step's row: each invocation of the subgroup loads
+// D_STATE / X_LANES elements of each, B and C of two rounds in one vec4, and takes the others from the invocations
+// that loaded them (lavapipe, two alternated pairs: the default model's 256-token chunk, ssm_scan 28.9-33.4 -> 19.8-20.1
+// ms; anchor-35m's, 77.6-79.1 -> 53.1-53.9). The whole subgroup calls it; D_STATE is at most 8 X_LANES (ssm_scan.rs).
+fn tile_rows_in_turns(s: u32, emit: bool, b_row: ptr<function, StateRow>, c_row: ptr<function, StateRow>) {
+    let mine = subgroup_lane();
+    let width = max(X_LANES, 1u);
+    // Pair q: B and C at element 2q * width + mine, then at (2q + 1) * width + mine.
+    var held: array<vec4<f32>, 4>;
+    for (var q = 0u; 2u * q * width < D_STATE; q++) {
+        let first = s * D_STATE + min(2u * q * width + mine, D_STATE - 1u);
+        let second = s * D_STATE + min((2u * q + 1u) * width + mine, D_STATE - 1u);
+        held[q] = vec4(b_tile[first], 0.0, b_tile[second], 0.0);
+        if emit {
+            held[q].y = c_tile[first];
+            held[q].w = c_tile[second];
+        }
+    }
+    for (var n = 0u; n < D_STATE; n++) {
+        let v = lane_value(held[n / (2u * width)], n % width);
+        let odd = (n / width) % 2u == 1u;
+        (*b_row)[n] = select(v.x, v.z, odd);
+        (*c_row)[n] = select(v.y, v.w, odd);
+    }
+}
+
 // Advances the state `h` of channel `ch` over rows [t_begin, t_end), writing out[t, ch] when `emit`; returns
 // the sum of delta over those rows. Every invocation of the workgroup must call it with the same rows (it holds
-// barriers); `live` is false for the invocations past the last channel.
+// barriers, and reads B and C in turns across the subgroup). The invocations past the last channel, not `live`,
+// run the steps on the last channel's values and write nothing.
 fn advance(
     ch: u32,
     live: bool,
@@ -329,16 +357,13 @@ fn advance(
     dt_given: f32, // DT_PROJ: dt of the one row [t_begin, t_begin + 1)
     h: ptr<function, array<f32, MAX_D_STATE>>,
 ) -> f32 {
+    let own = min(ch, p.i - 1u);
     var a: array<f32, MAX_D_STATE>; // A[ch, :] = -exp(a_log[ch, :])
-    var bias = 0.0;
-    var skip = 0.0;
-    if live {
-        for (var n = 0u; n < D_STATE; n++) {
-            a[n] = -exp(a_log[ch * D_STATE + n]);
-        }
-        bias = dt_bias[ch];
-        skip = d[ch];
+    for (var n = 0u; n < D_STATE; n++) {
+        a[n] = -exp(a_log[own * D_STATE + n]);
     }
+    let bias = dt_bias[own];
+    let skip = d[own];
     var delta_sum = 0.0;
     for (var t0 = t_begin; t0 < t_end; t0 += TILE_STEPS) {
         let steps = min(TILE_STEPS, t_end - t0);
@@ -365,51 +390,47 @@ fn advance(
             }
             workgroupBarrier();
         }
-        // A decode step's one row read in turns, by every invocation before `live` parts them (subgroup operations).
-        let in_turns = lane_norm && X_LANES > 1u;
-        var b_row: StateRow; // the step's B and C, as the recurrence takes them
-        var c_row: StateRow;
-        if in_turns {
-            bc_rows_in_turns(0u, emit, &b_row, &c_row);
-        }
-        // Not `continue`: a barrier must stay in uniform control flow for every WGSL compiler.
-        if live {
-            for (var s = 0u; s < steps; s++) {
-                let t = t0 + s;
-                let x_t = x[t * p.i + ch];
-                var dt_t = dt_given;
-                if DT_PROJ == 0u {
-                    dt_t = dt[t * p.dt_stride + p.dt_offset + ch];
-                }
-                let delta = softplus(dt_t + bias);
-                delta_sum += delta;
-                if !in_turns {
-                    var b_scale = 1.0;
-                    var c_scale = 1.0;
-                    if lane_norm {
-                        b_scale = tile_inv_rms(s, false);
-                        if emit {
-                            c_scale = tile_inv_rms(s, true);
-                        }
-                    }
-                    for (var n = 0u; n < D_STATE; n++) {
-                        b_row[n] = tile_value(s, n, false, lane_norm, b_scale);
-                        if emit {
-                            c_row[n] = tile_value(s, n, true, lane_norm, c_scale);
-                        }
-                    }
-                }
-                var y = 0.0;
-                for (var n = 0u; n < D_STATE; n++) {
-                    let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_row[n] * x_t;
-                    (*h)[n] = h_n;
+        for (var s = 0u; s < steps; s++) {
+            let t = t0 + s;
+            let x_t = x[t * p.i + own];
+            var dt_t = dt_given;
+            if DT_PROJ == 0u {
+                dt_t = dt[t * p.dt_stride + p.dt_offset + own];
+            }
+            let delta = softplus(dt_t + bias);
+            delta_sum += delta;
+            var b_row: StateRow; // the step's B and C, as the recurrence takes them
+            var c_row: StateRow;
+            if X_LANES > 1u && lane_norm {
+                bc_rows_in_turns(s, emit, &b_row, &c_row);
+            } else if X_LANES > 1u {
+                tile_rows_in_turns(s, emit, &b_row, &c_row);
+            } else {
+                var b_scale = 1.0;
+                var c_scale = 1.0;
+                if lane_norm {
+                    b_scale = tile_inv_rms(s, false);
                     if emit {
-                        y += h_n * c_row[n];
+                        c_scale = tile_inv_rms(s, true);
                     }
                 }
-                if emit {
-                    out[t * p.i + ch] = (y + skip * x_t) * silu(z[t * p.z_stride + p.z_offset + ch]);
+                for (var n = 0u; n < D_STATE; n++) {
+                    b_row[n] = tile_value(s, n, false, lane_norm, b_scale);
+                    if emit {
+                        c_row[n] = tile_value(s, n, true, lane_norm, c_scale);
+                    }
                 }
+            }
+            var y = 0.0;
+            for (var n = 0u; n < D_STATE; n++) {
+                let h_n = exp(delta * a[n]) * (*h)[n] + delta * b_row[n] * x_t;
+                (*h)[n] = h_n;
+                if emit {
+                    y += h_n * c_row[n];
+                }
+            }
+            if emit && live {
+                out[t * p.i + ch] = (y + skip * x_t) * silu(z[t * p.z_stride + p.z_offset + own]);
             }
         }
     }

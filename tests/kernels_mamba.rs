@@ -308,6 +308,17 @@ fn check_out(what: &str, got: &[f32], want: &[f32]) -> f32 {
     max_diff(got, want)
 }
 
+/// The context's tuning, and where it reads B and C in turns across subgroups (`x_lanes`), the same with each
+/// invocation reading all of them.
+fn b_and_c_readings(ctx: &Context) -> Vec<Tuning> {
+    let tuning = ctx.tuning();
+    let mut out = vec![tuning];
+    if tuning.x_lanes > 1 {
+        out.push(Tuning { x_lanes: 0, ..tuning });
+    }
+    out
+}
+
 #[test]
 fn scan_matches_reference_on_every_path() {
     let Some(ctx) = gpu() else { return };
@@ -321,11 +332,13 @@ fn scan_matches_reference_on_every_path() {
             paths.push(Some(ScanPath::Decode));
         }
         for path in paths {
-            let mut ssm = Ssm::new(ctx, &mut rng, i, n);
-            let (got, want) = ssm.step(ctx, &mut rng, t, path);
-            let what = format!("scan T={t} I={i} N={n} {path:?}");
-            worst_out = worst_out.max(check_out(&what, &got, &want));
-            worst_state = worst_state.max(ssm.check_state(ctx, &what));
+            for tuning in b_and_c_readings(ctx) {
+                let mut ssm = Ssm { tuning: Some(tuning), ..Ssm::new(ctx, &mut rng, i, n) };
+                let (got, want) = ssm.step(ctx, &mut rng, t, path);
+                let what = format!("scan T={t} I={i} N={n} {path:?} x_lanes {}", tuning.x_lanes);
+                worst_out = worst_out.max(check_out(&what, &got, &want));
+                worst_state = worst_state.max(ssm.check_state(ctx, &what));
+            }
         }
     }
     eprintln!("scan: max |out - reference| = {worst_out:e}, max |state - reference| = {worst_state:e}");
@@ -342,13 +355,16 @@ fn scan_normalises_b_and_c_itself() {
             paths.push(Some(ScanPath::Decode));
         }
         for path in paths {
-            let mut ssm = Ssm::new(ctx, &mut rng, i, n).with_bc_norm(ctx, &mut rng);
-            // Twice, so the second step starts from a state the normalised inputs wrote.
-            for step in 0..2 {
-                let (got, want) = ssm.step(ctx, &mut rng, t, path);
-                let what = format!("normalising scan T={t} I={i} N={n} {path:?} step {step}");
-                worst = worst.max(check_out(&what, &got, &want));
-                ssm.check_state(ctx, &what);
+            for tuning in b_and_c_readings(ctx) {
+                let ssm = Ssm::new(ctx, &mut rng, i, n).with_bc_norm(ctx, &mut rng);
+                let mut ssm = Ssm { tuning: Some(tuning), ..ssm };
+                // Twice, so the second step starts from a state the normalised inputs wrote.
+                for step in 0..2 {
+                    let (got, want) = ssm.step(ctx, &mut rng, t, path);
+                    let what = format!("normalising scan T={t} I={i} N={n} {path:?} x_lanes {} step {step}", tuning.x_lanes);
+                    worst = worst.max(check_out(&what, &got, &want));
+                    ssm.check_state(ctx, &what);
+                }
             }
         }
     }

@@ -119,7 +119,8 @@ pub struct Tuning {
     /// Invocations of a subgroup that read a decode matvec's x in turns (`X_LANES` in prelude.wgsl), each
     /// loading an X_LANES-th of it and passing it round, where every invocation reads all of x: one row per
     /// invocation (`row_threads` 1). CPU adapters whose subgroups have one width: that width (lavapipe: 8, and
-    /// with it the default model's decode matvecs 6.6-6.7 -> 4.3-5.0 ms a step); 0 (off) elsewhere.
+    /// with it the default model's decode matvecs 6.6-6.7 -> 4.3-5.0 ms a step); 0 (off) elsewhere. The selective
+    /// scan reads its rows of B and C so too (ssm_scan.wgsl), where d_state is at most 8 times the width.
     pub x_lanes: u32,
 }
 

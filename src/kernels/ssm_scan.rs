@@ -74,9 +74,13 @@ pub const CHUNK_LEN: usize = 64;
 
 fn d_state_variants() -> Vec<Vec<(&'static str, f64)>> {
     let mut out = Vec::new();
+    // Each d_state, with B and C as given or normalised in the kernel, read by each invocation and in turns.
     for n in D_STATES {
-        out.push(vec![("D_STATE", n as f64), ("NORM_BC", 0.0), ("DT_PROJ", 0.0)]);
-        out.push(vec![("D_STATE", n as f64), ("NORM_BC", 1.0), ("DT_PROJ", 0.0)]);
+        for norm in [0.0, 1.0] {
+            for lanes in [0, crate::kernels::TEST_X_LANES] {
+                out.push(vec![("D_STATE", n as f64), ("NORM_BC", norm), ("DT_PROJ", 0.0), ("X_LANES", lanes as f64)]);
+            }
+        }
     }
     // dt projected in the kernel, from weights of every storage type, by each invocation alone (B and C read by
     // each and in turns) or by rows of invocations.
@@ -389,8 +393,9 @@ fn scan(
         ("DT_PROJ", dt_proj.is_some() as u32 as f64),
         ("W_DTYPE", dt_dtype.shader_code()),
         ("ROW_THREADS", row_threads as f64),
-        // A decode step's B and C rows read in turns (bc_rows_in_turns, in at most 8 rounds) where matvecs read x so.
-        ("X_LANES", if row_threads == 1 && dt_proj.is_some() && n <= 8 * lanes { lanes as f64 } else { 0.0 }),
+        // B and C rows read in turns (bc_rows_in_turns, tile_rows_in_turns: at most 8 rounds) where matvecs read x
+        // so, and one invocation projects each channel's dt.
+        ("X_LANES", if row_threads == 1 && n <= 8 * lanes { lanes as f64 } else { 0.0 }),
     ];
     // The kernel never reads the bindings of what it does not fuse: `d` stands in for them.
     let (b_norm, c_norm) = norm.map_or((d, d), |norm| (norm.b_weight, norm.c_weight));
