@@ -2,86 +2,123 @@
 // llvmpipe), computing the same values into the same layouts from the same bindings; moe.wgsl's header has them.
 // Reference: reference::forward's moe_ffn.
 //
-// The register-blocked scheme of matmul_cpu.wgsl (its header says why): no workgroup memory or barriers; each
-// invocation accumulates ROWS grouped rows x COLS columns (of gate and up for swiglu); the 8 lanes of a subgroup
-// share their rows of x, lane l loading column k0 + l and subgroupBroadcast handing it to every lane.
+// matmul_cpu.wgsl's register blocks and rounds (cpu_blocks.wgsl; matmul_cpu.wgsl's header says why) over an
+// expert's grouped rows: no workgroup memory or barriers; each invocation accumulates ROWS grouped rows x COLS
+// columns; the 8 lanes of a subgroup share their rows of x. Two ways, chosen by the weights (QUADS):
+// - Float weights whose rows are whole quads (every released Jamba's): rounds by quads, as matmul_cpu.wgsl's.
+//   swiglu's COLS columns are two of gate and the same two of up, so that an invocation holds as many sums and
+//   weights as matmul_cpu's. Lavapipe, the default model's 256-token chunk (bf16): swiglu 37.3-37.7 -> 33.5-34.0
+//   ms, down 24.8-24.9 -> 15.3-15.8; anchor-35m f32: swiglu 169-179 -> 162-163, down 110-112 -> 76.
+// - Else rounds by words, swiglu's COLS columns each of gate and of up, each x value broadcast once for both:
+//   quantized experts took longer by quads (anchor-35m q8 swiglu 135 -> 240 ms, q4 173-185 -> 300-305; down
+//   unchanged) and by words with two columns of each (q8 135 -> 186, q4 173 -> 240-268): x's loads, the same for
+//   COLS columns as for two, are most of a quantized round's.
 //
-// Grid: count * ceil(t / (8 ROWS)) * ceil(n / (8 COLS)) workgroups, linear (the worst case: every token routed
-// to each expert). A workgroup is 8 subgroups of 8: subgroup s takes the expert's grouped rows m0 + ROWS s + i,
-// lane l columns j0 + l + 8 c; a subgroup with none of the expert's rows leaves at once.
+// Grid: count * ceil(t / (8 ROWS)) * ceil(n / (8 columns)) workgroups, linear, where columns is COLS, swiglu's by
+// quads COLS / 2 (the worst case: every token routed to each expert). A workgroup is 8 subgroups of 8: subgroup s
+// takes the expert's grouped rows m0 + ROWS s + i, lane l columns j0 + l + 8 c; a subgroup with none of the
+// expert's rows leaves at once.
 
-// MoeParams and bindings 0 and 4-7: moe_common.wgsl; bindings 1-3: moe_words.wgsl; the block's sizes and
-// put_word: cpu_blocks.wgsl. Rounds by words only, gate and up together, each x value broadcast once for both:
-// rounds by quads as matmul_cpu.wgsl reads them took longer here (lavapipe, anchor-35m's q8 SwiGLU experts:
-// 131 -> 202-256 ms, with gate and up one after the other or together), and so did the rounds of cpu_blocks.wgsl
-// (131 -> 165 ms, each x value broadcast for gate and again for up).
+// MoeParams and bindings 0 and 4-7: moe_common.wgsl; the block's sizes, the weights of a round and the rounds'
+// products: cpu_blocks.wgsl.
 
-// Word i of the gate / down stack, or of the up stack.
-fn stack_word(up: bool, i: u32) -> u32 {
-    if up {
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>; // x (swiglu) or act (down)
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>; // gate or down weights of the stack
+@group(0) @binding(3) var<storage, read> w_up: array<vec4<u32>>; // up weights of the stack
+
+// 1: rounds by quads, for float weights whose rows are whole quads (x's rows then start on vec4s); kernels::moe
+// chooses, and sizes the grid by it.
+override QUADS: u32 = 0u;
+
+// cpu_blocks.wgsl's access to the weights: gate or down, or with `second` up.
+fn matrix_quad(second: bool, i: u32) -> vec4<u32> {
+    if second {
         return w_up[i];
     }
     return w[i];
 }
 
-// Row j of expert e_local's gate / down (or up) at columns k0 .. k0 + SG into ws[b ..], k0 a multiple of SG:
-// matmul_cpu.wgsl's w_block (whole words; rows that do not start on words take the tiled kernel), the row
-// clamped into the expert's.
-fn w_block(ws: ptr<function, RoundWeights>, b: u32, up: bool, e_local: u32, j: u32, k0: u32) {
-    let r = word_row(e_local * p.n + min(j, p.n - 1u), p.k);
-    let per = word_weights();
-    for (var u = 0u; u < SG / per; u++) {
-        let i = min(k0 / per + u, r.words - 1u);
-        let v = word_values(stack_word(up, r.first + i), stack_word(up, word_values_scale(r, i)), i);
-        put_word(ws, b + u * per, v);
+fn matrix_word(second: bool, i: u32) -> u32 {
+    if second {
+        return w_up[i / 4u][i % 4u];
+    }
+    return w[i / 4u][i % 4u];
+}
+
+// Where each of a subgroup's ROWS rows starts in x.
+alias RowStarts = array<u32, ROWS>;
+
+// Row i of the block at columns c .. c + 4 (c a multiple of 4, the rows on vec4s), 0 past k.
+fn x_quad_at(x_row: ptr<function, RowStarts>, i: u32, c: u32) -> vec4<f32> {
+    let v = x[((*x_row)[i] + min(c, p.k - 1u)) / 4u];
+    return select(vec4(0.0), v, vec4(c) + vec4(0u, 1u, 2u, 3u) < vec4(p.k));
+}
+
+// Row i of the block at column c, 0 past k.
+fn x_at(x_row: ptr<function, RowStarts>, i: u32, c: u32) -> f32 {
+    let e = (*x_row)[i] + min(c, p.k - 1u);
+    return select(0.0, x[e / 4u][e % 4u], c < p.k);
+}
+
+// Row `row` of y: the expert's grouped row (swiglu's act) or its slot (down's y_slots), at column j.
+fn put(row: u32, j: u32, value: f32) {
+    y[row * p.n + j] = value;
+}
+
+// The block by quads into acc, [ROWS][COLS]: down's COLS columns j0 + 8 cc, or swiglu's COLS / 2 columns of gate
+// then the same of up. Rows of W past the expert's n are clamped into it (their sums are not stored).
+fn block_by_quads(acc: ptr<function, Block>, x_row: ptr<function, RowStarts>, gated: bool, e_local: u32, j0: u32) {
+    let lane = j0 % SG; // j0 is the lane's first column
+    let row0 = e_local * p.n;
+    for (var k0 = 0u; k0 < p.k; k0 += K_QUADS) {
+        var xs: XQuads;
+        for (var i = 0u; i < ROWS; i++) {
+            xs[i] = x_quad_at(x_row, i, k0 + 4u * lane);
+        }
+        var ws: RoundWeights;
+        if gated {
+            for (var cc = 0u; cc < COLS / 2u; cc++) {
+                let row = row0 + min(j0 + SG * cc, p.n - 1u);
+                row_weights(&ws, cc * K_QUADS, false, row, k0, K_QUADS);
+                row_weights(&ws, (COLS / 2u + cc) * K_QUADS, true, row, k0, K_QUADS);
+            }
+        } else {
+            for (var cc = 0u; cc < COLS; cc++) {
+                row_weights(&ws, cc * K_QUADS, false, row0 + min(j0 + SG * cc, p.n - 1u), k0, K_QUADS);
+            }
+        }
+        add_round_by_quads(acc, &xs, &ws);
     }
 }
 
-fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32, lane: u32, gated: bool) {
-    let tiles_n = (p.n + SG * COLS - 1u) / (SG * COLS);
-    let tiles_m = (p.t + SG * ROWS - 1u) / (SG * ROWS);
-    let g = linear_workgroup(workgroup_id, num_workgroups);
-    let e_local = g / (tiles_m * tiles_n);
-    let tile = g % (tiles_m * tiles_n);
-    let m0 = (tile / tiles_n) * SG * ROWS + (index / SG) * ROWS;
-    let j0 = (tile % tiles_n) * SG * COLS + lane;
-    if e_local >= p.count {
-        return;
-    }
-    let start = groups[p.first + e_local];
-    let rows = groups[p.first + e_local + 1u] - start;
-    // The subgroup's rows are its own: it leaves whole when the expert has none of them.
-    if m0 >= rows {
-        return;
-    }
-    let live = min(ROWS, rows - m0);
-
-    // Rows past the expert's last repeat its last row (loaded, never stored), so no load needs a branch.
-    var slot: array<u32, ROWS>; // each row's slot
-    var x_row: array<u32, ROWS>; // each row's first element in x
-    for (var i = 0u; i < ROWS; i++) {
-        let m = start + m0 + min(i, live - 1u);
-        slot[i] = groups[p.n_experts + 1u + m];
-        x_row[i] = select(m, slot[i] / p.top_k, gated) * p.k;
-    }
-    var acc: array<f32, ROWS * COLS>; // [ROWS][COLS] x W^T
-    var acc_up: array<f32, ROWS * COLS>; // [ROWS][COLS] x W_up^T (swiglu)
-    for (var k0 = 0u; k0 < p.k; k0 += SG) {
-        let c = k0 + lane;
-        var xs: array<f32, ROWS>; // x[row i, k0 + lane], 0 past k
+// The block by words into acc (gate or down) and, `gated`, acc_up: COLS columns j0 + 8 cc of each, each x value
+// broadcast once for both. Rows of W past the expert's n are clamped into it.
+fn block_by_words(
+    acc: ptr<function, Block>,
+    acc_up: ptr<function, Block>,
+    x_row: ptr<function, RowStarts>,
+    gated: bool,
+    e_local: u32,
+    j0: u32,
+) {
+    let lane = j0 % SG; // j0 is the lane's first column
+    let row0 = e_local * p.n;
+    for (var k0 = 0u; k0 < p.k; k0 += K_WORDS) {
+        var xs: XWords; // x[row i, k0 + lane], 0 past k
         for (var i = 0u; i < ROWS; i++) {
-            xs[i] = select(0.0, x[x_row[i] + min(c, p.k - 1u)], c < p.k);
+            xs[i] = x_at(x_row, i, k0 + lane);
         }
-        var ws: RoundWeights; // [COLS][SG]: gate / down [j0 + 8 cc, k0 + kk]
-        var ws_up: RoundWeights; // [COLS][SG]: up
+        var ws: RoundWeights; // [COLS][K_WORDS]: gate / down [j0 + 8 cc, k0 + kk]
+        var ws_up: RoundWeights; // [COLS][K_WORDS]: up
         for (var cc = 0u; cc < COLS; cc++) {
-            w_block(&ws, cc * SG, false, e_local, j0 + SG * cc, k0);
+            let row = row0 + min(j0 + SG * cc, p.n - 1u);
+            row_weights(&ws, cc * K_WORDS, false, row, k0, K_WORDS);
             if gated {
-                w_block(&ws_up, cc * SG, true, e_local, j0 + SG * cc, k0);
+                row_weights(&ws_up, cc * K_WORDS, true, row, k0, K_WORDS);
             }
         }
-        // subgroupBroadcast with constant lanes is a register extract on llvmpipe (subgroupShuffle is a loop), and
-        // the eight products are written out: an array of them here is not kept in registers.
+        // add_round_by_words for both, written out: called once for each, it broadcast x twice (lavapipe,
+        // anchor-35m's q8 swiglu: 131 -> 165 ms).
         for (var i = 0u; i < ROWS; i++) {
             let x0 = subgroupBroadcast(xs[i], 0u);
             let x1 = subgroupBroadcast(xs[i], 1u);
@@ -92,25 +129,66 @@ fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32
             let x6 = subgroupBroadcast(xs[i], 6u);
             let x7 = subgroupBroadcast(xs[i], 7u);
             for (var cc = 0u; cc < COLS; cc++) {
-                let b = cc * SG;
-                acc[i * COLS + cc] += x0 * ws[b] + x1 * ws[b + 1u] + x2 * ws[b + 2u] + x3 * ws[b + 3u]
+                let b = cc * K_WORDS;
+                (*acc)[i * COLS + cc] += x0 * ws[b] + x1 * ws[b + 1u] + x2 * ws[b + 2u] + x3 * ws[b + 3u]
                     + x4 * ws[b + 4u] + x5 * ws[b + 5u] + x6 * ws[b + 6u] + x7 * ws[b + 7u];
                 if gated {
-                    acc_up[i * COLS + cc] += x0 * ws_up[b] + x1 * ws_up[b + 1u] + x2 * ws_up[b + 2u]
+                    (*acc_up)[i * COLS + cc] += x0 * ws_up[b] + x1 * ws_up[b + 1u] + x2 * ws_up[b + 2u]
                         + x3 * ws_up[b + 3u] + x4 * ws_up[b + 4u] + x5 * ws_up[b + 5u] + x6 * ws_up[b + 6u]
                         + x7 * ws_up[b + 7u];
                 }
             }
         }
     }
+}
+
+fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32, lane: u32, gated: bool) {
+    let paired = gated && QUADS != 0u; // swiglu's columns half gate, half up
+    let cols = select(COLS, COLS / 2u, paired);
+    let tiles_n = (p.n + SG * cols - 1u) / (SG * cols);
+    let tiles_m = (p.t + SG * ROWS - 1u) / (SG * ROWS);
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let e_local = g / (tiles_m * tiles_n);
+    let tile = g % (tiles_m * tiles_n);
+    let m0 = (tile / tiles_n) * SG * ROWS + (index / SG) * ROWS;
+    let j0 = (tile % tiles_n) * SG * cols + lane;
+    if e_local >= p.count {
+        return;
+    }
+    let start = groups[p.first + e_local];
+    let rows = groups[p.first + e_local + 1u] - start;
+    // The subgroup's rows are its own: it leaves whole when the expert has none of them.
+    if m0 >= rows {
+        return;
+    }
+    let live = min(ROWS, rows - m0);
+    // Rows past the expert's last repeat its last row (loaded, never stored), so no load needs a branch.
+    var slot: RowStarts; // each row's slot
+    var x_row: RowStarts; // each row's first element in x
     for (var i = 0u; i < ROWS; i++) {
-        for (var cc = 0u; cc < COLS; cc++) {
+        let m = start + m0 + min(i, live - 1u);
+        slot[i] = groups[p.n_experts + 1u + m];
+        x_row[i] = select(m, slot[i] / p.top_k, gated) * p.k;
+    }
+
+    var acc: Block; // [ROWS][COLS]
+    var acc_up: Block; // swiglu by words: up's
+    if QUADS != 0u {
+        block_by_quads(&acc, &x_row, gated, e_local, j0);
+    } else {
+        block_by_words(&acc, &acc_up, &x_row, gated, e_local, j0);
+    }
+    // Every row and column in the loops' constant bounds, so that the sums stay in registers.
+    for (var i = 0u; i < ROWS; i++) {
+        for (var cc = 0u; cc < cols; cc++) {
             let j = j0 + SG * cc;
             if i < live && j < p.n {
-                if gated {
-                    y[(start + m0 + i) * p.n + j] = silu(acc[i * COLS + cc]) * acc_up[i * COLS + cc];
+                if !gated {
+                    put(slot[i], j, acc[i * COLS + cc]);
+                } else if paired {
+                    put(start + m0 + i, j, silu(acc[i * COLS + cc]) * acc[i * COLS + COLS / 2u + cc]);
                 } else {
-                    y[slot[i] * p.n + j] = acc[i * COLS + cc];
+                    put(start + m0 + i, j, silu(acc[i * COLS + cc]) * acc_up[i * COLS + cc]);
                 }
             }
         }

@@ -25,7 +25,7 @@ shader!(MOE_ROUTER_SHADER, "moe_router");
 shader!(MOE_GROUP_SHADER, "moe_group");
 shader!(MOE_MATVEC_SHADER, "moe_matvec", common "moe_common", "matvec_x");
 shader!(MOE_SHADER, "moe", common "moe_common", "moe_words", "moe_tiles");
-shader!(MOE_CPU_SHADER, "moe_cpu", common "moe_common", "moe_words", "cpu_blocks");
+shader!(MOE_CPU_SHADER, "moe_cpu", common "moe_common", "cpu_blocks");
 shader!(MOE_COOP_SHADER, "moe_coop", common "moe_common", "moe_words", "moe_tiles", "coop_common");
 
 /// The most experts the grouping kernel handles (its workgroup arrays; `MAX_EXPERTS` in moe_group.wgsl).
@@ -35,7 +35,7 @@ pub const MAX_EXPERTS: usize = 256;
 const TILE: usize = 64;
 
 /// Rows and columns of a workgroup's block in the CPU expert kernels (8 subgroups x `ROWS`, 8 lanes x `COLS` in
-/// moe_cpu.wgsl).
+/// moe_cpu.wgsl); the SwiGLU kernel's columns are half of them, each of gate and of up.
 const BLOCK_ROWS: usize = 128;
 const BLOCK_COLS: usize = 32;
 
@@ -183,7 +183,7 @@ expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its 
 expert_kernel!(/** Prefill: down of every expert of a stack over its grouped rows. */
     DOWN_TILED, "down_tiled", weight_variants);
 expert_kernel!(/** Prefill on CPU adapters: SwiGLU_TILED's values, in register blocks with x shared per subgroup. */
-    SWIGLU_BLOCKED, MOE_CPU_SHADER, "swiglu_blocked", weight_variants);
+    SWIGLU_BLOCKED, MOE_CPU_SHADER, "swiglu_blocked", blocked_variants);
 expert_kernel!(/** Prefill on matrix units ([`Prefill::Coop`]): SWIGLU_TILED's values from f16 fragments (GATED 1). */
     SWIGLU_COOP, MOE_COOP_SHADER, "expert_coop", gated_variants);
 expert_kernel!(/** Prefill on matrix units ([`Prefill::Coop`]): DOWN_TILED's values from f16 fragments (GATED 0). */
@@ -198,7 +198,18 @@ fn down_variants() -> Vec<Vec<(&'static str, f64)>> {
     weight_variants().into_iter().map(|v| [v, vec![("GATED", 0.0)]].concat()).collect()
 }
 expert_kernel!(/** Prefill on CPU adapters: DOWN_TILED's values, in register blocks with x shared per subgroup. */
-    DOWN_BLOCKED, MOE_CPU_SHADER, "down_blocked", weight_variants);
+    DOWN_BLOCKED, MOE_CPU_SHADER, "down_blocked", blocked_variants);
+
+/// [`SWIGLU_BLOCKED`]'s and [`DOWN_BLOCKED`]'s: every weight type by words, and the float ones by quads.
+fn blocked_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let mut out = Vec::new();
+    for dtype in crate::kernels::WEIGHT_DTYPES {
+        for quads in [false, true].into_iter().filter(|&q| !q || !dtype.is_quantized()) {
+            out.push(vec![("W_DTYPE", dtype.shader_code()), ("QUADS", quads as u32 as f64)]);
+        }
+    }
+    out
+}
 expert_kernel!(
     /** Decode with every expert in one stack: out += the routing-weighted sum of `act[s] down_e^T`. */
     DOWN_COMBINE_MATVEC,
@@ -563,9 +574,19 @@ fn expert_prefill(
     let dtype = stack.gate.dtype();
     let constants = vec![("W_DTYPE", dtype.shader_code())];
     let tiles = |rows: usize, cols: usize| g.linear_grid((stack.count * t.div_ceil(rows) * n.div_ceil(cols)) as u64);
+    // The CPU kernels' rounds by quads (moe_cpu.wgsl's QUADS): float rows of whole quads, x's rows on vec4s. Their
+    // SwiGLU blocks hold half the columns, each of gate and of up.
+    let quads = match dtype {
+        DType::F32 => k % 4 == 0,
+        DType::F16 | DType::BF16 => k % 8 == 0,
+        _ => false,
+    };
+    let blocked = [constants.clone(), vec![("QUADS", quads as u32 as f64)]].concat();
     Ok(match (prefill_kernel(&g.tuning, dtype, k), gated) {
-        (Prefill::Blocked, true) => (&SWIGLU_BLOCKED, constants, tiles(BLOCK_ROWS, BLOCK_COLS)?),
-        (Prefill::Blocked, false) => (&DOWN_BLOCKED, constants, tiles(BLOCK_ROWS, BLOCK_COLS)?),
+        (Prefill::Blocked, true) => {
+            (&SWIGLU_BLOCKED, blocked, tiles(BLOCK_ROWS, if quads { BLOCK_COLS / 2 } else { BLOCK_COLS })?)
+        }
+        (Prefill::Blocked, false) => (&DOWN_BLOCKED, blocked, tiles(BLOCK_ROWS, BLOCK_COLS)?),
         (Prefill::Coop, true) => (&SWIGLU_COOP, [constants, vec![("GATED", 1.0)]].concat(), tiles(TILE, TILE)?),
         (Prefill::Coop, false) => (&DOWN_COOP, [constants, vec![("GATED", 0.0)]].concat(), tiles(TILE, TILE)?),
         (_, true) => (&SWIGLU_TILED, constants, tiles(TILE, TILE)?),
