@@ -91,7 +91,7 @@ fn conv_matches_reference() {
     let mut rng = Rng::new(10);
     let mut worst = 0.0f32;
     for &(t, c, k) in
-        &[(1, 24, 4), (2, 40, 2), (1, 40, 2), (63, 24, 3), (64, 40, 4), (65, 24, 2), (300, 40, 4), (2, 24, 4)]
+        &[(1, 24, 4), (2, 40, 2), (1, 40, 2), (63, 24, 3), (64, 40, 4), (65, 24, 2), (300, 40, 4), (2, 24, 4), (40, 24, 16)]
     {
         let mut conv = Conv::new(ctx, &mut rng, c, k);
         let (got, want) = conv.step(ctx, &mut rng, t);
@@ -133,8 +133,10 @@ fn conv_rejects_bad_shapes() {
     };
     run(&x, &state, &weight, &bias, &out).unwrap();
     let u32s = ctx.zeros("ints", &[c, k], DType::U32).unwrap();
-    let cases: [(&str, Result<(), Error>); 6] = [
+    let taps = conv1d::MAX_TAPS + 1;
+    let cases: [(&str, Result<(), Error>); 7] = [
         ("x width", run(&z(&[t, c + 1]), &state, &weight, &bias, &out)),
+        ("taps past MAX_TAPS", run(&x, &z(&[taps - 1, c]), &z(&[c, taps]), &bias, &out)),
         ("state rows", run(&x, &z(&[k, c]), &weight, &bias, &out)),
         ("bias", run(&x, &state, &weight, &z(&[c + 1]), &out)),
         ("out rows", run(&x, &state, &weight, &bias, &z(&[t - 1, c]))),

@@ -25,13 +25,21 @@ const BINDINGS: &[Binding] = &[read("x"), read("weight"), read("bias"), read_wri
 const CONV_ROWS: usize = 16;
 
 /// The convolution: one invocation per channel and block of rows; reads the old state.
+/// The most taps (d_conv) the prefill conv holds in registers (`MAX_TAPS` in conv1d.wgsl); every Jamba has 4.
+pub const MAX_TAPS: usize = 16;
+
 pub static CONV: Kernel = Kernel {
     shader: &CONV1D,
     entry: "conv",
     params: &<ConvParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
-    variants: no_variants,
+    variants: taps_variants,
 };
+
+/// [`CONV`]'s: a tap alone, Jamba's 4, and the most it holds.
+fn taps_variants() -> Vec<Vec<(&'static str, f64)>> {
+    [1, 4, MAX_TAPS].iter().map(|&k| vec![("TAPS", k as f64)]).collect()
+}
 
 /// The state update: the last K-1 rows of state ++ x, one invocation per channel. Runs after [`CONV`].
 pub static CONV_STATE: Kernel = Kernel {
@@ -92,8 +100,12 @@ pub fn causal_conv1d_silu<'a>(
         g.dispatch(&CONV_BATCH, &[], &params, &tensors, grid)?;
         return Ok(());
     }
+    if k > MAX_TAPS {
+        let message = format!("weight `{}` has {k} taps (d_conv); the prefill conv holds at most {MAX_TAPS}", weight.label());
+        return Err(Error::shape(op, message));
+    }
     let grid = g.linear_grid((x.rows.div_ceil(CONV_ROWS) * c.div_ceil(64)) as u64)?;
-    g.dispatch(&CONV, &[], &params, &tensors, grid)?;
+    g.dispatch(&CONV, &[("TAPS", k as f64)], &params, &tensors, grid)?;
     if k > 1 {
         let grid = g.linear_grid(c.div_ceil(64) as u64)?;
         g.dispatch(&CONV_STATE, &[], &params, &tensors, grid)?;
