@@ -10,7 +10,7 @@
 mod common;
 
 use common::{assert_close, gpu, max_abs_diff, Rng};
-use jamba_wgpu::gpu::{Context, DType, Graph, Tensor};
+use jamba_wgpu::gpu::{Context, DType, Graph, Prefill, Tensor, Tuning};
 use jamba_wgpu::kernels::attention::{self, AttentionShape, DecodeScratch};
 use jamba_wgpu::kernels::Cols;
 use jamba_wgpu::{reference, Error};
@@ -76,16 +76,17 @@ impl Sequence {
 
     /// Appends tokens `rows` to the cache and runs prefill over them; returns the output.
     fn prefill(&self, ctx: &Context, rows: std::ops::Range<usize>) -> Vec<f32> {
-        self.prefill_with(ctx, rows, ctx.tuning().head_loops_unrolled)
+        self.prefill_with(ctx, rows, ctx.tuning())
     }
 
-    /// `prefill` with the kernel's loops over a head's values unrolled or not (`Tuning::head_loops_unrolled`).
-    fn prefill_with(&self, ctx: &Context, rows: std::ops::Range<usize>, head_loops_unrolled: bool) -> Vec<f32> {
+    /// `prefill` with the kernel choices of `tuning`: the CPU kernel or the tiled one (`Tuning::prefill`), the
+    /// tiled kernel's loops over a head's values unrolled or not (`Tuning::head_loops_unrolled`).
+    fn prefill_with(&self, ctx: &Context, rows: std::ops::Range<usize>, tuning: Tuning) -> Vec<f32> {
         let qkv = self.upload(ctx, rows.clone());
         let [q, k, v] = self.split(&qkv);
         let out = ctx.zeros("out", &[rows.len(), self.shape.q_dim()], DType::F32).unwrap();
         let mut g = Graph::new(ctx);
-        g.tuning.head_loops_unrolled = head_loops_unrolled;
+        g.tuning = tuning;
         attention::append_kv(&mut g, k, v, &self.k_cache, &self.v_cache, rows.start).unwrap();
         attention::prefill(&mut g, q, &self.k_cache, &self.v_cache, rows.end, self.shape, &out).unwrap();
         g.run().unwrap();
@@ -110,6 +111,7 @@ fn attention_prefill_matches_reference() {
         (shape(4, 4, 8), 7, 65),    // plain multi-head
         (shape(8, 1, 24), 3, 63),   // MQA, a head size that is no power of two
         (shape(3, 1, 64), 0, 65),   // MQA, odd head count
+        (shape(6, 2, 32), 20, 65),  // the default model's heads: three to a subgroup on CPU adapters
         (shape(4, 2, 128), 10, 64), // Jamba's head size
         (shape(2, 2, 256), 5, 17),  // the largest head size
     ]);
@@ -118,13 +120,21 @@ fn attention_prefill_matches_reference() {
         if past > 0 {
             seq.prefill(ctx, 0..past);
         }
-        let got = seq.prefill_with(ctx, past..past + t, true);
-        let diff = check(&format!("prefill {s:?} past {past} T {t}"), &got, &seq.reference(past..past + t));
+        let want = seq.reference(past..past + t);
+        let tiled = Tuning { prefill: Prefill::Tiled, ..ctx.tuning() };
+        let got = seq.prefill_with(ctx, past..past + t, Tuning { head_loops_unrolled: true, ..tiled });
+        let diff = check(&format!("prefill {s:?} past {past} T {t}"), &got, &want);
         eprintln!("prefill {s:?} past {past} T {t}: max |diff| {diff:e}");
         // The head loops' bound read from the parameters sums in the same order: the same bits.
-        let bound = seq.prefill_with(ctx, past..past + t, false);
+        let bound = seq.prefill_with(ctx, past..past + t, Tuning { head_loops_unrolled: false, ..tiled });
         let same = got.iter().zip(&bound).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "prefill {s:?} past {past} T {t}: head loops unrolled and not differ");
+        // The CPU adapters' kernel, where this adapter has the 8-wide subgroups it needs (heads of up to 64).
+        if ctx.supports(Prefill::Blocked) {
+            let lanes = seq.prefill_with(ctx, past..past + t, Tuning { prefill: Prefill::Blocked, ..ctx.tuning() });
+            let diff = check(&format!("prefill by lanes {s:?} past {past} T {t}"), &lanes, &want);
+            eprintln!("prefill by lanes {s:?} past {past} T {t}: max |diff| {diff:e}");
+        }
     }
 }
 

@@ -279,8 +279,10 @@ pub enum Prefill {
     /// kernels): four times the arithmetic per workgroup load. Not yet measured on a GPU, so no adapter's
     /// default; `cargo bench --bench matmul` times it beside `Tiled`.
     Wide,
-    /// Register blocks, x shared across 8-wide subgroups, no workgroup memory or barriers (matmul_cpu.wgsl): for
-    /// CPU adapters, where each load costs one scalar load per invocation and each barrier a context switch.
+    /// Register blocks, x shared across 8-wide subgroups, no workgroup memory or barriers (matmul_cpu.wgsl,
+    /// moe_cpu.wgsl), and prefill attention by a subgroup per query, its lanes 8 keys (attention_cpu.wgsl, heads of
+    /// up to 64): for CPU adapters, where each load costs one scalar load per invocation and each barrier a
+    /// context switch.
     Blocked,
     /// 64 x 64 tiles of 16 x 16 x 16 f16 cooperative matrices accumulated in f32 (matmul_coop.wgsl, and
     /// moe_coop.wgsl for the experts): the adapter's matrix units (tensor cores), where the others use its

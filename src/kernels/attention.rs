@@ -1,9 +1,11 @@
 //! Attention with a KV cache: appending a chunk's keys and values, causal GQA for prefill chunks, and split-k
 //! attention for single-token decode. Jamba has no positional encoding, so nothing rotates q or k.
 //!
-//! Three shader files, because each declares one binding list for all its entry points:
+//! Four shader files, because each declares one binding list for all its entry points:
 //! - kv_cache.wgsl: `append_kv` copies the new rows of K and V into the caches;
 //! - attention.wgsl: `prefill`, flash style (online softmax over key tiles, no score matrix in memory);
+//! - attention_cpu.wgsl: `prefill_lanes`, the same for CPU adapters ([`Prefill::Blocked`]): a subgroup per row,
+//!   its lanes the head's quads, keys 8 at a time;
 //! - attention_decode.wgsl: `decode_split` (each workgroup one head and one range of keys, writing a partial
 //!   max / sum / weighted value) and `decode_combine` (merges the partials).
 //!
@@ -13,12 +15,13 @@
 //!
 //! Reference: `reference::attention::attention`.
 
-use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Plan, Tensor};
+use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Plan, Prefill, Tensor};
 use crate::kernels::{dims2, expect_dtype, u32_of, IntoCols, Cols};
 use crate::{params, shader, Error, Result};
 
 shader!(KV_CACHE_SHADER, "kv_cache");
 shader!(ATTENTION_SHADER, "attention");
+shader!(ATTENTION_CPU_SHADER, "attention_cpu");
 shader!(ATTENTION_DECODE_SHADER, "attention_decode");
 
 /// The largest head size the kernels hold in registers (`MAX_HEAD_DIM` in the shaders).
@@ -121,6 +124,34 @@ pub static PREFILL: Kernel = Kernel {
     bindings: &[read("q"), read("k_cache"), read("v_cache"), read_write("out")],
     variants: prefill_variants,
 };
+
+/// [`PREFILL`]'s values on CPU adapters with 8-wide subgroups ([`Prefill::Blocked`]), for heads of up to
+/// [`LANES_MAX_HEAD_DIM`] whose q columns allow its vec4 bindings (`lanes_heads`).
+pub static PREFILL_LANES: Kernel = Kernel {
+    shader: &ATTENTION_CPU_SHADER,
+    entry: "prefill_lanes",
+    params: &<PrefillParams as crate::gpu::Params>::LAYOUT,
+    bindings: &[read("q"), read("k_cache"), read("v_cache"), read_write("out")],
+    variants: lanes_variants,
+};
+
+/// The largest head [`PREFILL_LANES`] takes. Its lanes hold a head's q and its share of the output, 2 x 128 values
+/// at head_dim 128, which took longer than the tiled kernel there (lavapipe, `cargo bench --bench attention`,
+/// 8 heads of 128, T = 1024: 917 against 525 ms; at 64 it takes 320 against 457, at 32 98 against 320).
+pub const LANES_MAX_HEAD_DIM: usize = 64;
+/// The values of q (and as many of the output) a lane of [`PREFILL_LANES`] holds for the heads it takes together
+/// (`MAX_BLOCK_QUADS` in attention_cpu.wgsl): anchor-35m's 256-token chunk took 13.7 ms at 2 heads of 32, 18.4 at
+/// 4; the default model's 4.2 at 3 heads of 32, 7.9 at 1.
+const LANES_BLOCK_FLOATS: usize = 96;
+/// The most heads it takes together (`MAX_HEADS` in attention_cpu.wgsl).
+const LANES_MAX_HEADS: usize = 8;
+
+/// [`PREFILL_LANES`]'s: each head size it takes, with one head at a time and with as many as fit.
+fn lanes_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let sizes = TESTED_HEAD_DIMS.iter().filter(|&&d| d <= LANES_MAX_HEAD_DIM);
+    let most = |d: usize| (LANES_BLOCK_FLOATS / d).min(LANES_MAX_HEADS);
+    sizes.flat_map(|&d| [1, most(d)].map(|h| vec![("HEAD_DIM", d as f64), ("HEADS", h as f64)])).collect()
+}
 
 const DECODE_BINDINGS: &[Binding] =
     &[read("q"), read("k_cache"), read("v_cache"), read_write("partials"), read_write("out"), read("positions")];
@@ -340,11 +371,29 @@ pub fn prefill<'a>(
         head_dim: u32_of(op, "head_dim", shape.head_dim)?,
         ..Default::default()
     };
+    let [head_dim] = shape.head_dim_constant();
+    let tensors = [q.tensor, k_cache, v_cache, out];
+    if let Some(heads) = lanes_heads(g, &q, shape) {
+        let grid = g.linear_grid((t * shape.n_heads / heads).div_ceil(WG / 8) as u64)?;
+        return g.dispatch(&PREFILL_LANES, &[head_dim, ("HEADS", heads as f64)], &params, &tensors, grid);
+    }
     let group = shape.n_heads / shape.n_kv_heads;
     let grid = g.linear_grid((shape.n_kv_heads * (t * group).div_ceil(WG)) as u64)?;
-    let [head_dim] = shape.head_dim_constant();
     let constants = [head_dim, ("HEAD_LOOPS_UNROLLED", g.tuning.head_loops_unrolled as u32 as f64)];
-    g.dispatch(&PREFILL, &constants, &params, &[q.tensor, k_cache, v_cache, out], grid)
+    g.dispatch(&PREFILL, &constants, &params, &tensors, grid)
+}
+
+/// The heads of a query each subgroup of [`PREFILL_LANES`] takes, where it runs: CPU adapters with 8-wide subgroups
+/// ([`Prefill::Blocked`]), heads of at most [`LANES_MAX_HEAD_DIM`] (whole quads), q's rows starting on quads. The
+/// most heads of a kv group that hold [`LANES_BLOCK_FLOATS`] values of q.
+fn lanes_heads(g: &Graph, q: &Cols, shape: AttentionShape) -> Option<usize> {
+    let d = shape.head_dim;
+    let fits = d <= LANES_MAX_HEAD_DIM && d % 4 == 0 && q.stride() % 4 == 0 && q.offset % 4 == 0;
+    if g.tuning.prefill != Prefill::Blocked || !fits {
+        return None;
+    }
+    let group = shape.n_heads / shape.n_kv_heads;
+    (1..=group.min(LANES_MAX_HEADS)).rev().find(|&h| group % h == 0 && h * d <= LANES_BLOCK_FLOATS)
 }
 
 /// The partial results of split-k decode, allocated once for the longest context: per row (sequence of a batch),
