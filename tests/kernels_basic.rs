@@ -316,20 +316,26 @@ fn rms_norm_matches_reference() {
 fn rms_norm_of_column_slices() {
     let Some(ctx) = gpu() else { return };
     let mut rng = Rng::new(4);
-    // Mamba's dt/B/C norms: columns 8..24 of a [7, 40] x_proj output, into the same columns of another tensor.
-    let x = rng.vec(7 * 40, 2.0);
-    let w = rng.vec(16, 1.0);
-    let slice: Vec<f32> = x.chunks(40).flat_map(|r| r[8..24].to_vec()).collect();
-    let want = reference::rms_norm(&slice, &w, 1e-6);
-    let x_gpu = ctx.upload_f32("x", &[7, 40], &x).unwrap();
-    let w_gpu = ctx.upload_f32("w", &[16], &w).unwrap();
-    let y = ctx.zeros("y", &[7, 40], DType::F32).unwrap();
-    let mut g = Graph::new(ctx);
-    rms_norm::rms_norm(&mut g, Cols::slice(&x_gpu, 8, 16).unwrap(), &w_gpu, 1e-6, Cols::slice(&y, 8, 16).unwrap())
-        .unwrap();
-    g.run().unwrap();
-    let got: Vec<f32> = ctx.read_f32(&y).unwrap().chunks(40).flat_map(|r| r[8..24].to_vec()).collect();
-    assert_close("rms_norm slice", &got, &want, 1e-5, 1e-5);
+    // Mamba's dt/B/C norms: columns 8..24 of a [7, 40] x_proj output, into the same columns of another tensor
+    // (rows on quads: read by quads with one invocation per row); and columns 6..22 (rows off them).
+    for first in [8, 6] {
+        let x = rng.vec(7 * 40, 2.0);
+        let w = rng.vec(16, 1.0);
+        let slice: Vec<f32> = x.chunks(40).flat_map(|r| r[first..first + 16].to_vec()).collect();
+        let want = reference::rms_norm(&slice, &w, 1e-6);
+        let x_gpu = ctx.upload_f32("x", &[7, 40], &x).unwrap();
+        let w_gpu = ctx.upload_f32("w", &[16], &w).unwrap();
+        let y = ctx.zeros("y", &[7, 40], DType::F32).unwrap();
+        let mut g = Graph::new(ctx);
+        let (x_cols, y_cols) = (Cols::slice(&x_gpu, first, 16).unwrap(), Cols::slice(&y, first, 16).unwrap());
+        rms_norm::rms_norm(&mut g, x_cols, &w_gpu, 1e-6, y_cols).unwrap();
+        g.run().unwrap();
+        let got = ctx.read_f32(&y).unwrap();
+        let outside = got.chunks(40).flat_map(|r| [&r[..first], &r[first + 16..]].concat()).all(|v| v == 0.0);
+        assert!(outside, "rms_norm slice at {first} wrote outside its columns");
+        let got: Vec<f32> = got.chunks(40).flat_map(|r| r[first..first + 16].to_vec()).collect();
+        assert_close(&format!("rms_norm slice at {first}"), &got, &want, 1e-5, 1e-5);
+    }
 }
 
 #[test]

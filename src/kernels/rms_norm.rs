@@ -24,8 +24,15 @@ pub static RMS_NORM: Kernel = Kernel {
     entry: "rms_norm",
     params: &<RmsNormParams as crate::gpu::Params>::LAYOUT,
     bindings: &[read("x"), read("w"), read_write("y")],
-    variants: row_variants,
+    variants: rms_norm_variants,
 };
+
+/// Each row width, and with one invocation per row, rows by quads.
+fn rms_norm_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let quads = |v: &Vec<(&'static str, f64)>, on: bool| [v.clone(), vec![("QUADS", on as u32 as f64)]].concat();
+    let one_row = |v: &Vec<(&'static str, f64)>| v.contains(&("ROW_THREADS", 1.0));
+    row_variants().iter().flat_map(|v| [Some(quads(v, false)), one_row(v).then(|| quads(v, true))]).flatten().collect()
+}
 
 /// y = rms_norm(x, w). x, y: `[rows, w.len()]` columns (they may be slices of wider tensors); w: `[cols]` f32.
 pub fn rms_norm<'a>(
@@ -54,6 +61,8 @@ pub fn rms_norm<'a>(
     };
     let rows_per_group = (64 / g.tuning.row_threads) as usize;
     let grid = g.linear_grid(x.rows.div_ceil(rows_per_group) as u64)?;
-    let constants = [("ROW_THREADS", g.tuning.row_threads as f64)];
+    // One invocation per row (CPU adapters) reads whole rows by quads where they start on them.
+    let quads = g.tuning.row_threads == 1 && [x.width, x.stride(), x.offset].iter().all(|v| v % 4 == 0);
+    let constants = [("ROW_THREADS", g.tuning.row_threads as f64), ("QUADS", quads as u32 as f64)];
     g.dispatch(&RMS_NORM, &constants, &params, &[x.tensor, w, y.tensor], grid)
 }
