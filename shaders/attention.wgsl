@@ -11,9 +11,8 @@
 // workgroup memory with coalesced loads; per tile it rescales o and l once by exp(m_old - m_new). The 64 rows of a
 // workgroup are consecutive (query, head-in-group) pairs of one kv head, so all of them use every staged tile.
 // Grid: n_kv_heads * ceil(t * group / WG) workgroups, linear (workgroup = kv_head * blocks + block).
-// HEAD_DIM is an override constant (one pipeline per head size), so the loops over d can have constant bounds.
-
-override HEAD_DIM: u32;
+// HEAD_DIM (attention_common.wgsl) is an override constant (one pipeline per head size), so the loops over d can
+// have constant bounds.
 
 // Whether the loops over a head's values (d < HEAD_DIM) have that constant bound, which a compiler may unroll
 // to keep q_row and o in registers (GPUs), or the same bound read from p.head_dim, which it cannot
@@ -25,25 +24,8 @@ const MAX_HEAD_DIM: u32 = 256u;
 // Floats of K (and as many of V) staged per tile: 2 * 7 KiB of workgroup memory, under WebGPU's 16 KiB default.
 const KV_TILE: u32 = 1792u;
 const MAX_TILE_KEYS: u32 = 64u;
-// The running maximum before any key: finite, so exp(m_old - m_new) is 0 without infinities.
-const NEG_BIG: f32 = -3.0e38;
 
-struct PrefillParams {
-    t: u32,
-    kv_len: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    q_stride: u32,
-    q_offset: u32,
-    out_stride: u32,
-    scale: f32,
-    head_dim: u32, // HEAD_DIM
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: PrefillParams;
+// PrefillParams, p, HEAD_DIM and NEG_BIG: attention_common.wgsl.
 @group(0) @binding(1) var<storage, read> q: array<f32>; // [t, q_stride], n_heads * HEAD_DIM columns at q_offset
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>; // [max_len, n_kv_heads * HEAD_DIM]
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>; // [max_len, n_kv_heads * HEAD_DIM]

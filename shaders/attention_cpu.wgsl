@@ -18,32 +18,13 @@
 // Grid: ceil(t * n_heads / HEADS / 8) workgroups of 8 subgroups, linear; subgroup s of workgroup g takes query
 // i = u / (n_heads / HEADS), heads h0 .. h0 + HEADS with h0 = HEADS (u % (n_heads / HEADS)), u = 8 g + s.
 
-override HEAD_DIM: u32;
-
 // Heads of one query a subgroup takes together, sharing their kv head's keys and values: a divisor of the group
 // (kernels::attention picks it).
 override HEADS: u32 = 1u;
 
 const SG: u32 = 8u; // subgroup width
-// The running maximum before any key: finite, so exp(m_old - m_new) is 0 without infinities.
-const NEG_BIG: f32 = -3.0e38;
 
-struct PrefillParams {
-    t: u32,
-    kv_len: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    q_stride: u32,
-    q_offset: u32,
-    out_stride: u32,
-    scale: f32,
-    head_dim: u32, // HEAD_DIM
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: PrefillParams;
+// PrefillParams, p, HEAD_DIM and NEG_BIG: attention_common.wgsl.
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>; // [t, q_stride], n_heads * HEAD_DIM columns at q_offset
 @group(0) @binding(2) var<storage, read> k_cache: array<vec4<f32>>; // [max_len, n_kv_heads * HEAD_DIM]
 @group(0) @binding(3) var<storage, read> v_cache: array<vec4<f32>>; // [max_len, n_kv_heads * HEAD_DIM]

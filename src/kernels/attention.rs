@@ -1,7 +1,8 @@
 //! Attention with a KV cache: appending a chunk's keys and values, causal GQA for prefill chunks, and split-k
 //! attention for single-token decode. Jamba has no positional encoding, so nothing rotates q or k.
 //!
-//! Four shader files, because each declares one binding list for all its entry points:
+//! Four shader files, because each declares one binding list for all its entry points (the prefill shaders share
+//! attention_common.wgsl: their parameters):
 //! - kv_cache.wgsl: `append_kv` copies the new rows of K and V into the caches;
 //! - attention.wgsl: `prefill`, flash style (online softmax over key tiles, no score matrix in memory);
 //! - attention_cpu.wgsl: `prefill_lanes`, the same for CPU adapters ([`Prefill::Blocked`]): a subgroup per row,
@@ -20,8 +21,8 @@ use crate::kernels::{dims2, expect_dtype, u32_of, IntoCols, Cols};
 use crate::{params, shader, Error, Result};
 
 shader!(KV_CACHE_SHADER, "kv_cache");
-shader!(ATTENTION_SHADER, "attention");
-shader!(ATTENTION_CPU_SHADER, "attention_cpu");
+shader!(ATTENTION_SHADER, "attention", common "attention_common");
+shader!(ATTENTION_CPU_SHADER, "attention_cpu", common "attention_common");
 shader!(ATTENTION_DECODE_SHADER, "attention_decode");
 
 /// The largest head size the kernels hold in registers (`MAX_HEAD_DIM` in the shaders).
