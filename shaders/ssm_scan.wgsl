@@ -319,8 +319,9 @@ fn bc_rows_in_turns(s: u32, emit: bool, b_row: ptr<function, StateRow>, c_row: p
 // Row s of the B and C tiles (C with `emit`) into b_row and c_row as they are (a prefill tile is normalised in
 // place), read in turns as bc_rows_in_turns reads a decode step's row: each invocation of the subgroup loads
 // D_STATE / X_LANES elements of each, B and C of two rounds in one vec4, and takes the others from the invocations
-// that loaded them (lavapipe, two alternated pairs: the default model's 256-token chunk, ssm_scan 28.9-33.4 -> 19.8-20.1
-// ms; anchor-35m's, 77.6-79.1 -> 53.1-53.9). The whole subgroup calls it; D_STATE is at most 8 X_LANES (ssm_scan.rs).
+// that loaded them (lavapipe, two alternated pairs: the default model's 256-token chunk, ssm_scan 28.9-33.4 ->
+// 19.8-20.1 ms; anchor-35m's, 77.6-79.1 -> 53.1-53.9). The whole subgroup calls it; D_STATE is at most 8 X_LANES
+// (ssm_scan.rs).
 fn tile_rows_in_turns(s: u32, emit: bool, b_row: ptr<function, StateRow>, c_row: ptr<function, StateRow>) {
     let mine = subgroup_lane();
     let width = max(X_LANES, 1u);

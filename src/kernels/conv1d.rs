@@ -101,7 +101,8 @@ pub fn causal_conv1d_silu<'a>(
         return Ok(());
     }
     if k > MAX_TAPS {
-        let message = format!("weight `{}` has {k} taps (d_conv); the prefill conv holds at most {MAX_TAPS}", weight.label());
+        let label = weight.label();
+        let message = format!("weight `{label}` has {k} taps (d_conv); the prefill conv holds at most {MAX_TAPS}");
         return Err(Error::shape(op, message));
     }
     let grid = g.linear_grid((x.rows.div_ceil(CONV_ROWS) * c.div_ceil(64)) as u64)?;
