@@ -27,38 +27,16 @@
 // n_splits is fixed by the cache's length; keys_per_split follows kv_len, so a plan replays with a growing kv_len.
 // decode_split does not read `positions` (its caller binds any read-only buffer there).
 
-override HEAD_DIM: u32;
-
 const MAX_HEAD_DIM: u32 = 256u;
 const D_PER_LANE: u32 = MAX_HEAD_DIM / WG;
 // Value rows a split loads per round, all before it uses any: with one at a time, each invocation had a single
 // load in flight, and a split's 64 keys waited out 64 memory latencies in a row.
 const KEYS_A_ROUND: u32 = 8u;
-// The running maximum before any key: finite, so exp(m_old - m_new) is 0 without infinities.
-const NEG_BIG: f32 = -3.0e38;
 
-struct DecodeParams {
-    kv_len: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    q_offset: u32,
-    n_splits: u32,
-    keys_per_split: u32,
-    scale: f32,
-    rows: u32,
-    q_stride: u32,
-    max_len: u32,
-    head_dim: u32, // HEAD_DIM, the _lanes kernels' loop bound
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: DecodeParams;
+// DecodeParams, p, bindings 4-6, HEAD_DIM, NEG_BIG and batch_keys: attention_decode_common.wgsl.
 @group(0) @binding(1) var<storage, read> q: array<f32>; // [rows, q_stride], n_heads * HEAD_DIM columns at q_offset
 @group(0) @binding(2) var<storage, read> k_cache: array<f32>; // [rows, max_len, n_kv_heads * HEAD_DIM]
 @group(0) @binding(3) var<storage, read> v_cache: array<f32>; // [rows, max_len, n_kv_heads * HEAD_DIM]
-@group(0) @binding(4) var<storage, read_write> partials: array<f32>; // [rows * n_heads * n_splits, HEAD_DIM + 2]
-@group(0) @binding(5) var<storage, read_write> out: array<f32>; // [>= rows, n_heads * HEAD_DIM]
-@group(0) @binding(6) var<storage, read> positions: array<u32>; // [rows]: decode_split_batch only
 
 var<workgroup> q_head: array<f32, MAX_HEAD_DIM>; // [HEAD_DIM] q * scale of this workgroup's head
 var<workgroup> scores: array<f32, WG>; // [WG] scores of the tile's keys
@@ -166,15 +144,6 @@ fn decode_split_batch(
     }
     let keys = batch_keys(r);
     split_partial(r, rh % p.n_heads, workgroup % p.n_splits, keys.x, keys.y, lane);
-}
-
-// Row r of a batch: its kv_len and keys per split. A full sequence (positions[r] = max_len, its row dropped by
-// append_kv_batch) attends over what it holds; keys_per_split is as attention.rs computes it, kv_len over the
-// splits in whole tiles of WG keys.
-fn batch_keys(r: u32) -> vec2<u32> {
-    let kv_len = min(positions[r] + 1u, p.max_len);
-    let keys_per_split = (kv_len + p.n_splits - 1u) / p.n_splits;
-    return vec2(kv_len, (keys_per_split + WG - 1u) / WG * WG);
 }
 
 // Invocations per workgroup of the _lanes entry points: one subgroup of a CPU adapter, so that a cache's few

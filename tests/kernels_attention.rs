@@ -138,6 +138,20 @@ fn attention_prefill_matches_reference() {
     }
 }
 
+/// The decode split kernels this adapter runs, by name: a workgroup per split, an invocation per split, and where
+/// the adapter has 8-wide subgroups a subgroup per split, its lanes keys (a Blocked tuning's).
+fn decode_kinds(ctx: &Context) -> Vec<(&'static str, Tuning)> {
+    let base = Tuning { prefill: Prefill::Tiled, ..ctx.tuning() };
+    let mut kinds = vec![
+        ("workgroups", Tuning { decode_attention_lanes: false, ..base }),
+        ("invocations", Tuning { decode_attention_lanes: true, ..base }),
+    ];
+    if ctx.supports(Prefill::Blocked) {
+        kinds.push(("keys in lanes", Tuning { decode_attention_lanes: true, prefill: Prefill::Blocked, ..base }));
+    }
+    kinds
+}
+
 #[test]
 fn attention_decode_matches_reference() {
     let Some(ctx) = gpu() else { return };
@@ -148,6 +162,7 @@ fn attention_decode_matches_reference() {
         (shape(4, 2, 16), 3, 20_000),    // 64 splits, all but one empty
         (shape(4, 2, 16), 1000, 20_000), // 64 splits of 64 keys, 16 in use
         (shape(8, 1, 24), 300, 300),     // MQA, head size 24, 2 splits
+        (shape(6, 2, 32), 200, 4096),    // the default model's heads, three to a subgroup in lanes
         (shape(4, 1, 128), 65, 512),     // MQA, Jamba's head size
         (shape(2, 2, 64), 257, 257),
         (shape(2, 1, 256), 130, 130),
@@ -160,16 +175,16 @@ fn attention_decode_matches_reference() {
         let qkv = seq.upload(ctx, kv_len - 1..kv_len);
         let [q, k, v] = seq.split(&qkv);
         let scratch = DecodeScratch::new(ctx, s, max_len).unwrap();
-        for lanes in [false, true] {
+        for (kind, tuning) in decode_kinds(ctx) {
             let out = ctx.zeros("out", &[1, s.q_dim()], DType::F32).unwrap();
             let mut g = Graph::new(ctx);
-            g.tuning.decode_attention_lanes = lanes;
+            g.tuning = tuning;
             attention::append_kv(&mut g, k, v, &seq.k_cache, &seq.v_cache, kv_len - 1).unwrap();
             attention::decode(&mut g, q, &seq.k_cache, &seq.v_cache, kv_len, s, &scratch, &out).unwrap();
             g.run().unwrap();
             let got = ctx.read_f32(&out).unwrap();
             let splits = scratch.n_splits();
-            let what = format!("decode {s:?} kv_len {kv_len} of {max_len} ({splits} splits, by lanes: {lanes})");
+            let what = format!("decode {s:?} kv_len {kv_len} of {max_len} ({splits} splits, by {kind})");
             let diff = check(&what, &got, &seq.reference(kv_len - 1..kv_len));
             eprintln!("{what}: max |diff| {diff:e}");
         }
@@ -180,17 +195,24 @@ fn attention_decode_matches_reference() {
 /// parameters per token as the model does, with each decode split kernel; checks each token against the
 /// reference and returns the largest diff.
 fn decode_steps(ctx: &Context, seq: &Sequence, steps: std::ops::Range<usize>, max_len: usize) -> f32 {
-    [false, true].map(|lanes| decode_steps_with(ctx, seq, steps.clone(), max_len, lanes)).into_iter().fold(0.0, f32::max)
+    let each = decode_kinds(ctx).into_iter().map(|kind| decode_steps_with(ctx, seq, steps.clone(), max_len, kind));
+    each.fold(0.0, f32::max)
 }
 
-fn decode_steps_with(ctx: &Context, seq: &Sequence, steps: std::ops::Range<usize>, max_len: usize, lanes: bool) -> f32 {
+fn decode_steps_with(
+    ctx: &Context,
+    seq: &Sequence,
+    steps: std::ops::Range<usize>,
+    max_len: usize,
+    (kind, tuning): (&str, Tuning),
+) -> f32 {
     let s = seq.shape;
     let qkv = ctx.zeros("qkv step", &[1, Sequence::width(s)], DType::F32).unwrap();
     let [q, k, v] = seq.split(&qkv);
     let scratch = DecodeScratch::new(ctx, s, max_len).unwrap();
     let out = ctx.zeros("out", &[1, s.q_dim()], DType::F32).unwrap();
     let mut g = Graph::new(ctx);
-    g.tuning.decode_attention_lanes = lanes;
+    g.tuning = tuning;
     let append = attention::append_kv(&mut g, k, v, &seq.k_cache, &seq.v_cache, steps.start).unwrap();
     let decode = attention::decode(&mut g, q, &seq.k_cache, &seq.v_cache, steps.start + 1, s, &scratch, &out).unwrap();
     let mut plan = g.build().unwrap();
@@ -201,7 +223,7 @@ fn decode_steps_with(ctx: &Context, seq: &Sequence, steps: std::ops::Range<usize
         decode.set_kv_len(&mut plan, pos + 1).unwrap();
         plan.run(ctx).unwrap();
         let got = ctx.read_f32(&out).unwrap();
-        worst = worst.max(check(&format!("decode step at {pos} {s:?}, by lanes: {lanes}"), &got, &seq.reference(pos..pos + 1)));
+        worst = worst.max(check(&format!("decode step at {pos} {s:?}, by {kind}"), &got, &seq.reference(pos..pos + 1)));
     }
     worst
 }
@@ -360,9 +382,9 @@ fn attention_batch_decode_matches_reference_per_row() {
         let out = ctx.zeros("out", &[b, s.q_dim()], DType::F32).unwrap();
         let mut worst = 0.0f32;
         // Each split kernel's plan replays the same steps (the second rewrites the rows the first appended).
-        for lanes in [false, true] {
+        for (kind, tuning) in decode_kinds(ctx) {
             let mut g = Graph::new(ctx);
-            g.tuning.decode_attention_lanes = lanes;
+            g.tuning = tuning;
             attention::append_kv_batch(&mut g, k, v, &k_cache, &v_cache, &positions).unwrap();
             attention::decode_batch(&mut g, q, &k_cache, &v_cache, &positions, s, &scratch, &out).unwrap();
             let plan = g.build().unwrap();
@@ -375,7 +397,7 @@ fn attention_batch_decode_matches_reference_per_row() {
                 plan.run(ctx).unwrap();
                 let got = ctx.read_f32(&out).unwrap();
                 for (r, (seq, &p)) in seqs.iter().zip(&pos).enumerate() {
-                    let what = format!("batch decode {s:?} row {r} at position {p} of {max_len}, step {step}, by lanes: {lanes}");
+                    let what = format!("batch decode {s:?} row {r} at position {p} of {max_len}, step {step}, by {kind}");
                     let row = &got[r * s.q_dim()..][..s.q_dim()];
                     worst = worst.max(check(&what, row, &seq.reference(p as usize..p as usize + 1)));
                 }

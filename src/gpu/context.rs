@@ -115,6 +115,8 @@ pub struct Tuning {
     /// order, rather than in a workgroup of 64 that scores a tile of keys side by side through workgroup memory
     /// and barriers (`decode_split_lanes` in attention_decode.wgsl). CPU adapters: lavapipe runs a barrier as a
     /// context switch and the workgroup's redundant exponentials and maxima 64 times over; GPUs: the workgroups.
+    /// Where the subgroups are 8 wide (`prefill` Blocked) and heads of up to 64 allow, a subgroup takes each split
+    /// instead, its lanes 8 keys at a time (`decode_split_keys` in attention_decode_cpu.wgsl).
     pub decode_attention_lanes: bool,
     /// Invocations of a subgroup that read a decode matvec's x in turns (`X_LANES` in prelude.wgsl), each
     /// loading an X_LANES-th of it and passing it round, where every invocation reads all of x: one row per

@@ -1,14 +1,15 @@
 //! Attention with a KV cache: appending a chunk's keys and values, causal GQA for prefill chunks, and split-k
 //! attention for single-token decode. Jamba has no positional encoding, so nothing rotates q or k.
 //!
-//! Four shader files, because each declares one binding list for all its entry points (the prefill shaders share
-//! attention_common.wgsl: their parameters):
+//! Five shader files, because each declares one binding list for all its entry points (the prefill shaders share
+//! attention_common.wgsl, the decode ones attention_decode_common.wgsl: their parameters):
 //! - kv_cache.wgsl: `append_kv` copies the new rows of K and V into the caches;
 //! - attention.wgsl: `prefill`, flash style (online softmax over key tiles, no score matrix in memory);
 //! - attention_cpu.wgsl: `prefill_lanes`, the same for CPU adapters ([`Prefill::Blocked`]): a subgroup per row,
 //!   its lanes the head's quads, keys 8 at a time;
 //! - attention_decode.wgsl: `decode_split` (each workgroup one head and one range of keys, writing a partial
-//!   max / sum / weighted value) and `decode_combine` (merges the partials).
+//!   max / sum / weighted value) and `decode_combine` (merges the partials);
+//! - attention_decode_cpu.wgsl: `decode_split_keys`, the partials on CPU adapters as attention_cpu.wgsl goes.
 //!
 //! A batch's decode step ([`append_kv_batch`], [`decode_batch`]) takes one token of each of B sequences, whose
 //! caches are one tensor `[B, max_len, kv_dim]` per layer, each at its own position: a u32 `[B]` buffer on the GPU,
@@ -22,8 +23,9 @@ use crate::{params, shader, Error, Result};
 
 shader!(KV_CACHE_SHADER, "kv_cache");
 shader!(ATTENTION_SHADER, "attention", common "attention_common");
-shader!(ATTENTION_CPU_SHADER, "attention_cpu", common "attention_common");
-shader!(ATTENTION_DECODE_SHADER, "attention_decode");
+shader!(ATTENTION_CPU_SHADER, "attention_cpu", common "attention_common", "attention_lanes");
+shader!(ATTENTION_DECODE_SHADER, "attention_decode", common "attention_decode_common");
+shader!(ATTENTION_DECODE_CPU_SHADER, "attention_decode_cpu", common "attention_decode_common", "attention_lanes");
 
 /// The largest head size the kernels hold in registers (`MAX_HEAD_DIM` in the shaders).
 pub const MAX_HEAD_DIM: usize = 256;
@@ -191,6 +193,27 @@ pub static DECODE_SPLIT_BATCH_LANES: Kernel = Kernel {
     params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
     bindings: DECODE_BINDINGS,
     variants: head_dim_variants,
+};
+
+/// [`DECODE_SPLIT`]'s partials on CPU adapters with 8-wide subgroups, a subgroup per split of heads sharing a kv
+/// head, its lanes 8 keys at a time ([`Tuning::decode_attention_lanes`], heads [`PREFILL_LANES`] takes).
+///
+/// [`Tuning::decode_attention_lanes`]: crate::gpu::Tuning::decode_attention_lanes
+pub static DECODE_SPLIT_KEYS: Kernel = Kernel {
+    shader: &ATTENTION_DECODE_CPU_SHADER,
+    entry: "decode_split_keys",
+    params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
+    bindings: DECODE_BINDINGS,
+    variants: lanes_variants,
+};
+
+/// [`DECODE_SPLIT_BATCH`]'s partials as [`DECODE_SPLIT_KEYS`] computes them.
+pub static DECODE_SPLIT_BATCH_KEYS: Kernel = Kernel {
+    shader: &ATTENTION_DECODE_CPU_SHADER,
+    entry: "decode_split_batch_keys",
+    params: &<DecodeParams as crate::gpu::Params>::LAYOUT,
+    bindings: DECODE_BINDINGS,
+    variants: lanes_variants,
 };
 
 pub static DECODE_COMBINE: Kernel = Kernel {
@@ -384,9 +407,10 @@ pub fn prefill<'a>(
     g.dispatch(&PREFILL, &constants, &params, &tensors, grid)
 }
 
-/// The heads of a query each subgroup of [`PREFILL_LANES`] takes, where it runs: CPU adapters with 8-wide subgroups
-/// ([`Prefill::Blocked`]), heads of at most [`LANES_MAX_HEAD_DIM`] (whole quads), q's rows starting on quads. The
-/// most heads of a kv group that hold [`LANES_BLOCK_FLOATS`] values of q.
+/// The heads of a query each subgroup of [`PREFILL_LANES`] (and of [`DECODE_SPLIT_KEYS`]) takes, where it runs: CPU
+/// adapters with 8-wide subgroups (those whose tuning's prefill kernel is [`Prefill::Blocked`]), heads of at most
+/// [`LANES_MAX_HEAD_DIM`] (whole quads), q's rows starting on quads. The most heads of a kv group that hold
+/// [`LANES_BLOCK_FLOATS`] values of q.
 fn lanes_heads(g: &Graph, q: &Cols, shape: AttentionShape) -> Option<usize> {
     let d = shape.head_dim;
     let fits = d <= LANES_MAX_HEAD_DIM && d % 4 == 0 && q.stride() % 4 == 0 && q.offset % 4 == 0;
@@ -537,9 +561,15 @@ pub fn decode<'a>(
     // decode_split reads no positions: q stands in for them.
     let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out, q.tensor];
     let splits = shape.n_heads * scratch.n_splits;
-    let split = match g.tuning.decode_attention_lanes {
-        true => g.dispatch(&DECODE_SPLIT_LANES, &constants, &params, &tensors, lanes_grid(g, splits)?)?,
-        false => g.dispatch(&DECODE_SPLIT, &constants, &params, &tensors, g.linear_grid(splits as u64)?)?,
+    let keys = lanes_heads(g, &q, shape).filter(|_| g.tuning.decode_attention_lanes);
+    let split = match (keys, g.tuning.decode_attention_lanes) {
+        (Some(heads), _) => {
+            let [head_dim] = constants;
+            let grid = g.linear_grid((splits / heads).div_ceil(WG / 8) as u64)?;
+            g.dispatch(&DECODE_SPLIT_KEYS, &[head_dim, ("HEADS", heads as f64)], &params, &tensors, grid)?
+        }
+        (None, true) => g.dispatch(&DECODE_SPLIT_LANES, &constants, &params, &tensors, lanes_grid(g, splits)?)?,
+        (None, false) => g.dispatch(&DECODE_SPLIT, &constants, &params, &tensors, g.linear_grid(splits as u64)?)?,
     };
     let combine_grid = g.linear_grid(shape.n_heads as u64)?;
     let combine = g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
@@ -660,9 +690,15 @@ pub fn decode_batch<'a>(
     let constants = shape.head_dim_constant();
     let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out, positions];
     let splits = rows * shape.n_heads * scratch.n_splits;
-    match g.tuning.decode_attention_lanes {
-        true => g.dispatch(&DECODE_SPLIT_BATCH_LANES, &constants, &params, &tensors, lanes_grid(g, splits)?)?,
-        false => g.dispatch(&DECODE_SPLIT_BATCH, &constants, &params, &tensors, g.linear_grid(splits as u64)?)?,
+    let keys = lanes_heads(g, &q, shape).filter(|_| g.tuning.decode_attention_lanes);
+    match (keys, g.tuning.decode_attention_lanes) {
+        (Some(heads), _) => {
+            let [head_dim] = constants;
+            let grid = g.linear_grid((splits / heads).div_ceil(WG / 8) as u64)?;
+            g.dispatch(&DECODE_SPLIT_BATCH_KEYS, &[head_dim, ("HEADS", heads as f64)], &params, &tensors, grid)?
+        }
+        (None, true) => g.dispatch(&DECODE_SPLIT_BATCH_LANES, &constants, &params, &tensors, lanes_grid(g, splits)?)?,
+        (None, false) => g.dispatch(&DECODE_SPLIT_BATCH, &constants, &params, &tensors, g.linear_grid(splits as u64)?)?,
     };
     let combine_grid = g.linear_grid((rows * shape.n_heads) as u64)?;
     g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
