@@ -512,6 +512,34 @@ fn lanes_grid(g: &Graph, splits: usize) -> Result<[u32; 3]> {
     g.linear_grid(splits.div_ceil(LANES_WG) as u64)
 }
 
+/// The decode split kernel for `splits` (row, head, split) partials (`batch`: of a batch's rows), its override
+/// constants and grid: a subgroup per split of heads sharing a kv head where the CPU kernels take the heads
+/// ([`lanes_heads`]) and decode attention goes by lanes, else an invocation per split by lanes, else a workgroup.
+fn split_kernel(
+    g: &Graph,
+    q: &Cols,
+    shape: AttentionShape,
+    splits: usize,
+    batch: bool,
+) -> Result<(&'static Kernel, Vec<(&'static str, f64)>, [u32; 3])> {
+    let [head_dim] = shape.head_dim_constant();
+    let keys = lanes_heads(g, q, shape).filter(|_| g.tuning.decode_attention_lanes);
+    Ok(match (keys, g.tuning.decode_attention_lanes) {
+        (Some(heads), _) => {
+            let kernel = if batch { &DECODE_SPLIT_BATCH_KEYS } else { &DECODE_SPLIT_KEYS };
+            (kernel, vec![head_dim, ("HEADS", heads as f64)], g.linear_grid((splits / heads).div_ceil(WG / 8) as u64)?)
+        }
+        (None, true) => {
+            let kernel = if batch { &DECODE_SPLIT_BATCH_LANES } else { &DECODE_SPLIT_LANES };
+            (kernel, vec![head_dim], lanes_grid(g, splits)?)
+        }
+        (None, false) => {
+            let kernel = if batch { &DECODE_SPLIT_BATCH } else { &DECODE_SPLIT };
+            (kernel, vec![head_dim], g.linear_grid(splits as u64)?)
+        }
+    })
+}
+
 /// Keys per split: kv_len spread over the splits in whole tiles of WG keys; trailing splits may get none.
 fn keys_per_split(kv_len: usize, n_splits: usize) -> usize {
     kv_len.div_ceil(n_splits).next_multiple_of(WG)
@@ -560,17 +588,8 @@ pub fn decode<'a>(
     let constants = shape.head_dim_constant();
     // decode_split reads no positions: q stands in for them.
     let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out, q.tensor];
-    let splits = shape.n_heads * scratch.n_splits;
-    let keys = lanes_heads(g, &q, shape).filter(|_| g.tuning.decode_attention_lanes);
-    let split = match (keys, g.tuning.decode_attention_lanes) {
-        (Some(heads), _) => {
-            let [head_dim] = constants;
-            let grid = g.linear_grid((splits / heads).div_ceil(WG / 8) as u64)?;
-            g.dispatch(&DECODE_SPLIT_KEYS, &[head_dim, ("HEADS", heads as f64)], &params, &tensors, grid)?
-        }
-        (None, true) => g.dispatch(&DECODE_SPLIT_LANES, &constants, &params, &tensors, lanes_grid(g, splits)?)?,
-        (None, false) => g.dispatch(&DECODE_SPLIT, &constants, &params, &tensors, g.linear_grid(splits as u64)?)?,
-    };
+    let (kernel, split_constants, grid) = split_kernel(g, &q, shape, shape.n_heads * scratch.n_splits, false)?;
+    let split = g.dispatch(kernel, &split_constants, &params, &tensors, grid)?;
     let combine_grid = g.linear_grid(shape.n_heads as u64)?;
     let combine = g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
     Ok(DecodeOps { split, combine, max_len, n_splits: scratch.n_splits })
@@ -689,17 +708,8 @@ pub fn decode_batch<'a>(
     u32_of(op, "cache elements", rows * max_len * shape.kv_dim())?;
     let constants = shape.head_dim_constant();
     let tensors = [q.tensor, k_cache, v_cache, &scratch.partials, out, positions];
-    let splits = rows * shape.n_heads * scratch.n_splits;
-    let keys = lanes_heads(g, &q, shape).filter(|_| g.tuning.decode_attention_lanes);
-    match (keys, g.tuning.decode_attention_lanes) {
-        (Some(heads), _) => {
-            let [head_dim] = constants;
-            let grid = g.linear_grid((splits / heads).div_ceil(WG / 8) as u64)?;
-            g.dispatch(&DECODE_SPLIT_BATCH_KEYS, &[head_dim, ("HEADS", heads as f64)], &params, &tensors, grid)?
-        }
-        (None, true) => g.dispatch(&DECODE_SPLIT_BATCH_LANES, &constants, &params, &tensors, lanes_grid(g, splits)?)?,
-        (None, false) => g.dispatch(&DECODE_SPLIT_BATCH, &constants, &params, &tensors, g.linear_grid(splits as u64)?)?,
-    };
+    let (kernel, split_constants, grid) = split_kernel(g, &q, shape, rows * shape.n_heads * scratch.n_splits, true)?;
+    g.dispatch(kernel, &split_constants, &params, &tensors, grid)?;
     let combine_grid = g.linear_grid((rows * shape.n_heads) as u64)?;
     g.dispatch(&DECODE_COMBINE, &constants, &params, &tensors, combine_grid)?;
     Ok(())
