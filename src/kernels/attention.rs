@@ -5,8 +5,8 @@
 //! attention_common.wgsl, the decode ones attention_decode_common.wgsl: their parameters):
 //! - kv_cache.wgsl: `append_kv` copies the new rows of K and V into the caches;
 //! - attention.wgsl: `prefill`, flash style (online softmax over key tiles, no score matrix in memory);
-//! - attention_cpu.wgsl: `prefill_lanes`, the same for CPU adapters ([`Prefill::Blocked`]): a subgroup per row,
-//!   its lanes the head's quads, keys 8 at a time;
+//! - attention_cpu.wgsl: `prefill_lanes`, the same for CPU adapters ([`Prefill::Blocked`]): a subgroup per query
+//!   and heads of it sharing a kv head, its lanes 8 keys at a time (attention_lanes.wgsl, shared with decode);
 //! - attention_decode.wgsl: `decode_split` (each workgroup one head and one range of keys, writing a partial
 //!   max / sum / weighted value) and `decode_combine` (merges the partials);
 //! - attention_decode_cpu.wgsl: `decode_split_keys`, the partials on CPU adapters as attention_cpu.wgsl goes.
@@ -143,10 +143,10 @@ pub static PREFILL_LANES: Kernel = Kernel {
 /// 8 heads of 128, T = 1024: 917 against 525 ms; at 64 it takes 320 against 457, at 32 98 against 320).
 pub const LANES_MAX_HEAD_DIM: usize = 64;
 /// The values of q (and as many of the output) a lane of [`PREFILL_LANES`] holds for the heads it takes together
-/// (`MAX_BLOCK_QUADS` in attention_cpu.wgsl): anchor-35m's 256-token chunk took 13.7 ms at 2 heads of 32, 18.4 at
+/// (`MAX_BLOCK_QUADS` in attention_lanes.wgsl): anchor-35m's 256-token chunk took 13.7 ms at 2 heads of 32, 18.4 at
 /// 4; the default model's 4.2 at 3 heads of 32, 7.9 at 1.
 const LANES_BLOCK_FLOATS: usize = 96;
-/// The most heads it takes together (`MAX_HEADS` in attention_cpu.wgsl).
+/// The most heads it takes together (`MAX_HEADS` in attention_lanes.wgsl).
 const LANES_MAX_HEADS: usize = 8;
 
 /// [`PREFILL_LANES`]'s: each head size it takes, with one head at a time and with as many as fit.
