@@ -27,7 +27,7 @@ struct RmsNormParams {
 // invocations that write its other elements.
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// 1: rows read and written a vec4 at a time (see above).
+// 1: rows read a vec4 at a time (see above).
 override QUADS: u32 = 0u;
 
 fn x_at(i: u32) -> f32 {

@@ -95,10 +95,6 @@ fn no_variants() -> Vec<Vec<(&'static str, f64)>> {
     vec![vec![]]
 }
 
-fn row_variants() -> Vec<Vec<(&'static str, f64)>> {
-    ROW_THREADS.iter().map(|&r| vec![("ROW_THREADS", r as f64)]).collect()
-}
-
 fn weight_variants() -> Vec<Vec<(&'static str, f64)>> {
     WEIGHT_DTYPES.iter().map(|d| vec![("W_DTYPE", d.shader_code())]).collect()
 }

@@ -1,7 +1,7 @@
 //! rms_norm.wgsl: y = w * x / sqrt(mean(x^2) + eps), per row.
 
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Tensor};
-use crate::kernels::{IntoCols, expect_dtype, expect_shape, row_variants, u32_of};
+use crate::kernels::{IntoCols, expect_dtype, expect_shape, u32_of, ROW_THREADS};
 use crate::{params, shader, Error, Result};
 
 shader!(RMS_NORM_SHADER, "rms_norm");
@@ -29,9 +29,13 @@ pub static RMS_NORM: Kernel = Kernel {
 
 /// Each row width, and with one invocation per row, rows by quads.
 fn rms_norm_variants() -> Vec<Vec<(&'static str, f64)>> {
-    let quads = |v: &Vec<(&'static str, f64)>, on: bool| [v.clone(), vec![("QUADS", on as u32 as f64)]].concat();
-    let one_row = |v: &Vec<(&'static str, f64)>| v.contains(&("ROW_THREADS", 1.0));
-    row_variants().iter().flat_map(|v| [Some(quads(v, false)), one_row(v).then(|| quads(v, true))]).flatten().collect()
+    let mut out = Vec::new();
+    for row_threads in ROW_THREADS {
+        for quads in [false, true].into_iter().filter(|&q| !q || row_threads == 1) {
+            out.push(vec![("ROW_THREADS", row_threads as f64), ("QUADS", quads as u32 as f64)]);
+        }
+    }
+    out
 }
 
 /// y = rms_norm(x, w). x, y: `[rows, w.len()]` columns (they may be slices of wider tensors); w: `[cols]` f32.
