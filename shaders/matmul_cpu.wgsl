@@ -21,8 +21,8 @@
 // needs 8-wide subgroups; Tuning picks it only on such adapters): subgroup s takes rows r0 + ROWS s + i, lane l
 // takes columns j0 + l + 8 c.
 
-// MatmulParams, y and store(): matmul_common.wgsl; the block's sizes, the weights of a round and the rounds'
-// products: cpu_blocks.wgsl.
+// MatmulParams, y and store(): matmul_common.wgsl; the block's sizes, sums and weights of a round, and the
+// rounds: cpu_blocks.wgsl.
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
@@ -50,15 +50,31 @@ fn by_quads() -> bool {
     return rows_whole_quads(p.k) && p.x_stride % 4u == 0u && p.x_offset % 4u == 0u;
 }
 
-// Row r of x (clamped to the last: rows past t are never stored), at column c, 0 past k.
-fn x_at(r: u32, c: u32) -> f32 {
-    return select(0.0, x_value(min(r, p.t - 1u) * p.x_stride + p.x_offset + min(c, p.k - 1u)), c < p.k);
+// The invocation's block: rows block_r0 .. + ROWS of y (those past t are read as row t - 1 and never stored),
+// columns block_j0 + 8 cc.
+var<private> block_r0: u32;
+var<private> block_j0: u32;
+
+// Row i of the block at column c, 0 past k.
+fn x_word(i: u32, c: u32) -> f32 {
+    return select(0.0, x_value(min(block_r0 + i, p.t - 1u) * p.x_stride + p.x_offset + min(c, p.k - 1u)), c < p.k);
 }
 
-// Row r of x at columns c .. c + 4 (c a multiple of 4, the row on a vec4), 0 past k.
-fn x_quad_at(r: u32, c: u32) -> vec4<f32> {
-    let v = x[(min(r, p.t - 1u) * p.x_stride + p.x_offset + min(c, p.k - 1u)) / 4u];
+// Row i of the block at columns c .. c + 4 (c a multiple of 4, the row on a vec4), 0 past k.
+fn x_quad(i: u32, c: u32) -> vec4<f32> {
+    let v = x[(min(block_r0 + i, p.t - 1u) * p.x_stride + p.x_offset + min(c, p.k - 1u)) / 4u];
     return select(vec4(0.0), v, vec4(c) + vec4(0u, 1u, 2u, 3u) < vec4(p.k));
+}
+
+// Row i of the block into y, the columns in it.
+fn store_row(i: u32) {
+    let r = block_r0 + i;
+    for (var cc = 0u; cc < COLS; cc++) {
+        let j = block_j0 + SG * cc;
+        if r < p.t && j < p.n {
+            store(r, j, acc[i][cc]);
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -70,46 +86,26 @@ fn blocked(
 ) {
     let tiles_n = (p.n + SG * COLS - 1u) / (SG * COLS);
     let g = linear_workgroup(workgroup_id, num_workgroups);
-    let r0 = (g / tiles_n) * (WG / SG) * ROWS + (index / SG) * ROWS;
-    let j0 = (g % tiles_n) * SG * COLS + lane;
+    block_r0 = (g / tiles_n) * (WG / SG) * ROWS + (index / SG) * ROWS;
+    block_j0 = (g % tiles_n) * SG * COLS + lane;
     // The subgroup's rows are its own: it leaves whole when they are all past t.
-    if r0 >= p.t {
+    if block_r0 >= p.t {
         return;
     }
-
-    var acc: Block;
     if by_quads() {
         for (var k0 = 0u; k0 < p.k; k0 += K_QUADS) {
-            var xs: XQuads;
-            for (var i = 0u; i < ROWS; i++) {
-                xs[i] = x_quad_at(r0 + i, k0 + 4u * lane);
-            }
-            var ws: RoundWeights;
             for (var cc = 0u; cc < COLS; cc++) {
-                row_weights(&ws, cc * K_QUADS, false, w_row(j0 + SG * cc), k0, K_QUADS);
+                row_weights(&ws, cc, false, w_row(block_j0 + SG * cc), k0, K_QUADS);
             }
-            add_round_by_quads(&acc, &xs, &ws);
+            add_round_by_quads(k0 + 4u * lane);
         }
     } else {
         for (var k0 = 0u; k0 < p.k; k0 += K_WORDS) {
-            var xs: XWords;
-            for (var i = 0u; i < ROWS; i++) {
-                xs[i] = x_at(r0 + i, k0 + lane);
-            }
-            var ws: RoundWeights;
             for (var cc = 0u; cc < COLS; cc++) {
-                row_weights(&ws, cc * K_WORDS, false, w_row(j0 + SG * cc), k0, K_WORDS);
+                row_weights(&ws, cc, false, w_row(block_j0 + SG * cc), k0, K_WORDS);
             }
-            add_round_by_words(&acc, &xs, &ws);
+            add_round_by_words(k0 + lane, false);
         }
     }
-    for (var i = 0u; i < ROWS; i++) {
-        for (var cc = 0u; cc < COLS; cc++) {
-            let r = r0 + i;
-            let j = j0 + SG * cc;
-            if r < p.t && j < p.n {
-                store(r, j, acc[i * COLS + cc]);
-            }
-        }
-    }
+    store_block();
 }

@@ -19,8 +19,8 @@
 // takes the expert's grouped rows m0 + ROWS s + i, lane l columns j0 + l + 8 c; a subgroup with none of the
 // expert's rows leaves at once.
 
-// MoeParams and bindings 0 and 4-7: moe_common.wgsl; the block's sizes, the weights of a round and the rounds'
-// products: cpu_blocks.wgsl.
+// MoeParams and bindings 0 and 4-7: moe_common.wgsl; the block's sizes, sums and weights of a round, and the
+// rounds: cpu_blocks.wgsl.
 
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>; // x (swiglu) or act (down)
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>; // gate or down weights of the stack
@@ -45,18 +45,27 @@ fn matrix_word(second: bool, i: u32) -> u32 {
     return w[i / 4u][i % 4u];
 }
 
-// Where each of a subgroup's ROWS rows starts in x.
-alias RowStarts = array<u32, ROWS>;
+// The invocation's block: the expert's grouped rows block_first + i, the first block_live of them its own (the
+// rest repeat the expert's last row, read and never stored), each row's slot and first element in x; columns
+// block_j0 + 8 cc, block_cols of them (swiglu by quads: as many of gate, then the same of up, in a row's sums).
+var<private> block_first: u32;
+var<private> block_live: u32;
+var<private> block_slot: array<u32, ROWS>;
+var<private> block_x: array<u32, ROWS>;
+var<private> block_j0: u32;
+var<private> block_cols: u32;
+var<private> block_gated: bool;
+var<private> block_paired: bool;
 
 // Row i of the block at columns c .. c + 4 (c a multiple of 4, the rows on vec4s), 0 past k.
-fn x_quad_at(x_row: ptr<function, RowStarts>, i: u32, c: u32) -> vec4<f32> {
-    let v = x[((*x_row)[i] + min(c, p.k - 1u)) / 4u];
+fn x_quad(i: u32, c: u32) -> vec4<f32> {
+    let v = x[(block_x[i] + min(c, p.k - 1u)) / 4u];
     return select(vec4(0.0), v, vec4(c) + vec4(0u, 1u, 2u, 3u) < vec4(p.k));
 }
 
 // Row i of the block at column c, 0 past k.
-fn x_at(x_row: ptr<function, RowStarts>, i: u32, c: u32) -> f32 {
-    let e = (*x_row)[i] + min(c, p.k - 1u);
+fn x_word(i: u32, c: u32) -> f32 {
+    let e = block_x[i] + min(c, p.k - 1u);
     return select(0.0, x[e / 4u][e % 4u], c < p.k);
 }
 
@@ -65,80 +74,54 @@ fn put(row: u32, j: u32, value: f32) {
     y[row * p.n + j] = value;
 }
 
-// The block by quads into acc, [ROWS][COLS]: down's COLS columns j0 + 8 cc, or swiglu's COLS / 2 columns of gate
-// then the same of up. Rows of W past the expert's n are clamped into it (their sums are not stored).
-fn block_by_quads(acc: ptr<function, Block>, x_row: ptr<function, RowStarts>, gated: bool, e_local: u32, j0: u32) {
-    let lane = j0 % SG; // j0 is the lane's first column
-    let row0 = e_local * p.n;
-    for (var k0 = 0u; k0 < p.k; k0 += K_QUADS) {
-        var xs: XQuads;
-        for (var i = 0u; i < ROWS; i++) {
-            xs[i] = x_quad_at(x_row, i, k0 + 4u * lane);
-        }
-        var ws: RoundWeights;
-        if gated {
-            for (var cc = 0u; cc < COLS / 2u; cc++) {
-                let row = row0 + min(j0 + SG * cc, p.n - 1u);
-                row_weights(&ws, cc * K_QUADS, false, row, k0, K_QUADS);
-                row_weights(&ws, (COLS / 2u + cc) * K_QUADS, true, row, k0, K_QUADS);
-            }
-        } else {
-            for (var cc = 0u; cc < COLS; cc++) {
-                row_weights(&ws, cc * K_QUADS, false, row0 + min(j0 + SG * cc, p.n - 1u), k0, K_QUADS);
+// Row i of the block into y, the columns in it: down's sums into the row's slot, swiglu's silu(gate) * up into
+// the grouped row.
+fn store_row(i: u32) {
+    for (var cc = 0u; cc < COLS; cc++) {
+        let j = block_j0 + SG * cc;
+        if cc < block_cols && i < block_live && j < p.n {
+            if !block_gated {
+                put(block_slot[i], j, acc[i][cc]);
+            } else if block_paired {
+                put(block_first + i, j, silu(acc[i][cc]) * acc[i][COLS / 2u + cc]);
+            } else {
+                put(block_first + i, j, silu(acc[i][cc]) * acc_up[i][cc]);
             }
         }
-        add_round_by_quads(acc, &xs, &ws);
     }
 }
 
-// The block by words into acc (gate or down) and, `gated`, acc_up: COLS columns j0 + 8 cc of each, each x value
-// broadcast once for both. Rows of W past the expert's n are clamped into it.
-fn block_by_words(
-    acc: ptr<function, Block>,
-    acc_up: ptr<function, Block>,
-    x_row: ptr<function, RowStarts>,
-    gated: bool,
-    e_local: u32,
-    j0: u32,
-) {
-    let lane = j0 % SG; // j0 is the lane's first column
-    let row0 = e_local * p.n;
-    for (var k0 = 0u; k0 < p.k; k0 += K_WORDS) {
-        var xs: XWords; // x[row i, k0 + lane], 0 past k
-        for (var i = 0u; i < ROWS; i++) {
-            xs[i] = x_at(x_row, i, k0 + lane);
-        }
-        var ws: RoundWeights; // [COLS][K_WORDS]: gate / down [j0 + 8 cc, k0 + kk]
-        var ws_up: RoundWeights; // [COLS][K_WORDS]: up
-        for (var cc = 0u; cc < COLS; cc++) {
-            let row = row0 + min(j0 + SG * cc, p.n - 1u);
-            row_weights(&ws, cc * K_WORDS, false, row, k0, K_WORDS);
-            if gated {
-                row_weights(&ws_up, cc * K_WORDS, true, row, k0, K_WORDS);
+// The block's sums by quads: down's COLS columns, or swiglu's COLS / 2 columns of gate then the same of up. Rows
+// of W past the expert's n are clamped into it (their sums are not stored).
+fn block_by_quads(row0: u32, lane: u32, gated: bool) {
+    for (var k0 = 0u; k0 < p.k; k0 += K_QUADS) {
+        if gated {
+            for (var cc = 0u; cc < COLS / 2u; cc++) {
+                let row = row0 + min(block_j0 + SG * cc, p.n - 1u);
+                row_weights(&ws, cc, false, row, k0, K_QUADS);
+                row_weights(&ws, COLS / 2u + cc, true, row, k0, K_QUADS);
             }
-        }
-        // add_round_by_words for both, written out: called once for each, it broadcast x twice (lavapipe,
-        // anchor-35m's q8 swiglu: 131 -> 165 ms).
-        for (var i = 0u; i < ROWS; i++) {
-            let x0 = subgroupBroadcast(xs[i], 0u);
-            let x1 = subgroupBroadcast(xs[i], 1u);
-            let x2 = subgroupBroadcast(xs[i], 2u);
-            let x3 = subgroupBroadcast(xs[i], 3u);
-            let x4 = subgroupBroadcast(xs[i], 4u);
-            let x5 = subgroupBroadcast(xs[i], 5u);
-            let x6 = subgroupBroadcast(xs[i], 6u);
-            let x7 = subgroupBroadcast(xs[i], 7u);
+        } else {
             for (var cc = 0u; cc < COLS; cc++) {
-                let b = cc * K_WORDS;
-                (*acc)[i * COLS + cc] += x0 * ws[b] + x1 * ws[b + 1u] + x2 * ws[b + 2u] + x3 * ws[b + 3u]
-                    + x4 * ws[b + 4u] + x5 * ws[b + 5u] + x6 * ws[b + 6u] + x7 * ws[b + 7u];
-                if gated {
-                    (*acc_up)[i * COLS + cc] += x0 * ws_up[b] + x1 * ws_up[b + 1u] + x2 * ws_up[b + 2u]
-                        + x3 * ws_up[b + 3u] + x4 * ws_up[b + 4u] + x5 * ws_up[b + 5u] + x6 * ws_up[b + 6u]
-                        + x7 * ws_up[b + 7u];
-                }
+                row_weights(&ws, cc, false, row0 + min(block_j0 + SG * cc, p.n - 1u), k0, K_QUADS);
             }
         }
+        add_round_by_quads(k0 + 4u * lane);
+    }
+}
+
+// The block's sums by words: COLS columns of gate (or down) and, gated, the same of up into acc_up. Rows of W past
+// the expert's n are clamped into it.
+fn block_by_words(row0: u32, lane: u32, gated: bool) {
+    for (var k0 = 0u; k0 < p.k; k0 += K_WORDS) {
+        for (var cc = 0u; cc < COLS; cc++) {
+            let row = row0 + min(block_j0 + SG * cc, p.n - 1u);
+            row_weights(&ws, cc, false, row, k0, K_WORDS);
+            if gated {
+                row_weights(&ws_up, cc, true, row, k0, K_WORDS);
+            }
+        }
+        add_round_by_words(k0 + lane, gated);
     }
 }
 
@@ -151,7 +134,6 @@ fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32
     let e_local = g / (tiles_m * tiles_n);
     let tile = g % (tiles_m * tiles_n);
     let m0 = (tile / tiles_n) * SG * ROWS + (index / SG) * ROWS;
-    let j0 = (tile % tiles_n) * SG * cols + lane;
     if e_local >= p.count {
         return;
     }
@@ -161,38 +143,23 @@ fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32
     if m0 >= rows {
         return;
     }
-    let live = min(ROWS, rows - m0);
-    // Rows past the expert's last repeat its last row (loaded, never stored), so no load needs a branch.
-    var slot: RowStarts; // each row's slot
-    var x_row: RowStarts; // each row's first element in x
+    block_first = start + m0;
+    block_live = min(ROWS, rows - m0);
+    block_j0 = (tile % tiles_n) * SG * cols + lane;
+    block_cols = cols;
+    block_gated = gated;
+    block_paired = paired;
     for (var i = 0u; i < ROWS; i++) {
-        let m = start + m0 + min(i, live - 1u);
-        slot[i] = groups[p.n_experts + 1u + m];
-        x_row[i] = select(m, slot[i] / p.top_k, gated) * p.k;
+        let m = block_first + min(i, block_live - 1u);
+        block_slot[i] = groups[p.n_experts + 1u + m];
+        block_x[i] = select(m, block_slot[i] / p.top_k, gated) * p.k;
     }
-
-    var acc: Block; // [ROWS][COLS]
-    var acc_up: Block; // swiglu by words: up's
     if QUADS != 0u {
-        block_by_quads(&acc, &x_row, gated, e_local, j0);
+        block_by_quads(e_local * p.n, lane, gated);
     } else {
-        block_by_words(&acc, &acc_up, &x_row, gated, e_local, j0);
+        block_by_words(e_local * p.n, lane, gated);
     }
-    // Every row and column in the loops' constant bounds, so that the sums stay in registers.
-    for (var i = 0u; i < ROWS; i++) {
-        for (var cc = 0u; cc < cols; cc++) {
-            let j = j0 + SG * cc;
-            if i < live && j < p.n {
-                if !gated {
-                    put(slot[i], j, acc[i * COLS + cc]);
-                } else if paired {
-                    put(start + m0 + i, j, silu(acc[i * COLS + cc]) * acc[i * COLS + COLS / 2u + cc]);
-                } else {
-                    put(start + m0 + i, j, silu(acc[i * COLS + cc]) * acc_up[i * COLS + cc]);
-                }
-            }
-        }
-    }
+    store_block();
 }
 
 @compute @workgroup_size(WG)
