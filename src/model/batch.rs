@@ -16,12 +16,23 @@ use super::{check_ids, Model, SessionOptions};
 use crate::gpu::{Plan, Prefill};
 use crate::{Error, Result};
 
-/// Rows of x from which a CPU adapter's batch step takes the tiled matmul path: the blocked kernels (16 rows
-/// of the output an invocation) beat a matvec per row from 16 rows for every weight type on lavapipe, the
-/// 32 x 32 tiled ones only at a full tile.
+/// Rows of x from which a CPU adapter's batch step takes the tiled matmul path: the blocked kernels overtake a
+/// matvec per row at 10 rows on lavapipe (default model, the step's GPU time with matvecs against blocked
+/// matmuls: B = 8 22.0 against 23.8 ms, B = 10 26.3 against 26.1, B = 12 30.8 against 27.7), the 32 x 32 tiled
+/// kernels only at a full tile.
 fn cpu_tiled_min_rows(prefill: Prefill) -> usize {
     match prefill {
-        Prefill::Blocked => 16,
+        Prefill::Blocked => 10,
+        _ => 32,
+    }
+}
+
+/// Rows per expert, on average, from which that step's experts take the grouped path (B x top_k rows spread over
+/// every expert): lavapipe, default model, B = 16 (8 rows an expert), matvec experts 33.3-33.5 ms a step against
+/// blocked 30.2-32.3; B = 24, 43-44 against 37-38.
+fn cpu_moe_rows_per_expert(prefill: Prefill) -> usize {
+    match prefill {
+        Prefill::Blocked => 8,
         _ => 32,
     }
 }
@@ -163,13 +174,14 @@ impl<'m> Batch<'m> {
             let mut g = self.model.graph();
             if ctx.is_cpu() {
                 // A step's rows are B tokens of B sequences, not a prefill chunk: on a CPU adapter a tile costs
-                // more than a matrix-vector product per row until the rows fill it (lavapipe, B = 8: twice the
-                // step time). The experts see B * top_k rows spread over all of them, and keep their matvecs
-                // until each expert averages a tile's rows. GPUs keep the context's choice.
-                let tile = cpu_tiled_min_rows(g.tuning.prefill);
+                // more than a matrix-vector product per row until enough rows share it. The experts see B * top_k
+                // rows spread over all of them, and keep their matvecs until each expert averages enough rows.
+                // GPUs keep the context's choice.
+                let prefill = g.tuning.prefill;
                 let cfg = &self.model.cfg;
-                g.tuning.tiled_min_rows = g.tuning.tiled_min_rows.max(tile);
-                g.tuning.moe_tiled_min_rows = (tile * cfg.num_experts).div_ceil(cfg.num_experts_per_tok.max(1));
+                g.tuning.tiled_min_rows = g.tuning.tiled_min_rows.max(cpu_tiled_min_rows(prefill));
+                let per_expert = cpu_moe_rows_per_expert(prefill);
+                g.tuning.moe_tiled_min_rows = (per_expert * cfg.num_experts).div_ceil(cfg.num_experts_per_tok.max(1));
             }
             let fed = Rows::Batch { t: b };
             let (cfg, w, experts) = (&self.model.cfg, &self.model.weights, &mut Resident { top_k: self.model.cfg.num_experts_per_tok });
