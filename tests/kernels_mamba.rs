@@ -172,6 +172,8 @@ struct Ssm {
     dt_proj: Option<(Vec<f32>, Vec<f32>, Tensor, Tensor)>,
     /// The kernel choices of the scan's graphs (None: the context's).
     tuning: Option<Tuning>,
+    /// The kernels the last step dispatched, `shader::entry`.
+    kernels: Vec<String>,
 }
 
 const BC_EPS: f32 = 1e-6;
@@ -193,6 +195,7 @@ impl Ssm {
             bc_norm: None,
             dt_proj: None,
             tuning: None,
+            kernels: Vec::new(),
             dt_bias,
             a_log,
             d,
@@ -289,7 +292,9 @@ impl Ssm {
             ),
         }
         .unwrap();
-        g.run().unwrap();
+        let plan = g.build().unwrap();
+        self.kernels = plan.kernels();
+        plan.run(ctx).unwrap();
         let got = ctx.read_f32(&out).unwrap();
         (got[..t * i].to_vec(), want)
     }
@@ -308,6 +313,29 @@ impl Ssm {
 fn check_out(what: &str, got: &[f32], want: &[f32]) -> f32 {
     assert_close(what, got, want, 5e-5, 2e-4);
     max_diff(got, want)
+}
+
+/// The CPU adapters' serial scan by lanes (ssm_scan_cpu.wgsl), which takes d_state 16 with I a multiple of 8 and B
+/// and C on vec4s (dt_rank `r` a multiple of 4) on 8-wide subgroups read in turns: whether `ssm`'s last step on
+/// `path` dispatched it where it should and only there.
+fn check_lanes_kernel(ssm: &Ssm, path: Option<ScanPath>, tuning: Tuning, what: &str) {
+    let lanes = ssm.kernels.iter().any(|k| k == "ssm_scan_cpu::scan_lanes");
+    let fits = tuning.x_lanes == 8 && ssm.n == 16 && ssm.i % 8 == 0 && ssm.r % 4 == 0 && ssm.dt_proj.is_none();
+    if path == Some(ScanPath::Serial) {
+        assert_eq!(lanes, fits, "{what}: the scan by lanes taken ({lanes}) where it fits ({fits}): {:?}", ssm.kernels);
+    } else {
+        assert!(!lanes || fits, "{what}: the scan by lanes taken where it does not fit: {:?}", ssm.kernels);
+    }
+}
+
+/// The dt_rank values a scan of d_state `n` is run with: 5 (B and C off vec4s), and for d_state 16 also 8, which
+/// the CPU adapters' scan by lanes takes.
+fn dt_ranks(n: usize) -> Vec<usize> {
+    if n == 16 {
+        vec![5, 8]
+    } else {
+        vec![5]
+    }
 }
 
 /// The context's tuning, and where it reads B and C in turns across subgroups (`x_lanes`), the same with each
@@ -334,10 +362,12 @@ fn scan_matches_reference_on_every_path() {
             paths.push(Some(ScanPath::Decode));
         }
         for path in paths {
-            for tuning in b_and_c_readings(ctx) {
-                let mut ssm = Ssm { tuning: Some(tuning), ..Ssm::new(ctx, &mut rng, i, n) };
+            let readings = b_and_c_readings(ctx).into_iter();
+            for (tuning, r) in readings.flat_map(|tuning| dt_ranks(n).into_iter().map(move |r| (tuning, r))) {
+                let mut ssm = Ssm { tuning: Some(tuning), r, ..Ssm::new(ctx, &mut rng, i, n) };
                 let (got, want) = ssm.step(ctx, &mut rng, t, path);
-                let what = format!("scan T={t} I={i} N={n} {path:?} x_lanes {}", tuning.x_lanes);
+                let what = format!("scan T={t} I={i} N={n} R={r} {path:?} x_lanes {}", tuning.x_lanes);
+                check_lanes_kernel(&ssm, path, tuning, &what);
                 worst_out = worst_out.max(check_out(&what, &got, &want));
                 worst_state = worst_state.max(ssm.check_state(ctx, &what));
             }
@@ -357,13 +387,16 @@ fn scan_normalises_b_and_c_itself() {
             paths.push(Some(ScanPath::Decode));
         }
         for path in paths {
-            for tuning in b_and_c_readings(ctx) {
+            let readings = b_and_c_readings(ctx).into_iter();
+            for (tuning, r) in readings.flat_map(|tuning| dt_ranks(n).into_iter().map(move |r| (tuning, r))) {
                 let ssm = Ssm::new(ctx, &mut rng, i, n).with_bc_norm(ctx, &mut rng);
-                let mut ssm = Ssm { tuning: Some(tuning), ..ssm };
+                let mut ssm = Ssm { tuning: Some(tuning), r, ..ssm };
                 // Twice, so the second step starts from a state the normalised inputs wrote.
                 for step in 0..2 {
                     let (got, want) = ssm.step(ctx, &mut rng, t, path);
-                    let what = format!("normalising scan T={t} I={i} N={n} {path:?} x_lanes {} step {step}", tuning.x_lanes);
+                    let lanes = tuning.x_lanes;
+                    let what = format!("normalising scan T={t} I={i} N={n} R={r} {path:?} x_lanes {lanes} step {step}");
+                    check_lanes_kernel(&ssm, path, tuning, &what);
                     worst = worst.max(check_out(&what, &got, &want));
                     ssm.check_state(ctx, &what);
                 }

@@ -301,6 +301,11 @@ impl Plan {
         Ok(queries.span(ticks[0], ticks[1]) / times as u32)
     }
 
+    /// Each dispatch's kernel, `shader::entry`, in order.
+    pub fn kernels(&self) -> Vec<String> {
+        self.steps.iter().map(|step| step.kernel.name()).collect()
+    }
+
     /// Runs the plan once with a GPU timestamp around every dispatch (each in a pass of its own) and returns the
     /// time each dispatch took, in order. Needs the adapter's TIMESTAMP_QUERY feature.
     pub fn profile(&self, ctx: &Context) -> Result<Vec<DispatchTime>> {

@@ -5,7 +5,8 @@ use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, Tenso
 use crate::kernels::{dims2, expect_dtype, expect_shape, u32_of, IntoCols, Cols};
 use crate::{params, shader, Error, Result};
 
-shader!(SSM_SCAN, "ssm_scan");
+shader!(SSM_SCAN, "ssm_scan", common "ssm_scan_common");
+shader!(SSM_SCAN_CPU, "ssm_scan_cpu", common "ssm_scan_common");
 
 params! {
     pub struct ScanParams {
@@ -125,6 +126,35 @@ scan_kernel!(
 scan_kernel!(CHUNK_CARRY, "chunk_carry", CHUNK_BINDINGS, "Chunked prefill (2): the state entering each chunk, serial over chunks.");
 scan_kernel!(CHUNK_OUTPUT, "chunk_output", CHUNK_BINDINGS, "Chunked prefill (3): each chunk's outputs from its entering state.");
 scan_kernel!(BATCH, "scan_batch", STEP_BINDINGS, "A batch's decode step: row r advances sequence r's state by one token.");
+
+/// All rows in order on CPU adapters, a subgroup per 8 channels (ssm_scan_cpu.wgsl): [`STEPS`] without dt's
+/// projection where [`lanes_fit`] allows.
+pub static LANES: Kernel = Kernel {
+    shader: &SSM_SCAN_CPU,
+    entry: "scan_lanes",
+    params: &<ScanParams as crate::gpu::Params>::LAYOUT,
+    bindings: STEP_BINDINGS,
+    variants: || vec![vec![("NORM_BC", 0.0)], vec![("NORM_BC", 1.0)]],
+};
+
+/// The d_state [`LANES`] is built for.
+const LANES_D_STATE: usize = 16;
+
+/// Whether [`LANES`] takes a scan of these operands (dt given, not projected in the scan): 8-wide subgroups read
+/// in turns (a CPU adapter's tuning), d_state 16, I a multiple of 8, dt's and z's rows on vec4s, and C right
+/// after B in rows on vec4s (x_proj's columns).
+fn lanes_fit(g: &Graph, n: usize, i: usize, dt: &Cols, b: &Cols, c: &Cols, z: &Cols) -> bool {
+    let on_quads = |cols: &Cols| cols.stride() % 4 == 0 && cols.offset % 4 == 0;
+    g.tuning.x_lanes == 8
+        && n == LANES_D_STATE
+        && i % 8 == 0
+        && on_quads(dt)
+        && on_quads(z)
+        && on_quads(b)
+        && std::ptr::eq(b.tensor, c.tensor)
+        && c.stride() == b.stride()
+        && c.offset == b.offset + n
+}
 
 /// The chunked prefill's working memory: the state each chunk of up to [`CHUNK_LEN`] rows reaches from zero,
 /// [chunks, N, I], and its sum of delta, [chunks, I]. Allocated once for the longest prefill (a session's chunk)
@@ -387,9 +417,10 @@ fn scan(
     // Invocations per dt_proj row: GPUs read the rows together, coalesced; CPU adapters one invocation each.
     let row_threads = if dt_proj.is_some() { g.tuning.row_threads } else { 1 };
     let lanes = g.tuning.x_lanes as usize;
+    let norm_bc = ("NORM_BC", norm.is_some() as u32 as f64);
     let constants = [
         ("D_STATE", n as f64),
-        ("NORM_BC", norm.is_some() as u32 as f64),
+        norm_bc,
         ("DT_PROJ", dt_proj.is_some() as u32 as f64),
         ("W_DTYPE", dt_dtype.shader_code()),
         ("ROW_THREADS", row_threads as f64),
@@ -405,7 +436,12 @@ fn scan(
     let channel_groups = i.div_ceil(64);
     // A single chunk needs no carries: it is scanned straight from the state, without the 3 passes' doubled work.
     let single_chunk = path == ScanPath::Chunked && chunks == 1;
+    let serial = single_chunk || path == ScanPath::Serial;
     match path {
+        _ if serial && dt_proj.is_none() && lanes_fit(g, n, i, &dt, &b, &c, &z) => {
+            let grid = g.linear_grid(channel_groups as u64)?;
+            g.dispatch(&LANES, &[norm_bc], &params, &tensors, grid)?;
+        }
         _ if single_chunk => {
             let grid = g.linear_grid(channel_groups as u64)?;
             g.dispatch(&STEPS, &constants, &params, &tensors, grid)?;

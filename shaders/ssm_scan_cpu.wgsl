@@ -1,0 +1,164 @@
+// ssm_scan_cpu.wgsl: the selective scan over a prefill's rows for CPU adapters (lavapipe's llvmpipe): what
+// ssm_scan.wgsl's scan_steps computes without DT_PROJ, from the same bindings, in the same order (its header has
+// the math and the layouts), for d_state 16 on subgroups 8 wide. Reference: reference::ssm::selective_scan.
+//
+// llvmpipe loads an invocation's value from a buffer (workgroup memory included) in a loop over the subgroup's 8
+// lanes, whatever the addresses, a vec4 for little more than a scalar; scan_steps spends most of its time in such
+// loops: each step's B and C staged in workgroup memory, normalised there and read back four values a lane, and
+// x, dt and z a value a lane. Here:
+// - lane l loads quad l of the step's B and C (x_proj's columns, C right after B) and takes the other seven quads
+//   by subgroupBroadcast: one load a step, and every lane normalises the rows for itself;
+// - x, dt and z come 8 steps at a time: lane l loads the subgroup's 8 channels of row t0 + l as two vec4s, and
+//   each lane takes its channel of row t0 + s from lane s.
+// A subgroup's channels are its own: no workgroup memory, no barriers.
+//
+// Needs (kernels::ssm_scan chooses it only so): D_STATE 16; I a multiple of 8, x's rows I apart; dt's and z's
+// strides and offsets multiples of 4; C at b_offset + 16 in b's rows, whose stride and offset are multiples of 4.
+// Grid: ceil(I / WG) workgroups, linear; the 8 lanes of subgroup s take channels 8 s .. 8 s + 8 of the workgroup's.
+
+// ScanParams and p: ssm_scan_common.wgsl. The bindings are scan_steps', those read here by vec4 where they can be.
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // [>=T, I] post-conv
+@group(0) @binding(2) var<storage, read> dt: array<vec4<f32>>;    // [T, I] columns
+@group(0) @binding(3) var<storage, read> dt_bias: array<f32>;     // [I]
+@group(0) @binding(4) var<storage, read> a_log: array<f32>;       // [I, N]
+@group(0) @binding(5) var<storage, read> bc: array<vec4<f32>>;    // [T, 2N] columns: B, then C
+@group(0) @binding(7) var<storage, read> d: array<f32>;           // [I]
+@group(0) @binding(8) var<storage, read> z: array<vec4<f32>>;     // [T, I] columns
+@group(0) @binding(9) var<storage, read_write> state: array<f32>; // [I, N]
+@group(0) @binding(10) var<storage, read_write> out: array<f32>;  // [>=T, I]
+@group(0) @binding(11) var<storage, read> b_norm: array<f32>;     // [N], read when NORM_BC = 1
+@group(0) @binding(12) var<storage, read> c_norm: array<f32>;     // [N], read when NORM_BC = 1
+
+// 1: normalise the rows of B and C (ssm_scan.wgsl's header).
+override NORM_BC: u32 = 0u;
+
+const N: u32 = 16u; // d_state
+const SG: u32 = 8u; // subgroup width
+
+// The lane's channel: its state, A = -exp(a_log), dt_bias and D; the norms' weights (the same in every lane).
+var<private> h: array<f32, N>;
+var<private> a: array<f32, N>;
+var<private> b_weight: array<f32, N>;
+var<private> c_weight: array<f32, N>;
+var<private> channel: u32;
+var<private> bias: f32;
+var<private> skip: f32;
+
+// Element `lane` of the eight values lo, hi.
+fn pick(lo: vec4<f32>, hi: vec4<f32>, lane: u32) -> f32 {
+    return select(hi[lane % 4u], lo[lane % 4u], lane < 4u);
+}
+
+// The lane's channel of rows t0 .. t0 + 8, from row t0 + s's eight channels (lo, hi) held by lane s.
+fn own_of_rows(lo: vec4<f32>, hi: vec4<f32>, lane: u32) -> array<f32, SG> {
+    return array(
+        pick(subgroupBroadcast(lo, 0u), subgroupBroadcast(hi, 0u), lane),
+        pick(subgroupBroadcast(lo, 1u), subgroupBroadcast(hi, 1u), lane),
+        pick(subgroupBroadcast(lo, 2u), subgroupBroadcast(hi, 2u), lane),
+        pick(subgroupBroadcast(lo, 3u), subgroupBroadcast(hi, 3u), lane),
+        pick(subgroupBroadcast(lo, 4u), subgroupBroadcast(hi, 4u), lane),
+        pick(subgroupBroadcast(lo, 5u), subgroupBroadcast(hi, 5u), lane),
+        pick(subgroupBroadcast(lo, 6u), subgroupBroadcast(hi, 6u), lane),
+        pick(subgroupBroadcast(lo, 7u), subgroupBroadcast(hi, 7u), lane),
+    );
+}
+
+// 1 / rms of the row v (rms_norm.wgsl's order, as ssm_scan.wgsl's tile_inv_rms).
+fn inv_rms(v: array<vec4<f32>, 4>) -> f32 {
+    var sum_sq = 0.0;
+    for (var n = 0u; n < N; n++) {
+        sum_sq += v[n / 4u][n % 4u] * v[n / 4u][n % 4u];
+    }
+    return 1.0 / sqrt(sum_sq / f32(N) + p.eps);
+}
+
+// Row t: the state advanced by one step, out[t, channel] written. The whole subgroup calls it (the B and C
+// broadcasts), with t < T.
+fn step(t: u32, lane: u32, x_t: f32, dt_t: f32, z_t: f32) {
+    let q = bc[(t * p.b_stride + p.b_offset) / 4u + lane];
+    let bq = array(subgroupBroadcast(q, 0u), subgroupBroadcast(q, 1u), subgroupBroadcast(q, 2u),
+        subgroupBroadcast(q, 3u));
+    let cq = array(subgroupBroadcast(q, 4u), subgroupBroadcast(q, 5u), subgroupBroadcast(q, 6u),
+        subgroupBroadcast(q, 7u));
+    var b_scale = 1.0;
+    var c_scale = 1.0;
+    if NORM_BC != 0u {
+        b_scale = inv_rms(bq);
+        c_scale = inv_rms(cq);
+    }
+    let delta = softplus(dt_t + bias);
+    var y = 0.0;
+    for (var n = 0u; n < N; n++) {
+        var b_n = bq[n / 4u][n % 4u];
+        var c_n = cq[n / 4u][n % 4u];
+        if NORM_BC != 0u {
+            b_n = b_weight[n] * (b_n * b_scale);
+            c_n = c_weight[n] * (c_n * c_scale);
+        }
+        let h_n = exp(delta * a[n]) * h[n] + delta * b_n * x_t;
+        h[n] = h_n;
+        y += h_n * c_n;
+    }
+    out[t * p.i + channel] = (y + skip * x_t) * silu(z_t);
+}
+
+@compute @workgroup_size(WG)
+fn scan_lanes(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) index: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let ch0 = linear_workgroup(workgroup_id, num_workgroups) * WG + index / SG * SG;
+    // A subgroup's channels are all in I or all past it (I is a multiple of 8).
+    if ch0 >= p.i {
+        return;
+    }
+    channel = ch0 + lane;
+    for (var n = 0u; n < N; n++) {
+        h[n] = state[channel * N + n];
+        a[n] = -exp(a_log[channel * N + n]);
+        if NORM_BC != 0u {
+            b_weight[n] = b_norm[n];
+            c_weight[n] = c_norm[n];
+        }
+    }
+    bias = dt_bias[channel];
+    skip = d[channel];
+    for (var t0 = 0u; t0 < p.t; t0 += SG) {
+        // Rows past T repeat the last (read, never stepped).
+        let row = min(t0 + lane, p.t - 1u);
+        let xi = (row * p.i + ch0) / 4u;
+        let di = (row * p.dt_stride + p.dt_offset + ch0) / 4u;
+        let zi = (row * p.z_stride + p.z_offset + ch0) / 4u;
+        let xs = own_of_rows(x[xi], x[xi + 1u], lane);
+        let dts = own_of_rows(dt[di], dt[di + 1u], lane);
+        let zs = own_of_rows(z[zi], z[zi + 1u], lane);
+        // Written out: the arrays' indices must be constants (cpu_blocks.wgsl's header says why).
+        step(t0, lane, xs[0], dts[0], zs[0]);
+        if t0 + 1u < p.t {
+            step(t0 + 1u, lane, xs[1], dts[1], zs[1]);
+        }
+        if t0 + 2u < p.t {
+            step(t0 + 2u, lane, xs[2], dts[2], zs[2]);
+        }
+        if t0 + 3u < p.t {
+            step(t0 + 3u, lane, xs[3], dts[3], zs[3]);
+        }
+        if t0 + 4u < p.t {
+            step(t0 + 4u, lane, xs[4], dts[4], zs[4]);
+        }
+        if t0 + 5u < p.t {
+            step(t0 + 5u, lane, xs[5], dts[5], zs[5]);
+        }
+        if t0 + 6u < p.t {
+            step(t0 + 6u, lane, xs[6], dts[6], zs[6]);
+        }
+        if t0 + 7u < p.t {
+            step(t0 + 7u, lane, xs[7], dts[7], zs[7]);
+        }
+    }
+    for (var n = 0u; n < N; n++) {
+        state[channel * N + n] = h[n];
+    }
+}
