@@ -1,6 +1,6 @@
-// ssm_scan_cpu.wgsl: the selective scan over a prefill's rows for CPU adapters (lavapipe's llvmpipe): what
-// ssm_scan.wgsl's scan_steps computes without DT_PROJ, from the same bindings, in the same order (its header has
-// the math and the layouts), for d_state 16 on subgroups 8 wide. Reference: reference::ssm::selective_scan.
+// ssm_scan_cpu.wgsl: the selective scan over a prefill's rows, or a decode step's row, for CPU adapters
+// (lavapipe's llvmpipe): what ssm_scan.wgsl's scan_steps computes, from the same bindings, in the same order (its
+// header has the math and the layouts), for d_state 16 on subgroups 8 wide. Reference: reference::ssm.
 //
 // llvmpipe loads an invocation's value from a buffer (workgroup memory included) in a loop over the subgroup's 8
 // lanes, whatever the addresses, a vec4 for little more than a scalar; scan_steps spends most of its time in such
@@ -12,13 +12,19 @@
 //   each lane takes its channel of row t0 + s from lane s.
 // A subgroup's channels are its own: no workgroup memory, no barriers.
 //
+// With DT_PROJ (a decode step: one row), dt is x_proj's raw dt columns, projected for each lane's channel as
+// scan_steps projects it (dt_layernorm, then dt_proj's row), the raw row and its norm weights read in turns: lane
+// l loads quads l, l + 8, ... and every lane takes the others by subgroupBroadcast, where scan_steps staged the row
+// in workgroup memory and read every value of it in every lane. x_proj's output may come in parts (p.parts).
+//
 // Needs (kernels::ssm_scan chooses it only so): D_STATE 16; I a multiple of 8, x's rows I apart; dt's and z's
-// strides and offsets multiples of 4; C at b_offset + 16 in b's rows, whose stride and offset are multiples of 4.
+// strides and offsets multiples of 4; C at b_offset + 16 in b's rows, whose stride and offset are multiples of 4;
+// with DT_PROJ, T = 1, dt_rank a multiple of 4; x_proj's parts a multiple of 4 apart.
 // Grid: ceil(I / WG) workgroups, linear; the 8 lanes of subgroup s take channels 8 s .. 8 s + 8 of the workgroup's.
 
 // ScanParams and p: ssm_scan_common.wgsl. The bindings are scan_steps', those read here by vec4 where they can be.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // [>=T, I] post-conv
-@group(0) @binding(2) var<storage, read> dt: array<vec4<f32>>;    // [T, I] columns
+@group(0) @binding(2) var<storage, read> dt: array<vec4<f32>>;    // [T, I] columns; DT_PROJ: raw, [1, R]
 @group(0) @binding(3) var<storage, read> dt_bias: array<f32>;     // [I]
 @group(0) @binding(4) var<storage, read> a_log: array<f32>;       // [I, N]
 @group(0) @binding(5) var<storage, read> bc: array<vec4<f32>>;    // [T, 2N] columns: B, then C
@@ -28,9 +34,13 @@
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;  // [>=T, I]
 @group(0) @binding(11) var<storage, read> b_norm: array<f32>;     // [N], read when NORM_BC = 1
 @group(0) @binding(12) var<storage, read> c_norm: array<f32>;     // [N], read when NORM_BC = 1
+@group(0) @binding(13) var<storage, read> dt_norm: array<vec4<f32>>; // [R], read when DT_PROJ = 1
+@group(0) @binding(14) var<storage, read> dt_proj: array<u32>;     // [I, R] W_DTYPE, read when DT_PROJ = 1
 
 // 1: normalise the rows of B and C (ssm_scan.wgsl's header).
 override NORM_BC: u32 = 0u;
+// 1: dt from x_proj's raw dt columns through dt_layernorm and dt_proj (ssm_scan.wgsl's header): T = 1.
+override DT_PROJ: u32 = 0u;
 
 const N: u32 = 16u; // d_state
 const SG: u32 = 8u; // subgroup width
@@ -72,10 +82,78 @@ fn inv_rms(v: array<vec4<f32>, 4>) -> f32 {
     return 1.0 / sqrt(sum_sq / f32(N) + p.eps);
 }
 
+// Quad `quad` of x_proj's raw dt row t, its parts added in order (ssm_scan.wgsl's dt_raw).
+fn dt_raw_quad(t: u32, quad: u32) -> vec4<f32> {
+    let at = (t * p.dt_stride + p.dt_offset) / 4u + quad;
+    var v = dt[at];
+    for (var s = 1u; s < p.parts; s++) {
+        v += dt[at + s * p.part_stride / 4u];
+    }
+    return v;
+}
+
+// sum += the squares of v's components, in order.
+fn add_squares(sum: f32, v: vec4<f32>) -> f32 {
+    return sum + v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+}
+
+// acc += dt_norm[j] * (raw[j] * scale) * dt_proj[channel, j] for the four columns j = 4 quad .. of the row (those
+// before R), in order: ssm_scan.wgsl's projected_dt.
+fn add_projected(acc: f32, quad: u32, raw: vec4<f32>, norm: vec4<f32>, scale: f32) -> f32 {
+    var sum = acc;
+    for (var c = 0u; c < 4u; c++) {
+        let j = 4u * quad + c;
+        let w = weight_ref(channel, min(j, p.dt_rank - 1u), p.dt_rank);
+        let term = norm[c] * (raw[c] * scale) * weight_value(w, dt_proj[w.word], dt_proj[w.scale_word]);
+        sum = select(sum, sum + term, j < p.dt_rank);
+    }
+    return sum;
+}
+
+// dt of the lane's channel at row t (DT_PROJ): rms_norm(raw dt row, dt_norm) . dt_proj[channel], the raw row and
+// its norm weights read in turns (each lane loads quads lane, lane + 8, ... and takes the rest from the others),
+// its squares and the products summed in ssm_scan.wgsl's order. The whole subgroup calls it.
+fn projected_dt(t: u32, lane: u32) -> f32 {
+    let quads = p.dt_rank / 4u;
+    var sum_sq = 0.0;
+    for (var q0 = 0u; q0 < quads; q0 += SG) {
+        // Quads past the row are loaded as its last and add nothing.
+        let v = select(vec4(0.0), dt_raw_quad(t, min(q0 + lane, quads - 1u)), q0 + lane < quads);
+        sum_sq = add_squares(sum_sq, subgroupBroadcast(v, 0u));
+        sum_sq = add_squares(sum_sq, subgroupBroadcast(v, 1u));
+        sum_sq = add_squares(sum_sq, subgroupBroadcast(v, 2u));
+        sum_sq = add_squares(sum_sq, subgroupBroadcast(v, 3u));
+        sum_sq = add_squares(sum_sq, subgroupBroadcast(v, 4u));
+        sum_sq = add_squares(sum_sq, subgroupBroadcast(v, 5u));
+        sum_sq = add_squares(sum_sq, subgroupBroadcast(v, 6u));
+        sum_sq = add_squares(sum_sq, subgroupBroadcast(v, 7u));
+    }
+    let scale = 1.0 / sqrt(sum_sq / f32(p.dt_rank) + p.eps);
+    var acc = 0.0;
+    for (var q0 = 0u; q0 < quads; q0 += SG) {
+        let own = min(q0 + lane, quads - 1u);
+        let v = dt_raw_quad(t, own);
+        let nv = dt_norm[own];
+        acc = add_projected(acc, q0, subgroupBroadcast(v, 0u), subgroupBroadcast(nv, 0u), scale);
+        acc = add_projected(acc, q0 + 1u, subgroupBroadcast(v, 1u), subgroupBroadcast(nv, 1u), scale);
+        acc = add_projected(acc, q0 + 2u, subgroupBroadcast(v, 2u), subgroupBroadcast(nv, 2u), scale);
+        acc = add_projected(acc, q0 + 3u, subgroupBroadcast(v, 3u), subgroupBroadcast(nv, 3u), scale);
+        acc = add_projected(acc, q0 + 4u, subgroupBroadcast(v, 4u), subgroupBroadcast(nv, 4u), scale);
+        acc = add_projected(acc, q0 + 5u, subgroupBroadcast(v, 5u), subgroupBroadcast(nv, 5u), scale);
+        acc = add_projected(acc, q0 + 6u, subgroupBroadcast(v, 6u), subgroupBroadcast(nv, 6u), scale);
+        acc = add_projected(acc, q0 + 7u, subgroupBroadcast(v, 7u), subgroupBroadcast(nv, 7u), scale);
+    }
+    return acc;
+}
+
 // Row t: the state advanced by one step, out[t, channel] written. The whole subgroup calls it (the B and C
 // broadcasts), with t < T.
 fn step(t: u32, lane: u32, x_t: f32, dt_t: f32, z_t: f32) {
-    let q = bc[(t * p.b_stride + p.b_offset) / 4u + lane];
+    let at = (t * p.b_stride + p.b_offset) / 4u + lane;
+    var q = bc[at];
+    for (var s = 1u; s < p.parts; s++) {
+        q += bc[at + s * p.part_stride / 4u];
+    }
     let bq = array(subgroupBroadcast(q, 0u), subgroupBroadcast(q, 1u), subgroupBroadcast(q, 2u),
         subgroupBroadcast(q, 3u));
     let cq = array(subgroupBroadcast(q, 4u), subgroupBroadcast(q, 5u), subgroupBroadcast(q, 6u),
@@ -125,7 +203,12 @@ fn scan_lanes(
     }
     bias = dt_bias[channel];
     skip = d[channel];
-    for (var t0 = 0u; t0 < p.t; t0 += SG) {
+    if DT_PROJ != 0u {
+        let x_t = x[channel / 4u][channel % 4u];
+        let z_t = z[(p.z_offset + channel) / 4u][(p.z_offset + channel) % 4u];
+        step(0u, lane, x_t, projected_dt(0u, lane), z_t);
+    }
+    for (var t0 = 0u; t0 < select(p.t, 0u, DT_PROJ != 0u); t0 += SG) {
         // Rows past T repeat the last (read, never stepped).
         let row = min(t0 + lane, p.t - 1u);
         let xi = (row * p.i + ch0) / 4u;

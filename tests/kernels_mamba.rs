@@ -315,13 +315,13 @@ fn check_out(what: &str, got: &[f32], want: &[f32]) -> f32 {
     max_diff(got, want)
 }
 
-/// The CPU adapters' serial scan by lanes (ssm_scan_cpu.wgsl), which takes d_state 16 with I a multiple of 8 and B
-/// and C on vec4s (dt_rank `r` a multiple of 4) on 8-wide subgroups read in turns: whether `ssm`'s last step on
-/// `path` dispatched it where it should and only there.
+/// The CPU adapters' scan by lanes (ssm_scan_cpu.wgsl), which takes d_state 16 with I a multiple of 8 and B and C
+/// on vec4s (dt_rank `r` a multiple of 4) on 8-wide subgroups read in turns, serial or a decode step: whether
+/// `ssm`'s last step on `path` dispatched it where it should and only there.
 fn check_lanes_kernel(ssm: &Ssm, path: Option<ScanPath>, tuning: Tuning, what: &str) {
     let lanes = ssm.kernels.iter().any(|k| k == "ssm_scan_cpu::scan_lanes");
-    let fits = tuning.x_lanes == 8 && ssm.n == 16 && ssm.i % 8 == 0 && ssm.r % 4 == 0 && ssm.dt_proj.is_none();
-    if path == Some(ScanPath::Serial) {
+    let fits = tuning.x_lanes == 8 && ssm.n == 16 && ssm.i % 8 == 0 && ssm.r % 4 == 0;
+    if matches!(path, Some(ScanPath::Serial | ScanPath::Decode)) {
         assert_eq!(lanes, fits, "{what}: the scan by lanes taken ({lanes}) where it fits ({fits}): {:?}", ssm.kernels);
     } else {
         assert!(!lanes || fits, "{what}: the scan by lanes taken where it does not fit: {:?}", ssm.kernels);
@@ -416,7 +416,7 @@ fn scan_projects_dt_itself_on_decode_steps() {
         // dt_rank 5 reads 16-bit rows weight by weight (odd), 16 by words; I = 70 and 130 leave the last
         // workgroup part empty. Each invocation projecting its own channel (CPU adapters), and rows of 32 or 64
         // invocations projecting 8 channels at a time (GPUs).
-        for &(i, n, r) in &[(24, 4, 5), (70, 16, 16), (130, 32, 5), (130, 16, 16)] {
+        for &(i, n, r) in &[(24, 4, 5), (70, 16, 16), (130, 32, 5), (130, 16, 16), (40, 16, 12), (48, 16, 36)] {
             for row_threads in jamba_wgpu::kernels::ROW_THREADS {
                 let tuning = Tuning { row_threads, ..ctx.tuning() };
                 let ssm = Ssm::new(ctx, &mut rng, i, n).with_bc_norm(ctx, &mut rng);
@@ -424,6 +424,7 @@ fn scan_projects_dt_itself_on_decode_steps() {
                 for step in 0..3 {
                     let (got, want) = ssm.step(ctx, &mut rng, 1, Some(ScanPath::Decode));
                     let what = format!("scan with dt_proj I={i} N={n} R={r} {dtype:?} {row_threads} lanes step {step}");
+                    check_lanes_kernel(&ssm, Some(ScanPath::Decode), tuning, &what);
                     worst = worst.max(check_out(&what, &got, &want));
                     ssm.check_state(ctx, &what);
                 }
@@ -461,9 +462,10 @@ fn scan_adds_up_x_proj_in_parts_as_it_reads_it() {
     // the same order; for a session's step and a batch's, each way of projecting dt.
     let Some(ctx) = gpu() else { return };
     let mut rng = Rng::new(29);
-    let (i, n, r) = (70, 16, 16);
+    let (n, r) = (16, 16);
     let width = r + 2 * n;
-    for (t, path) in [(1, ScanPath::Decode), (2, ScanPath::Batch)] {
+    // I = 40: a decode step's scan by lanes on CPU adapters (ssm_scan_cpu.wgsl).
+    for (t, path, i) in [(1, ScanPath::Decode, 70), (1, ScanPath::Decode, 40), (2, ScanPath::Batch, 70)] {
         for parts in [2, 5] {
             for row_threads in jamba_wgpu::kernels::ROW_THREADS {
                 let raw: Vec<Vec<f32>> = (0..parts).map(|_| rng.vec(t * width, 1.0)).collect();

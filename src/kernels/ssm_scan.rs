@@ -127,27 +127,40 @@ scan_kernel!(CHUNK_CARRY, "chunk_carry", CHUNK_BINDINGS, "Chunked prefill (2): t
 scan_kernel!(CHUNK_OUTPUT, "chunk_output", CHUNK_BINDINGS, "Chunked prefill (3): each chunk's outputs from its entering state.");
 scan_kernel!(BATCH, "scan_batch", STEP_BINDINGS, "A batch's decode step: row r advances sequence r's state by one token.");
 
-/// All rows in order on CPU adapters, a subgroup per 8 channels (ssm_scan_cpu.wgsl): [`STEPS`] without dt's
-/// projection where [`lanes_fit`] allows.
+/// All rows in order on CPU adapters, a subgroup per 8 channels (ssm_scan_cpu.wgsl): [`STEPS`] (with dt's
+/// projection on decode steps) where [`lanes_fit`] allows.
 pub static LANES: Kernel = Kernel {
     shader: &SSM_SCAN_CPU,
     entry: "scan_lanes",
     params: &<ScanParams as crate::gpu::Params>::LAYOUT,
     bindings: STEP_BINDINGS,
-    variants: || vec![vec![("NORM_BC", 0.0)], vec![("NORM_BC", 1.0)]],
+    variants: lanes_variants,
 };
+
+fn lanes_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let f32_code = DType::F32.shader_code();
+    let mut out: Vec<_> = [0.0, 1.0].map(|norm| vec![("NORM_BC", norm), ("DT_PROJ", 0.0), ("W_DTYPE", f32_code)]).into();
+    for dtype in crate::kernels::WEIGHT_DTYPES {
+        out.push(vec![("NORM_BC", 1.0), ("DT_PROJ", 1.0), ("W_DTYPE", dtype.shader_code())]);
+    }
+    out
+}
 
 /// The d_state [`LANES`] is built for.
 const LANES_D_STATE: usize = 16;
 
-/// Whether [`LANES`] takes a scan of these operands (dt given, not projected in the scan): 8-wide subgroups read
-/// in turns (a CPU adapter's tuning), d_state 16, I a multiple of 8, dt's and z's rows on vec4s, and C right
-/// after B in rows on vec4s (x_proj's columns).
-fn lanes_fit(g: &Graph, n: usize, i: usize, dt: &Cols, b: &Cols, c: &Cols, z: &Cols) -> bool {
+/// Whether [`LANES`] takes a scan of these operands: 8-wide subgroups read in turns (a CPU adapter's tuning),
+/// d_state 16, I a multiple of 8, dt's (given, or raw with `projected`: then one row, dt_rank a multiple of 4) and
+/// z's rows on vec4s, C right after B in rows on vec4s (x_proj's columns), x_proj's parts a multiple of 4 apart.
+fn lanes_fit(g: &Graph, n: usize, i: usize, cols: [&Cols; 4], projected: bool, parts: (usize, usize)) -> bool {
+    let [dt, b, c, z] = cols;
+    let (parts, part_stride) = parts;
     let on_quads = |cols: &Cols| cols.stride() % 4 == 0 && cols.offset % 4 == 0;
     g.tuning.x_lanes == 8
         && n == LANES_D_STATE
         && i % 8 == 0
+        && (!projected || (dt.rows == 1 && dt.width % 4 == 0))
+        && (parts == 1 || part_stride % 4 == 0)
         && on_quads(dt)
         && on_quads(z)
         && on_quads(b)
@@ -436,11 +449,13 @@ fn scan(
     let channel_groups = i.div_ceil(64);
     // A single chunk needs no carries: it is scanned straight from the state, without the 3 passes' doubled work.
     let single_chunk = path == ScanPath::Chunked && chunks == 1;
-    let serial = single_chunk || path == ScanPath::Serial;
+    let serial = single_chunk || matches!(path, ScanPath::Serial | ScanPath::Decode);
+    let parts = norm.map_or((1, 0), |norm| (norm.parts, norm.part_stride));
     match path {
-        _ if serial && dt_proj.is_none() && lanes_fit(g, n, i, &dt, &b, &c, &z) => {
+        _ if serial && lanes_fit(g, n, i, [&dt, &b, &c, &z], dt_proj.is_some(), parts) => {
             let grid = g.linear_grid(channel_groups as u64)?;
-            g.dispatch(&LANES, &[norm_bc], &params, &tensors, grid)?;
+            let dt_constants = [("DT_PROJ", dt_proj.is_some() as u32 as f64), ("W_DTYPE", dt_dtype.shader_code())];
+            g.dispatch(&LANES, &[&[norm_bc][..], &dt_constants].concat(), &params, &tensors, grid)?;
         }
         _ if single_chunk => {
             let grid = g.linear_grid(channel_groups as u64)?;
