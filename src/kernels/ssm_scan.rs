@@ -1,5 +1,6 @@
 //! ssm_scan.wgsl: Mamba's selective scan with softplus(dt + dt_bias), A = -exp(a_log), the D skip and the
-//! SiLU(z) gate fused; the decode step and the chunked prefill.
+//! SiLU(z) gate fused; the decode step and the chunked prefill. ssm_scan_cpu.wgsl: the serial rows and the decode
+//! step on CPU adapters, a subgroup per 8 channels ([`LANES`]).
 
 use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, Tensor};
 use crate::kernels::{dims2, expect_dtype, expect_shape, u32_of, IntoCols, Cols};
@@ -128,7 +129,7 @@ scan_kernel!(CHUNK_OUTPUT, "chunk_output", CHUNK_BINDINGS, "Chunked prefill (3):
 scan_kernel!(BATCH, "scan_batch", STEP_BINDINGS, "A batch's decode step: row r advances sequence r's state by one token.");
 
 /// All rows in order on CPU adapters, a subgroup per 8 channels (ssm_scan_cpu.wgsl): [`STEPS`] (with dt's
-/// projection on decode steps) where [`lanes_fit`] allows.
+/// projection on decode steps) on 8-wide subgroups, for d_state 16 and operands whose rows lie on vec4s.
 pub static LANES: Kernel = Kernel {
     shader: &SSM_SCAN_CPU,
     entry: "scan_lanes",
@@ -198,7 +199,8 @@ pub enum ScanPath {
     /// single chunk (T <= [`CHUNK_LEN`]) is scanned straight from the state by the decode kernel.
     Chunked,
     /// One invocation per channel looping over all of T: on CPU adapters, whose cores a workgroup per 64 channels
-    /// fills, faster than the chunked passes ([`Tuning::serial_scan_min_channels`]).
+    /// fills, faster than the chunked passes ([`Tuning::serial_scan_min_channels`]). Where their subgroups are 8
+    /// wide and the operands allow, [`LANES`] takes it (and the decode step).
     ///
     /// [`Tuning::serial_scan_min_channels`]: crate::gpu::Tuning::serial_scan_min_channels
     Serial,
