@@ -27,7 +27,8 @@
 @group(0) @binding(2) var<storage, read> dt: array<vec4<f32>>;    // [T, I] columns; DT_PROJ: raw, [1, R]
 @group(0) @binding(3) var<storage, read> dt_bias: array<f32>;     // [I]
 @group(0) @binding(4) var<storage, read> a_log: array<f32>;       // [I, N]
-@group(0) @binding(5) var<storage, read> bc: array<vec4<f32>>;    // [T, 2N] columns: B, then C
+@group(0) @binding(5) var<storage, read> b: array<vec4<f32>>;     // [T, 2N] columns: B, then C
+@group(0) @binding(6) var<storage, read> c: array<vec4<f32>>;     // the same buffer as b: read through b
 @group(0) @binding(7) var<storage, read> d: array<f32>;           // [I]
 @group(0) @binding(8) var<storage, read> z: array<vec4<f32>>;     // [T, I] columns
 @group(0) @binding(9) var<storage, read_write> state: array<f32>; // [I, N]
@@ -150,9 +151,9 @@ fn projected_dt(t: u32, lane: u32) -> f32 {
 // broadcasts), with t < T.
 fn step(t: u32, lane: u32, x_t: f32, dt_t: f32, z_t: f32) {
     let at = (t * p.b_stride + p.b_offset) / 4u + lane;
-    var q = bc[at];
+    var q = b[at];
     for (var s = 1u; s < p.parts; s++) {
-        q += bc[at + s * p.part_stride / 4u];
+        q += b[at + s * p.part_stride / 4u];
     }
     let bq = array(subgroupBroadcast(q, 0u), subgroupBroadcast(q, 1u), subgroupBroadcast(q, 2u),
         subgroupBroadcast(q, 3u));

@@ -9,7 +9,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 /// The shaders that use subgroup operations (CPU-adapter kernels and the cooperative-matrix prefill, chosen only
 /// where subgroups exist); every other shader must validate with no optional capability but the extensions it
 /// enables, as a device without subgroups composes it.
-const SUBGROUP_SHADERS: [&str; 4] = ["matmul_cpu", "moe_cpu", "matmul_coop", "moe_coop"];
+const SUBGROUP_SHADERS: [&str; 5] = ["matmul_cpu", "moe_cpu", "ssm_scan_cpu", "matmul_coop", "moe_coop"];
 
 /// The kernel's shader as a device with subgroup operations composes it (`subgroups`: with lanes.wgsl) or one
 /// without (lanes_none.wgsl), parsed and validated with the capabilities such a device gives it.

@@ -44,6 +44,7 @@ pub fn all() -> Vec<&'static Kernel> {
         &ssm_scan::CHUNK_CARRY,
         &ssm_scan::CHUNK_OUTPUT,
         &ssm_scan::BATCH,
+        &ssm_scan::LANES,
         &attention::APPEND_KV,
         &attention::APPEND_KV_BATCH,
         &attention::PREFILL,
