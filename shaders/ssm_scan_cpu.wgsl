@@ -1,6 +1,7 @@
-// ssm_scan_cpu.wgsl: the selective scan over a prefill's rows, or a decode step's row, for CPU adapters
-// (lavapipe's llvmpipe): what ssm_scan.wgsl's scan_steps computes, from the same bindings, in the same order (its
-// header has the math and the layouts), for d_state 16 on subgroups 8 wide. Reference: reference::ssm.
+// ssm_scan_cpu.wgsl: the selective scan over a prefill's rows, a decode step's row or a batch's rows, for CPU
+// adapters (lavapipe's llvmpipe): what ssm_scan.wgsl's scan_steps and scan_batch compute, from the same bindings,
+// in the same order (its header has the math and the layouts), for d_state 16 on subgroups 8 wide.
+// Reference: reference::ssm.
 //
 // llvmpipe loads an invocation's value from a buffer (workgroup memory included) in a loop over the subgroup's 8
 // lanes, whatever the addresses, a vec4 for little more than a scalar; scan_steps spends most of its time in such
@@ -12,15 +13,17 @@
 //   each lane takes its channel of row t0 + s from lane s.
 // A subgroup's channels are its own: no workgroup memory, no barriers.
 //
-// With DT_PROJ (a decode step: one row), dt is x_proj's raw dt columns, projected for each lane's channel as
-// scan_steps projects it (dt_layernorm, then dt_proj's row), the raw row and its norm weights read in turns: lane
-// l loads quads l, l + 8, ... and every lane takes the others by subgroupBroadcast, where scan_steps staged the row
-// in workgroup memory and read every value of it in every lane. x_proj's output may come in parts (p.parts).
+// With DT_PROJ (a decode step's row, or a batch's), dt is x_proj's raw dt columns, projected for each lane's
+// channel as scan_steps projects it (dt_layernorm, then dt_proj's row), the raw row and its norm weights read in
+// turns: lane l loads quads l, l + 8, ... and every lane takes the others by subgroupBroadcast, where scan_steps
+// staged the row in workgroup memory and read every value of it in every lane. x_proj's output may come in parts
+// (p.parts).
 //
 // Needs (kernels::ssm_scan chooses it only so): D_STATE 16; I a multiple of 8, x's rows I apart; dt's and z's
 // strides and offsets multiples of 4; C at b_offset + 16 in b's rows, whose stride and offset are multiples of 4;
-// with DT_PROJ, T = 1, dt_rank a multiple of 4; x_proj's parts a multiple of 4 apart.
-// Grid: ceil(I / WG) workgroups, linear; the 8 lanes of subgroup s take channels 8 s .. 8 s + 8 of the workgroup's.
+// with DT_PROJ, dt_rank a multiple of 4 (and scan_lanes T = 1); x_proj's parts a multiple of 4 apart.
+// Grid (scan_lanes): ceil(I / WG) workgroups, linear; the 8 lanes of subgroup s take channels 8 s .. 8 s + 8 of the
+// workgroup's. scan_lanes_batch: below.
 
 // ScanParams and p: ssm_scan_common.wgsl. The bindings are scan_steps', those read here by vec4 where they can be.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // [>=T, I] post-conv
@@ -40,7 +43,8 @@
 
 // 1: normalise the rows of B and C (ssm_scan.wgsl's header).
 override NORM_BC: u32 = 0u;
-// 1: dt from x_proj's raw dt columns through dt_layernorm and dt_proj (ssm_scan.wgsl's header): T = 1.
+// 1: dt from x_proj's raw dt columns through dt_layernorm and dt_proj (ssm_scan.wgsl's header): one row a
+// workgroup (scan_lanes: T = 1).
 override DT_PROJ: u32 = 0u;
 
 const N: u32 = 16u; // d_state
@@ -181,6 +185,42 @@ fn step(t: u32, lane: u32, x_t: f32, dt_t: f32, z_t: f32) {
     out[t * p.i + channel] = (y + skip * x_t) * silu(z_t);
 }
 
+// The lane's channel ch0 + lane, its state from state[s0 ..], and what the steps read of its weights.
+fn load_channel(ch0: u32, lane: u32, s0: u32) {
+    channel = ch0 + lane;
+    for (var n = 0u; n < N; n++) {
+        h[n] = state[s0 + channel * N + n];
+        a[n] = -exp(a_log[channel * N + n]);
+        if NORM_BC != 0u {
+            b_weight[n] = b_norm[n];
+            c_weight[n] = c_norm[n];
+        }
+    }
+    bias = dt_bias[channel];
+    skip = d[channel];
+}
+
+fn store_state(s0: u32) {
+    for (var n = 0u; n < N; n++) {
+        state[s0 + channel * N + n] = h[n];
+    }
+}
+
+// Row r alone: a decode step's (r = 0) or a batch's (row r, its sequence's state loaded), dt given or projected.
+// The whole subgroup calls it.
+fn one_row(r: u32, lane: u32) {
+    let x_at = r * p.i + channel;
+    let z_at = r * p.z_stride + p.z_offset + channel;
+    var dt_r = 0.0;
+    if DT_PROJ != 0u {
+        dt_r = projected_dt(r, lane);
+    } else {
+        let dt_at = r * p.dt_stride + p.dt_offset + channel;
+        dt_r = dt[dt_at / 4u][dt_at % 4u];
+    }
+    step(r, lane, x[x_at / 4u][x_at % 4u], dt_r, z[z_at / 4u][z_at % 4u]);
+}
+
 @compute @workgroup_size(WG)
 fn scan_lanes(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
@@ -193,21 +233,9 @@ fn scan_lanes(
     if ch0 >= p.i {
         return;
     }
-    channel = ch0 + lane;
-    for (var n = 0u; n < N; n++) {
-        h[n] = state[channel * N + n];
-        a[n] = -exp(a_log[channel * N + n]);
-        if NORM_BC != 0u {
-            b_weight[n] = b_norm[n];
-            c_weight[n] = c_norm[n];
-        }
-    }
-    bias = dt_bias[channel];
-    skip = d[channel];
+    load_channel(ch0, lane, 0u);
     if DT_PROJ != 0u {
-        let x_t = x[channel / 4u][channel % 4u];
-        let z_t = z[(p.z_offset + channel) / 4u][(p.z_offset + channel) % 4u];
-        step(0u, lane, x_t, projected_dt(0u, lane), z_t);
+        one_row(0u, lane);
     }
     for (var t0 = 0u; t0 < select(p.t, 0u, DT_PROJ != 0u); t0 += SG) {
         // Rows past T repeat the last (read, never stepped).
@@ -242,7 +270,28 @@ fn scan_lanes(
             step(t0 + 7u, lane, xs[7], dts[7], zs[7]);
         }
     }
-    for (var n = 0u; n < N; n++) {
-        state[channel * N + n] = h[n];
+    store_state(0u);
+}
+
+// A batch's decode step (ssm_scan.wgsl's scan_batch): row r is one token of sequence r, advanced from and back to
+// its state at state[r * state_stride ..]. Grid: T * ceil(I / WG) workgroups, linear (r * ceil(I / WG) + channel
+// group).
+@compute @workgroup_size(WG)
+fn scan_lanes_batch(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) index: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let groups_per_row = (p.i + WG - 1u) / WG;
+    let g = linear_workgroup(workgroup_id, num_workgroups);
+    let r = g / groups_per_row;
+    let ch0 = (g % groups_per_row) * WG + index / SG * SG;
+    // Past the rows (padding of a 2-D grid), or a subgroup's channels all past I (I is a multiple of 8).
+    if r >= p.t || ch0 >= p.i {
+        return;
     }
+    load_channel(ch0, lane, r * p.state_stride);
+    one_row(r, lane);
+    store_state(r * p.state_stride);
 }

@@ -464,8 +464,9 @@ fn scan_adds_up_x_proj_in_parts_as_it_reads_it() {
     let mut rng = Rng::new(29);
     let (n, r) = (16, 16);
     let width = r + 2 * n;
-    // I = 40: a decode step's scan by lanes on CPU adapters (ssm_scan_cpu.wgsl).
-    for (t, path, i) in [(1, ScanPath::Decode, 70), (1, ScanPath::Decode, 40), (2, ScanPath::Batch, 70)] {
+    // I = 40: the scans by lanes on CPU adapters (ssm_scan_cpu.wgsl).
+    let cases = [(1, ScanPath::Decode, 70), (1, ScanPath::Decode, 40), (2, ScanPath::Batch, 70)];
+    for (t, path, i) in cases.into_iter().chain([(2, ScanPath::Batch, 40)]) {
         for parts in [2, 5] {
             for row_threads in jamba_wgpu::kernels::ROW_THREADS {
                 let raw: Vec<Vec<f32>> = (0..parts).map(|_| rng.vec(t * width, 1.0)).collect();
@@ -622,9 +623,9 @@ fn scan_batch_matches_reference_per_row() {
     let Some(ctx) = gpu() else { return };
     let mut rng = Rng::new(22);
     let (mut worst_out, mut worst_state) = (0.0f32, 0.0f32);
-    for &(b, i, n) in &[(1, 24, 4), (3, 40, 16), (5, 24, 8), (2, 70, 32), (9, 40, 16)] {
-        let ssm = Ssm::new(ctx, &mut rng, i, n); // one layer's weights, shared by the sequences
-        let r_dt = ssm.r;
+    let cases = [(1, 24, 4), (3, 40, 16), (5, 24, 8), (2, 70, 32), (9, 40, 16)];
+    for (b, i, n, r_dt) in cases.into_iter().flat_map(|(b, i, n)| dt_ranks(n).into_iter().map(move |r| (b, i, n, r))) {
+        let ssm = Ssm { r: r_dt, ..Ssm::new(ctx, &mut rng, i, n) }; // one layer's weights, shared by the sequences
         let mut states: Vec<Vec<f32>> = (0..b).map(|_| rng.vec(i * n, 1.0)).collect();
         let state_gpu = upload_slots(ctx, "batch ssm state", &states);
         let scratch = ScanScratch::new(ctx, b, i, n).unwrap();
@@ -648,7 +649,12 @@ fn scan_batch_matches_reference_per_row() {
                 ScanPath::Batch,
             )
             .unwrap();
-            g.run().unwrap();
+            let plan = g.build().unwrap();
+            // The CPU adapters' batch scan by lanes where it fits (ssm_scan_cpu.wgsl), and only there.
+            let lanes = plan.kernels().iter().any(|k| k == "ssm_scan_cpu::scan_lanes_batch");
+            let fits = ctx.tuning().x_lanes == 8 && n == 16 && i % 8 == 0 && r_dt % 4 == 0;
+            assert_eq!(lanes, fits, "scan batch B={b} I={i} N={n} R={r_dt}: {:?}", plan.kernels());
+            plan.run(ctx).unwrap();
             let got = ctx.read_f32(&out).unwrap();
             let got_states = read_slots(ctx, &state_gpu, i * n);
             for (r, state) in states.iter_mut().enumerate() {
@@ -668,7 +674,7 @@ fn scan_batch_matches_reference_per_row() {
                     i,
                     n,
                 );
-                let what = format!("scan batch B={b} I={i} N={n} step {step} row {r}");
+                let what = format!("scan batch B={b} I={i} N={n} R={r_dt} step {step} row {r}");
                 worst_out = worst_out.max(check_out(&what, &got[r * i..][..i], &want));
                 assert_close(&format!("{what}: state"), &got_states[r], state, 1e-5, 2e-4);
                 worst_state = worst_state.max(max_diff(&got_states[r], state));

@@ -45,6 +45,7 @@ pub fn all() -> Vec<&'static Kernel> {
         &ssm_scan::CHUNK_OUTPUT,
         &ssm_scan::BATCH,
         &ssm_scan::LANES,
+        &ssm_scan::LANES_BATCH,
         &attention::APPEND_KV,
         &attention::APPEND_KV_BATCH,
         &attention::PREFILL,

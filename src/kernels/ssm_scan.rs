@@ -138,6 +138,16 @@ pub static LANES: Kernel = Kernel {
     variants: lanes_variants,
 };
 
+/// A batch's decode step on CPU adapters, a subgroup per 8 channels of a row (ssm_scan_cpu.wgsl): [`BATCH`] where
+/// [`LANES`] would take the operands.
+pub static LANES_BATCH: Kernel = Kernel {
+    shader: &SSM_SCAN_CPU,
+    entry: "scan_lanes_batch",
+    params: &<ScanParams as crate::gpu::Params>::LAYOUT,
+    bindings: STEP_BINDINGS,
+    variants: lanes_variants,
+};
+
 fn lanes_variants() -> Vec<Vec<(&'static str, f64)>> {
     let f32_code = DType::F32.shader_code();
     let mut out: Vec<_> = [0.0, 1.0].map(|norm| vec![("NORM_BC", norm), ("DT_PROJ", 0.0), ("W_DTYPE", f32_code)]).into();
@@ -150,9 +160,9 @@ fn lanes_variants() -> Vec<Vec<(&'static str, f64)>> {
 /// The d_state [`LANES`] is built for.
 const LANES_D_STATE: usize = 16;
 
-/// Whether [`LANES`] takes a scan of these operands: 8-wide subgroups read in turns (a CPU adapter's tuning),
-/// d_state 16, I a multiple of 8, dt's (given, or raw with `projected`: then one row, dt_rank a multiple of 4) and
-/// z's rows on vec4s, C right after B in rows on vec4s (x_proj's columns), x_proj's parts a multiple of 4 apart.
+/// Whether [`LANES`] (or [`LANES_BATCH`]) takes a scan of these operands: 8-wide subgroups read in turns (a CPU
+/// adapter's tuning), d_state 16, I a multiple of 8, dt's (given, or raw with `projected`: dt_rank a multiple of 4)
+/// and z's rows on vec4s, C right after B in rows on vec4s (x_proj's columns), x_proj's parts a multiple of 4 apart.
 fn lanes_fit(g: &Graph, n: usize, i: usize, cols: [&Cols; 4], projected: bool, parts: (usize, usize)) -> bool {
     let [dt, b, c, z] = cols;
     let (parts, part_stride) = parts;
@@ -160,7 +170,7 @@ fn lanes_fit(g: &Graph, n: usize, i: usize, cols: [&Cols; 4], projected: bool, p
     g.tuning.x_lanes == 8
         && n == LANES_D_STATE
         && i % 8 == 0
-        && (!projected || (dt.rows == 1 && dt.width % 4 == 0))
+        && (!projected || dt.width % 4 == 0)
         && (parts == 1 || part_stride % 4 == 0)
         && on_quads(dt)
         && on_quads(z)
@@ -453,11 +463,16 @@ fn scan(
     let single_chunk = path == ScanPath::Chunked && chunks == 1;
     let serial = single_chunk || matches!(path, ScanPath::Serial | ScanPath::Decode);
     let parts = norm.map_or((1, 0), |norm| (norm.parts, norm.part_stride));
+    let lanes = lanes_fit(g, n, i, [&dt, &b, &c, &z], dt_proj.is_some(), parts);
+    let lanes_constants = [norm_bc, ("DT_PROJ", dt_proj.is_some() as u32 as f64), ("W_DTYPE", dt_dtype.shader_code())];
     match path {
-        _ if serial && lanes_fit(g, n, i, [&dt, &b, &c, &z], dt_proj.is_some(), parts) => {
+        _ if serial && lanes => {
             let grid = g.linear_grid(channel_groups as u64)?;
-            let dt_constants = [("DT_PROJ", dt_proj.is_some() as u32 as f64), ("W_DTYPE", dt_dtype.shader_code())];
-            g.dispatch(&LANES, &[&[norm_bc][..], &dt_constants].concat(), &params, &tensors, grid)?;
+            g.dispatch(&LANES, &lanes_constants, &params, &tensors, grid)?;
+        }
+        ScanPath::Batch if lanes => {
+            let grid = g.linear_grid((t * channel_groups) as u64)?;
+            g.dispatch(&LANES_BATCH, &lanes_constants, &params, &tensors, grid)?;
         }
         _ if single_chunk => {
             let grid = g.linear_grid(channel_groups as u64)?;
