@@ -47,15 +47,19 @@ fn matrix_word(second: bool, i: u32) -> u32 {
 
 // The invocation's block: the expert's grouped rows block_first + i, the first block_live of them its own (the
 // rest repeat the expert's last row, read and never stored), each row's slot and first element in x; columns
-// block_j0 + 8 cc, block_cols of them (swiglu by quads: as many of gate, then the same of up, in a row's sums).
+// block_j0 + 8 cc; swiglu's (block_gated) or down's.
 var<private> block_first: u32;
 var<private> block_live: u32;
 var<private> block_slot: array<u32, ROWS>;
 var<private> block_x: array<u32, ROWS>;
 var<private> block_j0: u32;
-var<private> block_cols: u32;
 var<private> block_gated: bool;
-var<private> block_paired: bool;
+
+// Whether swiglu's columns are half gate, half up (by quads): then a row's sums hold COLS / 2 columns of gate,
+// then the same of up.
+fn paired(gated: bool) -> bool {
+    return gated && QUADS != 0u;
+}
 
 // Row i of the block at columns c .. c + 4 (c a multiple of 4, the rows on vec4s), 0 past k.
 fn x_quad(i: u32, c: u32) -> vec4<f32> {
@@ -77,12 +81,13 @@ fn put(row: u32, j: u32, value: f32) {
 // Row i of the block into y, the columns in it: down's sums into the row's slot, swiglu's silu(gate) * up into
 // the grouped row.
 fn store_row(i: u32) {
+    let cols = select(COLS, COLS / 2u, paired(block_gated));
     for (var cc = 0u; cc < COLS; cc++) {
         let j = block_j0 + SG * cc;
-        if cc < block_cols && i < block_live && j < p.n {
+        if cc < cols && i < block_live && j < p.n {
             if !block_gated {
                 put(block_slot[i], j, acc[i][cc]);
-            } else if block_paired {
+            } else if paired(block_gated) {
                 put(block_first + i, j, silu(acc[i][cc]) * acc[i][COLS / 2u + cc]);
             } else {
                 put(block_first + i, j, silu(acc[i][cc]) * acc_up[i][cc]);
@@ -126,8 +131,7 @@ fn block_by_words(row0: u32, lane: u32, gated: bool) {
 }
 
 fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32, lane: u32, gated: bool) {
-    let paired = gated && QUADS != 0u; // swiglu's columns half gate, half up
-    let cols = select(COLS, COLS / 2u, paired);
+    let cols = select(COLS, COLS / 2u, paired(gated));
     let tiles_n = (p.n + SG * cols - 1u) / (SG * cols);
     let tiles_m = (p.t + SG * ROWS - 1u) / (SG * ROWS);
     let g = linear_workgroup(workgroup_id, num_workgroups);
@@ -146,9 +150,7 @@ fn expert_blocked(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, index: u32
     block_first = start + m0;
     block_live = min(ROWS, rows - m0);
     block_j0 = (tile % tiles_n) * SG * cols + lane;
-    block_cols = cols;
     block_gated = gated;
-    block_paired = paired;
     for (var i = 0u; i < ROWS; i++) {
         let m = block_first + min(i, block_live - 1u);
         block_slot[i] = groups[p.n_experts + 1u + m];
