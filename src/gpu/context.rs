@@ -204,6 +204,8 @@ impl std::fmt::Display for Tuning {
             },
             match self.serial_scan_min_channels {
                 usize::MAX => "chunked prefill scans".to_string(),
+                // 8-wide lanes: the scans by lanes (kernels::ssm_scan::LANES) where the operands allow.
+                min if self.x_lanes == 8 => format!("serial prefill scans from {min} channels, scans by lanes of 8"),
                 min => format!("serial prefill scans from {min} channels"),
             },
             if self.decode_attention_lanes { "decode attention by lanes" } else { "decode attention by workgroups" }
