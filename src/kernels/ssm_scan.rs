@@ -442,12 +442,17 @@ fn scan(
     // Invocations per dt_proj row: GPUs read the rows together, coalesced; CPU adapters one invocation each.
     let row_threads = if dt_proj.is_some() { g.tuning.row_threads } else { 1 };
     let lanes = g.tuning.x_lanes as usize;
-    let norm_bc = ("NORM_BC", norm.is_some() as u32 as f64);
-    let constants = [
-        ("D_STATE", n as f64),
-        norm_bc,
+    // What the kernel fuses: B and C's norms, dt's norm and projection (its weights' type). LANES takes just these.
+    let fused = [
+        ("NORM_BC", norm.is_some() as u32 as f64),
         ("DT_PROJ", dt_proj.is_some() as u32 as f64),
         ("W_DTYPE", dt_dtype.shader_code()),
+    ];
+    let constants = [
+        ("D_STATE", n as f64),
+        fused[0],
+        fused[1],
+        fused[2],
         ("ROW_THREADS", row_threads as f64),
         // B and C rows read in turns (bc_rows_in_turns, tile_rows_in_turns: at most 8 rounds) where matvecs read x
         // so, and one invocation projects each channel's dt.
@@ -463,16 +468,15 @@ fn scan(
     let single_chunk = path == ScanPath::Chunked && chunks == 1;
     let serial = single_chunk || matches!(path, ScanPath::Serial | ScanPath::Decode);
     let parts = norm.map_or((1, 0), |norm| (norm.parts, norm.part_stride));
-    let lanes = lanes_fit(g, n, i, [&dt, &b, &c, &z], dt_proj.is_some(), parts);
-    let lanes_constants = [norm_bc, ("DT_PROJ", dt_proj.is_some() as u32 as f64), ("W_DTYPE", dt_dtype.shader_code())];
+    let by_lanes = lanes_fit(g, n, i, [&dt, &b, &c, &z], dt_proj.is_some(), parts);
     match path {
-        _ if serial && lanes => {
+        _ if serial && by_lanes => {
             let grid = g.linear_grid(channel_groups as u64)?;
-            g.dispatch(&LANES, &lanes_constants, &params, &tensors, grid)?;
+            g.dispatch(&LANES, &fused, &params, &tensors, grid)?;
         }
-        ScanPath::Batch if lanes => {
+        ScanPath::Batch if by_lanes => {
             let grid = g.linear_grid((t * channel_groups) as u64)?;
-            g.dispatch(&LANES_BATCH, &lanes_constants, &params, &tensors, grid)?;
+            g.dispatch(&LANES_BATCH, &fused, &params, &tensors, grid)?;
         }
         _ if single_chunk => {
             let grid = g.linear_grid(channel_groups as u64)?;
