@@ -125,6 +125,161 @@ fn bindings_match_wgsl() {
     }
 }
 
+/// Every loop in every shader ends: no `loop` or `while`, and each `for` counts a variable of its own up to a
+/// bound it compares with `<` (by `++`, or `+=` a step: a literal other than zero, or a lane count, workgroup size
+/// or tile width), or halves it down to zero, with no other assignment to it. That is the promise under which the
+/// pipelines are built without wgpu's loop bounds (`RUNTIME_CHECKS`, src/gpu/pipeline.rs).
+#[test]
+fn every_shader_loop_is_counted() {
+    let mut seen = std::collections::HashSet::new();
+    for kernel in kernels::all() {
+        for subgroups in [false, true] {
+            let source = kernel.shader.wgsl(subgroups);
+            if seen.insert(source.clone()) {
+                let faults = uncounted_loops(&source);
+                assert!(faults.is_empty(), "shaders/{}.wgsl: {}", kernel.shader.name, faults.join("; "));
+            }
+        }
+    }
+}
+
+/// The check itself: each kind of loop that may not end is caught, and a counted one is not.
+#[test]
+fn uncounted_loops_are_caught() {
+    let counted = "fn f(n: u32) { for (var i = 0u; i < n; i++) { for (var j = i; j + 1u < n && i == j; j += 4u) { } } \
+                   for (var k = n; k > 0u; k >>= 1u) { let kept = k & 1u; } }";
+    assert_eq!(uncounted_loops(counted), Vec::<String>::new());
+    for (looping, why) in [
+        ("fn f() { loop { break; } }", "`loop`"),
+        ("fn f(n: u32) { var i = 0u; while i < n { i++; } }", "`while`"),
+        ("fn f(n: u32) { for (var i = 0u; i <= n; i++) { } }", "not `<`"),
+        ("fn f(n: u32) { for (var i = 0u; n > i; i++) { } }", "not `<`"),
+        ("fn f(n: u32) { for (var i = 0u; i < n || n == 0u; i++) { } }", "`||`"),
+        ("fn f(n: u32) { for (var i = 0u; i < n; i += 0u) { } }", "step"),
+        ("fn f(n: u32) { for (var i = 0u; i < n; i--) { } }", "step"),
+        ("fn f(n: u32) { for (var i = 0u; i < n; i++) { i = 0u; } }", "assigned"),
+        ("fn f(n: u32) { for (var i = 0u; i < n; i++) { // i = 0u;\n i -= 1u; } }", "assigned"),
+        ("fn g(p: ptr<function, u32>) {} fn f(n: u32) { for (var i = 0u; i < n; i++) { g(&i); } }", "assigned"),
+        ("fn f(n: u32) { for (var i = 1u; i > 0u; i >>= 1u) { i++; } }", "assigned"),
+    ] {
+        let faults = uncounted_loops(looping);
+        assert!(faults.len() == 1 && faults[0].contains(why), "{looping:?}: {faults:?}");
+    }
+}
+
+/// What keeps each loop of a WGSL module from being a counted one, one line per loop.
+fn uncounted_loops(source: &str) -> Vec<String> {
+    let code = without_comments(source);
+    let line = |at: usize| code[..at].lines().count().max(1);
+    let mut faults: Vec<String> = ["loop", "while"]
+        .iter()
+        .flat_map(|&keyword| words(&code, keyword).into_iter().map(move |at| (keyword, at)))
+        .map(|(keyword, at)| format!("line {}: a `{keyword}`", line(at)))
+        .collect();
+    for at in words(&code, "for") {
+        let open = at + code[at..].find('(').expect("`for (`");
+        let close = open + matching(&code[open..], '(', ')') - 1;
+        let header = &code[open + 1..close];
+        let body_open = close + code[close..].find('{').expect("a `for` body");
+        let body = &code[body_open..body_open + matching(&code[body_open..], '{', '}')];
+        if let Err(fault) = counted(header, body) {
+            faults.push(format!("line {}: for ({header}): {fault}", line(at)));
+        }
+    }
+    faults
+}
+
+/// Whether a `for` loop with this header and body ends: a counter declared by the header, compared with `<` a
+/// bound and stepped up by the update, or halved down to zero (`c > 0u; c >>= 1u`), and not assigned in the body.
+fn counted(header: &str, body: &str) -> Result<(), String> {
+    let parts: Vec<&str> = header.split(';').map(str::trim).collect();
+    let [init, condition, update] = parts[..] else { return Err("not `init; condition; update`".into()) };
+    let counter = init.strip_prefix("var ").and_then(|v| v.split(|c: char| !is_ident(c)).next());
+    let counter = counter.filter(|c| !c.is_empty()).ok_or(format!("`{init}` declares no counter"))?;
+    let halved = condition == format!("{counter} > 0u") && update == format!("{counter} >>= 1u");
+    if !halved {
+        if condition.contains("||") {
+            return Err(format!("`{condition}`: `||`"));
+        }
+        // One of the terms joined by `&&` is `counter ... < bound`, the bound free of the counter.
+        let bounded = condition.split("&&").filter_map(|term| term.split_once('<')).any(|(left, right)| {
+            !right.starts_with('=') && !variable(left, counter).is_empty() && variable(right, counter).is_empty()
+        });
+        if !bounded {
+            return Err(format!("`{condition}`: not `<` a bound"));
+        }
+        let step = update.strip_prefix(counter).map(str::trim);
+        let up = step == Some("++")
+            || step.and_then(|s| s.strip_prefix("+=")).is_some_and(|s| !["0", "0u", "0i"].contains(&s.trim()));
+        if !up {
+            return Err(format!("`{update}`: not a step up"));
+        }
+    }
+    const ASSIGNMENTS: [&str; 12] = ["+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "<<=", ">>=", "++", "--"];
+    let assigned = variable(body, counter).into_iter().any(|i| {
+        let (before, after) = (body[..i].trim_end(), body[i + counter.len()..].trim_start());
+        let pointer = before.ends_with('&') && !before.ends_with("&&");
+        let assignment = after.starts_with('=') && !after.starts_with("==");
+        pointer || assignment || ASSIGNMENTS.iter().any(|a| after.starts_with(a))
+    });
+    match assigned {
+        true => Err(format!("`{counter}` assigned in the body")),
+        false => Ok(()),
+    }
+}
+
+/// Where the variable `name` is used in `text`: the word, not a field of that name (`p.t`).
+fn variable(text: &str, name: &str) -> Vec<usize> {
+    words(text, name).into_iter().filter(|&at| !text[..at].trim_end().ends_with('.')).collect()
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The byte offsets where `word` stands alone in `text`.
+fn words(text: &str, word: &str) -> Vec<usize> {
+    text.match_indices(word)
+        .filter(|&(at, _)| {
+            let alone_before = text[..at].chars().next_back().is_none_or(|c| !is_ident(c));
+            alone_before && text[at + word.len()..].chars().next().is_none_or(|c| !is_ident(c))
+        })
+        .map(|(at, _)| at)
+        .collect()
+}
+
+/// The length of the bracketed text `text` opens with, through its matching close.
+fn matching(text: &str, open: char, close: char) -> usize {
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        depth += (c == open) as i32 - (c == close) as i32;
+        if depth == 0 {
+            return i + 1;
+        }
+    }
+    panic!("unclosed `{open}` in {text:?}")
+}
+
+/// `source` with its `//` and `/* */` comments blanked out, lines kept where they were.
+fn without_comments(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    let mut block = 0;
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('/', Some('*')) => (block, _) = (block + 1, chars.next()),
+            ('*', Some('/')) if block > 0 => (block, _) = (block - 1, chars.next()),
+            ('/', Some('/')) if block == 0 => {
+                while chars.peek().is_some_and(|&c| c != '\n') {
+                    chars.next();
+                }
+            }
+            _ => out.push(if block > 0 && c != '\n' { ' ' } else { c }),
+        }
+    }
+    out
+}
+
 #[test]
 fn a_broken_shader_is_reported_with_its_name() {
     let broken =
