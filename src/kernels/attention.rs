@@ -18,7 +18,7 @@
 //! Reference: `reference::attention::attention`.
 
 use crate::gpu::{read, read_write, Binding, Context, DType, Graph, Kernel, OpId, Plan, Prefill, Tensor};
-use crate::kernels::{dims2, expect_dtype, u32_of, IntoCols, Cols};
+use crate::kernels::{dims2, expect_dtype, u32_of, Chosen, Cols, IntoCols};
 use crate::{params, shader, Error, Result};
 
 shader!(KV_CACHE_SHADER, "kv_cache");
@@ -521,7 +521,7 @@ fn split_kernel(
     shape: AttentionShape,
     splits: usize,
     batch: bool,
-) -> Result<(&'static Kernel, Vec<(&'static str, f64)>, [u32; 3])> {
+) -> Result<Chosen> {
     let [head_dim] = shape.head_dim_constant();
     let keys = lanes_heads(g, q, shape).filter(|_| g.tuning.decode_attention_lanes);
     Ok(match (keys, g.tuning.decode_attention_lanes) {

@@ -160,6 +160,9 @@ fn unrolled_matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
     out
 }
 
+/// A kernel chosen for a dispatch where several could do it: the kernel, its override constants and its grid.
+type Chosen = (&'static Kernel, Vec<(&'static str, f64)>, [u32; 3]);
+
 /// W_DTYPE, ROW_THREADS, MATVEC_ROWS, MATVEC_READS, MATVEC_UNROLL and X_LANES of a decode matvec.
 type MatvecConstants = [(&'static str, f64); 6];
 

@@ -16,7 +16,7 @@ use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
     dims2, expect_dtype, expect_len, expect_shape, matvec_launch, no_variants, prefill_kernel, u32_of,
-    unrolled_matvec_variants, weight_variants, IntoCols, MatvecLaunch, FLOAT_DTYPES, WEIGHT_DTYPES,
+    unrolled_matvec_variants, weight_variants, Chosen, IntoCols, MatvecLaunch, FLOAT_DTYPES, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -570,7 +570,7 @@ fn expert_prefill(
     k: usize,
     n: usize,
     gated: bool,
-) -> Result<(&'static Kernel, Vec<(&'static str, f64)>, [u32; 3])> {
+) -> Result<Chosen> {
     let dtype = stack.gate.dtype();
     let constants = vec![("W_DTYPE", dtype.shader_code())];
     let tiles = |rows: usize, cols: usize| g.linear_grid((stack.count * t.div_ceil(rows) * n.div_ceil(cols)) as u64);
