@@ -17,6 +17,15 @@ fn parse(kernel: &Kernel, subgroups: bool) -> (naga::Module, naga::valid::Module
     let source = kernel.shader.wgsl(subgroups);
     let module = naga::front::wgsl::parse_str(&source)
         .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
+    let info = Validator::new(ValidationFlags::all(), capabilities(kernel, subgroups))
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
+    (module, info)
+}
+
+/// The capabilities a device gives the kernel's shader: subgroup operations where it has them (or the shader
+/// is chosen only where it does), and the extensions the shader enables.
+fn capabilities(kernel: &Kernel, subgroups: bool) -> Capabilities {
     let mut capabilities = match subgroups || SUBGROUP_SHADERS.contains(&kernel.shader.name) {
         true => Capabilities::SUBGROUP,
         false => Capabilities::empty(),
@@ -27,10 +36,7 @@ fn parse(kernel: &Kernel, subgroups: bool) -> (naga::Module, naga::valid::Module
     if kernel.shader.enables("wgpu_cooperative_matrix") {
         capabilities |= Capabilities::COOPERATIVE_MATRIX;
     }
-    let info = Validator::new(ValidationFlags::all(), capabilities)
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("shaders/{}.wgsl: {}", kernel.shader.name, e.emit_to_string(&source)));
-    (module, info)
+    capabilities
 }
 
 /// Each variant compiles from the module a device that builds it composes: with subgroup operations where it
@@ -61,6 +67,28 @@ fn every_kernel_variant_compiles_to_spirv() {
             };
             naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
                 .unwrap_or_else(|e| panic!("{} with {constants:?}: SPIR-V: {e}", kernel.name()));
+        }
+    }
+}
+
+/// What a device is handed for each variant, its own module with the constants applied and the branches they
+/// rule out removed (`gpu::specialize`), parses and validates with the capabilities the shader asks for.
+#[test]
+fn every_kernel_variant_specialises() {
+    for kernel in kernels::all() {
+        let modules = [false, true].map(|subgroups| parse(kernel, subgroups));
+        for constants in (kernel.variants)() {
+            let in_turns = constants.iter().any(|&(name, lanes)| name == "X_LANES" && lanes > 0.0);
+            let (module, info) = &modules[in_turns as usize];
+            let what = || format!("{} with {constants:?}", kernel.name());
+            let wgsl = jamba_wgpu::gpu::specialize::specialize(module, info, kernel.entry, &constants)
+                .unwrap_or_else(|e| panic!("{}: {e}", what()));
+            let specialised = naga::front::wgsl::parse_str(&wgsl)
+                .unwrap_or_else(|e| panic!("{}: {}", what(), e.emit_to_string(&wgsl)));
+            assert!(specialised.overrides.is_empty(), "{}: overrides left", what());
+            Validator::new(ValidationFlags::all(), capabilities(kernel, in_turns))
+                .validate(&specialised)
+                .unwrap_or_else(|e| panic!("{}: {}", what(), e.emit_to_string(&wgsl)));
         }
     }
 }

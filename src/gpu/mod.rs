@@ -4,6 +4,7 @@ mod context;
 mod graph;
 mod kernel;
 mod pipeline;
+pub mod specialize;
 pub(crate) mod tensor;
 
 pub use context::{

@@ -1,12 +1,14 @@
-//! The pipeline cache: one compute pipeline per (kernel, override constants), built on first use.
+//! The pipeline cache: one compute pipeline per (kernel, override constants), built on first use from a shader
+//! module of its own, the shader specialised to those constants ([`specialize`](crate::gpu::specialize)).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::context::Counters;
+use crate::gpu::specialize::specialize;
 use crate::gpu::{Access, Context, Kernel};
-use crate::Result;
+use crate::{Error, Result};
 
 /// A built kernel variant: its pipeline and the bind group layout that matches its binding list.
 pub struct Pipeline {
@@ -16,8 +18,15 @@ pub struct Pipeline {
 
 #[derive(Default)]
 pub struct PipelineCache {
-    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    /// Each shader parsed and validated once, for the variants of its kernels to be specialised from.
+    modules: Mutex<HashMap<&'static str, Arc<Parsed>>>,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
+}
+
+/// A shader in naga's IR, and what validation found of it (which specialising needs).
+struct Parsed {
+    module: naga::Module,
+    info: naga::valid::ModuleInfo,
 }
 
 /// What wgpu checks in our shaders as they run: each buffer access stays inside its binding and each integer
@@ -37,15 +46,30 @@ fn key_of((kernel, constants): Variant<'_>) -> String {
 
 impl Context {
     /// The pipeline of `kernel` specialised with `constants`, compiled once and cached.
+    ///
+    /// The constants are applied here, in naga's IR, rather than by wgpu at pipeline creation, so that the
+    /// branches they rule out never reach the driver.
     pub fn pipeline(&self, kernel: &'static Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<Pipeline>> {
         let key = key_of((kernel, constants));
         if let Some(p) = self.cached(&key) {
             return Ok(p);
         }
-        let module = self.module(kernel)?;
+        let parsed = self.parsed(kernel)?;
+        let wgsl = specialize(&parsed.module, &parsed.info, kernel.entry, constants)
+            .map_err(|message| Error::Gpu { context: format!("specialising kernel {key}"), message })?;
         let pipeline = self.scoped(
             || format!("building kernel {key}"),
-            || build(&self.device, kernel, &module, constants),
+            || {
+                let descriptor = wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.shader.name),
+                    source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+                };
+                // SAFETY: the one check left out bounds loops that would never end, and none can: every loop in
+                // shaders/ is a `for` whose counter, its own, steps up to a bound it compares with `<` or halves
+                // down to zero (held by tests/no_gpu.rs, `every_shader_loop_is_counted`).
+                let module = unsafe { self.device.create_shader_module_trusted(descriptor, RUNTIME_CHECKS) };
+                build(&self.device, kernel, &module)
+            },
         )?;
         Counters::add(&self.counts.pipelines);
         let pipeline = Arc::new(pipeline);
@@ -66,9 +90,9 @@ impl Context {
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(missing.len());
         if threads > 1 {
-            // Shader modules first, one thread: each is shared by its kernels' variants, and cheap (naga).
+            // Shaders parsed first, one thread: each is shared by its kernels' variants, and cheap (naga).
             for (_, (kernel, _)) in &missing {
-                self.module(kernel)?;
+                self.parsed(kernel)?;
             }
             // Each thread takes the next variant nobody has taken.
             let next = AtomicUsize::new(0);
@@ -90,37 +114,28 @@ impl Context {
         self.pipelines.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
-    fn module(&self, kernel: &'static Kernel) -> Result<Arc<wgpu::ShaderModule>> {
+    /// `kernel`'s shader parsed and validated, once.
+    fn parsed(&self, kernel: &'static Kernel) -> Result<Arc<Parsed>> {
         let shader = kernel.shader;
         if let Some(m) = self.pipelines.modules.lock().unwrap_or_else(|p| p.into_inner()).get(shader.name) {
             return Ok(m.clone());
         }
         let source = shader.wgsl(self.features().subgroups);
-        let module = self.scoped(
-            || format!("compiling shaders/{}.wgsl", shader.name),
-            || {
-                let descriptor = wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                };
-                // SAFETY: the one check left out bounds loops that would never end, and none can: every loop in
-                // shaders/ is a `for` whose counter, its own, steps up to a bound it compares with `<` or halves
-                // down to zero (held by tests/no_gpu.rs, `every_shader_loop_is_counted`).
-                unsafe { self.device.create_shader_module_trusted(descriptor, RUNTIME_CHECKS) }
-            },
-        )?;
-        let module = Arc::new(module);
-        self.pipelines.modules.lock().unwrap_or_else(|p| p.into_inner()).insert(shader.name, module.clone());
-        Ok(module)
+        let context = format!("compiling shaders/{}.wgsl", shader.name);
+        let failed = |message: String| Error::Gpu { context: context.clone(), message };
+        let module = naga::front::wgsl::parse_str(&source).map_err(|e| failed(e.emit_to_string(&source)))?;
+        // Every capability: wgpu validates each variant's module again, against what the device has.
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .map_err(|e| failed(e.emit_to_string(&source)))?;
+        let parsed = Arc::new(Parsed { module, info });
+        self.pipelines.modules.lock().unwrap_or_else(|p| p.into_inner()).insert(shader.name, parsed.clone());
+        Ok(parsed)
     }
 }
 
-fn build(
-    device: &wgpu::Device,
-    kernel: &'static Kernel,
-    module: &wgpu::ShaderModule,
-    constants: &[(&'static str, f64)],
-) -> Pipeline {
+/// The pipeline of `kernel` from `module`, a variant's own (its constants already applied).
+fn build(device: &wgpu::Device, kernel: &'static Kernel, module: &wgpu::ShaderModule) -> Pipeline {
     let params = wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -154,7 +169,7 @@ fn build(
         layout: Some(&pipeline_layout),
         module,
         entry_point: Some(kernel.entry),
-        compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+        compilation_options: wgpu::PipelineCompilationOptions { zero_initialize_workgroup_memory: false, ..Default::default() },
         cache: None,
     });
     Pipeline { pipeline, layout }
