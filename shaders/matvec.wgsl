@@ -133,7 +133,7 @@ fn rows_part_of(x0: u32, j0: u32, lane: u32, c_begin: u32, c_end: u32) -> Rows8 
     let first = c_begin / quad_weights(); // the range in quads
     let end = (c_end + quad_weights() - 1u) / quad_weights();
     let live = j0 < p.n;
-    if quads_of_x(x0) && x_in_turns(x0) {
+    if MATVEC_PATH == PATH_TURNS && quads_of_x(x0) && x_in_turns(x0) {
         let mine = subgroup_lane();
         for (var g0 = first; g0 < end; g0 += X_LANES) {
             let held = quad_vec4s(x0, g0 + mine);
@@ -146,15 +146,15 @@ fn rows_part_of(x0: u32, j0: u32, lane: u32, c_begin: u32, c_end: u32) -> Rows8 
         }
     } else if !live {
         return acc;
-    } else if quads_of_x(x0) {
+    } else if MATVEC_PATH == PATH_QUADS_X && quads_of_x(x0) {
         for (var g = first + lane % ROW_THREADS; g < end; g += ROW_THREADS) {
             acc = rows_quad(j0, g, x_quad(x0, g), acc);
         }
-    } else if rows_by_quad(p.k) {
+    } else if MATVEC_PATH == PATH_QUADS && rows_by_quad(p.k) {
         for (var g = first + lane % ROW_THREADS; g < end; g += ROW_THREADS) {
             acc = rows_quad(j0, g, x_quad_by_words(x0, g), acc);
         }
-    } else if rows_by_word(p.k) && MATVEC_UNROLL > 1u {
+    } else if MATVEC_PATH == PATH_ROUNDS && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
         for (var i0 = w_begin + lane % ROW_THREADS; i0 < w_end; i0 += ROW_THREADS * MATVEC_UNROLL) {
             var x: RoundXs; // 0 past the range
@@ -165,7 +165,7 @@ fn rows_part_of(x0: u32, j0: u32, lane: u32, c_begin: u32, c_end: u32) -> Rows8 
             }
             acc = rows_round(j0, i0, words, x, acc);
         }
-    } else if rows_by_word(p.k) {
+    } else if MATVEC_PATH == PATH_WORDS && rows_by_word(p.k) {
         for (var i = w_begin + lane % ROW_THREADS; i < w_end; i += ROW_THREADS) {
             let xs = x_word(x0, i);
             for (var q = 0u; q < MATVEC_ROWS; q++) {
@@ -282,7 +282,7 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
     let live = s.j0 < p.n;
     var acc: Rows8;
     let quads = (p.k + quad_weights() - 1u) / quad_weights();
-    if quads_of_x(x0) && x_in_turns(x0) {
+    if MATVEC_PATH == PATH_TURNS && quads_of_x(x0) && x_in_turns(x0) {
         let mine = subgroup_lane();
         for (var g0 = 0u; g0 < quads; g0 += X_LANES) {
             let held = quad_normalised_vec4s(x0, g0 + mine, inv_rms);
@@ -293,15 +293,15 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
                 }
             }
         }
-    } else if live && quads_of_x(x0) {
+    } else if MATVEC_PATH == PATH_QUADS_X && live && quads_of_x(x0) {
         for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
             acc = rows_quad(s.j0, g, normalised_quad(x0, g, inv_rms), acc);
         }
-    } else if live && rows_by_quad(p.k) {
+    } else if MATVEC_PATH == PATH_QUADS && live && rows_by_quad(p.k) {
         for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
             acc = rows_quad(s.j0, g, normalised_quad_by_words(x0, g, inv_rms), acc);
         }
-    } else if live && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
+    } else if MATVEC_PATH == PATH_ROUNDS && live && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
         for (var i0 = lane % ROW_THREADS; i0 < words; i0 += ROW_THREADS * MATVEC_UNROLL) {
             var x: RoundXs;
@@ -310,7 +310,7 @@ fn matvec_norm_of(s: MatvecSlot, lane: u32) -> NormDot {
             }
             acc = rows_round(s.j0, i0, words, x, acc);
         }
-    } else if live && rows_by_word(p.k) {
+    } else if MATVEC_PATH == PATH_WORDS && live && rows_by_word(p.k) {
         // rows_part, x normalised as it is read (a function reading norm_w would make matvec bind it too)
         let words = word_row(0u, p.k).words;
         for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {

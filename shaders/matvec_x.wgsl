@@ -40,6 +40,22 @@ fn x_word(x0: u32, i: u32) -> X8 {
     return xs;
 }
 
+// ---- The read path, named by the host ----
+//
+// A decode matvec's loop over x's row and its rows of W (matvec.wgsl's rows_part_of and matvec_norm_of,
+// moe_matvec.wgsl's rows_part and swiglu_norm_matvec) takes one of these paths, by x's row offset and k, which the
+// host knows when it records the dispatch: it names the path in MATVEC_PATH (kernels::matvec_path, from the same
+// facts). Each path's condition tests MATVEC_PATH first, so that a variant's module (gpu::specialize) holds its
+// own path alone, and then the facts themselves, falling to the path that reads one weight at a time where they
+// do not hold: the results never depend on the host's choice, only the speed.
+const PATH_TURNS: u32 = 1u; // quads, x four values a load, in turns across the subgroup (x_in_turns)
+const PATH_QUADS_X: u32 = 2u; // quads, x four values a load (quads_of_x)
+const PATH_QUADS: u32 = 3u; // quads, x a word's values at a time (rows_by_quad)
+const PATH_ROUNDS: u32 = 4u; // words, MATVEC_UNROLL a round (rows_by_word)
+const PATH_WORDS: u32 = 5u; // words, one a round
+const PATH_WEIGHTS: u32 = 6u; // one weight at a time
+override MATVEC_PATH: u32 = PATH_WEIGHTS;
+
 // Whether a decode matvec reads W by quads (rows_by_quad) against x's row at x0 four values a load: x's row
 // starts on a vec4. Else its quads take x a word at a time (x_quad_by_words). The choice is made before the loop
 // over k: lavapipe runs both sides of a branch, masked, so a choice made per quad would cost both every time.

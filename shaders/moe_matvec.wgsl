@@ -187,7 +187,7 @@ fn job_quad(job: MatvecJob, g: u32, xs: QuadXs, both: bool, acc_in: array<Rows8,
 fn rows_part(job: MatvecJob, x0: u32, both: bool, lane: u32) -> array<Rows8, 2> {
     var acc: array<Rows8, 2>;
     let quads = (p.k + quad_weights() - 1u) / quad_weights();
-    if quads_of_x(x0) && x_in_turns(x0) {
+    if MATVEC_PATH == PATH_TURNS && quads_of_x(x0) && x_in_turns(x0) {
         let mine = subgroup_lane();
         for (var g0 = 0u; g0 < quads; g0 += X_LANES) {
             let held = quad_vec4s(x0, g0 + mine);
@@ -200,15 +200,15 @@ fn rows_part(job: MatvecJob, x0: u32, both: bool, lane: u32) -> array<Rows8, 2> 
         }
     } else if !job.live {
         return acc;
-    } else if quads_of_x(x0) {
+    } else if MATVEC_PATH == PATH_QUADS_X && quads_of_x(x0) {
         for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
             acc = job_quad(job, g, x_quad(x0, g), both, acc);
         }
-    } else if rows_by_quad(p.k) {
+    } else if MATVEC_PATH == PATH_QUADS && rows_by_quad(p.k) {
         for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
             acc = job_quad(job, g, x_quad_by_words(x0, g), both, acc);
         }
-    } else if rows_by_word(p.k) && MATVEC_UNROLL > 1u {
+    } else if MATVEC_PATH == PATH_ROUNDS && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
         for (var i0 = lane % ROW_THREADS; i0 < words; i0 += ROW_THREADS * MATVEC_UNROLL) {
             var x: RoundXs; // 0 past the row (x_word)
@@ -217,7 +217,7 @@ fn rows_part(job: MatvecJob, x0: u32, both: bool, lane: u32) -> array<Rows8, 2> 
             }
             acc = job_round(job, i0, words, x, both, acc);
         }
-    } else if rows_by_word(p.k) {
+    } else if MATVEC_PATH == PATH_WORDS && rows_by_word(p.k) {
         let words = word_row(0u, p.k).words;
         for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
             let xs = x_word(x0, i);
@@ -294,7 +294,7 @@ fn swiglu_norm_matvec(
     // rows_part of the normalised row, gate and up
     var acc: array<Rows8, 2>;
     let quads = (p.k + quad_weights() - 1u) / quad_weights();
-    if job.in_stack && quads_of_x(x0) && x_in_turns(x0) {
+    if MATVEC_PATH == PATH_TURNS && job.in_stack && quads_of_x(x0) && x_in_turns(x0) {
         let mine = subgroup_lane();
         for (var g0 = 0u; g0 < quads; g0 += X_LANES) {
             let held = quad_normalised_vec4s(x0, g0 + mine, inv_rms);
@@ -305,15 +305,15 @@ fn swiglu_norm_matvec(
                 }
             }
         }
-    } else if job.live && quads_of_x(x0) {
+    } else if MATVEC_PATH == PATH_QUADS_X && job.live && quads_of_x(x0) {
         for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
             acc = job_quad(job, g, normalised_quad(x0, g, inv_rms), true, acc);
         }
-    } else if job.live && rows_by_quad(p.k) {
+    } else if MATVEC_PATH == PATH_QUADS && job.live && rows_by_quad(p.k) {
         for (var g = lane % ROW_THREADS; g < quads; g += ROW_THREADS) {
             acc = job_quad(job, g, normalised_quad_by_words(x0, g, inv_rms), true, acc);
         }
-    } else if job.live && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
+    } else if MATVEC_PATH == PATH_ROUNDS && job.live && rows_by_word(p.k) && MATVEC_UNROLL > 1u {
         let words = word_row(0u, p.k).words;
         for (var i0 = lane % ROW_THREADS; i0 < words; i0 += ROW_THREADS * MATVEC_UNROLL) {
             var x: RoundXs; // 0 past the row (normalised_word)
@@ -322,7 +322,7 @@ fn swiglu_norm_matvec(
             }
             acc = job_round(job, i0, words, x, true, acc);
         }
-    } else if job.live && rows_by_word(p.k) {
+    } else if MATVEC_PATH == PATH_WORDS && job.live && rows_by_word(p.k) {
         let words = word_row(0u, p.k).words;
         for (var i = lane % ROW_THREADS; i < words; i += ROW_THREADS) {
             let xs = normalised_word(x0, i, inv_rms);

@@ -153,6 +153,42 @@ fn bindings_match_wgsl() {
     }
 }
 
+/// A decode matvec's variant holds the read path the host named (MATVEC_PATH, matvec_x.wgsl) and the one that
+/// reads a weight at a time, which its conditions fall to, and no other: what keeps its pipeline quick to build.
+#[test]
+fn a_matvec_variant_holds_its_read_path_alone() {
+    let kernel = kernels::all().into_iter().find(|k| k.name() == "matvec::matvec").expect("matvec::matvec");
+    let (module, info) = parse(kernel, true);
+    let (turns, quads_x, quads, words, weights) = (1.0, 2.0, 3.0, 5.0, 6.0);
+    let variant = |path: f64| {
+        let constants = [
+            ("W_DTYPE", 2.0),
+            ("ROW_THREADS", 1.0),
+            ("MATVEC_READS", 2.0),
+            ("MATVEC_ROWS", 8.0),
+            ("X_LANES", 8.0),
+            ("MATVEC_UNROLL", 1.0),
+            ("MATVEC_PATH", path),
+        ];
+        jamba_wgpu::gpu::specialize::specialize(&module, &info, kernel.entry, &constants).unwrap()
+    };
+    // Each path's own helpers: x taken from another lane, x four values a load, x a word's values at a time,
+    // rows by words; and the weight-at-a-time fallback's.
+    let helpers = ["fn quad_in_lane", "fn x_quad(", "fn x_quad_by_words", "fn row_word_dot", "fn w_matvec_at"];
+    for (path, holds) in [
+        (turns, [true, false, false, false, true]),
+        (quads_x, [false, true, false, false, true]),
+        (quads, [false, false, true, false, true]),
+        (words, [false, false, false, true, true]),
+        (weights, [false, false, false, false, true]),
+    ] {
+        let wgsl = variant(path);
+        for (helper, held) in helpers.iter().zip(holds) {
+            assert_eq!(wgsl.contains(helper), held, "MATVEC_PATH {path}: `{helper}`");
+        }
+    }
+}
+
 /// Every loop in every shader ends: no `loop` or `while`, and each `for` counts a variable of its own up to a
 /// bound it compares with `<` (by `++`, or `+=` a step: a literal other than zero, or a lane count, workgroup size
 /// or tile width), or halves it down to zero, with no other assignment to it. That is the promise under which the

@@ -6,8 +6,9 @@
 //! but only after translating, inlining and optimising them: lavapipe built a decode matvec in 17 ms with its
 //! untaken read paths deleted from the source, against 63 ms with them (BENCHMARKS.md, "Pipelines built without
 //! wgpu's loop counters"). Here each variant's module keeps only its entry point, the branches the constants do
-//! not rule out, and the functions those reach. (The matvec's read paths are still chosen as it runs, by x's
-//! offset and k; choosing them on the host, as override constants, would let this remove them too.)
+//! not rule out, and the functions those reach. For that a shader tests its constants first in each condition:
+//! the matvecs' read paths depend on x's offset and k, which the host names as a constant (`MATVEC_PATH`,
+//! matvec_x.wgsl) before the shader tests them again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -4,8 +4,8 @@
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor, Tuning};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_shape, matvec_launch, matvec_workgroups, prefill_kernel, u32_of,
-    unrolled_matvec_variants, weight_variants, Cols, IntoCols, MatvecLaunch, WEIGHT_DTYPES,
+    dims2, expect_dtype, expect_shape, matvec_launch, matvec_variants, matvec_workgroups, prefill_kernel, u32_of,
+    weight_variants, Cols, IntoCols, MatvecLaunch, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -60,7 +60,7 @@ pub static MATVEC: Kernel = Kernel {
     entry: "matvec",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
-    variants: unrolled_matvec_variants,
+    variants: matvec_variants,
 };
 
 /// Decode: a matvec over k in parts, for the reader of y to add up ([`matmul_parts`]).
@@ -69,7 +69,7 @@ pub static MATVEC_PARTS: Kernel = Kernel {
     entry: "matvec_parts",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
-    variants: unrolled_matvec_variants,
+    variants: matvec_variants,
 };
 
 /// Decode: the matvec of rms_norm(x), normalising x as it is read.
@@ -78,7 +78,7 @@ pub static MATVEC_NORM: Kernel = Kernel {
     entry: "matvec_norm",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_BINDINGS,
-    variants: unrolled_matvec_variants,
+    variants: matvec_variants,
 };
 
 /// [`MATVEC_NORM`] that also stores the normalised rows, for later kernels that read them.
@@ -87,7 +87,7 @@ pub static MATVEC_NORM_OUT: Kernel = Kernel {
     entry: "matvec_norm_out",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_OUT_BINDINGS,
-    variants: unrolled_matvec_variants,
+    variants: matvec_variants,
 };
 
 /// [`MATVEC_NORM`] for Mamba's in_proj on a decode step, the causal conv of the xs columns fused in.
@@ -96,7 +96,7 @@ pub static MATVEC_NORM_CONV: Kernel = Kernel {
     entry: "matvec_norm_conv",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: NORM_CONV_BINDINGS,
-    variants: unrolled_matvec_variants,
+    variants: matvec_variants,
 };
 
 /// Prefill: 64 x 64 output tiles through workgroup memory.
@@ -158,7 +158,7 @@ pub fn matmul<'a>(
     let n = w.shape()[0];
     let prefill = prefill_kernel(&g.tuning, w.dtype(), w.shape()[1]);
     if is_matvec(g, x.rows) {
-        let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, n)?;
+        let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, n, x.on_vec4())?;
         g.dispatch(&MATVEC, &constants, &params, &tensors, grid)
     } else if prefill == Prefill::Blocked {
         let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
@@ -246,7 +246,7 @@ pub fn matmul_parts<'a>(
         ..matmul_params(op, x, w, y, false)?
     };
     let n = w.shape()[0];
-    let MatvecLaunch { constants, workgroups, .. } = matvec_launch(g, w, x.rows, n)?;
+    let MatvecLaunch { constants, workgroups, .. } = matvec_launch(g, w, x.rows, n, x.on_vec4())?;
     let grid = g.linear_grid((workgroups * parts) as u64)?;
     g.dispatch(&MATVEC_PARTS, &constants, &params, &[x.tensor, w, y.tensor], grid)
 }
@@ -322,7 +322,7 @@ pub fn matmul_rms_norm<'a>(
         normed_offset: u32_of(op, "normed offset", out.offset)?,
         ..matmul_params(op, x, w, y, accumulate)?
     };
-    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, w.shape()[0])?;
+    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, w.shape()[0], x.on_vec4())?;
     match normed {
         Normed::Keep(out) => {
             let tensors = [x.tensor, w, y.tensor, norm.weight, out.tensor];
@@ -400,7 +400,7 @@ pub fn matmul_rms_norm_conv<'a>(
         ..matmul_params(op, x, w, y, false)?
     };
     u32_of(op, "conv state", x.rows * state_stride)?;
-    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, w.shape()[0])?;
+    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, w, x.rows, w.shape()[0], x.on_vec4())?;
     let tensors = [x.tensor, w, y.tensor, norm.weight, conv.out, conv.weight, conv.bias, conv.state];
     g.dispatch(&MATVEC_NORM_CONV, &constants, &params, &tensors, grid)
 }

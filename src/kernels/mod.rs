@@ -109,30 +109,6 @@ fn float_weight_variants() -> Vec<Vec<(&'static str, f64)>> {
 /// subgroups this wide (lavapipe's; the adapter's own width at run time).
 pub const TEST_X_LANES: u32 = 8;
 
-/// Every variant of a decode matvec: each weight type, row width, way of reading quantized rows and count of rows
-/// per row group; with one row per invocation, x read by each invocation and in turns ([`TEST_X_LANES`]).
-fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
-    let mut out = Vec::new();
-    for d in WEIGHT_DTYPES {
-        for r in ROW_THREADS {
-            for reads in crate::gpu::MatvecReads::ALL {
-                for rows in MATVEC_ROWS {
-                    for lanes in [0, TEST_X_LANES].into_iter().filter(|&l| l == 0 || r == 1) {
-                        out.push(vec![
-                            ("W_DTYPE", d.shader_code()),
-                            ("ROW_THREADS", r as f64),
-                            ("MATVEC_READS", reads.shader_code()),
-                            ("MATVEC_ROWS", rows as f64),
-                            ("X_LANES", lanes as f64),
-                        ]);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The kernel a prefill matmul over weight rows of `k` values of type `dtype` takes: the tuning's, except that
 /// the CPU kernels ([`Prefill::Blocked`]: matmul_cpu.wgsl, moe_cpu.wgsl) read whole 4-byte words only, so f16 and
 /// bf16 rows of odd length, which do not start on words, take [`Prefill::Tiled`] there.
@@ -147,14 +123,38 @@ pub fn prefill_kernel(tuning: &crate::gpu::Tuning, dtype: DType, k: usize) -> Pr
 /// Every `MATVEC_UNROLL` (prelude.wgsl) the decode matvecs are built for: words per invocation per round.
 pub const MATVEC_UNROLLS: [u32; 3] = [1, 2, 4];
 
-/// Every decode matvec variant ([`matvec_variants`]), one word per invocation per round; and with one row per
-/// row group, each unrolled round ([`MATVEC_UNROLLS`]).
-fn unrolled_matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
+/// Every variant of a decode matvec: each weight type, row width, way of reading rows and count of rows per row
+/// group; with one row per group, each unrolled round ([`MATVEC_UNROLLS`]); with one row per invocation, x read
+/// by each invocation and in turns ([`TEST_X_LANES`]); and each path its loop over a row may then take
+/// ([`matvec_path`]: rows of x on vec4s or not, k even or odd).
+fn matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
     let mut out = Vec::new();
-    for variant in matvec_variants() {
-        let one_row = variant.contains(&("MATVEC_ROWS", 1.0));
-        for unroll in MATVEC_UNROLLS.into_iter().filter(|&u| u == 1 || one_row) {
-            out.push([variant.clone(), vec![("MATVEC_UNROLL", unroll as f64)]].concat());
+    for d in WEIGHT_DTYPES {
+        for r in ROW_THREADS {
+            for reads in crate::gpu::MatvecReads::ALL {
+                for rows in MATVEC_ROWS {
+                    for lanes in [0, TEST_X_LANES].into_iter().filter(|&l| l == 0 || r == 1) {
+                        for unroll in MATVEC_UNROLLS.into_iter().filter(|&u| u == 1 || rows == 1) {
+                            let shapes = [(64, true), (64, false), (65, true)];
+                            let path = |(k, on_vec4)| matvec_path(d, k, reads, unroll, lanes, r, on_vec4);
+                            let mut paths: Vec<u32> = shapes.into_iter().map(path).collect();
+                            paths.sort();
+                            paths.dedup();
+                            for path in paths {
+                                out.push(vec![
+                                    ("W_DTYPE", d.shader_code()),
+                                    ("ROW_THREADS", r as f64),
+                                    ("MATVEC_READS", reads.shader_code()),
+                                    ("MATVEC_ROWS", rows as f64),
+                                    ("X_LANES", lanes as f64),
+                                    ("MATVEC_UNROLL", unroll as f64),
+                                    ("MATVEC_PATH", path as f64),
+                                ]);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
     out
@@ -163,8 +163,8 @@ fn unrolled_matvec_variants() -> Vec<Vec<(&'static str, f64)>> {
 /// A kernel chosen for a dispatch where several could do it: the kernel, its override constants and its grid.
 type Chosen = (&'static Kernel, Vec<(&'static str, f64)>, [u32; 3]);
 
-/// W_DTYPE, ROW_THREADS, MATVEC_ROWS, MATVEC_READS, MATVEC_UNROLL and X_LANES of a decode matvec.
-type MatvecConstants = [(&'static str, f64); 6];
+/// W_DTYPE, ROW_THREADS, MATVEC_ROWS, MATVEC_READS, MATVEC_UNROLL, X_LANES and MATVEC_PATH of a decode matvec.
+type MatvecConstants = [(&'static str, f64); 7];
 
 /// A decode matvec's launch ([`matvec_launch`]).
 struct MatvecLaunch {
@@ -186,24 +186,68 @@ fn matvec_workgroups(tuning: &crate::gpu::Tuning, rows: usize, n: usize, per_gro
 /// [`Tuning::matvec_min_workgroups`](crate::gpu::Tuning::matvec_min_workgroups); at one row per group (by the
 /// tuning, or halved down to it: Mamba's x_proj), [`Tuning::matvec_unroll`](crate::gpu::Tuning::matvec_unroll)
 /// words a round, for the loads in flight more rows would give; with one row per invocation, x read in turns
-/// across [`Tuning::x_lanes`](crate::gpu::Tuning::x_lanes) invocations.
-fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize) -> Result<MatvecLaunch> {
+/// across [`Tuning::x_lanes`](crate::gpu::Tuning::x_lanes) invocations; and the path its loop over a row takes
+/// ([`matvec_path`]), where every row of x starts on a vec4 when `x_on_vec4`.
+fn matvec_launch(g: &crate::gpu::Graph, w: &Tensor, rows: usize, n: usize, x_on_vec4: bool) -> Result<MatvecLaunch> {
     let tuning = g.tuning;
     let workgroups = |per_group: u32| matvec_workgroups(&tuning, rows, n, per_group);
     let mut per_group = tuning.matvec_rows.max(1);
     while per_group > 1 && workgroups(per_group) < tuning.matvec_min_workgroups {
         per_group /= 2;
     }
+    let unroll = if per_group == 1 { tuning.matvec_unroll } else { 1 };
+    let x_lanes = if tuning.row_threads == 1 { tuning.x_lanes } else { 0 };
+    let k = w.shape().last().copied().unwrap_or(0); // the last dimension: expert stacks are [experts, n, k]
+    let path = matvec_path(w.dtype(), k, tuning.matvec_reads, unroll, x_lanes, tuning.row_threads, x_on_vec4);
     let constants = [
         ("W_DTYPE", w.dtype().shader_code()),
         ("ROW_THREADS", tuning.row_threads as f64),
         ("MATVEC_ROWS", per_group as f64),
         ("MATVEC_READS", tuning.matvec_reads.shader_code()),
-        ("MATVEC_UNROLL", if per_group == 1 { tuning.matvec_unroll as f64 } else { 1.0 }),
-        ("X_LANES", if tuning.row_threads == 1 { tuning.x_lanes as f64 } else { 0.0 }),
+        ("MATVEC_UNROLL", unroll as f64),
+        ("X_LANES", x_lanes as f64),
+        ("MATVEC_PATH", path as f64),
     ];
     let grid = g.linear_grid(workgroups(per_group) as u64)?;
     Ok(MatvecLaunch { constants, grid, workgroups: workgroups(per_group) })
+}
+
+/// The path a decode matvec's loop over a row of x and its rows of W takes (`MATVEC_PATH`, matvec_x.wgsl), as
+/// the shader's own tests would choose it for W's type and `k` columns, the tuning's reads and the kernel's
+/// unroll, x_lanes and row threads, with every row of x starting on a vec4 where `x_on_vec4`: quads where the
+/// reads are quads and the rows whole quads (x in turns, or four values a load, where x starts on a vec4; else
+/// a word's values at a time), else words where the rows start on them (and quantized rows are not read by
+/// codes), in rounds where unrolled, else one weight at a time. Named on the host so that each variant's module
+/// holds its own path alone; the shader still tests the facts, so a path named wrongly costs speed, not results.
+fn matvec_path(
+    dtype: DType,
+    k: usize,
+    reads: crate::gpu::MatvecReads,
+    unroll: u32,
+    x_lanes: u32,
+    row_threads: u32,
+    x_on_vec4: bool,
+) -> u32 {
+    use crate::gpu::MatvecReads;
+    let (turns, quads_x, quads, rounds, words, weights) = (1, 2, 3, 4, 5, 6);
+    let word_weights = match dtype {
+        DType::F32 | DType::U32 => 1,
+        DType::F16 | DType::BF16 => 2,
+        DType::Quant(QuantFormat::Q8) => 4,
+        DType::Quant(_) => 8,
+    };
+    let quantized = dtype.is_quantized();
+    let on_words = quantized || word_weights == 1 || k % 2 == 0;
+    let by_word = on_words && (!quantized || reads != MatvecReads::Codes);
+    let by_quad = reads == MatvecReads::Quads && (quantized || (by_word && k.div_ceil(word_weights) % 4 == 0));
+    match () {
+        _ if by_quad && x_on_vec4 && x_lanes > 1 && row_threads == 1 => turns,
+        _ if by_quad && x_on_vec4 => quads_x,
+        _ if by_quad => quads,
+        _ if by_word && unroll > 1 => rounds,
+        _ if by_word => words,
+        _ => weights,
+    }
 }
 
 /// Columns `offset..offset + width` of the first `rows` rows of a 2-D f32 tensor `[rows, cols]`: how kernels
@@ -227,6 +271,12 @@ impl<'a> Cols<'a> {
             ));
         }
         Ok(Cols { tensor, rows, offset, width })
+    }
+
+    /// Whether every row starts on a vec4 (a multiple of 4 elements into the buffer): what lets a decode matvec
+    /// read x four values a load.
+    pub fn on_vec4(&self) -> bool {
+        self.offset % 4 == 0 && (self.rows <= 1 || self.stride() % 4 == 0)
     }
 
     /// The first `rows` rows only (a shorter prefill chunk in a buffer sized for the longest).

@@ -15,8 +15,8 @@ use crate::kernels::elementwise::silu_mul;
 use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, no_variants, prefill_kernel, u32_of,
-    unrolled_matvec_variants, weight_variants, Chosen, IntoCols, MatvecLaunch, FLOAT_DTYPES, WEIGHT_DTYPES,
+    dims2, expect_dtype, expect_len, expect_shape, matvec_launch, matvec_variants, no_variants, prefill_kernel,
+    u32_of, weight_variants, Chosen, IntoCols, MatvecLaunch, FLOAT_DTYPES, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -167,17 +167,17 @@ macro_rules! expert_kernel {
 }
 
 expert_kernel!(/** Decode: `act[s] = silu(x gate_e^T) * (x up_e^T)` for the expert in `ids[s]`. */
-    SWIGLU_MATVEC, MOE_MATVEC_SHADER, "swiglu_matvec", unrolled_matvec_variants);
+    SWIGLU_MATVEC, MOE_MATVEC_SHADER, "swiglu_matvec", matvec_variants);
 expert_kernel!(
     /** Decode: SWIGLU_MATVEC of rms_norm(x, norm_w), normalising the raw rows as it reads them. */
     SWIGLU_NORM_MATVEC,
     MOE_MATVEC_SHADER,
     "swiglu_norm_matvec",
-    unrolled_matvec_variants,
+    matvec_variants,
     EXPERT_NORM_BINDINGS
 );
 expert_kernel!(/** Decode: `y_slots[s] = act[s] down_e^T`. */
-    DOWN_MATVEC, MOE_MATVEC_SHADER, "down_matvec", unrolled_matvec_variants);
+    DOWN_MATVEC, MOE_MATVEC_SHADER, "down_matvec", matvec_variants);
 expert_kernel!(/** Prefill: the SwiGLU half of every expert of a stack over its grouped rows. */
     SWIGLU_TILED, "swiglu_tiled", weight_variants);
 expert_kernel!(/** Prefill: down of every expert of a stack over its grouped rows. */
@@ -215,7 +215,7 @@ expert_kernel!(
     DOWN_COMBINE_MATVEC,
     MOE_MATVEC_SHADER,
     "down_combine_matvec",
-    unrolled_matvec_variants
+    matvec_variants
 );
 expert_kernel!(/** out += the routing-weighted sum of each token's expert outputs. */ COMBINE, "combine", no_variants);
 
@@ -475,7 +475,7 @@ fn moe_decode_one_stack(
     };
     let s = scratch;
     let swiglu = MoeParams { n: inter as u32, k: hidden as u32, ..base };
-    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.gate, t * top_k, inter)?;
+    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.gate, t * top_k, inter, hidden % 4 == 0)?;
     let bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
     match norm {
         None => g.dispatch(&SWIGLU_MATVEC, &constants, &swiglu, &bind, grid)?,
@@ -486,7 +486,7 @@ fn moe_decode_one_stack(
         }
     };
     let down = MoeParams { n: hidden as u32, k: inter as u32, ..base };
-    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.down, t, hidden)?;
+    let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.down, t, hidden, inter % 4 == 0)?;
     let bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, out];
     g.dispatch(&DOWN_COMBINE_MATVEC, &constants, &down, &bind, grid)?;
     Ok(())
@@ -546,9 +546,9 @@ pub fn moe_experts(
         let swiglu_bind = [x, &stack.gate, &stack.up, ids, &s.groups, weights, &s.act];
         let down_bind = [&s.act, &stack.down, &stack.down, ids, &s.groups, weights, &s.y_slots];
         if decode {
-            let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.gate, slots, inter)?;
+            let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.gate, slots, inter, hidden % 4 == 0)?;
             g.dispatch(&SWIGLU_MATVEC, &constants, &swiglu, &swiglu_bind, grid)?;
-            let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.down, slots, hidden)?;
+            let MatvecLaunch { constants, grid, .. } = matvec_launch(g, &stack.down, slots, hidden, inter % 4 == 0)?;
             g.dispatch(&DOWN_MATVEC, &constants, &down, &down_bind, grid)?;
         } else {
             let (kernel, constants, grid) = expert_prefill(g, stack, t, hidden, inter, true)?;
