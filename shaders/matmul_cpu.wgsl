@@ -14,8 +14,9 @@
 //   matrices), a round reads 16 bytes a load: lane l loads x[r, k0 + 4l .. 4l + 4] and whole quads of its rows
 //   of W (K_QUADS columns; lavapipe, the default model's prefill matmuls: 119-134 -> 76-88 ms a 256-token
 //   chunk). Else a value and a word at a time (K_WORDS columns). Either way the products are added eight columns
-//   of k at a time, then into the sum, so both give the same result. The choice is made once, before the loop
-//   over k: llvmpipe runs both sides of a branch, masked.
+//   of k at a time, then into the sum, so both give the same result. The host makes the choice (QUADS), so that
+//   each variant's module holds one way alone (gpu::specialize), and llvmpipe, which runs both sides of a branch
+//   masked, never runs the other.
 //
 // Grid: ceil(t / (8 ROWS)) * ceil(n / (8 COLS)) workgroups, linear. A workgroup is 8 subgroups of 8 (the kernel
 // needs 8-wide subgroups; Tuning picks it only on such adapters): subgroup s takes rows r0 + ROWS s + i, lane l
@@ -45,10 +46,9 @@ fn w_row(j: u32) -> u32 {
     return p.w_row0 + min(j, p.n - 1u);
 }
 
-// Whether the rounds read x and W by quads: W's rows whole quads, x's rows starting on vec4s.
-fn by_quads() -> bool {
-    return rows_whole_quads(p.k) && p.x_stride % 4u == 0u && p.x_offset % 4u == 0u;
-}
+// Whether the rounds read x and W by quads, as the host found (matmul::blocked_by_quads): W's rows whole quads
+// (cpu_blocks.wgsl's rows_whole_quads), x's rows starting on vec4s (x_stride and x_offset multiples of 4).
+override QUADS: u32 = 0u;
 
 // The invocation's block: rows block_r0 .. + ROWS of y (those past t are read as row t - 1 and never stored),
 // columns block_j0 + 8 cc.
@@ -92,7 +92,7 @@ fn blocked(
     if block_r0 >= p.t {
         return;
     }
-    if by_quads() {
+    if QUADS != 0u {
         for (var k0 = 0u; k0 < p.k; k0 += K_QUADS) {
             for (var cc = 0u; cc < COLS; cc++) {
                 row_weights(&ws, cc, false, w_row(block_j0 + SG * cc), k0, K_QUADS);

@@ -117,14 +117,33 @@ pub static TILED_WIDE: Kernel = Kernel {
     variants: weight_variants,
 };
 
-/// Prefill on CPU adapters: register blocks of 16 rows x 4 columns per invocation, x shared across the subgroup.
+/// Prefill on CPU adapters: register blocks of 16 rows x 4 columns per invocation, x shared across the subgroup;
+/// x and W read by quads or by words ([`blocked_by_quads`]).
 pub static BLOCKED: Kernel = Kernel {
     shader: &MATMUL_CPU,
     entry: "blocked",
     params: &<MatmulParams as crate::gpu::Params>::LAYOUT,
     bindings: BINDINGS,
-    variants: weight_variants,
+    variants: blocked_variants,
 };
+
+/// [`BLOCKED`]'s: every weight type, by quads and by words.
+fn blocked_variants() -> Vec<Vec<(&'static str, f64)>> {
+    let by = |v: Vec<(&'static str, f64)>| [0.0, 1.0].map(|quads| [v.clone(), vec![("QUADS", quads)]].concat());
+    weight_variants().into_iter().flat_map(by).collect()
+}
+
+/// Whether [`BLOCKED`] reads x and W 16 bytes a load (matmul_cpu.wgsl's QUADS): W's rows whole quads (f32 rows of
+/// a multiple of 4 weights, f16 and bf16 of 8, every quantized row), and every row of x starting on a vec4.
+fn blocked_by_quads(w: &Tensor, x: &Cols) -> bool {
+    let k = w.shape()[1];
+    let whole_quads = match w.dtype() {
+        DType::F32 | DType::U32 => k % 4 == 0,
+        DType::F16 | DType::BF16 => k % 8 == 0,
+        DType::Quant(_) => true,
+    };
+    whole_quads && x.stride() % 4 == 0 && x.offset % 4 == 0
+}
 
 /// Prefill on matrix units: 64 x 64 output tiles of 16 x 16 f16 cooperative matrices ([`Prefill::Coop`]).
 pub static COOP: Kernel = Kernel {
@@ -162,7 +181,8 @@ pub fn matmul<'a>(
         g.dispatch(&MATVEC, &constants, &params, &tensors, grid)
     } else if prefill == Prefill::Blocked {
         let grid = g.linear_grid((x.rows.div_ceil(BLOCK_ROWS) * n.div_ceil(BLOCK_COLS)) as u64)?;
-        g.dispatch(&BLOCKED, &[dtype], &params, &tensors, grid)
+        let quads = ("QUADS", blocked_by_quads(w, &x) as u32 as f64);
+        g.dispatch(&BLOCKED, &[dtype, quads], &params, &tensors, grid)
     } else if prefill == Prefill::Wide {
         let grid = g.linear_grid((x.rows.div_ceil(WIDE_TILE) * n.div_ceil(WIDE_TILE)) as u64)?;
         g.dispatch(&TILED_WIDE, &[dtype], &params, &tensors, grid)
