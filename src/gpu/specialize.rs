@@ -4,11 +4,11 @@
 //! A shader holds every path its variants may take (each weight type's decoding; a matvec's ways of reading rows:
 //! quads of x in turns, quads, words, one weight at a time), chosen by `if`s. Drivers drop the untaken ones too,
 //! but only after translating, inlining and optimising them: lavapipe built a decode matvec in 17 ms with its
-//! untaken read paths deleted from the source, against 63 ms with them (BENCHMARKS.md, "Pipelines built without
-//! wgpu's loop counters"). Here each variant's module keeps only its entry point, the branches the constants do
-//! not rule out, and the functions those reach. For that a shader tests its constants first in each condition:
-//! the matvecs' read paths depend on x's offset and k, which the host names as a constant (`MATVEC_PATH`,
-//! matvec_x.wgsl) before the shader tests them again.
+//! untaken read paths deleted from the source, against 63 ms with them (BENCHMARKS.md, "Pipelines built
+//! quicker"). Here each variant's module keeps only its entry point, the branches the constants do not rule out,
+//! and the functions those reach. For that a shader tests its constants first in each condition: the matvecs'
+//! read paths depend on x's offset and k, which the host names as a constant (`MATVEC_PATH`, matvec_x.wgsl)
+//! before the shader tests them again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
