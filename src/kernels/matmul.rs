@@ -118,7 +118,7 @@ pub static TILED_WIDE: Kernel = Kernel {
 };
 
 /// Prefill on CPU adapters: register blocks of 16 rows x 4 columns per invocation, x shared across the subgroup;
-/// x and W read by quads or by words ([`blocked_by_quads`]).
+/// x and W read by quads or by words, as the host finds (`QUADS`).
 pub static BLOCKED: Kernel = Kernel {
     shader: &MATMUL_CPU,
     entry: "blocked",
