@@ -4,8 +4,8 @@
 use crate::gpu::{read, read_write, DType, Graph, Kernel, OpId, Prefill, Tensor, Tuning};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
-    dims2, expect_dtype, expect_shape, matvec_launch, matvec_variants, matvec_workgroups, prefill_kernel, u32_of,
-    weight_variants, Cols, IntoCols, MatvecLaunch, WEIGHT_DTYPES,
+    dims2, expect_dtype, expect_shape, matvec_launch, matvec_variants, matvec_workgroups, prefill_kernel,
+    rows_whole_quads, u32_of, weight_variants, Cols, IntoCols, MatvecLaunch, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -136,13 +136,7 @@ fn blocked_variants() -> Vec<Vec<(&'static str, f64)>> {
 /// Whether [`BLOCKED`] reads x and W 16 bytes a load (matmul_cpu.wgsl's QUADS): W's rows whole quads (f32 rows of
 /// a multiple of 4 weights, f16 and bf16 of 8, every quantized row), and every row of x starting on a vec4.
 fn blocked_by_quads(w: &Tensor, x: &Cols) -> bool {
-    let k = w.shape()[1];
-    let whole_quads = match w.dtype() {
-        DType::F32 | DType::U32 => k % 4 == 0,
-        DType::F16 | DType::BF16 => k % 8 == 0,
-        DType::Quant(_) => true,
-    };
-    whole_quads && x.stride() % 4 == 0 && x.offset % 4 == 0
+    rows_whole_quads(w.dtype(), w.shape()[1]) && x.stride() % 4 == 0 && x.offset % 4 == 0
 }
 
 /// Prefill on matrix units: 64 x 64 output tiles of 16 x 16 f16 cooperative matrices ([`Prefill::Coop`]).

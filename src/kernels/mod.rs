@@ -230,16 +230,10 @@ fn matvec_path(
 ) -> u32 {
     use crate::gpu::MatvecReads;
     let (turns, quads_x, quads, rounds, words, weights) = (1, 2, 3, 4, 5, 6);
-    let word_weights = match dtype {
-        DType::F32 | DType::U32 => 1,
-        DType::F16 | DType::BF16 => 2,
-        DType::Quant(QuantFormat::Q8) => 4,
-        DType::Quant(_) => 8,
-    };
     let quantized = dtype.is_quantized();
-    let on_words = quantized || word_weights == 1 || k % 2 == 0;
+    let on_words = quantized || matches!(dtype, DType::F32 | DType::U32) || k % 2 == 0;
     let by_word = on_words && (!quantized || reads != MatvecReads::Codes);
-    let by_quad = reads == MatvecReads::Quads && (quantized || (by_word && k.div_ceil(word_weights) % 4 == 0));
+    let by_quad = reads == MatvecReads::Quads && rows_whole_quads(dtype, k);
     match () {
         _ if by_quad && x_on_vec4 && x_lanes > 1 && row_threads == 1 => turns,
         _ if by_quad && x_on_vec4 => quads_x,
@@ -247,6 +241,17 @@ fn matvec_path(
         _ if by_word && unroll > 1 => rounds,
         _ if by_word => words,
         _ => weights,
+    }
+}
+
+/// Whether every row of a weight matrix of type `dtype` with `k` columns is whole 16-byte quads (the shaders'
+/// `rows_whole_quads`, and `rows_by_quad` where rows are read by quads): f32 rows of a multiple of 4 weights, f16
+/// and bf16 rows of 8, every quantized row (its scales and codes padded to 16 bytes).
+fn rows_whole_quads(dtype: DType, k: usize) -> bool {
+    match dtype {
+        DType::F32 | DType::U32 => k % 4 == 0,
+        DType::F16 | DType::BF16 => k % 8 == 0,
+        DType::Quant(_) => true,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::kernels::matmul::{matmul, RmsNorm};
 use crate::kernels::rms_norm::rms_norm;
 use crate::kernels::{
     dims2, expect_dtype, expect_len, expect_shape, matvec_launch, matvec_variants, no_variants, prefill_kernel,
-    u32_of, weight_variants, Chosen, IntoCols, MatvecLaunch, FLOAT_DTYPES, WEIGHT_DTYPES,
+    rows_whole_quads, u32_of, weight_variants, Chosen, IntoCols, MatvecLaunch, FLOAT_DTYPES, WEIGHT_DTYPES,
 };
 use crate::{params, shader, Error, Result};
 
@@ -576,11 +576,7 @@ fn expert_prefill(
     let tiles = |rows: usize, cols: usize| g.linear_grid((stack.count * t.div_ceil(rows) * n.div_ceil(cols)) as u64);
     // The CPU kernels' rounds by quads (moe_cpu.wgsl's QUADS): float rows of whole quads, x's rows on vec4s. Their
     // SwiGLU blocks hold half the columns, each of gate and of up.
-    let quads = match dtype {
-        DType::F32 => k % 4 == 0,
-        DType::F16 | DType::BF16 => k % 8 == 0,
-        _ => false,
-    };
+    let quads = !dtype.is_quantized() && rows_whole_quads(dtype, k);
     let blocked = [constants.clone(), vec![("QUADS", quads as u32 as f64)]].concat();
     Ok(match (prefill_kernel(&g.tuning, dtype, k), gated) {
         (Prefill::Blocked, true) => {
